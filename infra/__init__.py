@@ -1,0 +1,1 @@
+"""CDK code of TaskRouter: one module per logical component, plus the typed stage configuration."""

@@ -1,0 +1,176 @@
+"""The public API: REST API Gateway with an API key, and the router Lambda behind `POST /route`."""
+
+from __future__ import annotations
+
+from aws_cdk import (
+    CfnOutput,
+    Duration,
+    Stack,
+    aws_apigateway as apigw,
+    aws_dynamodb as dynamodb,
+    aws_iam as iam,
+    aws_lambda as lambda_,
+    aws_logs as logs,
+    aws_secretsmanager as secretsmanager,
+)
+from constructs import Construct
+
+from infra.config import AdapterManifest, StageConfig
+from infra.nag import acknowledge
+from infra.lambda_code import ARCHITECTURE, RUNTIME, function_code
+
+API_STAGE_NAME = "v1"
+
+
+class ApiStack(Stack):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        stage: StageConfig,
+        manifest: AdapterManifest,
+        table: dynamodb.ITable,
+        endpoint_name: str,
+        endpoint_arn: str,
+        adapter_component_name: str,
+        **kwargs,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        retention = stage.log_retention
+
+        self.openai_secret = secretsmanager.Secret(
+            self,
+            "OpenAIApiKey",
+            description=f"TaskRouter {stage.name}: OpenAI API key of the fallback (set it after deploy)",
+            removal_policy=stage.removal_policy,
+        )
+        acknowledge(
+            self.openai_secret,
+            "AwsSolutions-SMG4",
+            "an OpenAI API key is issued by OpenAI, not by AWS: operators rotate it by hand (README), no Lambda can",
+        )
+
+        router_logs = logs.LogGroup(self, "RouterLogs", retention=retention, removal_policy=stage.removal_policy)
+        router_role = iam.Role(
+            self,
+            "RouterRole",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"TaskRouter {stage.name}: router function",
+        )
+        router_role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["logs:CreateLogStream", "logs:PutLogEvents"], resources=[router_logs.log_group_arn]
+            )
+        )
+        router_role.add_to_policy(
+            iam.PolicyStatement(actions=["sagemaker:InvokeEndpoint"], resources=[endpoint_arn])
+        )
+        router_role.add_to_policy(
+            iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"], resources=[self.openai_secret.secret_arn])
+        )
+        table.grant(router_role, "dynamodb:Query", "dynamodb:GetItem")
+        acknowledge(
+            router_role,
+            "AwsSolutions-IAM5[Resource::*]",
+            "X-Ray's PutTraceSegments/PutTelemetryRecords (added by active tracing) have no resource-level form",
+        )
+
+        self.router = lambda_.Function(
+            self,
+            "Router",
+            description="TaskRouter: POST /route (SageMaker first, OpenAI fallback)",
+            runtime=RUNTIME,
+            architecture=ARCHITECTURE,
+            code=function_code(),
+            handler="taskrouter.handlers.router.handler",
+            role=router_role,
+            memory_size=1024,  # CPU share scales with memory: it is latency here, not just room
+            timeout=Duration.seconds(10),
+            tracing=lambda_.Tracing.ACTIVE,
+            log_group=router_logs,
+            logging_format=lambda_.LoggingFormat.JSON,
+            environment={
+                "TASKROUTER_TABLE_NAME": table.table_name,
+                "TASKROUTER_SAGEMAKER_ENDPOINT": endpoint_name,
+                "TASKROUTER_SAGEMAKER_COMPONENT": adapter_component_name,
+                "TASKROUTER_PROMPT_FORMAT": manifest.prompt_format,
+                "TASKROUTER_PRIMARY_TIMEOUT_MS": str(stage.primary_timeout_ms),
+                "TASKROUTER_FALLBACK_TIMEOUT_MS": str(stage.fallback_timeout_ms),
+                "TASKROUTER_OPENAI_MODEL": stage.openai_model,
+                "TASKROUTER_OPENAI_SECRET_ARN": self.openai_secret.secret_arn,
+                "TASKROUTER_DEFAULT_STRATEGY": stage.default_strategy.value,
+                "POWERTOOLS_SERVICE_NAME": "taskrouter-router",
+                "POWERTOOLS_METRICS_NAMESPACE": "TaskRouter",
+            },
+        )
+
+        access_logs = logs.LogGroup(self, "ApiAccessLogs", retention=retention, removal_policy=stage.removal_policy)
+        self.api = apigw.RestApi(
+            self,
+            "Api",
+            rest_api_name=f"taskrouter-{stage.name}",
+            description="TaskRouter: routes an assistant's chat to a task",
+            endpoint_types=[apigw.EndpointType.REGIONAL],
+            cloud_watch_role=True,
+            cloud_watch_role_removal_policy=stage.removal_policy,
+            deploy_options=apigw.StageOptions(
+                stage_name=API_STAGE_NAME,
+                access_log_destination=apigw.LogGroupLogDestination(access_logs),
+                access_log_format=apigw.AccessLogFormat.json_with_standard_fields(
+                    caller=False,
+                    http_method=True,
+                    ip=True,
+                    protocol=True,
+                    request_time=True,
+                    resource_path=True,
+                    response_length=True,
+                    status=True,
+                    user=True,
+                ),
+                tracing_enabled=True,
+                metrics_enabled=True,
+                logging_level=apigw.MethodLoggingLevel.ERROR,
+                data_trace_enabled=False,  # a data trace would log conversations
+                throttling_rate_limit=stage.api_rate_limit_rps,
+                throttling_burst_limit=stage.api_burst_limit,
+            ),
+        )
+        route = self.api.root.add_resource("route")
+        route_post = route.add_method("POST", apigw.LambdaIntegration(self.router), api_key_required=True)
+        for finding in ("AwsSolutions-APIG4", "AwsSolutions-COG4"):
+            acknowledge(
+                route_post,
+                finding,
+                "CONTRACT: /route callers are the assistant's servers, authenticated by API key and usage plan",
+            )
+        acknowledge(
+            self.api,
+            "AwsSolutions-APIG2",
+            "the router validates every body against the contract and answers its own 400 shape; gateway "
+            "validation from the OpenAPI document comes with the /tasks API",
+        )
+        acknowledge(
+            self.api.deployment_stage,
+            "AwsSolutions-APIG3",
+            "AWS managed WAF rule groups block bodies over 8 KB, the contract allows 64 KiB; API keys, usage-plan "
+            "and stage throttling bound abuse; an account-wide WebACL can still be attached by Firewall Manager",
+        )
+        acknowledge(
+            self.api.node.find_child("CloudWatchRole"),
+            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs]",
+            "API Gateway's account-level logging role: AWS documents this managed policy for it",
+        )
+
+        api_key = self.api.add_api_key("ApiKey", api_key_name=f"taskrouter-{stage.name}")
+        plan = self.api.add_usage_plan(
+            "UsagePlan",
+            name=f"taskrouter-{stage.name}",
+            throttle=apigw.ThrottleSettings(rate_limit=stage.api_rate_limit_rps, burst_limit=stage.api_burst_limit),
+        )
+        plan.add_api_key(api_key)
+        plan.add_api_stage(stage=self.api.deployment_stage)
+
+        CfnOutput(self, "ApiUrl", value=self.api.url)
+        CfnOutput(self, "ApiKeyId", value=api_key.key_id)
+        CfnOutput(self, "OpenAISecretArn", value=self.openai_secret.secret_arn)

@@ -1,0 +1,199 @@
+"""The primary backend: a SageMaker endpoint serving the base LLM from AWS's LMI container, with
+the QLoRA adapter hosted on it as an adapter inference component."""
+
+from __future__ import annotations
+
+from aws_cdk import (
+    Aws,
+    CfnOutput,
+    Stack,
+    aws_iam as iam,
+    aws_kms as kms,
+    aws_logs as logs,
+    aws_s3 as s3,
+    aws_sagemaker as sagemaker,
+)
+from aws_cdk.region_info import FactName
+from constructs import Construct
+
+from infra.config import AdapterManifest, ServingSettings, StageConfig
+from infra.nag import acknowledge
+
+VARIANT_NAME = "AllTraffic"
+
+
+def dlc_image_uri(stack: Stack, repository: str, tag: str) -> str:
+    """An image of AWS's Deep Learning Containers registry, right for the stack's region.
+
+    The registry account is a regional fact known to the CDK: no network, no credentials.
+    """
+    account = stack.regional_fact(FactName.DLC_REPOSITORY_ACCOUNT)
+    return f"{account}.dkr.ecr.{stack.region}.{stack.url_suffix}/{repository}:{tag}"
+
+
+class ModelHostingStack(Stack):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        stage: StageConfig,
+        serving: ServingSettings,
+        manifest: AdapterManifest,
+        artifact_bucket: s3.IBucket,
+        **kwargs,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.endpoint_name = f"taskrouter-{stage.name}"
+        self.adapter_component_name = f"taskrouter-{stage.name}-{manifest.name}"
+        base_component_name = f"taskrouter-{stage.name}-base"
+
+        # SageMaker creates this group on first start; owning it gives it a retention.
+        log_group = logs.LogGroup(
+            self,
+            "EndpointLogs",
+            log_group_name=f"/aws/sagemaker/Endpoints/{self.endpoint_name}",
+            retention=stage.log_retention,
+            removal_policy=stage.removal_policy,
+        )
+        role = self._execution_role(serving, stage, manifest, artifact_bucket, log_group)
+
+        image = dlc_image_uri(self, serving.image_repository, stage.lmi_image_tag)
+        model = sagemaker.CfnModel(
+            self,
+            "BaseModel",
+            execution_role_arn=role.role_arn,
+            primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(
+                image=image,
+                environment={
+                    "HF_MODEL_ID": manifest.base_model.id,
+                    "OPTION_REVISION": manifest.base_model.revision,
+                    **serving.options,
+                },
+            ),
+        )
+        model.node.add_dependency(role)
+
+        self.volume_key: kms.Key | None = None
+        if stage.volume_kms_supported:
+            self.volume_key = kms.Key(
+                self,
+                "VolumeKey",
+                description=f"TaskRouter {stage.name}: SageMaker endpoint storage volumes",
+                enable_key_rotation=True,
+                removal_policy=stage.removal_policy,
+            )
+            self.volume_key.grant(role, "kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKey*")
+
+        endpoint_config = sagemaker.CfnEndpointConfig(
+            self,
+            "EndpointConfig",
+            execution_role_arn=role.role_arn,
+            # Instance types with local NVMe storage encrypt it in hardware and refuse a KmsKeyId.
+            kms_key_id=self.volume_key.key_arn if self.volume_key else None,
+            production_variants=[
+                sagemaker.CfnEndpointConfig.ProductionVariantProperty(
+                    variant_name=VARIANT_NAME,
+                    instance_type=stage.gpu_instance_type,
+                    initial_instance_count=stage.gpu_instance_count,
+                    routing_config=sagemaker.CfnEndpointConfig.RoutingConfigProperty(
+                        routing_strategy="LEAST_OUTSTANDING_REQUESTS"
+                    ),
+                    model_data_download_timeout_in_seconds=serving.model_data_download_timeout_s,
+                    container_startup_health_check_timeout_in_seconds=serving.container_startup_health_check_timeout_s,
+                )
+            ],
+        )
+        endpoint_config.node.add_dependency(role)
+        endpoint = sagemaker.CfnEndpoint(
+            self,
+            "Endpoint",
+            endpoint_name=self.endpoint_name,
+            endpoint_config_name=endpoint_config.attr_endpoint_config_name,
+        )
+
+        base = sagemaker.CfnInferenceComponent(
+            self,
+            "BaseComponent",
+            inference_component_name=base_component_name,
+            endpoint_name=endpoint.attr_endpoint_name,
+            variant_name=VARIANT_NAME,
+            specification=sagemaker.CfnInferenceComponent.InferenceComponentSpecificationProperty(
+                model_name=model.attr_model_name,
+                compute_resource_requirements=sagemaker.CfnInferenceComponent.InferenceComponentComputeResourceRequirementsProperty(
+                    number_of_accelerator_devices_required=serving.accelerators_per_copy,
+                    min_memory_required_in_mb=serving.min_memory_mb,
+                ),
+                startup_parameters=sagemaker.CfnInferenceComponent.InferenceComponentStartupParametersProperty(
+                    model_data_download_timeout_in_seconds=serving.model_data_download_timeout_s,
+                    container_startup_health_check_timeout_in_seconds=serving.container_startup_health_check_timeout_s,
+                ),
+            ),
+            runtime_config=sagemaker.CfnInferenceComponent.InferenceComponentRuntimeConfigProperty(
+                copy_count=stage.gpu_instance_count
+            ),
+        )
+        # The adapter shares the base component's GPUs: no compute of its own, only its weights.
+        adapter = sagemaker.CfnInferenceComponent(
+            self,
+            "AdapterComponent",
+            inference_component_name=self.adapter_component_name,
+            endpoint_name=endpoint.attr_endpoint_name,
+            specification=sagemaker.CfnInferenceComponent.InferenceComponentSpecificationProperty(
+                base_inference_component_name=base_component_name,
+                container=sagemaker.CfnInferenceComponent.InferenceComponentContainerSpecificationProperty(
+                    artifact_url=artifact_bucket.s3_url_for_object(manifest.adapter.artifact_key)
+                ),
+            ),
+        )
+        adapter.add_dependency(base)
+
+        self.endpoint_arn = Stack.of(self).format_arn(
+            service="sagemaker", resource="endpoint", resource_name=self.endpoint_name
+        )
+        CfnOutput(self, "EndpointName", value=endpoint.attr_endpoint_name)
+        CfnOutput(self, "AdapterComponentName", value=self.adapter_component_name)
+
+    def _execution_role(
+        self,
+        serving: ServingSettings,
+        stage: StageConfig,
+        manifest: AdapterManifest,
+        artifact_bucket: s3.IBucket,
+        log_group: logs.LogGroup,
+    ) -> iam.Role:
+        role = iam.Role(
+            self,
+            "ExecutionRole",
+            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
+            description=f"TaskRouter {stage.name}: SageMaker endpoint of the routing model",
+        )
+        dlc_account = self.regional_fact(FactName.DLC_REPOSITORY_ACCOUNT)
+        # The image lives in AWS's DLC registry account, not in this account.
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
+                resources=[f"arn:{Aws.PARTITION}:ecr:{self.region}:{dlc_account}:repository/{serving.image_repository}"],
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"])  # no resource-level form
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["s3:GetObject"],
+                resources=[artifact_bucket.arn_for_objects(manifest.adapter.artifact_key)],
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+                resources=[f"{log_group.log_group_arn}"],
+            )
+        )
+        acknowledge(
+            role,
+            "AwsSolutions-IAM5[Resource::*]",
+            "ecr:GetAuthorizationToken has no resource-level form; image pulls are limited to the one DLC repository",
+        )
+        return role

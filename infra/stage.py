@@ -1,0 +1,55 @@
+"""One deployable stage (`dev`, `prod`): every stack of TaskRouter from one typed configuration."""
+
+from __future__ import annotations
+
+from aws_cdk import Environment, Stage, Tags
+from constructs import Construct
+
+from infra.api import ApiStack
+from infra.config import StageConfig, load_adapter_manifest, load_serving
+from infra.model_artifacts import ModelArtifactsStack
+from infra.model_hosting import ModelHostingStack
+from infra.monitoring import MonitoringStack
+from infra.registry import RegistryStack
+
+
+class TaskRouterStage(Stage):
+    def __init__(self, scope: Construct, config: StageConfig) -> None:
+        super().__init__(scope, config.name, env=Environment(account=config.account, region=config.region))
+        Tags.of(self).add("project", "taskrouter")
+        Tags.of(self).add("stage", config.name)
+        serving = load_serving()
+        manifest = load_adapter_manifest(config)
+
+        self.registry = RegistryStack(self, "Registry", stage=config, termination_protection=config.retain_on_delete)
+        self.artifacts = ModelArtifactsStack(
+            self, "ModelArtifacts", stage=config, termination_protection=config.retain_on_delete
+        )
+        self.hosting = ModelHostingStack(
+            self,
+            "ModelHosting",
+            stage=config,
+            serving=serving,
+            manifest=manifest,
+            artifact_bucket=self.artifacts.bucket,
+        )
+        self.api = ApiStack(
+            self,
+            "Api",
+            stage=config,
+            manifest=manifest,
+            table=self.registry.table,
+            endpoint_name=self.hosting.endpoint_name,
+            endpoint_arn=self.hosting.endpoint_arn,
+            adapter_component_name=self.hosting.adapter_component_name,
+        )
+        self.api.add_dependency(self.hosting)
+        self.monitoring = MonitoringStack(
+            self,
+            "Monitoring",
+            stage=config,
+            api=self.api.api,
+            router=self.api.router,
+            endpoint_name=self.hosting.endpoint_name,
+            adapter_component_name=self.hosting.adapter_component_name,
+        )

@@ -1,0 +1,1 @@
+"""Adapters between the routing core and the outside: DynamoDB, SageMaker, OpenAI, settings."""

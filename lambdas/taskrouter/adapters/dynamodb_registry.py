@@ -1,0 +1,84 @@
+"""The task registry read from DynamoDB, cached in the container.
+
+A copy lives `ttl_s` seconds (kept under CONTRACT section 2's 30-second promise); when DynamoDB
+fails, the last good copy is served rather than failing the decision.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from taskrouter.core.tasks import TASK_NAME_PATTERN, RegistryUnavailable, Task
+from taskrouter.registry_schema import PARTITION_KEY, TASK_PARTITION
+
+logger = logging.getLogger(__name__)
+
+
+class DynamoDBTaskSource:
+    def __init__(
+        self,
+        client: Any,
+        table_name: str,
+        ttl_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._table = table_name
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._copy: dict[str, Task] | None = None
+        self._fetched_at = float("-inf")
+
+    def tasks(self) -> dict[str, Task]:
+        with self._lock:
+            if self._copy is not None and self._clock() - self._fetched_at < self._ttl_s:
+                return self._copy
+            try:
+                self._copy = self._read_all()
+                self._fetched_at = self._clock()
+            except Exception as error:  # botocore raises many unrelated types; any of them means "no fresh copy"
+                if self._copy is None:
+                    raise RegistryUnavailable(type(error).__name__) from error
+                logger.warning("registry read failed, serving the last good copy", extra={"error": type(error).__name__})
+            return self._copy
+
+    def _read_all(self) -> dict[str, Task]:
+        tasks: dict[str, Task] = {}
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "#pk = :pk",
+            "ExpressionAttributeNames": {"#pk": PARTITION_KEY},
+            "ExpressionAttributeValues": {":pk": {"S": TASK_PARTITION}},
+        }
+        while True:
+            page = self._client.query(**request)
+            for item in page.get("Items", []):
+                task = task_from_item(item)
+                if task is not None:
+                    tasks[task.name] = task
+            if "LastEvaluatedKey" not in page:
+                return tasks
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def task_from_item(item: dict[str, Any]) -> Task | None:
+    """A Task from a DynamoDB item, or None (logged) for an item that is not a valid task."""
+    try:
+        name = item["name"]["S"]
+        if not TASK_NAME_PATTERN.match(name):
+            raise ValueError("name")
+        return Task(
+            name=name,
+            description=item["description"]["S"],
+            examples=tuple(entry["S"] for entry in item.get("examples", {}).get("L", [])),
+            version=int(item.get("version", {}).get("N", "1")),
+            updated_at=item.get("updated_at", {}).get("S", ""),
+        )
+    except (KeyError, TypeError, ValueError):
+        logger.warning("skipping a malformed registry item", extra={"sk": str(item.get("sk", {}).get("S"))[:80]})
+        return None

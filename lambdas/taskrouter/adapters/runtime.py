@@ -1,0 +1,51 @@
+"""Builds the router from the environment once per container (Lambda or local server)."""
+
+from __future__ import annotations
+
+import functools
+
+import boto3
+from botocore.config import Config
+
+from taskrouter.adapters.dynamodb_registry import DynamoDBTaskSource
+from taskrouter.adapters.openai_backend import OpenAIBackend
+from taskrouter.adapters.sagemaker_backend import SageMakerBackend
+from taskrouter.adapters.settings import RuntimeSettings
+from taskrouter.core.router import Router
+
+_SECRET_MAX_AGE_S = 300
+
+
+@functools.cache
+def router() -> Router:
+    settings = RuntimeSettings.from_env()
+    session = boto3.session.Session()
+    registry = DynamoDBTaskSource(
+        session.client("dynamodb", config=Config(connect_timeout=1, read_timeout=1, retries={"total_max_attempts": 2})),
+        settings.table_name,
+        settings.registry_ttl_s,
+    )
+    primary = None
+    if settings.sagemaker_endpoint:
+        timeout_s = settings.router.primary_timeout_s
+        client = session.client(
+            "sagemaker-runtime",
+            # One try, bounded on connect and on read: the fallback, not a retry, covers a miss.
+            config=Config(connect_timeout=timeout_s, read_timeout=timeout_s, retries={"total_max_attempts": 1}),
+        )
+        primary = SageMakerBackend(client, settings.sagemaker_endpoint, settings.sagemaker_component, settings.prompt_format)
+    fallback = None
+    if settings.openai_configured:
+        fallback = OpenAIBackend(settings.openai_model, _api_key_reader(settings.openai_secret_arn), settings.router.fallback_timeout_s)
+    return Router(registry, primary, fallback, settings.router)
+
+
+def _api_key_reader(secret_arn: str | None):
+    def read() -> str | None:
+        if secret_arn is None:
+            return None
+        from aws_lambda_powertools.utilities import parameters
+
+        return parameters.get_secret(secret_arn, max_age=_SECRET_MAX_AGE_S)
+
+    return read

@@ -1,0 +1,79 @@
+"""Runtime settings from the environment: the same names in the Lambda and in local mode."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from taskrouter.core.request import Strategy
+from taskrouter.core.router import RouterSettings
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the router cannot use."""
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    table_name: str
+    sagemaker_endpoint: str | None
+    sagemaker_component: str | None
+    prompt_format: str
+    openai_model: str
+    openai_secret_arn: str | None  # in AWS the key comes from Secrets Manager, never the environment
+    openai_configured: bool
+    registry_ttl_s: float
+    router: RouterSettings
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> RuntimeSettings:
+        env = os.environ if environ is None else environ
+        secret_arn = env.get("TASKROUTER_OPENAI_SECRET_ARN") or None
+        return cls(
+            table_name=_required(env, "TASKROUTER_TABLE_NAME"),
+            sagemaker_endpoint=env.get("TASKROUTER_SAGEMAKER_ENDPOINT") or None,
+            sagemaker_component=env.get("TASKROUTER_SAGEMAKER_COMPONENT") or None,
+            prompt_format=env.get("TASKROUTER_PROMPT_FORMAT", "chatml"),
+            openai_model=env.get("TASKROUTER_OPENAI_MODEL", "gpt-4.1-mini"),
+            openai_secret_arn=secret_arn,
+            # Locally the official client reads OPENAI_API_KEY / OPENAI_BASE_URL itself.
+            openai_configured=bool(secret_arn or env.get("OPENAI_API_KEY")),
+            registry_ttl_s=_number(env, "TASKROUTER_REGISTRY_TTL_S", 15, low=0, high=25),
+            router=RouterSettings(
+                default_strategy=_strategy(env.get("TASKROUTER_DEFAULT_STRATEGY", "zero_shot")),
+                primary_timeout_s=_number(env, "TASKROUTER_PRIMARY_TIMEOUT_MS", 250, low=1, high=60_000) / 1000,
+                fallback_timeout_s=_number(env, "TASKROUTER_FALLBACK_TIMEOUT_MS", 3000, low=1, high=60_000)
+                / 1000,
+                retry_after_s=int(_number(env, "TASKROUTER_RETRY_AFTER_S", 2, low=1, high=3600)),
+            ),
+        )
+
+
+def _required(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name)
+    if not value:
+        raise SettingsError(f"{name} is not set")
+    return value
+
+
+def _number(env: Mapping[str, str], name: str, default: float, *, low: float, high: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return float(default)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be between {low:g} and {high:g}, got {raw}")
+    return value
+
+
+def _strategy(raw: str) -> Strategy:
+    try:
+        return Strategy(raw)
+    except ValueError:
+        raise SettingsError(
+            f"TASKROUTER_DEFAULT_STRATEGY must be one of {[s.value for s in Strategy]}, got {raw!r}"
+        ) from None

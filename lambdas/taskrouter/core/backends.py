@@ -1,0 +1,42 @@
+"""What the router asks of a backend, and how a backend may fail."""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+from taskrouter.core.prompting import RoutingPrompt
+
+BackendName = Literal["sagemaker", "openai"]
+FallbackReason = Literal[
+    "timeout", "error", "throttled", "invalid_output", "circuit_open", "ops_mode", "not_configured"
+]
+
+
+class BackendFailure(Exception):
+    """The backend gave no answer; `reason` is the contract's `fallback_reason` for it."""
+
+    reason: FallbackReason = "error"
+
+
+class BackendTimeout(BackendFailure):
+    reason = "timeout"
+
+
+class BackendThrottled(BackendFailure):
+    reason = "throttled"
+
+
+class BackendError(BackendFailure):
+    reason = "error"
+
+
+class Backend(Protocol):
+    name: BackendName
+
+    def decide(self, prompt: RoutingPrompt, timeout_s: float) -> str | None:
+        """The decided task name, or None for no task.
+
+        Raises `BackendFailure` when no answer came, `InvalidOutput` when the answer is not
+        exactly one of `prompt.choices`.
+        """
+        ...

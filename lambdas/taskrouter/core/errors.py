@@ -1,0 +1,36 @@
+"""Errors that leave the API, each with the contract's status and code."""
+
+from __future__ import annotations
+
+
+class ApiError(Exception):
+    """An error answered as `{"error": {"code", "message"}}` with an HTTP status."""
+
+    status: int = 400
+    code: str = "invalid_request"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+    def body(self) -> dict:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+class InvalidRequest(ApiError):
+    status = 400
+    code = "invalid_request"
+
+
+class RequestTooLarge(ApiError):
+    status = 413
+    code = "request_too_large"
+
+
+class NoBackendAvailable(ApiError):
+    status = 503
+    code = "no_backend_available"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})

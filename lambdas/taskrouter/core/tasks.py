@@ -1,0 +1,31 @@
+"""A task of the registry, and the registry as the router sees it."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Protocol
+
+TASK_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{2,63}$")
+NO_TASK = "none"  # the answer a backend gives when no task fits
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    description: str
+    examples: tuple[str, ...] = field(default_factory=tuple)
+    version: int = 1
+    updated_at: str = ""
+
+
+class TaskSource(Protocol):
+    """Where the router reads the live task list from (DynamoDB in AWS, dynalite locally)."""
+
+    def tasks(self) -> dict[str, Task]:
+        """All tasks by name. Raises `RegistryUnavailable` when no copy can be had."""
+        ...
+
+
+class RegistryUnavailable(Exception):
+    """The registry could not be read and no earlier copy is held."""

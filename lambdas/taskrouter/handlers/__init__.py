@@ -1,0 +1,1 @@
+"""Lambda entry points: each one thin (event in, core call, response out)."""

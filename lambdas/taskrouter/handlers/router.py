@@ -1,0 +1,81 @@
+"""`POST /route` behind API Gateway (REST, proxy integration)."""
+
+from __future__ import annotations
+
+import time
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+
+from taskrouter.adapters import runtime
+from taskrouter.core.errors import ApiError, NoBackendAvailable
+from taskrouter.core.request import decode_body, parse_route_request
+
+# Log lines carry the request id and decision fields, never the conversation.
+logger = Logger(service="taskrouter-router")
+metrics = Metrics(namespace="TaskRouter", service="router")
+app = APIGatewayRestResolver()
+
+
+def _json(status: int, body: dict, headers: dict[str, str] | None = None) -> Response:
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body, headers=headers)
+
+
+@app.post("/route")
+def route() -> Response:
+    started = time.perf_counter()
+    event = app.current_event
+    request = parse_route_request(decode_body(event.body, is_base64=event.is_base64_encoded))
+    decision = runtime.router().route(request)
+    latency_ms = round((time.perf_counter() - started) * 1000, 3)
+    body = {
+        "task": decision.task,
+        "event": decision.event,
+        "backend": decision.backend,
+        "fallback_reason": decision.fallback_reason,
+        "latency_ms": latency_ms,
+        "request_id": event.request_context.request_id,
+    }
+    if decision.ignored_tasks:
+        body["ignored_tasks"] = list(decision.ignored_tasks)
+    metrics.add_metric(name="DecisionLatency", unit=MetricUnit.Milliseconds, value=latency_ms)
+    metrics.add_metric(name="Fallback", unit=MetricUnit.Count, value=int(decision.fallback_reason is not None))
+    logger.info(
+        "routed",
+        extra={
+            "event": decision.event,
+            "backend": decision.backend,
+            "fallback_reason": decision.fallback_reason,
+            "fallback_detail": decision.fallback_detail,
+            "latency_ms": latency_ms,
+        },
+    )
+    return _json(200, body)
+
+
+@app.exception_handler(ApiError)
+def _api_error(error: ApiError) -> Response:
+    if isinstance(error, NoBackendAvailable):
+        metrics.add_metric(name="NoBackendAvailable", unit=MetricUnit.Count, value=1)
+    logger.info("refused", extra={"status": error.status, "code": error.code, "reason": error.message})
+    return _json(error.status, error.body(), error.headers)
+
+
+@app.exception_handler(Exception)
+def _unexpected(error: Exception) -> Response:
+    # The contract allows no 500: an unforeseen failure is answered as a retryable 503.
+    logger.exception("unexpected failure")
+    return _api_error(NoBackendAvailable("the router failed unexpectedly", retry_after_s=2))
+
+
+@app.not_found
+def _not_found(_: Exception) -> Response:
+    return _json(404, {"error": {"code": "not_found", "message": "no such resource"}})
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@metrics.log_metrics
+def handler(event: dict, context: object) -> dict:
+    return app.resolve(event, context)

@@ -1,0 +1,10 @@
+"""The registry table's key design, shared by the CDK table and the code that reads and writes it.
+
+All tasks live in one partition (`pk = "TASK"`), sorted by name (`sk`): "list all tasks" is one
+Query that comes back sorted, "get one task" is one GetItem, and neither needs a Scan. A task list
+is small (tens to hundreds of items), far under a partition's limits.
+"""
+
+PARTITION_KEY = "pk"
+SORT_KEY = "sk"
+TASK_PARTITION = "TASK"
