@@ -28,7 +28,8 @@ def dlc_image_uri(stack: Stack, repository: str, tag: str) -> str:
     The registry account is a regional fact known to the CDK: no network, no credentials.
     """
     account = stack.regional_fact(FactName.DLC_REPOSITORY_ACCOUNT)
-    return f"{account}.dkr.ecr.{stack.region}.{stack.url_suffix}/{repository}:{tag}"
+    domain = stack.regional_fact(FactName.DOMAIN_SUFFIX)
+    return f"{account}.dkr.ecr.{stack.region}.{domain}/{repository}:{tag}"
 
 
 class ModelHostingStack(Stack):
@@ -83,7 +84,14 @@ class ModelHostingStack(Stack):
                 enable_key_rotation=True,
                 removal_policy=stage.removal_policy,
             )
-            self.volume_key.grant(role, "kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKey*")
+            self.volume_key.grant(
+                role,
+                "kms:CreateGrant",
+                "kms:Decrypt",
+                "kms:DescribeKey",
+                "kms:GenerateDataKey",
+                "kms:GenerateDataKeyWithoutPlaintext",
+            )
 
         endpoint_config = sagemaker.CfnEndpointConfig(
             self,
@@ -146,7 +154,7 @@ class ModelHostingStack(Stack):
                 ),
             ),
         )
-        adapter.add_dependency(base)
+        adapter.add_resource_dependency(base)
 
         self.endpoint_arn = Stack.of(self).format_arn(
             service="sagemaker", resource="endpoint", resource_name=self.endpoint_name

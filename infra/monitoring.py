@@ -85,12 +85,14 @@ class MonitoringStack(Stack):
         )
         facade.monitor_api_gateway(
             api=api,
+            alarm_friendly_name="Api",
             api_stage=api.deployment_stage.stage_name,
             add_latency_p90_alarm={"Budget": LatencyThreshold(max_latency=budget)},
             add5_xx_fault_count_alarm={"Faults": ErrorCountThreshold(max_error_count=0)},
         )
         facade.monitor_lambda_function(
             lambda_function=router,
+            alarm_friendly_name="Router",
             add_latency_p99_alarm={"Budget": LatencyThreshold(max_latency=budget)},
             add_fault_count_alarm={"Errors": ErrorCountThreshold(max_error_count=0)},
             add_throttles_count_alarm={"Throttles": ErrorCountThreshold(max_error_count=0)},
@@ -104,7 +106,7 @@ class MonitoringStack(Stack):
             label=f"ModelLatency p90 of {endpoint_name} (microseconds)",
         )
         facade.monitor_custom(
-            alarm_friendly_name=f"SageMaker-{stage.name}",
+            alarm_friendly_name="SageMaker",
             human_readable_name=f"SageMaker endpoint {endpoint_name}",
             metric_groups=[
                 CustomMetricGroup(

@@ -43,7 +43,7 @@ class TaskRouterStage(Stage):
             endpoint_arn=self.hosting.endpoint_arn,
             adapter_component_name=self.hosting.adapter_component_name,
         )
-        self.api.add_dependency(self.hosting)
+        self.api.add_stack_dependency(self.hosting)  # the router names the endpoint: deploy it first
         self.monitoring = MonitoringStack(
             self,
             "Monitoring",

@@ -1,0 +1,71 @@
+"""cdk-nag (AwsSolutions) and cfn-lint over everything both stages synthesize."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from aws_cdk import Stack, aws_sns as sns
+from cfnlint.api import ManualArgs, lint_file
+
+from infra.app import build_app
+from infra.nag import unacknowledged_findings
+
+# Every finding accepted on purpose, per stage; a new one must be added here, in review.
+EXPECTED_ACKNOWLEDGEMENTS = {
+    "Api/Api/CloudWatchRole": {
+        "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs]"
+    },
+    "Api/Api": {"AwsSolutions-APIG2"},
+    "Api/Api/DeploymentStage.v1": {"AwsSolutions-APIG3"},
+    "Api/Api/Default/route/POST": {"AwsSolutions-APIG4", "AwsSolutions-COG4"},
+    "Api/OpenAIApiKey": {"AwsSolutions-SMG4"},
+    "Api/RouterRole": {"AwsSolutions-IAM5[Resource::*]"},
+    "ModelHosting/ExecutionRole": {"AwsSolutions-IAM5[Resource::*]"},
+}
+
+
+def _acknowledgements(outdir):
+    found: dict[str, dict[str, str]] = {}
+    for metadata_file in outdir.glob("assembly-*/*.metadata.json"):
+        for path, entries in json.loads(metadata_file.read_text()).items():
+            for entry in entries:
+                if entry["type"] == "aws:cdk:acknowledged-rules":
+                    found.setdefault(path, {}).update(entry["data"])
+    return found
+
+
+def test_cdk_nag_leaves_no_unacknowledged_finding(synthesized):
+    assert unacknowledged_findings(synthesized.outdir / "validation-report.json") == []
+
+
+def test_the_nag_pack_reports_an_unacknowledged_finding(tmp_path):
+    app = build_app({}, outdir=str(tmp_path))
+    stack = Stack(app, "Probe")
+    sns.Topic(stack, "PlainTopic")  # no encryption, no SSL enforcement
+    with pytest.raises(RuntimeError, match="ValidationFailed"):
+        app.synth()  # synth itself stops on an unacknowledged finding
+    findings = unacknowledged_findings(tmp_path / "validation-report.json")
+    assert "AwsSolutions-SNS3 at Probe/PlainTopic/Resource" in findings, findings
+
+
+def test_each_acknowledgement_is_expected_and_gives_its_reason(synthesized):
+    found = _acknowledgements(synthesized.outdir)
+    for stage in ("dev", "prod"):
+        in_stage = {
+            path.removeprefix(f"/{stage}/"): rules for path, rules in found.items() if path.startswith(f"/{stage}/")
+        }
+        assert {path: {rule.removeprefix("Annotation::") for rule in rules} for path, rules in in_stage.items()} == (
+            EXPECTED_ACKNOWLEDGEMENTS
+        )
+        for rules in in_stage.values():
+            for rule, reason in rules.items():
+                assert len(reason) >= 50, f"{rule}: the reason must say why, specifically"
+
+
+def test_cfn_lint_reports_no_error_in_the_stage_region(stage):
+    for stack_id, template_file in stage.template_files.items():
+        matches = lint_file(template_file, config=ManualArgs(regions=[stage.config.region]))
+        errors = [str(match) for match in matches if match.rule.severity == "error"]
+        assert errors == [], f"{stack_id}: {errors}"

@@ -1,0 +1,368 @@
+"""Fine-grained assertions on the security and sizing properties of every component."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from aws_cdk.assertions import Match, Template
+
+from infra.app import build_app
+from infra.config import load_adapter_manifest, load_serving
+
+SERVING = load_serving()
+
+
+def _resources(template: dict, resource_type: str) -> dict[str, dict]:
+    return {k: v for k, v in template["Resources"].items() if v["Type"] == resource_type}
+
+
+def _statements(template: dict) -> list[dict]:
+    return [
+        statement
+        for policy in _resources(template, "AWS::IAM::Policy").values()
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+    ]
+
+
+def _actions(statement: dict) -> set[str]:
+    actions = statement["Action"]
+    return {actions} if isinstance(actions, str) else set(actions)
+
+
+# --- registry --------------------------------------------------------------------------------
+
+
+def test_registry_table_is_on_demand_encrypted_and_recoverable(stage):
+    table = stage.template("Registry")
+    table.resource_count_is("AWS::DynamoDB::Table", 1)
+    table.has_resource_properties(
+        "AWS::DynamoDB::Table",
+        {
+            "BillingMode": "PAY_PER_REQUEST",
+            "SSESpecification": {"SSEEnabled": True},
+            "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
+            # list all = Query on the partition, get one = GetItem: no Scan needed
+            "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        },
+    )
+
+
+def test_registry_is_protected_in_prod_only(stage):
+    table = next(iter(_resources(stage.templates["Registry"], "AWS::DynamoDB::Table").values()))
+    retained = stage.config.retain_on_delete
+    assert stage.config.name != "prod" or retained
+    assert table["DeletionPolicy"] == ("Retain" if retained else "Delete")
+    assert table["Properties"]["DeletionProtectionEnabled"] is retained
+
+
+def test_registry_stack_holds_the_table_alone(stage):
+    types = {v["Type"] for v in stage.templates["Registry"]["Resources"].values()}
+    assert types == {"AWS::DynamoDB::Table"}
+
+
+# --- model artifacts -------------------------------------------------------------------------
+
+
+def test_artifact_buckets_are_private_encrypted_and_ssl_only(stage):
+    template = stage.template("ModelArtifacts")
+    template.resource_count_is("AWS::S3::Bucket", 2)
+    template.all_resources_properties(
+        "AWS::S3::Bucket",
+        {
+            "BucketEncryption": {
+                "ServerSideEncryptionConfiguration": [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+            },
+            "PublicAccessBlockConfiguration": {
+                "BlockPublicAcls": True,
+                "BlockPublicPolicy": True,
+                "IgnorePublicAcls": True,
+                "RestrictPublicBuckets": True,
+            },
+        },
+    )
+    template.has_resource_properties(
+        "AWS::S3::BucketPolicy",
+        {
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [Match.object_like({"Effect": "Deny", "Condition": {"Bool": {"aws:SecureTransport": "false"}}})]
+                )
+            }
+        },
+    )
+
+
+# --- model hosting ---------------------------------------------------------------------------
+
+
+def test_model_serves_the_manifest_base_model_from_the_regional_dlc_image(stage):
+    manifest = load_adapter_manifest(stage.config)
+    stage.template("ModelHosting").has_resource_properties(
+        "AWS::SageMaker::Model",
+        {
+            "PrimaryContainer": {
+                "Image": f"763104351884.dkr.ecr.{stage.config.region}.amazonaws.com/djl-inference:{stage.config.lmi_image_tag}",
+                "Environment": Match.object_like(
+                    {
+                        "HF_MODEL_ID": manifest.base_model.id,
+                        "OPTION_REVISION": manifest.base_model.revision,
+                        "OPTION_ENABLE_LORA": "true",
+                    }
+                ),
+            }
+        },
+    )
+
+
+def test_endpoint_config_sizes_the_gpu_variant_and_its_startup(stage):
+    config = stage.config
+    props = next(iter(_resources(stage.templates["ModelHosting"], "AWS::SageMaker::EndpointConfig").values()))[
+        "Properties"
+    ]
+    variant = props["ProductionVariants"][0]
+    assert variant["InstanceType"] == config.gpu_instance_type
+    assert variant["InitialInstanceCount"] == config.gpu_instance_count
+    assert "ModelName" not in variant  # an endpoint of inference components has no model on its variant
+    assert variant["ContainerStartupHealthCheckTimeoutInSeconds"] >= 600  # a 7B model loads for minutes
+    assert variant["ModelDataDownloadTimeoutInSeconds"] >= 600
+    assert "ExecutionRoleArn" in props
+
+
+def test_nvme_instance_types_get_no_kms_key_id(stage):
+    """ml.g5 volumes are instance-store NVMe, hardware-encrypted: SageMaker refuses a KmsKeyId for them."""
+    assert not stage.config.volume_kms_supported
+    template = stage.template("ModelHosting")
+    template.has_resource_properties("AWS::SageMaker::EndpointConfig", {"KmsKeyId": Match.absent()})
+    template.resource_count_is("AWS::KMS::Key", 0)
+
+
+def test_ebs_instance_types_get_their_volume_encrypted_with_a_rotated_kms_key(tmp_path):
+    from tests.infra.conftest import STAGES
+
+    dev = STAGES["dev"].model_copy(update={"gpu_instance_type": "ml.p3.2xlarge"})
+    app = build_app({"dev": dev}, outdir=str(tmp_path))
+    stack = next(s for s in app.synth().get_nested_assembly("assembly-dev").stacks if s.stack_name == "dev-ModelHosting")
+    template = Template.from_json(stack.template)
+    template.has_resource_properties("AWS::KMS::Key", {"EnableKeyRotation": True})
+    key_id = next(iter(_resources(stack.template, "AWS::KMS::Key")))
+    template.has_resource_properties(
+        "AWS::SageMaker::EndpointConfig", {"KmsKeyId": {"Fn::GetAtt": [key_id, "Arn"]}}
+    )
+
+
+def test_adapter_is_an_inference_component_on_the_base_component(stage):
+    config = stage.config
+    manifest = load_adapter_manifest(config)
+    components = _resources(stage.templates["ModelHosting"], "AWS::SageMaker::InferenceComponent")
+    base = next(c for c in components.values() if "ModelName" in c["Properties"]["Specification"])
+    adapter = next(c for c in components.values() if "BaseInferenceComponentName" in c["Properties"]["Specification"])
+    base_spec = base["Properties"]["Specification"]
+    assert base_spec["ComputeResourceRequirements"] == {
+        "NumberOfAcceleratorDevicesRequired": SERVING.accelerators_per_copy,
+        "MinMemoryRequiredInMb": SERVING.min_memory_mb,
+    }
+    assert base_spec["StartupParameters"]["ContainerStartupHealthCheckTimeoutInSeconds"] >= 600
+    assert base["Properties"]["RuntimeConfig"] == {"CopyCount": config.gpu_instance_count}
+    adapter_spec = adapter["Properties"]["Specification"]
+    assert adapter_spec["BaseInferenceComponentName"] == base["Properties"]["InferenceComponentName"]
+    assert "ComputeResourceRequirements" not in adapter_spec  # it shares the base's GPUs
+    assert adapter["Properties"]["InferenceComponentName"] == f"taskrouter-{config.name}-{manifest.name}"
+    artifact_url = json.dumps(adapter_spec["Container"]["ArtifactUrl"])
+    assert artifact_url.startswith('{"Fn::Join": ["", ["s3://"') and f'/{manifest.adapter.artifact_key}"' in artifact_url
+    assert adapter["DependsOn"] == [next(k for k, v in components.items() if v is base)]
+
+
+def test_execution_role_pulls_only_the_dlc_image_reads_only_its_artifact_writes_only_its_logs(stage):
+    config = stage.config
+    template = stage.templates["ModelHosting"]
+    statements = _statements(template)
+    by_action = {action: s for s in statements for action in _actions(s)}
+    assert set(by_action) == {
+        "ecr:BatchGetImage",
+        "ecr:GetDownloadUrlForLayer",
+        "ecr:BatchCheckLayerAvailability",
+        "ecr:GetAuthorizationToken",
+        "s3:GetObject",
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+        "logs:DescribeLogStreams",
+    }
+    # AWS's registry account, not this one
+    assert by_action["ecr:BatchGetImage"]["Resource"] == {
+        "Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, f":ecr:{config.region}:763104351884:repository/djl-inference"]]
+    }
+    manifest = load_adapter_manifest(config)
+    object_arn = json.dumps(by_action["s3:GetObject"]["Resource"])
+    assert f'/{manifest.adapter.artifact_key}"' in object_arn and "*" not in object_arn  # that one object
+    log_group_id = next(iter(_resources(template, "AWS::Logs::LogGroup")))
+    assert by_action["logs:PutLogEvents"]["Resource"] == {"Fn::GetAtt": [log_group_id, "Arn"]}
+    roles = _resources(template, "AWS::IAM::Role")
+    assert all("ManagedPolicyArns" not in role["Properties"] for role in roles.values())
+
+
+# --- API and router --------------------------------------------------------------------------
+
+
+def test_router_function_runtime_tracing_and_environment(stage):
+    template = stage.template("Api")
+    template.has_resource_properties(
+        "AWS::Lambda::Function",
+        {
+            "Handler": "taskrouter.handlers.router.handler",
+            "Runtime": "python3.14",
+            "Architectures": ["arm64"],
+            "TracingConfig": {"Mode": "Active"},
+            "LoggingConfig": Match.object_like({"LogFormat": "JSON"}),
+            "Environment": {
+                "Variables": Match.object_like(
+                    {
+                        "TASKROUTER_PRIMARY_TIMEOUT_MS": str(stage.config.primary_timeout_ms),
+                        "TASKROUTER_SAGEMAKER_ENDPOINT": f"taskrouter-{stage.config.name}",
+                        "TASKROUTER_OPENAI_SECRET_ARN": Match.any_value(),
+                    }
+                )
+            },
+        },
+    )
+    function = next(iter(_resources(stage.templates["Api"], "AWS::Lambda::Function").values()))
+    variables = function["Properties"]["Environment"]["Variables"]
+    assert not any("API_KEY" in name for name in variables), "the OpenAI key comes from Secrets Manager only"
+
+
+def test_router_role_is_least_privilege(stage):
+    template = stage.templates["Api"]
+    secret_id = next(iter(_resources(template, "AWS::SecretsManager::Secret")))
+    router_role_id = next(k for k in _resources(template, "AWS::IAM::Role") if k.startswith("RouterRole"))
+    policies = [
+        p for p in _resources(template, "AWS::IAM::Policy").values() if p["Properties"]["Roles"] == [{"Ref": router_role_id}]
+    ]
+    statements = [s for p in policies for s in p["Properties"]["PolicyDocument"]["Statement"]]
+    granted = {action: s["Resource"] for s in statements for action in _actions(s)}
+    assert set(granted) == {
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+        "sagemaker:InvokeEndpoint",
+        "secretsmanager:GetSecretValue",
+        "dynamodb:Query",
+        "dynamodb:GetItem",
+        "xray:PutTraceSegments",
+        "xray:PutTelemetryRecords",
+    }
+    assert granted["sagemaker:InvokeEndpoint"] == {
+        "Fn::Join": [
+            "",
+            [
+                "arn:",
+                {"Ref": "AWS::Partition"},
+                f":sagemaker:{stage.config.region}:",
+                {"Ref": "AWS::AccountId"},
+                f":endpoint/taskrouter-{stage.config.name}",
+            ],
+        ]
+    }
+    assert granted["secretsmanager:GetSecretValue"] == {"Ref": secret_id}
+    table_arn = granted["dynamodb:Query"]
+    assert "Fn::ImportValue" in json.dumps(table_arn) and "Tasks" in json.dumps(table_arn)
+    assert all(s["Effect"] == "Allow" for s in statements)
+
+
+def test_route_requires_an_api_key_and_the_usage_plan_throttles(stage):
+    template = stage.template("Api")
+    template.has_resource_properties("AWS::ApiGateway::Method", {"HttpMethod": "POST", "ApiKeyRequired": True})
+    template.has_resource_properties(
+        "AWS::ApiGateway::UsagePlan",
+        {
+            "Throttle": {"RateLimit": stage.config.api_rate_limit_rps, "BurstLimit": stage.config.api_burst_limit},
+            "ApiStages": [Match.object_like({"Stage": Match.any_value()})],
+        },
+    )
+    template.has_resource_properties("AWS::ApiGateway::UsagePlanKey", {"KeyType": "API_KEY"})
+
+
+def test_api_stage_logs_json_access_logs_traces_and_never_logs_bodies(stage):
+    props = next(iter(_resources(stage.templates["Api"], "AWS::ApiGateway::Stage").values()))["Properties"]
+    assert props["TracingEnabled"] is True
+    access_format = json.loads(props["AccessLogSetting"]["Format"])
+    assert {"requestId", "status", "requestTime"} <= set(access_format)
+    assert props["MethodSettings"] == [
+        {
+            "DataTraceEnabled": False,
+            "HttpMethod": "*",
+            "LoggingLevel": "ERROR",
+            "MetricsEnabled": True,
+            "ResourcePath": "/*",
+            "ThrottlingBurstLimit": stage.config.api_burst_limit,
+            "ThrottlingRateLimit": stage.config.api_rate_limit_rps,
+        }
+    ]
+
+
+@pytest.mark.parametrize("stack_id", ["ModelHosting", "Api"])
+def test_every_log_group_has_the_stage_retention(stage, stack_id):
+    groups = _resources(stage.templates[stack_id], "AWS::Logs::LogGroup")
+    assert groups
+    for group in groups.values():
+        assert group["Properties"]["RetentionInDays"] == stage.config.log_retention_days
+
+
+def test_no_log_group_anywhere_lacks_a_retention(stage):
+    for template in stage.templates.values():
+        for group in _resources(template, "AWS::Logs::LogGroup").values():
+            assert "RetentionInDays" in group["Properties"]
+
+
+# --- monitoring ------------------------------------------------------------------------------
+
+
+def test_alarm_topic_is_encrypted_ssl_only_and_mails_the_stage_addresses(stage):
+    template = stage.template("Monitoring")
+    template.has_resource_properties("AWS::SNS::Topic", {"KmsMasterKeyId": Match.any_value()})
+    template.has_resource_properties(
+        "AWS::SNS::TopicPolicy",
+        {
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [Match.object_like({"Effect": "Deny", "Condition": {"Bool": {"aws:SecureTransport": "false"}}})]
+                )
+            }
+        },
+    )
+    subscriptions = _resources(stage.templates["Monitoring"], "AWS::SNS::Subscription")
+    assert sorted(s["Properties"]["Endpoint"] for s in subscriptions.values()) == sorted(stage.config.alarm_emails)
+    assert all(s["Properties"]["Protocol"] == "email" for s in subscriptions.values())
+    template.has_resource_properties(
+        "AWS::KMS::Key",
+        {
+            "EnableKeyRotation": True,
+            "KeyPolicy": {
+                "Statement": Match.array_with(
+                    [Match.object_like({"Principal": {"Service": "cloudwatch.amazonaws.com"}})]
+                )
+            },
+        },
+    )
+
+
+def _alarm_metric(alarm: dict) -> tuple[str, str, str]:
+    stat = alarm["Properties"]["Metrics"][0]["MetricStat"]
+    return stat["Metric"]["Namespace"], stat["Metric"]["MetricName"], stat["Stat"]
+
+
+def test_alarms_cover_latency_errors_and_throttles_and_notify_the_topic(stage):
+    template = stage.templates["Monitoring"]
+    topic_id = next(iter(_resources(template, "AWS::SNS::Topic")))
+    alarms = {_alarm_metric(a): a["Properties"] for a in _resources(template, "AWS::CloudWatch::Alarm").values()}
+    budget = stage.config.latency_budget_ms
+    expected = {
+        ("AWS/ApiGateway", "Latency", "p90"): budget,  # milliseconds
+        ("AWS/ApiGateway", "5XXError", "Sum"): 0,
+        ("AWS/Lambda", "Duration", "p99"): budget,
+        ("AWS/Lambda", "Errors", "Sum"): 0,
+        ("AWS/Lambda", "Throttles", "Sum"): 0,
+        ("AWS/SageMaker", "ModelLatency", "p90"): stage.config.primary_timeout_ms * 1000,  # microseconds
+    }
+    assert {metric: props["Threshold"] for metric, props in alarms.items()} == expected
+    for props in alarms.values():
+        assert props["ComparisonOperator"] == "GreaterThanThreshold"
+        assert props["AlarmActions"] == [{"Ref": topic_id}]

@@ -1,0 +1,41 @@
+"""Every stack of both stages, snapshotted: any change to the infrastructure shows in review."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from syrupy.extensions.json import JSONSnapshotExtension
+
+from tests.infra.conftest import STAGES
+
+STACKS = ("Registry", "ModelArtifacts", "ModelHosting", "Api", "Monitoring")
+_ASSET_HASH = re.compile(r"\b[0-9a-f]{64}\b")
+
+
+def _without_asset_hashes(value):
+    """Asset hashes change with every code edit; the template around them is what is reviewed."""
+    if isinstance(value, dict):
+        return {key: _without_asset_hashes(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_asset_hashes(item) for item in value]
+    if isinstance(value, str):
+        return _ASSET_HASH.sub("<asset-hash>", value)
+    return value
+
+
+@pytest.fixture
+def snapshot_json(snapshot):
+    return snapshot.use_extension(JSONSnapshotExtension)
+
+
+@pytest.mark.parametrize("stage_name", sorted(STAGES))
+@pytest.mark.parametrize("stack_id", STACKS)
+def test_stack_matches_snapshot(synthesized, snapshot_json, stage_name, stack_id):
+    template = synthesized.stages[stage_name].templates[stack_id]
+    assert _without_asset_hashes(template) == snapshot_json
+
+
+def test_every_stack_is_snapshotted(synthesized):
+    for stage in synthesized.stages.values():
+        assert sorted(stage.templates) == sorted(STACKS)
