@@ -1,0 +1,87 @@
+"""The registry reader against moto's DynamoDB, with a controllable clock."""
+
+from __future__ import annotations
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from taskrouter.adapters.dynamodb_registry import DynamoDBTaskSource
+from taskrouter.core.tasks import RegistryUnavailable
+
+
+class Clock:
+    now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def client(monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        ddb = boto3.client("dynamodb", region_name="us-east-1")
+        ddb.create_table(
+            TableName="tasks",
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        yield ddb
+
+
+def put(client, name, description="d", **extra):
+    item = {"pk": {"S": "TASK"}, "sk": {"S": name}, "name": {"S": name}, "description": {"S": description}, **extra}
+    client.put_item(TableName="tasks", Item=item)
+
+
+def test_reads_all_tasks_through_pages(client):
+    for i in range(30):
+        put(client, f"task_{i:02d}", examples={"L": [{"S": "say this"}]}, version={"N": "3"})
+    original_query = client.query
+    pages = []
+
+    def small_pages(**kwargs):
+        pages.append(1)
+        return original_query(Limit=7, **kwargs)
+
+    client.query = small_pages
+    tasks = DynamoDBTaskSource(client, "tasks", ttl_s=10).tasks()
+    assert len(tasks) == 30 and len(pages) >= 5
+    assert tasks["task_07"].examples == ("say this",) and tasks["task_07"].version == 3
+
+
+def test_skips_malformed_items(client):
+    put(client, "good_task")
+    client.put_item(TableName="tasks", Item={"pk": {"S": "TASK"}, "sk": {"S": "Bad Name"}, "name": {"S": "Bad Name"}, "description": {"S": "x"}})
+    client.put_item(TableName="tasks", Item={"pk": {"S": "TASK"}, "sk": {"S": "no_description"}, "name": {"S": "no_description"}})
+    assert list(DynamoDBTaskSource(client, "tasks", ttl_s=10).tasks()) == ["good_task"]
+
+
+def test_cache_lives_ttl_then_refreshes(client):
+    clock = Clock()
+    source = DynamoDBTaskSource(client, "tasks", ttl_s=15, clock=clock)
+    put(client, "first_task")
+    assert list(source.tasks()) == ["first_task"]
+    put(client, "second_task")
+    clock.now = 14.9
+    assert list(source.tasks()) == ["first_task"]
+    clock.now = 15.0
+    assert sorted(source.tasks()) == ["first_task", "second_task"]
+
+
+def test_serves_the_last_good_copy_when_dynamodb_fails(client):
+    clock = Clock()
+    source = DynamoDBTaskSource(client, "tasks", ttl_s=15, clock=clock)
+    put(client, "first_task")
+    source.tasks()
+    client.delete_table(TableName="tasks")
+    clock.now = 100
+    assert list(source.tasks()) == ["first_task"]
+
+
+def test_no_copy_and_no_dynamodb_is_unavailable(client):
+    with pytest.raises(RegistryUnavailable):
+        DynamoDBTaskSource(client, "missing", ttl_s=15).tasks()

@@ -1,0 +1,119 @@
+"""The routing core with in-memory backends: deadline, fallback policy, task restriction."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from taskrouter.core.backends import BackendError, BackendThrottled
+from taskrouter.core.errors import NoBackendAvailable
+from taskrouter.core.prompting import InvalidOutput, RoutingPrompt
+from taskrouter.core.request import Message, RouteRequest
+from taskrouter.core.router import Router, RouterSettings
+from taskrouter.core.tasks import RegistryUnavailable, Task
+
+TASKS = {name: Task(name, f"{name} description") for name in ("follow_up_email", "prepare_linkedin_post", "none")}
+
+
+class Registry:
+    def __init__(self, tasks=TASKS, fail=False):
+        self._tasks, self._fail = tasks, fail
+
+    def tasks(self):
+        if self._fail:
+            raise RegistryUnavailable("down")
+        return self._tasks
+
+
+class Backend:
+    def __init__(self, name, answer=None, delay_s=0.0, raises=None):
+        self.name, self.answer, self.delay_s, self.raises = name, answer, delay_s, raises
+        self.prompts: list[RoutingPrompt] = []
+
+    def decide(self, prompt, timeout_s):
+        self.prompts.append(prompt)
+        time.sleep(self.delay_s)
+        if self.raises:
+            raise self.raises
+        return prompt.parse(self.answer)
+
+
+SETTINGS = RouterSettings(primary_timeout_s=0.1, fallback_timeout_s=1.0, retry_after_s=3)
+
+
+def request(current=None, tasks=None):
+    return RouteRequest(conversation=[Message(role="user", content="hi")], current_task=current, tasks=tasks)
+
+
+def test_primary_decides():
+    decision = Router(Registry(), Backend("sagemaker", "follow_up_email"), Backend("openai", "none"), SETTINGS).route(request())
+    assert (decision.task, decision.event, decision.backend, decision.fallback_reason) == (
+        "follow_up_email", "start", "sagemaker", None,
+    )
+
+
+def test_primary_past_its_deadline_falls_back_without_waiting_for_it():
+    slow = Backend("sagemaker", "follow_up_email", delay_s=1.0)
+    started = time.perf_counter()
+    decision = Router(Registry(), slow, Backend("openai", "prepare_linkedin_post"), SETTINGS).route(request())
+    assert time.perf_counter() - started < 0.5
+    assert (decision.backend, decision.fallback_reason, decision.task) == ("openai", "timeout", "prepare_linkedin_post")
+
+
+@pytest.mark.parametrize(
+    ("primary", "reason"),
+    [
+        (Backend("sagemaker", raises=BackendError("ModelError 424")), "error"),
+        (Backend("sagemaker", raises=BackendThrottled("429")), "throttled"),
+        (Backend("sagemaker", "I think an e-mail"), "invalid_output"),
+        (Backend("sagemaker", raises=InvalidOutput("no text")), "invalid_output"),
+        (None, "not_configured"),
+    ],
+)
+def test_fallback_reasons(primary, reason):
+    decision = Router(Registry(), primary, Backend("openai", "follow_up_email"), SETTINGS).route(request("follow_up_email"))
+    assert (decision.backend, decision.fallback_reason, decision.event) == ("openai", reason, "continue")
+
+
+def test_both_failing_is_503_with_retry_after():
+    router = Router(Registry(), Backend("sagemaker", raises=BackendError("x")), Backend("openai", "bogus"), SETTINGS)
+    with pytest.raises(NoBackendAvailable) as caught:
+        router.route(request())
+    assert caught.value.status == 503 and caught.value.headers == {"Retry-After": "3"}
+    assert "primary: error; fallback: invalid_output" in caught.value.message
+
+
+def test_no_fallback_configured_is_503():
+    with pytest.raises(NoBackendAvailable):
+        Router(Registry(), Backend("sagemaker", raises=BackendError("x")), None, SETTINGS).route(request())
+
+
+def test_registry_unavailable_is_503():
+    with pytest.raises(NoBackendAvailable, match="registry"):
+        Router(Registry(fail=True), Backend("sagemaker", "none"), None, SETTINGS).route(request())
+
+
+def test_tasks_restrict_the_choice_and_unknown_names_are_reported():
+    primary = Backend("sagemaker", "follow_up_email")
+    decision = Router(Registry(), primary, None, SETTINGS).route(request(tasks=["follow_up_email", "gone_task", "gone_task"]))
+    assert decision.ignored_tasks == ("gone_task",)
+    assert primary.prompts[0].choices == ("follow_up_email", "none")
+
+
+def test_a_registry_name_outside_tasks_is_invalid_output():
+    decision = Router(
+        Registry(), Backend("sagemaker", "prepare_linkedin_post"), Backend("openai", "none"), SETTINGS
+    ).route(request(tasks=["follow_up_email"]))
+    assert (decision.fallback_reason, decision.task, decision.event) == ("invalid_output", None, "none")
+
+
+def test_unknown_current_task_is_treated_as_none():
+    decision = Router(Registry(), Backend("sagemaker", "follow_up_email"), None, SETTINGS).route(request("retired_task"))
+    assert decision.event == "start"
+
+
+def test_a_task_named_none_is_never_a_choice():
+    primary = Backend("sagemaker", "none")
+    decision = Router(Registry(), primary, None, SETTINGS).route(request())
+    assert primary.prompts[0].choices.count("none") == 1 and decision.task is None
