@@ -20,20 +20,27 @@ class OpenAIBackend:
         self._api_key = api_key  # None: the client reads OPENAI_API_KEY (local mode only)
         self._timeout_s = timeout_s
         self._client: Any = None
+        self._client_key: str | None = None
 
     def _openai(self) -> Any:
         # The openai package takes ~0.3 s to import: only containers that fall back pay for it.
-        if self._client is None:
-            import openai
+        import openai
 
-            self._client = openai.OpenAI(api_key=self._api_key(), timeout=self._timeout_s, max_retries=0)
+        key = self._api_key()  # cached by its reader; a rotated key gets a new client
+        if self._client is None or key != self._client_key:
+            self._client = openai.OpenAI(api_key=key, timeout=self._timeout_s, max_retries=0)
+            self._client_key = key
         return self._client
 
     def decide(self, prompt: RoutingPrompt, timeout_s: float) -> str | None:
         import openai
 
         try:
-            completion = self._openai().chat.completions.create(
+            client = self._openai()
+        except Exception as error:  # the key's secret unreadable, or no key at all: no answer from here
+            raise BackendError(f"openai client unavailable: {type(error).__name__}") from None
+        try:
+            completion = client.chat.completions.create(
                 model=self._model,
                 messages=[
                     {"role": "system", "content": f"{prompt.instructions}\n\n{_ANSWER_FORMAT}"},
