@@ -136,6 +136,16 @@ class ApiStack(Stack):
                 throttling_burst_limit=stage.api_burst_limit,
             ),
         )
+        # API Gateway writes execution logs (errors only) to a group it would create unmanaged.
+        execution_logs = logs.LogGroup(
+            self,
+            "ApiExecutionLogs",
+            log_group_name=f"API-Gateway-Execution-Logs_{self.api.rest_api_id}/{API_STAGE_NAME}",
+            retention=retention,
+            removal_policy=stage.removal_policy,
+        )
+        self.api.deployment_stage.node.add_dependency(execution_logs)
+
         route = self.api.root.add_resource("route")
         route_post = route.add_method("POST", apigw.LambdaIntegration(self.router), api_key_required=True)
         for finding in ("AwsSolutions-APIG4", "AwsSolutions-COG4"):

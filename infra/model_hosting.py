@@ -49,15 +49,23 @@ class ModelHostingStack(Stack):
         self.adapter_component_name = f"taskrouter-{stage.name}-{manifest.name}"
         base_component_name = f"taskrouter-{stage.name}-base"
 
-        # SageMaker creates this group on first start; owning it gives it a retention.
-        log_group = logs.LogGroup(
-            self,
-            "EndpointLogs",
-            log_group_name=f"/aws/sagemaker/Endpoints/{self.endpoint_name}",
-            retention=stage.log_retention,
-            removal_policy=stage.removal_policy,
-        )
-        role = self._execution_role(serving, stage, manifest, artifact_bucket, log_group)
+        # SageMaker creates these groups on first start (the endpoint's, and one per inference
+        # component); owning them gives them a retention and scopes the role's log writes.
+        log_groups = [
+            logs.LogGroup(
+                self,
+                construct_id,
+                log_group_name=name,
+                retention=stage.log_retention,
+                removal_policy=stage.removal_policy,
+            )
+            for construct_id, name in (
+                ("EndpointLogs", f"/aws/sagemaker/Endpoints/{self.endpoint_name}"),
+                ("BaseComponentLogs", f"/aws/sagemaker/InferenceComponents/{base_component_name}"),
+                ("AdapterComponentLogs", f"/aws/sagemaker/InferenceComponents/{self.adapter_component_name}"),
+            )
+        ]
+        role = self._execution_role(serving, stage, manifest, artifact_bucket, log_groups)
 
         image = dlc_image_uri(self, serving.image_repository, stage.lmi_image_tag)
         model = sagemaker.CfnModel(
@@ -168,7 +176,7 @@ class ModelHostingStack(Stack):
         stage: StageConfig,
         manifest: AdapterManifest,
         artifact_bucket: s3.IBucket,
-        log_group: logs.LogGroup,
+        log_groups: list[logs.LogGroup],
     ) -> iam.Role:
         role = iam.Role(
             self,
@@ -196,7 +204,7 @@ class ModelHostingStack(Stack):
         role.add_to_policy(
             iam.PolicyStatement(
                 actions=["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
-                resources=[f"{log_group.log_group_arn}"],
+                resources=[group.log_group_arn for group in log_groups],
             )
         )
         acknowledge(

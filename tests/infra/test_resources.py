@@ -195,8 +195,15 @@ def test_execution_role_pulls_only_the_dlc_image_reads_only_its_artifact_writes_
     manifest = load_adapter_manifest(config)
     object_arn = json.dumps(by_action["s3:GetObject"]["Resource"])
     assert f'/{manifest.adapter.artifact_key}"' in object_arn and "*" not in object_arn  # that one object
-    log_group_id = next(iter(_resources(template, "AWS::Logs::LogGroup")))
-    assert by_action["logs:PutLogEvents"]["Resource"] == {"Fn::GetAtt": [log_group_id, "Arn"]}
+    log_groups = _resources(template, "AWS::Logs::LogGroup")
+    assert sorted(g["Properties"]["LogGroupName"] for g in log_groups.values()) == sorted(
+        [
+            f"/aws/sagemaker/Endpoints/taskrouter-{config.name}",
+            f"/aws/sagemaker/InferenceComponents/taskrouter-{config.name}-base",
+            f"/aws/sagemaker/InferenceComponents/taskrouter-{config.name}-{manifest.name}",
+        ]
+    )
+    assert by_action["logs:PutLogEvents"]["Resource"] == [{"Fn::GetAtt": [k, "Arn"]} for k in log_groups]
     roles = _resources(template, "AWS::IAM::Role")
     assert all("ManagedPolicyArns" not in role["Properties"] for role in roles.values())
 
@@ -304,6 +311,14 @@ def test_every_log_group_has_the_stage_retention(stage, stack_id):
     assert groups
     for group in groups.values():
         assert group["Properties"]["RetentionInDays"] == stage.config.log_retention_days
+
+
+def test_api_gateway_execution_logs_are_owned_before_the_stage_writes_them(stage):
+    template = stage.templates["Api"]
+    groups = _resources(template, "AWS::Logs::LogGroup")
+    execution = next(k for k, g in groups.items() if "API-Gateway-Execution-Logs_" in json.dumps(g["Properties"]))
+    api_stage = next(iter(_resources(template, "AWS::ApiGateway::Stage").values()))
+    assert execution in api_stage["DependsOn"]
 
 
 def test_no_log_group_anywhere_lacks_a_retention(stage):
