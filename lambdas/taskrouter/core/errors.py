@@ -23,6 +23,11 @@ class InvalidRequest(ApiError):
     code = "invalid_request"
 
 
+class NotFound(ApiError):
+    status = 404
+    code = "not_found"
+
+
 class RequestTooLarge(ApiError):
     status = 413
     code = "request_too_large"

@@ -61,7 +61,7 @@ def _describe(error: ValidationError) -> str:
         field = _field_path(item["loc"])
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "model_type":
-            message = "body: must be a JSON object"
+            message = f"{field or 'body'}: must be a JSON object"
         elif field:
             message = f"{field}: {message}"
         # a model-level rule's message already starts with the field it is about

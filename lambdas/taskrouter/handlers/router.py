@@ -10,7 +10,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 
 from taskrouter.adapters import runtime
-from taskrouter.core.errors import ApiError, NoBackendAvailable
+from taskrouter.core.errors import ApiError, NoBackendAvailable, NotFound
 from taskrouter.core.request import decode_body, parse_route_request
 
 # Log lines carry the request id and decision fields, never the conversation.
@@ -57,8 +57,8 @@ def route() -> Response:
 
 @app.exception_handler(ApiError)
 def _api_error(error: ApiError) -> Response:
-    if isinstance(error, NoBackendAvailable):
-        metrics.add_metric(name="NoBackendAvailable", unit=MetricUnit.Count, value=1)
+    refusal = "NoBackendAvailable" if isinstance(error, NoBackendAvailable) else "InvalidRequest"
+    metrics.add_metric(name=refusal, unit=MetricUnit.Count, value=1)
     logger.info("refused", extra={"status": error.status, "code": error.code, "reason": error.message})
     return _json(error.status, error.body(), error.headers)
 
@@ -72,7 +72,7 @@ def _unexpected(error: Exception) -> Response:
 
 @app.not_found
 def _not_found(_: Exception) -> Response:
-    return _json(404, {"error": {"code": "not_found", "message": "no such resource"}})
+    return _api_error(NotFound("no such resource"))
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -1,0 +1,741 @@
+"""The router Lambda end to end: API Gateway event in, proxy response out (CONTRACT section 1).
+
+Real boto3/botocore and openai clients talk to moto (DynamoDB, Secrets Manager) and to HTTP doubles
+of SageMaker runtime and OpenAI; see conftest.py.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from .conftest import (
+    COMPONENT_NAME,
+    ENDPOINT_NAME,
+    OPENAI_KEY,
+    PRIMARY_TIMEOUT_MS,
+    TASK_NAMES,
+    AwsState,
+    HttpResult,
+    Invoke,
+)
+from .servers import OpenAIDouble, Received, SageMakerRuntimeDouble
+
+MAX_BODY = 64 * 1024
+DECISION_KEYS = {"task", "event", "backend", "fallback_reason", "latency_ms", "request_id"}
+JSON_HEADERS = {"Content-Type": ["application/json"]}
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+def user(content: str) -> dict[str, str]:
+    return {"role": "user", "content": content}
+
+
+def assistant(content: str) -> dict[str, str]:
+    return {"role": "assistant", "content": content}
+
+
+CONVERSATION = [
+    user("I just got off a call with Dana from Acme about the pricing."),
+    assistant("Great, how did it go? Anything I can help with?"),
+    user("Yes, please send her a follow-up email recapping what we agreed."),
+]
+
+
+def route_body(conversation: list[dict[str, Any]] | None = None, current_task: str | None = None, **extra: Any) -> dict:
+    return {"conversation": CONVERSATION if conversation is None else conversation, "current_task": current_task, **extra}
+
+
+def assert_decision(
+    result: HttpResult,
+    *,
+    task: str | None,
+    event: str,
+    backend: str,
+    fallback_reason: str | None,
+    ignored_tasks: list[str] | None = None,
+) -> dict[str, Any]:
+    assert result.status == 200, result.raw_body
+    assert result.multi_headers == JSON_HEADERS
+    assert not result.is_base64
+    body = result.json()
+    expected_keys = DECISION_KEYS | ({"ignored_tasks"} if ignored_tasks is not None else set())
+    assert set(body) == expected_keys, body
+    assert body["task"] == task
+    assert body["event"] == event
+    assert body["backend"] == backend
+    assert body["fallback_reason"] == fallback_reason
+    assert body["request_id"] == result.request_id
+    assert isinstance(body["latency_ms"], (int, float)) and not isinstance(body["latency_ms"], bool)
+    assert 0 <= body["latency_ms"] < 10_000
+    if ignored_tasks is not None:
+        assert body["ignored_tasks"] == ignored_tasks
+    return body
+
+
+def assert_error(result: HttpResult, status: int, code: str, *, names: str | None = None) -> str:
+    """The contract's one error shape; returns the message (which must name `names` if given)."""
+    assert result.status == status, result.raw_body
+    body = result.json()
+    assert set(body) == {"error"}, body
+    assert set(body["error"]) == {"code", "message"}, body
+    assert body["error"]["code"] == code
+    message = body["error"]["message"]
+    assert isinstance(message, str) and message
+    if names is not None:
+        assert names in message, message
+    if status == 503:
+        assert set(result.multi_headers) == {"Content-Type", "Retry-After"}
+        assert result.headers["Content-Type"] == "application/json"
+        assert int(result.headers["Retry-After"]) >= 1
+    else:
+        assert result.multi_headers == JSON_HEADERS
+    return message
+
+
+def only_request(double: SageMakerRuntimeDouble | OpenAIDouble) -> Received:
+    requests = double.requests
+    assert len(requests) == 1, [r.path for r in requests]
+    return requests[0]
+
+
+def sagemaker_inputs(double: SageMakerRuntimeDouble) -> str:
+    inputs = only_request(double).json()["inputs"]
+    assert isinstance(inputs, str)
+    return inputs
+
+
+def assert_openai_request(openai_server: OpenAIDouble, choices: tuple[str, ...]) -> dict[str, Any]:
+    """The fallback's request: the key from Secrets Manager, structured output over `choices`."""
+    request = only_request(openai_server)
+    assert request.header("Authorization") == f"Bearer {OPENAI_KEY}"
+    assert request.header("Content-Type") == "application/json"
+    body = request.json()
+    assert body["model"] == "gpt-4.1-mini"
+    assert body["temperature"] == 0
+    response_format = body["response_format"]
+    assert response_format["type"] == "json_schema"
+    schema = response_format["json_schema"]["schema"]
+    assert response_format["json_schema"]["strict"] is True
+    assert schema["properties"]["task"]["enum"] == [*choices, "none"]
+    assert schema["required"] == ["task"]
+    assert schema["additionalProperties"] is False
+    assert [m["role"] for m in body["messages"]] == ["system", "user"]
+    return body
+
+
+def padded_body(size: int) -> str:
+    """A valid request body of exactly `size` bytes (long messages, then JSON whitespace)."""
+    conversation = [user("x" * 4000) for _ in range(size // 4100)] or [user("x")]
+    text = json.dumps(route_body(conversation))
+    assert len(text.encode()) <= size
+    return text + " " * (size - len(text.encode()))
+
+
+# -- the primary decides ----------------------------------------------------------------------------
+def test_sagemaker_decides_and_receives_the_adapter_and_prompt(
+    invoke: Invoke, sagemaker: SageMakerRuntimeDouble, openai_server: OpenAIDouble
+) -> None:
+    sagemaker.script(sagemaker.answer("follow_up_email"))
+
+    result = invoke(route_body(), request_id="req-0001-abcd")
+
+    body = assert_decision(result, task="follow_up_email", event="start", backend="sagemaker", fallback_reason=None)
+    assert body["request_id"] == "req-0001-abcd"
+    request = only_request(sagemaker)
+    assert SageMakerRuntimeDouble.endpoint_of(request) == ENDPOINT_NAME
+    assert SageMakerRuntimeDouble.component_of(request) == COMPONENT_NAME
+    assert request.header("Content-Type") == "application/json"
+    assert request.header("Accept") == "application/json"
+    assert request.header("Authorization").startswith("AWS4-HMAC-SHA256 ")  # a real, signed botocore call
+    payload = request.json()
+    assert set(payload) == {"inputs", "parameters"}
+    inputs = payload["inputs"]
+    assert isinstance(inputs, str)
+    for name in TASK_NAMES:
+        assert name in inputs
+    assert "send her a follow-up email recapping what we agreed" in inputs
+    assert inputs.startswith("<|im_start|>system")  # the default chat template, chatml
+    assert isinstance(payload["parameters"]["max_new_tokens"], int)
+    assert payload["parameters"]["max_new_tokens"] > 0
+    assert openai_server.requests == []
+
+
+def test_request_without_component_sends_no_component_header(
+    invoke: Invoke, router_env: pytest.MonkeyPatch, sagemaker: SageMakerRuntimeDouble
+) -> None:
+    router_env.delenv("TASKROUTER_SAGEMAKER_COMPONENT")
+    sagemaker.script(sagemaker.answer("follow_up_email"))
+
+    assert_decision(invoke(route_body()), task="follow_up_email", event="start", backend="sagemaker", fallback_reason=None)
+    assert SageMakerRuntimeDouble.component_of(only_request(sagemaker)) is None
+
+
+@pytest.mark.parametrize(
+    ("current_task", "answer", "task", "event"),
+    [
+        (None, "follow_up_email", "follow_up_email", "start"),
+        ("follow_up_email", "follow_up_email", "follow_up_email", "continue"),
+        ("follow_up_email", "prepare_linkedin_post", "prepare_linkedin_post", "switch"),
+        ("follow_up_email", "none", None, "end"),
+        (None, "none", None, "none"),
+    ],
+    ids=["start", "continue", "switch", "end", "none"],
+)
+def test_event_table(
+    invoke: Invoke,
+    sagemaker: SageMakerRuntimeDouble,
+    current_task: str | None,
+    answer: str,
+    task: str | None,
+    event: str,
+) -> None:
+    sagemaker.script(sagemaker.answer(f"  {answer}\n"))  # surrounding whitespace is no part of the answer
+
+    result = invoke(route_body(current_task=current_task))
+
+    assert_decision(result, task=task, event=event, backend="sagemaker", fallback_reason=None)
+    assert f"The task running now: {current_task or 'none'}." in sagemaker_inputs(sagemaker)
+
+
+@pytest.mark.parametrize(("answer", "task", "event"), [("follow_up_email", "follow_up_email", "start"), ("none", None, "none")])
+def test_current_task_unknown_to_the_registry_is_treated_as_null(
+    invoke: Invoke, sagemaker: SageMakerRuntimeDouble, answer: str, task: str | None, event: str
+) -> None:
+    sagemaker.script(sagemaker.answer(answer))
+
+    result = invoke(route_body(current_task="retired_task_name"))
+
+    assert_decision(result, task=task, event=event, backend="sagemaker", fallback_reason=None)
+    inputs = sagemaker_inputs(sagemaker)
+    assert "The task running now: none." in inputs
+    assert "retired_task_name" not in inputs
+
+
+def test_a_task_added_to_the_registry_is_offered(
+    invoke: Invoke, aws: AwsState, sagemaker: SageMakerRuntimeDouble
+) -> None:
+    aws.put_task("book_demo_call", "Book a product demo call with a prospect.", ["Set up a demo with Dana"])
+    sagemaker.script(sagemaker.answer("book_demo_call"))
+
+    assert_decision(invoke(route_body()), task="book_demo_call", event="start", backend="sagemaker", fallback_reason=None)
+    inputs = sagemaker_inputs(sagemaker)
+    assert "book_demo_call: Book a product demo call with a prospect." in inputs
+
+
+# -- `tasks` restricts the choice -------------------------------------------------------------------
+def test_tasks_restricts_the_choice_and_lists_unknown_names(invoke: Invoke, sagemaker: SageMakerRuntimeDouble) -> None:
+    sagemaker.script(sagemaker.answer("prepare_linkedin_post"))
+
+    result = invoke(
+        route_body(tasks=["prepare_linkedin_post", "no_such_task", "follow_up_email", "another_ghost", "no_such_task"])
+    )
+
+    assert_decision(
+        result,
+        task="prepare_linkedin_post",
+        event="start",
+        backend="sagemaker",
+        fallback_reason=None,
+        ignored_tasks=["no_such_task", "another_ghost"],
+    )
+    inputs = sagemaker_inputs(sagemaker)
+    assert "prepare_linkedin_post" in inputs and "follow_up_email" in inputs
+    for name in ("prepare_meeting_minutes", "structure_ideas_into_doc", "create_one_minute_pitch", "no_such_task"):
+        assert name not in inputs
+
+
+def test_tasks_of_known_names_only_has_no_ignored_tasks(invoke: Invoke, sagemaker: SageMakerRuntimeDouble) -> None:
+    sagemaker.script(sagemaker.answer("follow_up_email"))
+
+    result = invoke(route_body(tasks=["follow_up_email"]))
+
+    assert_decision(result, task="follow_up_email", event="start", backend="sagemaker", fallback_reason=None)
+
+
+def test_empty_tasks_allows_only_none(invoke: Invoke, sagemaker: SageMakerRuntimeDouble) -> None:
+    sagemaker.script(sagemaker.answer("none"))
+
+    result = invoke(route_body(current_task="follow_up_email", tasks=[]))
+
+    assert_decision(result, task=None, event="end", backend="sagemaker", fallback_reason=None)
+
+
+def test_primary_naming_a_registry_task_outside_tasks_is_invalid_output(
+    invoke: Invoke, sagemaker: SageMakerRuntimeDouble, openai_server: OpenAIDouble
+) -> None:
+    sagemaker.script(sagemaker.answer("prepare_meeting_minutes"))  # in the registry, not in `tasks`
+    openai_server.script(openai_server.answer("follow_up_email"))
+
+    result = invoke(route_body(tasks=["follow_up_email", "prepare_linkedin_post", "ghost_task"]))
+
+    assert_decision(
+        result,
+        task="follow_up_email",
+        event="start",
+        backend="openai",
+        fallback_reason="invalid_output",
+        ignored_tasks=["ghost_task"],
+    )
+    assert_openai_request(openai_server, ("follow_up_email", "prepare_linkedin_post"))
+
+
+# -- the fallback decides ---------------------------------------------------------------------------
+FALLBACK_CASES = {
+    # the double holds its answer until the test ends (reset releases it): the wait costs nothing
+    "timeout": (SageMakerRuntimeDouble.answer("follow_up_email", delay_s=5.0), "timeout"),
+    "model_error_424": (SageMakerRuntimeDouble.model_error(), "error"),
+    "internal_failure_500": (SageMakerRuntimeDouble.internal_failure(), "error"),
+    "throttling_400": (SageMakerRuntimeDouble.throttling(), "throttled"),
+    "too_many_requests_429": (SageMakerRuntimeDouble.too_many_requests(), "throttled"),
+    "prose": (SageMakerRuntimeDouble.answer("Sure! The user wants the follow-up email."), "invalid_output"),
+    "unknown_name": (SageMakerRuntimeDouble.answer("send_invoice"), "invalid_output"),
+    "name_with_period": (SageMakerRuntimeDouble.answer("follow_up_email."), "invalid_output"),
+    "wrong_case": (SageMakerRuntimeDouble.answer("Follow_Up_Email"), "invalid_output"),
+    "two_names": (SageMakerRuntimeDouble.answer("follow_up_email prepare_linkedin_post"), "invalid_output"),
+    "empty_text": (SageMakerRuntimeDouble.answer(""), "invalid_output"),
+}
+
+
+@pytest.mark.parametrize("case", list(FALLBACK_CASES))
+def test_primary_failure_falls_back_to_openai(
+    invoke: Invoke, sagemaker: SageMakerRuntimeDouble, openai_server: OpenAIDouble, case: str
+) -> None:
+    reply, reason = FALLBACK_CASES[case]
+    sagemaker.script(reply)
+    openai_server.script(openai_server.answer("follow_up_email"))
+
+    started = time.perf_counter()
+    result = invoke(route_body(current_task="prepare_meeting_minutes"))
+    elapsed_s = time.perf_counter() - started
+
+    body = assert_decision(result, task="follow_up_email", event="switch", backend="openai", fallback_reason=reason)
+    assert len(sagemaker.requests) == 1  # one try: the fallback, not a retry, covers a miss
+    request = assert_openai_request(openai_server, TASK_NAMES)
+    assert "send her a follow-up email recapping what we agreed" in request["messages"][1]["content"]
+    if reason == "timeout":
+        assert body["latency_ms"] >= PRIMARY_TIMEOUT_MS * 0.9
+        assert elapsed_s < 2.5  # decided without waiting for the slow primary's answer
+
+
+def test_primary_unreachable_is_an_error(
+    invoke: Invoke, router_env: pytest.MonkeyPatch, openai_server: OpenAIDouble
+) -> None:
+    router_env.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", "http://127.0.0.1:9")  # nothing listens there
+    openai_server.script(openai_server.answer("follow_up_email"))
+
+    result = invoke(route_body())
+
+    assert_decision(result, task="follow_up_email", event="start", backend="openai", fallback_reason="error")
+
+
+def test_primary_not_configured(
+    invoke: Invoke, router_env: pytest.MonkeyPatch, sagemaker: SageMakerRuntimeDouble, openai_server: OpenAIDouble
+) -> None:
+    router_env.delenv("TASKROUTER_SAGEMAKER_ENDPOINT")
+    openai_server.script(openai_server.answer("none"))
+
+    result = invoke(route_body(current_task="follow_up_email"))
+
+    assert_decision(result, task=None, event="end", backend="openai", fallback_reason="not_configured")
+    assert sagemaker.requests == []
+    assert_openai_request(openai_server, TASK_NAMES)
+
+
+def test_fallback_takes_a_rotated_secret_after_a_cold_start(
+    invoke: Invoke, aws: AwsState, sagemaker: SageMakerRuntimeDouble, openai_server: OpenAIDouble
+) -> None:
+    aws.secretsmanager.put_secret_value(SecretId=aws.secret_arn, SecretString="sk-rotated-0042")
+    sagemaker.script(sagemaker.internal_failure())
+    openai_server.script(openai_server.answer("follow_up_email"))
+
+    assert_decision(invoke(route_body()), task="follow_up_email", event="start", backend="openai", fallback_reason="error")
+    assert only_request(openai_server).header("Authorization") == "Bearer sk-rotated-0042"
+
+
+# -- no backend can decide: 503 ---------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "openai_reply",
+    [
+        OpenAIDouble.server_error(),
+        OpenAIDouble.rate_limited(),
+        OpenAIDouble.answer("send_invoice"),  # not a registry task
+        OpenAIDouble.completion("follow_up_email"),  # not the requested JSON
+        OpenAIDouble.completion('{"task": null}'),
+    ],
+    ids=["openai_500", "openai_429", "openai_unknown_name", "openai_not_json", "openai_null_task"],
+)
+def test_both_backends_fail(
+    invoke: Invoke, sagemaker: SageMakerRuntimeDouble, openai_server: OpenAIDouble, openai_reply: Any
+) -> None:
+    sagemaker.script(sagemaker.internal_failure())
+    openai_server.script(openai_reply)
+
+    result = invoke(route_body())
+
+    assert_error(result, 503, "no_backend_available")
+    assert result.headers["Retry-After"] == "2"
+    assert len(sagemaker.requests) == 1 and len(openai_server.requests) == 1
+
+
+def test_openai_naming_a_task_outside_tasks_is_refused(
+    invoke: Invoke, sagemaker: SageMakerRuntimeDouble, openai_server: OpenAIDouble
+) -> None:
+    sagemaker.script(sagemaker.answer("Sure! The user wants the follow-up email."))
+    openai_server.script(openai_server.answer("prepare_meeting_minutes"))
+
+    result = invoke(route_body(tasks=["follow_up_email"]))
+
+    assert_error(result, 503, "no_backend_available")
+
+
+def test_fallback_timeout_is_a_503(
+    invoke: Invoke, router_env: pytest.MonkeyPatch, sagemaker: SageMakerRuntimeDouble, openai_server: OpenAIDouble
+) -> None:
+    router_env.setenv("TASKROUTER_FALLBACK_TIMEOUT_MS", "300")
+    router_env.setenv("TASKROUTER_RETRY_AFTER_S", "7")
+    sagemaker.script(sagemaker.answer("follow_up_email", delay_s=5.0))
+    openai_server.script(openai_server.answer("follow_up_email", delay_s=5.0))
+
+    started = time.perf_counter()
+    result = invoke(route_body())
+    elapsed_s = time.perf_counter() - started
+
+    assert_error(result, 503, "no_backend_available")
+    assert result.headers["Retry-After"] == "7"
+    assert elapsed_s < 2.5  # neither slow answer was waited for
+
+
+def test_not_configured_primary_and_failing_fallback_is_a_503(
+    invoke: Invoke, router_env: pytest.MonkeyPatch, openai_server: OpenAIDouble
+) -> None:
+    router_env.delenv("TASKROUTER_SAGEMAKER_ENDPOINT")
+    openai_server.script(openai_server.server_error())
+
+    assert_error(invoke(route_body()), 503, "no_backend_available")
+
+
+def test_no_fallback_configured_and_failing_primary_is_a_503(
+    invoke: Invoke, router_env: pytest.MonkeyPatch, sagemaker: SageMakerRuntimeDouble, openai_server: OpenAIDouble
+) -> None:
+    router_env.delenv("TASKROUTER_OPENAI_SECRET_ARN")
+    sagemaker.script(sagemaker.model_error())
+
+    assert_error(invoke(route_body()), 503, "no_backend_available")
+    assert openai_server.requests == []
+
+
+def test_registry_unreachable_is_a_503(
+    invoke: Invoke, router_env: pytest.MonkeyPatch, sagemaker: SageMakerRuntimeDouble
+) -> None:
+    router_env.setenv("AWS_ENDPOINT_URL_DYNAMODB", "http://127.0.0.1:9")  # nothing listens there
+
+    assert_error(invoke(route_body()), 503, "no_backend_available")
+    assert sagemaker.requests == []
+
+
+# -- request validation: 400 / 413 ------------------------------------------------------------------
+def _messages(count: int) -> list[dict[str, str]]:
+    return [user(f"message {i}") if i % 2 == 0 else assistant(f"message {i}") for i in range(count - 1)] + [user("last")]
+
+
+INVALID_REQUESTS: dict[str, tuple[Any, str]] = {
+    # id: (body sent as the event's body, text the message must contain)
+    "malformed_json": ('{"conversation": [{"role": "user", "content": "hi"}', "body"),
+    "not_json_at_all": ("conversation=hello", "body"),
+    "array_body": ('[{"role": "user", "content": "hi"}]', "body"),
+    "string_body": ('"route me"', "body"),
+    "null_body": ("null", "body"),
+    "number_body": ("42", "body"),
+    "missing_conversation": ({"current_task": None}, "conversation"),
+    "conversation_null": ({"conversation": None, "current_task": None}, "conversation"),
+    "conversation_not_a_list": ({"conversation": "hello", "current_task": None}, "conversation"),
+    "empty_conversation": ({"conversation": [], "current_task": None}, "conversation"),
+    "51_messages": ({"conversation": _messages(51), "current_task": None}, "conversation"),
+    "last_message_assistant": (
+        {"conversation": [user("hi"), assistant("hello, how can I help?")], "current_task": None},
+        "conversation",
+    ),
+    "message_not_an_object": ({"conversation": ["hello"], "current_task": None}, "conversation[0]"),
+    "message_null": ({"conversation": [None], "current_task": None}, "conversation[0]"),
+    "bad_role": ({"conversation": [{"role": "system", "content": "hi"}], "current_task": None}, "conversation[0].role"),
+    "missing_role": ({"conversation": [{"content": "hi"}], "current_task": None}, "conversation[0].role"),
+    "missing_content": ({"conversation": [{"role": "user"}], "current_task": None}, "conversation[0].content"),
+    "empty_content": ({"conversation": [user("")], "current_task": None}, "conversation[0].content"),
+    "content_4001_chars": ({"conversation": [user("y" * 4001)], "current_task": None}, "conversation[0].content"),
+    "content_not_a_string": (
+        {"conversation": [{"role": "user", "content": 42}], "current_task": None},
+        "conversation[0].content",
+    ),
+    "message_extra_field": (
+        {"conversation": [{"role": "user", "content": "hi", "name": "dana"}], "current_task": None},
+        "conversation[0].name",
+    ),
+    "later_message_bad": (
+        {"conversation": [user("hi"), {"role": "assistant", "content": ""}, user("ok")], "current_task": None},
+        "conversation[1].content",
+    ),
+    "current_task_number": ({"conversation": [user("hi")], "current_task": 42}, "current_task"),
+    "current_task_list": ({"conversation": [user("hi")], "current_task": ["follow_up_email"]}, "current_task"),
+    "tasks_string": ({"conversation": [user("hi")], "current_task": None, "tasks": "follow_up_email"}, "tasks"),
+    "tasks_of_numbers": ({"conversation": [user("hi")], "current_task": None, "tasks": [1, 2]}, "tasks[0]"),
+    "bad_strategy": ({"conversation": [user("hi")], "current_task": None, "strategy": "chain_of_thought"}, "strategy"),
+    "strategy_number": ({"conversation": [user("hi")], "current_task": None, "strategy": 1}, "strategy"),
+    "unknown_field": ({"conversation": [user("hi")], "current_task": None, "temperature": 0.2}, "temperature"),
+    "missing_body": (None, "body"),
+    "empty_body": ("", "body"),
+}
+
+
+@pytest.mark.parametrize("case", list(INVALID_REQUESTS))
+def test_invalid_request(
+    invoke: Invoke, sagemaker: SageMakerRuntimeDouble, openai_server: OpenAIDouble, case: str
+) -> None:
+    body, field = INVALID_REQUESTS[case]
+
+    result = invoke(body)
+
+    assert_error(result, 400, "invalid_request", names=field)
+    assert sagemaker.requests == [] and openai_server.requests == []
+
+
+def test_invalid_base64_body_is_a_400(invoke: Invoke, sagemaker: SageMakerRuntimeDouble) -> None:
+    result = invoke("this is not base64!", overrides={"isBase64Encoded": True})
+
+    assert_error(result, 400, "invalid_request", names="body")
+    assert sagemaker.requests == []
+
+
+def test_base64_encoded_body_is_accepted(invoke: Invoke, sagemaker: SageMakerRuntimeDouble) -> None:
+    sagemaker.script(sagemaker.answer("follow_up_email"))
+
+    result = invoke(json.dumps(route_body()).encode("utf-8"))  # bytes: sent base64-encoded
+
+    assert result.event["isBase64Encoded"] is True
+    assert_decision(result, task="follow_up_email", event="start", backend="sagemaker", fallback_reason=None)
+
+
+def test_limits_themselves_are_accepted(invoke: Invoke, sagemaker: SageMakerRuntimeDouble) -> None:
+    sagemaker.always(sagemaker.answer("none"))
+
+    fifty = invoke(route_body(_messages(50)))
+    long_content = invoke(route_body([user("z" * 4000)]))
+    unicode_content = invoke(route_body([user("é" * 4000)]))  # characters, not bytes
+
+    for result in (fifty, long_content, unicode_content):
+        assert_decision(result, task=None, event="none", backend="sagemaker", fallback_reason=None)
+
+
+def test_body_over_64_kib_is_413(invoke: Invoke, sagemaker: SageMakerRuntimeDouble) -> None:
+    body = padded_body(MAX_BODY + 1)
+    assert len(body.encode()) == MAX_BODY + 1
+
+    result = invoke(body)
+
+    assert_error(result, 413, "request_too_large", names="body")
+    assert sagemaker.requests == []
+
+
+def test_body_over_64_kib_base64_encoded_is_413(invoke: Invoke) -> None:
+    result = invoke(padded_body(MAX_BODY + 1).encode())
+
+    assert_error(result, 413, "request_too_large", names="body")
+
+
+def test_body_over_64_kib_that_is_not_json_is_413(invoke: Invoke) -> None:
+    assert_error(invoke("{" * (MAX_BODY + 100)), 413, "request_too_large")
+
+
+def test_body_of_exactly_64_kib_is_accepted(invoke: Invoke, sagemaker: SageMakerRuntimeDouble) -> None:
+    body = padded_body(MAX_BODY)
+    assert len(body.encode()) == MAX_BODY
+    sagemaker.script(sagemaker.answer("none"))
+
+    result = invoke(body)
+
+    assert_decision(result, task=None, event="none", backend="sagemaker", fallback_reason=None)
+
+
+def test_body_size_counts_bytes_not_characters(invoke: Invoke, sagemaker: SageMakerRuntimeDouble) -> None:
+    # 16 messages of 3000 two-byte characters and one ASCII one: under 64 Ki characters, over 64 KiB.
+    body = json.dumps(route_body([user("é" * 3000) for _ in range(16)] + [user("a" * 4000)]), ensure_ascii=False)
+    assert len(body) < MAX_BODY < len(body.encode())
+
+    assert_error(invoke(body), 413, "request_too_large")
+    assert sagemaker.requests == []
+
+
+# -- strategies -------------------------------------------------------------------------------------
+STRATEGY_ANSWERS = {
+    "zero_shot": ("follow_up_email", 24, "exactly one word"),
+    "few_shot_cot": (
+        "The user wants to recap the call with Dana in an email.\nAnswer: follow_up_email",
+        128,
+        "Answer: <an allowed task name or none>",
+    ),
+    "react": (
+        "Thought: the user asks to write to Dana after the call\n"
+        "Observation: follow_up_email matches it\n"
+        "Final Answer: follow_up_email",
+        160,
+        "Final Answer: <an allowed task name or none>",
+    ),
+}
+
+
+@pytest.mark.parametrize("strategy", list(STRATEGY_ANSWERS))
+def test_each_strategy_succeeds(invoke: Invoke, sagemaker: SageMakerRuntimeDouble, strategy: str) -> None:
+    answer, max_new_tokens, answer_format = STRATEGY_ANSWERS[strategy]
+    sagemaker.script(sagemaker.answer(answer))
+
+    result = invoke(route_body(strategy=strategy))
+
+    assert_decision(result, task="follow_up_email", event="start", backend="sagemaker", fallback_reason=None)
+    payload = only_request(sagemaker).json()
+    assert payload["parameters"]["max_new_tokens"] == max_new_tokens
+    assert answer_format in payload["inputs"]
+
+
+@pytest.mark.parametrize(
+    ("strategy", "answer"),
+    [
+        ("few_shot_cot", "The user wants an email.\nfollow_up_email"),  # no "Answer:" line
+        ("few_shot_cot", "Answer: follow_up_email\nI hope this helps."),  # answer not on the last line
+        ("react", "Thought: an email\nAnswer: follow_up_email"),  # not "Final Answer:"
+        ("zero_shot", "Answer: follow_up_email"),
+    ],
+)
+def test_strategy_answer_in_the_wrong_format_is_invalid_output(
+    invoke: Invoke, sagemaker: SageMakerRuntimeDouble, openai_server: OpenAIDouble, strategy: str, answer: str
+) -> None:
+    sagemaker.script(sagemaker.answer(answer))
+    openai_server.script(openai_server.answer("follow_up_email"))
+
+    result = invoke(route_body(strategy=strategy))
+
+    assert_decision(result, task="follow_up_email", event="start", backend="openai", fallback_reason="invalid_output")
+
+
+def test_default_strategy_comes_from_the_stage_configuration(
+    invoke: Invoke, router_env: pytest.MonkeyPatch, sagemaker: SageMakerRuntimeDouble
+) -> None:
+    router_env.setenv("TASKROUTER_DEFAULT_STRATEGY", "react")
+    answer, max_new_tokens, _ = STRATEGY_ANSWERS["react"]
+    sagemaker.script(sagemaker.answer(answer))
+
+    assert_decision(invoke(route_body()), task="follow_up_email", event="start", backend="sagemaker", fallback_reason=None)
+    assert only_request(sagemaker).json()["parameters"]["max_new_tokens"] == max_new_tokens
+
+
+# -- logs -------------------------------------------------------------------------------------------
+SECRET_PHRASE = "Purple-Walrus-7731 confidential merger with Globex"
+
+
+def _log_lines(text: str) -> list[dict[str, Any]]:
+    lines = []
+    for line in text.splitlines():
+        try:
+            lines.append(json.loads(line))
+        except ValueError:
+            continue
+    return lines
+
+
+def test_logs_never_contain_the_conversation(
+    invoke: Invoke,
+    sagemaker: SageMakerRuntimeDouble,
+    openai_server: OpenAIDouble,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("DEBUG", logger="taskrouter")
+    secret_conversation = [user(f"Draft notes on the {SECRET_PHRASE}."), assistant(SECRET_PHRASE), user(SECRET_PHRASE)]
+    sagemaker.script(
+        sagemaker.answer("follow_up_email"),  # primary decides
+        sagemaker.answer(f"I think {SECRET_PHRASE}"),  # invalid output, echoing the content
+        sagemaker.model_error(),  # both fail
+        sagemaker.answer("prepare_linkedin_post"),  # an unknown current_task
+    )
+    openai_server.script(openai_server.answer("none"), openai_server.server_error())
+
+    results = [
+        invoke(route_body(secret_conversation), request_id="log-req-1"),
+        invoke(route_body(secret_conversation), request_id="log-req-2"),
+        invoke(route_body(secret_conversation), request_id="log-req-3"),
+        invoke(route_body([*secret_conversation, assistant(SECRET_PHRASE)]), request_id="log-req-4"),  # 400
+        invoke(route_body([{"role": SECRET_PHRASE, "content": SECRET_PHRASE}]), request_id="log-req-5"),  # 400
+        invoke(route_body(secret_conversation, current_task=SECRET_PHRASE), request_id="log-req-6"),
+        invoke(json.dumps(route_body(secret_conversation))[:-3], request_id="log-req-7"),  # malformed JSON
+    ]
+    assert [r.status for r in results] == [200, 200, 503, 400, 400, 200, 400]
+    for result in results:
+        assert SECRET_PHRASE not in result.raw_body  # nor echoed in an answer
+
+    captured = capsys.readouterr()
+    everything = captured.out + captured.err + caplog.text
+    assert SECRET_PHRASE not in everything
+    assert "Purple-Walrus" not in everything
+
+    routed = [line for line in _log_lines(captured.out) if line.get("message") == "routed"]
+    assert [line["correlation_id"] for line in routed] == ["log-req-1", "log-req-2", "log-req-6"]
+    assert [line["backend"] for line in routed] == ["sagemaker", "openai", "sagemaker"]
+    assert [line["event"] for line in routed] == ["start", "none", "start"]
+
+
+# -- no input answers 500 ---------------------------------------------------------------------------
+def test_other_paths_and_methods_are_not_a_500(invoke: Invoke) -> None:
+    for result in (invoke(route_body(), method="GET"), invoke(route_body(), path="/routes")):
+        assert result.status in (404, 405)
+        body = result.json()
+        assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=12,
+)
+_messages_strategy = st.lists(
+    st.fixed_dictionaries(
+        {"role": st.sampled_from(["user", "assistant", "system", ""]), "content": st.text(max_size=30)}
+    )
+    | _json_values,
+    max_size=4,
+)
+_bodies = st.one_of(
+    st.text(max_size=60),
+    _json_values.map(json.dumps),
+    st.fixed_dictionaries(
+        {"conversation": _messages_strategy | _json_values},
+        optional={
+            "current_task": st.sampled_from([None, "follow_up_email", "ghost", ""]) | _json_values,
+            "tasks": st.lists(st.sampled_from([*TASK_NAMES, "ghost", ""]), max_size=3) | _json_values,
+            "strategy": st.sampled_from(["zero_shot", "few_shot_cot", "react", "other"]) | _json_values,
+            "extra": _json_values,
+        },
+    ).map(json.dumps),
+)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=_bodies, answer=st.sampled_from(["follow_up_email", "none", "ghost", "Sure!"]))
+def test_no_input_answers_500(
+    invoke: Invoke, sagemaker: SageMakerRuntimeDouble, openai_server: OpenAIDouble, body: str, answer: str
+) -> None:
+    sagemaker.always(sagemaker.answer(answer))
+    openai_server.always(openai_server.answer("follow_up_email"))
+
+    result = invoke(body)
+
+    assert result.status in (200, 400, 503), result.raw_body
+    payload = result.json()
+    if result.status == 200:
+        assert DECISION_KEYS <= set(payload)
+        assert payload["task"] is None or payload["task"] in TASK_NAMES
+    else:
+        assert set(payload) == {"error"} and set(payload["error"]) == {"code", "message"}
