@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 from aws_cdk import App, Validations
 from cdk_nag import AwsSolutionsChecks
 
-from infra.config import StageConfig, load_stages
+from infra.config import ROOT, StageConfig, load_stages
 from infra.stage import TaskRouterStage
 
-
-# Feature flags set here rather than in cdk.json, so tests build exactly what `cdk synth` builds.
-FEATURE_FLAGS = {
-    # Access-log delivery through a bucket policy, not an ACL (ACLs stay disabled everywhere).
-    "@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy": True,
-    # A resource type missing from the stage's region (e.g. inference components) fails synth.
-    "@aws-cdk/core:validateAgainstDefaultRules": True,
-}
+# The feature flags of cdk.json (CDK's recommended set, plus bucket-policy access logs and region
+# validation of resource types): loaded here too, so tests build exactly what `cdk synth` builds.
+FEATURE_FLAGS = json.loads((ROOT / "cdk.json").read_text())["context"]
 
 
 def build_app(stages: dict[str, StageConfig] | None = None, *, outdir: str | None = None) -> App:

@@ -4,7 +4,6 @@ the QLoRA adapter hosted on it as an adapter inference component."""
 from __future__ import annotations
 
 from aws_cdk import (
-    Aws,
     CfnOutput,
     Stack,
     aws_iam as iam,
@@ -189,7 +188,11 @@ class ModelHostingStack(Stack):
         role.add_to_policy(
             iam.PolicyStatement(
                 actions=["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
-                resources=[f"arn:{Aws.PARTITION}:ecr:{self.region}:{dlc_account}:repository/{serving.image_repository}"],
+                resources=[
+                    self.format_arn(
+                        service="ecr", account=dlc_account, resource="repository", resource_name=serving.image_repository
+                    )
+                ],
             )
         )
         role.add_to_policy(

@@ -25,6 +25,15 @@ def _statements(template: dict) -> list[dict]:
     ]
 
 
+def _arn(value) -> str:
+    """An ARN as text, whether literal or an Fn::Join; references render as ${Name}."""
+    if isinstance(value, str):
+        return value
+    if "Ref" in value:
+        return "${%s}" % value["Ref"]
+    return "".join(_arn(part) for part in value["Fn::Join"][1])
+
+
 def _actions(statement: dict) -> set[str]:
     actions = statement["Action"]
     return {actions} if isinstance(actions, str) else set(actions)
@@ -189,9 +198,9 @@ def test_execution_role_pulls_only_the_dlc_image_reads_only_its_artifact_writes_
         "logs:DescribeLogStreams",
     }
     # AWS's registry account, not this one
-    assert by_action["ecr:BatchGetImage"]["Resource"] == {
-        "Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, f":ecr:{config.region}:763104351884:repository/djl-inference"]]
-    }
+    assert _arn(by_action["ecr:BatchGetImage"]["Resource"]) == (
+        f"arn:aws:ecr:{config.region}:763104351884:repository/djl-inference"
+    )
     manifest = load_adapter_manifest(config)
     object_arn = json.dumps(by_action["s3:GetObject"]["Resource"])
     assert f'/{manifest.adapter.artifact_key}"' in object_arn and "*" not in object_arn  # that one object
@@ -203,7 +212,7 @@ def test_execution_role_pulls_only_the_dlc_image_reads_only_its_artifact_writes_
             f"/aws/sagemaker/InferenceComponents/taskrouter-{config.name}-{manifest.name}",
         ]
     )
-    assert by_action["logs:PutLogEvents"]["Resource"] == [{"Fn::GetAtt": [k, "Arn"]} for k in log_groups]
+    assert sorted(r["Fn::GetAtt"][0] for r in by_action["logs:PutLogEvents"]["Resource"]) == sorted(log_groups)
     roles = _resources(template, "AWS::IAM::Role")
     assert all("ManagedPolicyArns" not in role["Properties"] for role in roles.values())
 
@@ -256,21 +265,13 @@ def test_router_role_is_least_privilege(stage):
         "xray:PutTraceSegments",
         "xray:PutTelemetryRecords",
     }
-    assert granted["sagemaker:InvokeEndpoint"] == {
-        "Fn::Join": [
-            "",
-            [
-                "arn:",
-                {"Ref": "AWS::Partition"},
-                f":sagemaker:{stage.config.region}:",
-                {"Ref": "AWS::AccountId"},
-                f":endpoint/taskrouter-{stage.config.name}",
-            ],
-        ]
-    }
+    assert _arn(granted["sagemaker:InvokeEndpoint"]) == (
+        f"arn:aws:sagemaker:{stage.config.region}:${{AWS::AccountId}}:endpoint/taskrouter-{stage.config.name}"
+    )
     assert granted["secretsmanager:GetSecretValue"] == {"Ref": secret_id}
     table_arn = granted["dynamodb:Query"]
-    assert "Fn::ImportValue" in json.dumps(table_arn) and "Tasks" in json.dumps(table_arn)
+    assert table_arn["Fn::GetStackOutput"]["StackName"] == f"{stage.config.name}-Registry"  # the table's own ARN
+    assert "Tasks" in table_arn["Fn::GetStackOutput"]["OutputName"]
     assert all(s["Effect"] == "Allow" for s in statements)
 
 
