@@ -27,7 +27,7 @@ node_modules/.installed: package.json package-lock.json
 
 setup: $(VENV)/.installed node_modules/.installed
 
-build/lambda.stamp: $(VENV)/.installed requirements.lock infra/lambda_code.py $(LAMBDA_SOURCES)
+build/lambda.stamp: $(VENV)/.installed pyproject.toml requirements.lock infra/lambda_code.py $(LAMBDA_SOURCES)
 	$(PY) -m infra.lambda_code
 	touch $@
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 from aws_cdk import (
     CfnOutput,
     Duration,
+    RemovalPolicy,
     Stack,
     aws_apigateway as apigw,
     aws_dynamodb as dynamodb,
@@ -17,9 +20,13 @@ from constructs import Construct
 
 from infra.config import AdapterManifest, StageConfig
 from infra.nag import acknowledge
+from taskrouter.adapters.settings import DEFAULT_RETRY_AFTER_S
 from infra.lambda_code import ARCHITECTURE, RUNTIME, function_code
 
 API_STAGE_NAME = "v1"
+# Powertools' service name and metrics namespace of the router: its logs and custom metrics.
+ROUTER_SERVICE = "taskrouter-router"
+METRICS_NAMESPACE = "TaskRouter"
 
 
 class ApiStack(Stack):
@@ -31,25 +38,12 @@ class ApiStack(Stack):
         stage: StageConfig,
         manifest: AdapterManifest,
         table: dynamodb.ITable,
-        endpoint_name: str,
+        openai_secret: secretsmanager.ISecret,
         endpoint_arn: str,
-        adapter_component_name: str,
         **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         retention = stage.log_retention
-
-        self.openai_secret = secretsmanager.Secret(
-            self,
-            "OpenAIApiKey",
-            description=f"TaskRouter {stage.name}: OpenAI API key of the fallback (set it after deploy)",
-            removal_policy=stage.removal_policy,
-        )
-        acknowledge(
-            self.openai_secret,
-            "AwsSolutions-SMG4",
-            "an OpenAI API key is issued by OpenAI, not by AWS: operators rotate it by hand (README), no Lambda can",
-        )
 
         router_logs = logs.LogGroup(self, "RouterLogs", retention=retention, removal_policy=stage.removal_policy)
         router_role = iam.Role(
@@ -67,9 +61,9 @@ class ApiStack(Stack):
             iam.PolicyStatement(actions=["sagemaker:InvokeEndpoint"], resources=[endpoint_arn])
         )
         router_role.add_to_policy(
-            iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"], resources=[self.openai_secret.secret_arn])
+            iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"], resources=[openai_secret.secret_arn])
         )
-        table.grant(router_role, "dynamodb:Query", "dynamodb:GetItem")
+        table.grant(router_role, "dynamodb:Query")  # the router lists tasks; it never reads one alone
         acknowledge(
             router_role,
             "AwsSolutions-IAM5[Resource::*]",
@@ -86,22 +80,22 @@ class ApiStack(Stack):
             handler="taskrouter.handlers.router.handler",
             role=router_role,
             memory_size=1024,  # CPU share scales with memory: it is latency here, not just room
-            timeout=Duration.seconds(10),
+            timeout=Duration.seconds(stage.router_timeout_s),
             tracing=lambda_.Tracing.ACTIVE,
             log_group=router_logs,
             logging_format=lambda_.LoggingFormat.JSON,
             environment={
                 "TASKROUTER_TABLE_NAME": table.table_name,
-                "TASKROUTER_SAGEMAKER_ENDPOINT": endpoint_name,
-                "TASKROUTER_SAGEMAKER_COMPONENT": adapter_component_name,
+                "TASKROUTER_SAGEMAKER_ENDPOINT": stage.endpoint_name,
+                "TASKROUTER_SAGEMAKER_COMPONENT": stage.adapter_component_name(manifest),
                 "TASKROUTER_PROMPT_FORMAT": manifest.prompt_format,
                 "TASKROUTER_PRIMARY_TIMEOUT_MS": str(stage.primary_timeout_ms),
                 "TASKROUTER_FALLBACK_TIMEOUT_MS": str(stage.fallback_timeout_ms),
                 "TASKROUTER_OPENAI_MODEL": stage.openai_model,
-                "TASKROUTER_OPENAI_SECRET_ARN": self.openai_secret.secret_arn,
+                "TASKROUTER_OPENAI_SECRET_ARN": openai_secret.secret_arn,
                 "TASKROUTER_DEFAULT_STRATEGY": stage.default_strategy.value,
-                "POWERTOOLS_SERVICE_NAME": "taskrouter-router",
-                "POWERTOOLS_METRICS_NAMESPACE": "TaskRouter",
+                "POWERTOOLS_SERVICE_NAME": ROUTER_SERVICE,
+                "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
             },
         )
 
@@ -113,7 +107,9 @@ class ApiStack(Stack):
             description="TaskRouter: routes an assistant's chat to a task",
             endpoint_types=[apigw.EndpointType.REGIONAL],
             cloud_watch_role=True,
-            cloud_watch_role_removal_policy=stage.removal_policy,
+            # The role is account-wide (API Gateway's logging setting): deleting it with one stage
+            # would stop the logs of every REST API in the account and region.
+            cloud_watch_role_removal_policy=RemovalPolicy.RETAIN,
             deploy_options=apigw.StageOptions(
                 stage_name=API_STAGE_NAME,
                 access_log_destination=apigw.LogGroupLogDestination(access_logs),
@@ -145,6 +141,22 @@ class ApiStack(Stack):
             removal_policy=stage.removal_policy,
         )
         self.api.deployment_stage.node.add_dependency(execution_logs)
+
+        # API Gateway's own failures (a Lambda timeout or throttle, an oversized payload) in the
+        # contract's error shape, not {"message": ...}.
+        self.api.add_gateway_response(
+            "Unavailable",
+            type=apigw.ResponseType.DEFAULT_5_XX,
+            status_code="503",
+            response_headers={"Retry-After": f"'{DEFAULT_RETRY_AFTER_S}'"},
+            templates={"application/json": _error_template("no_backend_available", "the router is unavailable")},
+        )
+        self.api.add_gateway_response(
+            "TooLarge",
+            type=apigw.ResponseType.REQUEST_TOO_LARGE,
+            status_code="413",
+            templates={"application/json": _error_template("request_too_large", "body: over the size limit")},
+        )
 
         route = self.api.root.add_resource("route")
         route_post = route.add_method("POST", apigw.LambdaIntegration(self.router), api_key_required=True)
@@ -183,4 +195,7 @@ class ApiStack(Stack):
 
         CfnOutput(self, "ApiUrl", value=self.api.url)
         CfnOutput(self, "ApiKeyId", value=api_key.key_id)
-        CfnOutput(self, "OpenAISecretArn", value=self.openai_secret.secret_arn)
+
+
+def _error_template(code: str, message: str) -> str:
+    return json.dumps({"error": {"code": code, "message": message}})

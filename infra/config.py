@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import tomllib
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Annotated, Literal
 from aws_cdk import RemovalPolicy, aws_logs as logs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from taskrouter.adapters.settings import FALLBACK_TIMEOUT_MS, PRIMARY_TIMEOUT_MS
 from taskrouter.core.prompt_formats import PROMPT_FORMATS
 from taskrouter.core.request import Strategy
 
@@ -34,8 +36,18 @@ LOG_RETENTIONS = {
 # Families whose instances carry local NVMe storage: their volumes are encrypted by the instance's
 # hardware and CreateEndpointConfig refuses a KmsKeyId for them.
 INSTANCE_STORE_FAMILIES = frozenset(
-    {"g4dn", "g4ad", "g5", "g6", "g6e", "gr6", "p4d", "p4de", "p5", "p5e", "p5en", "p6", "c5d", "m5d", "r5d"}
+    {"g4dn", "g4ad", "g5", "g6", "g6e", "gr6", "p3dn", "p4d", "p4de", "p5", "p5e", "p5en", "p6",
+     "c5d", "c6id", "m5d", "m6id", "r5d", "r6id", "trn1", "trn1n"}
 )
+# Families with EBS volumes only: those get a customer-managed KMS key. A family in neither list
+# stops synth, rather than guessing which way CreateEndpointConfig would go.
+EBS_ONLY_FAMILIES = frozenset({"p2", "p3", "inf1", "inf2", "c5", "c6i", "c7i", "m5", "m6i", "m7i", "r5", "r6i", "t2"})
+
+# SageMaker's rule for endpoint and inference component names.
+_SAGEMAKER_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+# API Gateway gives up on an integration after 29 s: the router must end well before.
+API_GATEWAY_INTEGRATION_TIMEOUT_S = 29
+REGISTRY_READ_BUDGET_S = 2  # the registry client's connect + read timeouts, one attempt each
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -45,14 +57,14 @@ class _Strict(BaseModel):
 
 
 class StageConfig(_Strict):
-    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{1,15}$")]
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9]{1,15}$")]
     region: Annotated[str, Field(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")]
     account: Annotated[str, Field(pattern=r"^\d{12}$")] | None = None
     gpu_instance_type: Annotated[str, Field(pattern=r"^ml\.[a-z0-9]+\.[0-9]*x?large$")]
     gpu_instance_count: Annotated[int, Field(ge=1, le=20)]
     latency_budget_ms: Annotated[int, Field(ge=50, le=10_000)] = 300
-    primary_timeout_ms: Annotated[int, Field(ge=10, le=10_000)]
-    fallback_timeout_ms: Annotated[int, Field(ge=100, le=25_000)]
+    primary_timeout_ms: Annotated[int, Field(ge=PRIMARY_TIMEOUT_MS[0], le=PRIMARY_TIMEOUT_MS[1])]
+    fallback_timeout_ms: Annotated[int, Field(ge=FALLBACK_TIMEOUT_MS[0], le=FALLBACK_TIMEOUT_MS[1])]
     openai_model: Annotated[str, Field(min_length=1, max_length=100)]
     default_strategy: Strategy = Strategy.ZERO_SHOT
     alarm_emails: Annotated[list[str], Field(min_length=1)]
@@ -78,11 +90,43 @@ class StageConfig(_Strict):
             raise ValueError(f"must be one of CloudWatch's retentions {sorted(LOG_RETENTIONS)}")
         return days
 
+    @field_validator("gpu_instance_type")
+    @classmethod
+    def _known_storage(cls, instance_type: str) -> str:
+        family = instance_type.split(".")[1]
+        if family not in INSTANCE_STORE_FAMILIES | EBS_ONLY_FAMILIES:
+            raise ValueError(
+                f"instance family {family!r} is not known to have (or lack) local NVMe storage, which decides "
+                "whether its volume takes a KMS key: add it to INSTANCE_STORE_FAMILIES or EBS_ONLY_FAMILIES"
+            )
+        return instance_type
+
     @model_validator(mode="after")
     def _timeouts_fit_the_budget(self) -> StageConfig:
         if self.primary_timeout_ms >= self.latency_budget_ms:
             raise ValueError("primary_timeout_ms must be under latency_budget_ms, leaving time for the fallback")
+        if self.router_timeout_s > API_GATEWAY_INTEGRATION_TIMEOUT_S:
+            raise ValueError(
+                f"primary_timeout_ms + fallback_timeout_ms leave the router {self.router_timeout_s} s, "
+                f"over API Gateway's {API_GATEWAY_INTEGRATION_TIMEOUT_S} s"
+            )
         return self
+
+    @property
+    def router_timeout_s(self) -> int:
+        """The router Lambda's timeout: registry read, primary, fallback, and a second of margin."""
+        return math.ceil(REGISTRY_READ_BUDGET_S + (self.primary_timeout_ms + self.fallback_timeout_ms) / 1000 + 1)
+
+    @property
+    def endpoint_name(self) -> str:
+        return f"taskrouter-{self.name}"
+
+    @property
+    def base_component_name(self) -> str:
+        return f"taskrouter-{self.name}-base"
+
+    def adapter_component_name(self, manifest: AdapterManifest) -> str:
+        return f"taskrouter-{self.name}-{manifest.name}"
 
     @property
     def log_retention(self) -> logs.RetentionDays:
@@ -99,7 +143,7 @@ class StageConfig(_Strict):
 
     @property
     def volume_kms_supported(self) -> bool:
-        return self.gpu_instance_family not in INSTANCE_STORE_FAMILIES
+        return self.gpu_instance_family in EBS_ONLY_FAMILIES
 
 
 class BaseModelRef(_Strict):
@@ -114,7 +158,7 @@ class AdapterRef(_Strict):
 
 
 class AdapterManifest(_Strict):
-    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{2,40}$")]
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$", min_length=3, max_length=40)]
     description: str = ""
     base_model: BaseModelRef
     adapter: AdapterRef
@@ -129,9 +173,11 @@ class AdapterManifest(_Strict):
 
 
 class ServingSettings(_Strict):
-    container: Literal["djl-lmi"]
     image_repository: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._/-]*$")]
+    # Engine options of the LMI container (OPTION_*); the tensor-parallel degree comes from
+    # accelerators_per_copy, so it is not set here.
     options: dict[Annotated[str, Field(pattern=r"^OPTION_[A-Z0-9_]+$")], str]
+    max_lora_rank: Annotated[int, Field(ge=1, le=256)]
     accelerators_per_copy: Annotated[int, Field(ge=1, le=8)]
     min_memory_mb: Annotated[int, Field(ge=1024)]
     model_data_download_timeout_s: Annotated[int, Field(ge=60, le=3600)]
@@ -180,3 +226,17 @@ def load_serving(path: Path = SERVING_FILE) -> ServingSettings:
 
 def load_adapter_manifest(stage: StageConfig) -> AdapterManifest:
     return _load_json(AdapterManifest, ROOT / stage.adapter_manifest)
+
+
+def check_deployable(stage: StageConfig, manifest: AdapterManifest, serving: ServingSettings) -> None:
+    """What only the three files together can tell: names SageMaker takes, an adapter it can load."""
+    problems = []
+    for name in (stage.endpoint_name, stage.base_component_name, stage.adapter_component_name(manifest)):
+        if not _SAGEMAKER_NAME.match(name):
+            problems.append(f"SageMaker name {name!r} is over 63 characters or not [a-zA-Z0-9-]")
+    if manifest.adapter.rank > serving.max_lora_rank:
+        problems.append(
+            f"adapter.rank {manifest.adapter.rank} is over serving.json's max_lora_rank {serving.max_lora_rank}"
+        )
+    if problems:
+        raise ConfigError(f"stage {stage.name} with {stage.adapter_manifest}: " + "; ".join(problems))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tomllib
 
 from aws_cdk import aws_lambda as lambda_
 
@@ -14,9 +15,18 @@ from infra.config import ROOT
 BUNDLE_DIR = ROOT / "build" / "lambda"
 RUNTIME = lambda_.Runtime.PYTHON_3_14
 ARCHITECTURE = lambda_.Architecture.ARM_64
-# What pip must fetch for that runtime and architecture. boto3 ships with the runtime.
-_PLATFORM = ("--platform", "manylinux2014_aarch64", "--implementation", "cp", "--python-version", "3.14")
-_RUNTIME_REQUIREMENTS = ("aws-lambda-powertools", "openai")
+# What pip must fetch for that runtime and architecture.
+_PLATFORM = (
+    "--platform", "manylinux2014_aarch64", "--implementation", "cp",
+    "--python-version", RUNTIME.name.removeprefix("python"),
+)  # fmt: skip
+_PROVIDED_BY_THE_RUNTIME = {"boto3"}
+
+
+def runtime_requirements() -> list[str]:
+    """The project's runtime dependencies (pyproject.toml), less what Lambda's runtime provides."""
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    return [req for req in declared if req.split("==")[0] not in _PROVIDED_BY_THE_RUNTIME]
 
 
 def function_code() -> lambda_.Code:
@@ -31,7 +41,7 @@ def build_bundle() -> None:
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile",
          "--only-binary=:all:", *_PLATFORM, "--target", str(BUNDLE_DIR),
-         "-c", str(ROOT / "requirements.lock"), *_RUNTIME_REQUIREMENTS],
+         "-c", str(ROOT / "requirements.lock"), *runtime_requirements()],
         check=True,
     )
     shutil.rmtree(BUNDLE_DIR / "bin", ignore_errors=True)  # console scripts: unused in Lambda

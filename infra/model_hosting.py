@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from aws_cdk import (
     CfnOutput,
+    RemovalPolicy,
     Stack,
     aws_iam as iam,
     aws_kms as kms,
@@ -26,9 +27,13 @@ def dlc_image_uri(stack: Stack, repository: str, tag: str) -> str:
 
     The registry account is a regional fact known to the CDK: no network, no credentials.
     """
-    account = stack.regional_fact(FactName.DLC_REPOSITORY_ACCOUNT)
     domain = stack.regional_fact(FactName.DOMAIN_SUFFIX)
-    return f"{account}.dkr.ecr.{stack.region}.{domain}/{repository}:{tag}"
+    return f"{dlc_account(stack)}.dkr.ecr.{stack.region}.{domain}/{repository}:{tag}"
+
+
+def dlc_account(stack: Stack) -> str:
+    """AWS's Deep Learning Containers registry account for the stack's region."""
+    return stack.regional_fact(FactName.DLC_REPOSITORY_ACCOUNT)
 
 
 class ModelHostingStack(Stack):
@@ -44,19 +49,21 @@ class ModelHostingStack(Stack):
         **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
-        self.endpoint_name = f"taskrouter-{stage.name}"
-        self.adapter_component_name = f"taskrouter-{stage.name}-{manifest.name}"
-        base_component_name = f"taskrouter-{stage.name}-base"
+        self.endpoint_name = stage.endpoint_name
+        self.adapter_component_name = stage.adapter_component_name(manifest)
+        base_component_name = stage.base_component_name
 
         # SageMaker creates these groups on first start (the endpoint's, and one per inference
-        # component); owning them gives them a retention and scopes the role's log writes.
+        # component); owning them gives them a retention and scopes the role's log writes. They
+        # have fixed names in a stateless stack: never retained, or a rolled-back first deploy
+        # would leave them behind and block the next one.
         log_groups = [
             logs.LogGroup(
                 self,
                 construct_id,
                 log_group_name=name,
                 retention=stage.log_retention,
-                removal_policy=stage.removal_policy,
+                removal_policy=RemovalPolicy.DESTROY,
             )
             for construct_id, name in (
                 ("EndpointLogs", f"/aws/sagemaker/Endpoints/{self.endpoint_name}"),
@@ -76,6 +83,8 @@ class ModelHostingStack(Stack):
                 environment={
                     "HF_MODEL_ID": manifest.base_model.id,
                     "OPTION_REVISION": manifest.base_model.revision,
+                    "OPTION_TENSOR_PARALLEL_DEGREE": str(serving.accelerators_per_copy),
+                    "OPTION_MAX_LORA_RANK": str(serving.max_lora_rank),
                     **serving.options,
                 },
             ),
@@ -183,14 +192,13 @@ class ModelHostingStack(Stack):
             assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
             description=f"TaskRouter {stage.name}: SageMaker endpoint of the routing model",
         )
-        dlc_account = self.regional_fact(FactName.DLC_REPOSITORY_ACCOUNT)
         # The image lives in AWS's DLC registry account, not in this account.
         role.add_to_policy(
             iam.PolicyStatement(
                 actions=["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
                 resources=[
                     self.format_arn(
-                        service="ecr", account=dlc_account, resource="repository", resource_name=serving.image_repository
+                        service="ecr", account=dlc_account(self), resource="repository", resource_name=serving.image_repository
                     )
                 ],
             )
@@ -206,13 +214,26 @@ class ModelHostingStack(Stack):
         )
         role.add_to_policy(
             iam.PolicyStatement(
-                actions=["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+                actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
                 resources=[group.log_group_arn for group in log_groups],
+            )
+        )
+        # Instance and container metrics (GPU, memory) of the endpoint and its components.
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["cloudwatch:PutMetricData"],
+                resources=["*"],
+                conditions={
+                    "StringEquals": {
+                        "cloudwatch:namespace": ["/aws/sagemaker/Endpoints", "/aws/sagemaker/InferenceComponents"]
+                    }
+                },
             )
         )
         acknowledge(
             role,
             "AwsSolutions-IAM5[Resource::*]",
-            "ecr:GetAuthorizationToken has no resource-level form; image pulls are limited to the one DLC repository",
+            "ecr:GetAuthorizationToken and cloudwatch:PutMetricData have no resource-level form: image pulls are "
+            "limited to the one DLC repository, metric writes to SageMaker's two namespaces by condition",
         )
         return role

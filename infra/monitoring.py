@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+
 from aws_cdk import (
+    ArnFormat,
     Duration,
     Stack,
     aws_apigateway as apigw,
@@ -25,9 +28,13 @@ from cdk_monitoring_constructs import (
 )
 from constructs import Construct
 
+from infra.api import METRICS_NAMESPACE, ROUTER_SERVICE
 from infra.config import StageConfig
 
 SAGEMAKER_MODEL_LATENCY_ALARM_US_FACTOR = 1000  # ModelLatency is published in microseconds
+# Share of decisions the fallback made (the router's `Fallback` metric is 0 or 1 per decision):
+# past half, the primary is effectively down or wrong, whatever each request's reason.
+FALLBACK_RATE_ALARM = 0.5
 
 
 class MonitoringStack(Stack):
@@ -39,7 +46,6 @@ class MonitoringStack(Stack):
         stage: StageConfig,
         api: apigw.RestApi,
         router: lambda_.IFunction,
-        endpoint_name: str,
         adapter_component_name: str,
         **kwargs,
     ) -> None:
@@ -69,6 +75,19 @@ class MonitoringStack(Stack):
             master_key=topic_key,
             enforce_ssl=True,
         )
+        # An explicit topic policy (here from enforce_ssl) replaces SNS's default one: CloudWatch
+        # alarms of this account must be allowed to publish in it.
+        self.alarm_topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["sns:Publish"],
+                resources=[self.alarm_topic.topic_arn],
+                conditions={
+                    "StringEquals": {"aws:SourceAccount": self.account},
+                    "ArnLike": {"aws:SourceArn": self.format_arn(service="cloudwatch", resource="alarm", resource_name="*", arn_format=ArnFormat.COLON_RESOURCE_NAME)},
+                },
+            )
+        )
         for email in stage.alarm_emails:
             self.alarm_topic.add_subscription(subscriptions.EmailSubscription(email))
 
@@ -97,17 +116,61 @@ class MonitoringStack(Stack):
             add_fault_count_alarm={"Errors": ErrorCountThreshold(max_error_count=0)},
             add_throttles_count_alarm={"Throttles": ErrorCountThreshold(max_error_count=0)},
         )
+        router_metric = functools.partial(
+            cloudwatch.Metric,
+            namespace=METRICS_NAMESPACE,
+            dimensions_map={"service": ROUTER_SERVICE},
+            period=Duration.minutes(5),
+        )
+        facade.monitor_custom(
+            alarm_friendly_name="Router",
+            human_readable_name="Router decisions",
+            metric_groups=[
+                CustomMetricGroup(
+                    title="Fallback rate",
+                    metrics=[
+                        CustomMetricWithAlarm(
+                            alarm_friendly_name="FallbackRate",
+                            metric=router_metric(metric_name="Fallback", statistic="Average"),
+                            add_alarm={
+                                "Budget": CustomThreshold(
+                                    threshold=FALLBACK_RATE_ALARM,
+                                    comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                                    treat_missing_data_override=cloudwatch.TreatMissingData.NOT_BREACHING,
+                                )
+                            },
+                        )
+                    ],
+                ),
+                CustomMetricGroup(
+                    title="Unexpected errors (bugs, bad configuration)",
+                    metrics=[
+                        CustomMetricWithAlarm(
+                            alarm_friendly_name="UnexpectedErrors",
+                            metric=router_metric(metric_name="UnexpectedError", statistic="Sum"),
+                            add_alarm={
+                                "Any": CustomThreshold(
+                                    threshold=0,
+                                    comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                                    treat_missing_data_override=cloudwatch.TreatMissingData.NOT_BREACHING,
+                                )
+                            },
+                        )
+                    ],
+                ),
+            ],
+        )
         model_latency = cloudwatch.Metric(
             namespace="AWS/SageMaker",
             metric_name="ModelLatency",
             dimensions_map={"InferenceComponentName": adapter_component_name},
             statistic="p90",
             period=Duration.minutes(1),
-            label=f"ModelLatency p90 of {endpoint_name} (microseconds)",
+            label=f"ModelLatency p90 of {adapter_component_name} (microseconds)",
         )
         facade.monitor_custom(
             alarm_friendly_name="SageMaker",
-            human_readable_name=f"SageMaker endpoint {endpoint_name}",
+            human_readable_name=f"SageMaker endpoint {stage.endpoint_name}",
             metric_groups=[
                 CustomMetricGroup(
                     title="Model latency (µs)",

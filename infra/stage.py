@@ -6,10 +6,11 @@ from aws_cdk import Environment, Stage, Tags
 from constructs import Construct
 
 from infra.api import ApiStack
-from infra.config import StageConfig, load_adapter_manifest, load_serving
+from infra.config import StageConfig, check_deployable, load_adapter_manifest, load_serving
 from infra.model_artifacts import ModelArtifactsStack
 from infra.model_hosting import ModelHostingStack
 from infra.monitoring import MonitoringStack
+from infra.operations import OperationsStack
 from infra.registry import RegistryStack
 
 
@@ -20,11 +21,13 @@ class TaskRouterStage(Stage):
         Tags.of(self).add("stage", config.name)
         serving = load_serving()
         manifest = load_adapter_manifest(config)
+        check_deployable(config, manifest, serving)
 
         self.registry = RegistryStack(self, "Registry", stage=config, termination_protection=config.retain_on_delete)
         self.artifacts = ModelArtifactsStack(
             self, "ModelArtifacts", stage=config, termination_protection=config.retain_on_delete
         )
+        self.operations = OperationsStack(self, "Operations", stage=config, termination_protection=config.retain_on_delete)
         self.hosting = ModelHostingStack(
             self,
             "ModelHosting",
@@ -39,9 +42,8 @@ class TaskRouterStage(Stage):
             stage=config,
             manifest=manifest,
             table=self.registry.table,
-            endpoint_name=self.hosting.endpoint_name,
+            openai_secret=self.operations.openai_secret,
             endpoint_arn=self.hosting.endpoint_arn,
-            adapter_component_name=self.hosting.adapter_component_name,
         )
         self.api.add_stack_dependency(self.hosting)  # the router names the endpoint: deploy it first
         self.monitoring = MonitoringStack(
@@ -50,6 +52,5 @@ class TaskRouterStage(Stage):
             stage=config,
             api=self.api.api,
             router=self.api.router,
-            endpoint_name=self.hosting.endpoint_name,
             adapter_component_name=self.hosting.adapter_component_name,
         )

@@ -20,7 +20,7 @@ EXPECTED_ACKNOWLEDGEMENTS = {
     "Api/Api": {"AwsSolutions-APIG2"},
     "Api/Api/DeploymentStage.v1": {"AwsSolutions-APIG3"},
     "Api/Api/Default/route/POST": {"AwsSolutions-APIG4", "AwsSolutions-COG4"},
-    "Api/OpenAIApiKey": {"AwsSolutions-SMG4"},
+    "Operations/OpenAIApiKey": {"AwsSolutions-SMG4"},
     "Api/RouterRole": {"AwsSolutions-IAM5[Resource::*]"},
     "ModelHosting/ExecutionRole": {"AwsSolutions-IAM5[Resource::*]"},
 }

@@ -193,9 +193,14 @@ def test_execution_role_pulls_only_the_dlc_image_reads_only_its_artifact_writes_
         "ecr:BatchCheckLayerAvailability",
         "ecr:GetAuthorizationToken",
         "s3:GetObject",
+        "logs:CreateLogGroup",
         "logs:CreateLogStream",
         "logs:PutLogEvents",
         "logs:DescribeLogStreams",
+        "cloudwatch:PutMetricData",
+    }
+    assert by_action["cloudwatch:PutMetricData"]["Condition"] == {
+        "StringEquals": {"cloudwatch:namespace": ["/aws/sagemaker/Endpoints", "/aws/sagemaker/InferenceComponents"]}
     }
     # AWS's registry account, not this one
     assert _arn(by_action["ecr:BatchGetImage"]["Resource"]) == (
@@ -213,6 +218,8 @@ def test_execution_role_pulls_only_the_dlc_image_reads_only_its_artifact_writes_
         ]
     )
     assert sorted(r["Fn::GetAtt"][0] for r in by_action["logs:PutLogEvents"]["Resource"]) == sorted(log_groups)
+    # fixed names in a stateless stack: never left behind by a rolled-back deploy
+    assert {group["DeletionPolicy"] for group in log_groups.values()} == {"Delete"}
     roles = _resources(template, "AWS::IAM::Role")
     assert all("ManagedPolicyArns" not in role["Properties"] for role in roles.values())
 
@@ -248,7 +255,6 @@ def test_router_function_runtime_tracing_and_environment(stage):
 
 def test_router_role_is_least_privilege(stage):
     template = stage.templates["Api"]
-    secret_id = next(iter(_resources(template, "AWS::SecretsManager::Secret")))
     router_role_id = next(k for k in _resources(template, "AWS::IAM::Role") if k.startswith("RouterRole"))
     policies = [
         p for p in _resources(template, "AWS::IAM::Policy").values() if p["Properties"]["Roles"] == [{"Ref": router_role_id}]
@@ -261,18 +267,47 @@ def test_router_role_is_least_privilege(stage):
         "sagemaker:InvokeEndpoint",
         "secretsmanager:GetSecretValue",
         "dynamodb:Query",
-        "dynamodb:GetItem",
         "xray:PutTraceSegments",
         "xray:PutTelemetryRecords",
     }
     assert _arn(granted["sagemaker:InvokeEndpoint"]) == (
         f"arn:aws:sagemaker:{stage.config.region}:${{AWS::AccountId}}:endpoint/taskrouter-{stage.config.name}"
     )
-    assert granted["secretsmanager:GetSecretValue"] == {"Ref": secret_id}
+    secret = granted["secretsmanager:GetSecretValue"]["Fn::GetStackOutput"]
+    assert secret["StackName"] == f"{stage.config.name}-Operations" and "OpenAIApiKey" in secret["OutputName"]
+    assert len(_resources(stage.templates["Operations"], "AWS::SecretsManager::Secret")) == 1
     table_arn = granted["dynamodb:Query"]
     assert table_arn["Fn::GetStackOutput"]["StackName"] == f"{stage.config.name}-Registry"  # the table's own ARN
     assert "Tasks" in table_arn["Fn::GetStackOutput"]["OutputName"]
     assert all(s["Effect"] == "Allow" for s in statements)
+
+
+def test_router_timeout_covers_registry_primary_and_fallback_within_api_gateway(stage):
+    function = next(iter(_resources(stage.templates["Api"], "AWS::Lambda::Function").values()))
+    config = stage.config
+    timeout = function["Properties"]["Timeout"]
+    assert timeout * 1000 >= config.primary_timeout_ms + config.fallback_timeout_ms + 2000
+    assert timeout < 29
+
+
+def test_gateway_failures_answer_in_the_contract_error_shape(stage):
+    responses = {
+        r["Properties"]["ResponseType"]: r["Properties"]
+        for r in _resources(stage.templates["Api"], "AWS::ApiGateway::GatewayResponse").values()
+    }
+    unavailable = responses["DEFAULT_5XX"]
+    assert unavailable["StatusCode"] == "503"
+    assert unavailable["ResponseParameters"] == {"gatewayresponse.header.Retry-After": "'2'"}
+    assert json.loads(unavailable["ResponseTemplates"]["application/json"])["error"]["code"] == "no_backend_available"
+    too_large = responses["REQUEST_TOO_LARGE"]
+    assert too_large["StatusCode"] == "413"
+    assert json.loads(too_large["ResponseTemplates"]["application/json"])["error"]["code"] == "request_too_large"
+
+
+def test_api_gateway_account_logging_role_outlives_the_stage(stage):
+    roles = _resources(stage.templates["Api"], "AWS::IAM::Role")
+    cloudwatch_role = next(r for k, r in roles.items() if k.startswith("ApiCloudWatchRole"))
+    assert cloudwatch_role["DeletionPolicy"] == "Retain"
 
 
 def test_route_requires_an_api_key_and_the_usage_plan_throttles(stage):
@@ -344,6 +379,12 @@ def test_alarm_topic_is_encrypted_ssl_only_and_mails_the_stage_addresses(stage):
             }
         },
     )
+    topic_policy = next(iter(_resources(stage.templates["Monitoring"], "AWS::SNS::TopicPolicy").values()))
+    allow = [s for s in topic_policy["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"]
+    assert len(allow) == 1
+    assert (allow[0]["Action"], allow[0]["Principal"]) == ("sns:Publish", {"Service": "cloudwatch.amazonaws.com"})
+    assert allow[0]["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+    assert ":alarm:*" in _arn(allow[0]["Condition"]["ArnLike"]["aws:SourceArn"])
     subscriptions = _resources(stage.templates["Monitoring"], "AWS::SNS::Subscription")
     assert sorted(s["Properties"]["Endpoint"] for s in subscriptions.values()) == sorted(stage.config.alarm_emails)
     assert all(s["Properties"]["Protocol"] == "email" for s in subscriptions.values())
@@ -361,7 +402,10 @@ def test_alarm_topic_is_encrypted_ssl_only_and_mails_the_stage_addresses(stage):
 
 
 def _alarm_metric(alarm: dict) -> tuple[str, str, str]:
-    stat = alarm["Properties"]["Metrics"][0]["MetricStat"]
+    props = alarm["Properties"]
+    if "Metrics" not in props:  # a plain metric alarm
+        return props["Namespace"], props["MetricName"], props.get("ExtendedStatistic") or props["Statistic"]
+    stat = props["Metrics"][0]["MetricStat"]
     return stat["Metric"]["Namespace"], stat["Metric"]["MetricName"], stat["Stat"]
 
 
@@ -377,6 +421,8 @@ def test_alarms_cover_latency_errors_and_throttles_and_notify_the_topic(stage):
         ("AWS/Lambda", "Errors", "Sum"): 0,
         ("AWS/Lambda", "Throttles", "Sum"): 0,
         ("AWS/SageMaker", "ModelLatency", "p90"): stage.config.primary_timeout_ms * 1000,  # microseconds
+        ("TaskRouter", "Fallback", "Average"): 0.5,  # share of decisions made by the fallback
+        ("TaskRouter", "UnexpectedError", "Sum"): 0,
     }
     assert {metric: props["Threshold"] for metric, props in alarms.items()} == expected
     for props in alarms.values():

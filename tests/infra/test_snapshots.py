@@ -9,7 +9,7 @@ from syrupy.extensions.json import JSONSnapshotExtension
 
 from tests.infra.conftest import STAGES
 
-STACKS = ("Registry", "ModelArtifacts", "ModelHosting", "Api", "Monitoring")
+STACKS = ("Registry", "ModelArtifacts", "Operations", "ModelHosting", "Api", "Monitoring")
 _ASSET_HASH = re.compile(r"\b[0-9a-f]{64}\b")
 
 

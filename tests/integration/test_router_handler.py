@@ -474,7 +474,7 @@ INVALID_REQUESTS: dict[str, tuple[Any, str]] = {
     ),
     "message_extra_field": (
         {"conversation": [{"role": "user", "content": "hi", "name": "dana"}], "current_task": None},
-        "conversation[0].name",
+        "conversation[0]: unknown field",
     ),
     "later_message_bad": (
         {"conversation": [user("hi"), {"role": "assistant", "content": ""}, user("ok")], "current_task": None},
@@ -486,7 +486,8 @@ INVALID_REQUESTS: dict[str, tuple[Any, str]] = {
     "tasks_of_numbers": ({"conversation": [user("hi")], "current_task": None, "tasks": [1, 2]}, "tasks[0]"),
     "bad_strategy": ({"conversation": [user("hi")], "current_task": None, "strategy": "chain_of_thought"}, "strategy"),
     "strategy_number": ({"conversation": [user("hi")], "current_task": None, "strategy": 1}, "strategy"),
-    "unknown_field": ({"conversation": [user("hi")], "current_task": None, "temperature": 0.2}, "temperature"),
+    # an unknown key is caller text: its place is named, the key itself is not echoed
+    "unknown_field": ({"conversation": [user("hi")], "current_task": None, "temperature": 0.2}, "body: unknown field"),
     "missing_body": (None, "body"),
     "empty_body": ("", "body"),
 }

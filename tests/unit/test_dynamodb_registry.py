@@ -72,14 +72,22 @@ def test_cache_lives_ttl_then_refreshes(client):
     assert sorted(source.tasks()) == ["first_task", "second_task"]
 
 
-def test_serves_the_last_good_copy_when_dynamodb_fails(client):
+def test_serves_the_last_good_copy_when_dynamodb_fails_and_backs_off(client):
     clock = Clock()
-    source = DynamoDBTaskSource(client, "tasks", ttl_s=15, clock=clock)
+    source = DynamoDBTaskSource(client, "tasks", ttl_s=15, clock=clock, retry_after_failure_s=5)
     put(client, "first_task")
     source.tasks()
     client.delete_table(TableName="tasks")
+    calls = []
+    original_query = client.query
+    client.query = lambda **kwargs: calls.append(1) or original_query(**kwargs)
     clock.now = 100
     assert list(source.tasks()) == ["first_task"]
+    clock.now = 104.9
+    assert list(source.tasks()) == ["first_task"] and len(calls) == 1  # no retry inside the back-off
+    clock.now = 105
+    source.tasks()
+    assert len(calls) == 2
 
 
 def test_no_copy_and_no_dynamodb_is_unavailable(client):

@@ -32,13 +32,25 @@ def test_a_valid_request_parses():
         (body(current_task=3), "current_task"),
         (body(tasks="a_b_c"), "tasks"),
         (body(strategy="chain"), "strategy"),
-        (body(extra=1), "extra"),
+        (body(extra=1), "body: unknown field"),
     ],
 )
 def test_each_broken_rule_names_its_field(raw, field):
     with pytest.raises(InvalidRequest) as caught:
         parse_route_request(raw)
     assert caught.value.message.startswith(field)
+
+
+def test_unknown_keys_are_never_echoed():
+    raw = json.dumps({"conversation": [{"role": "user", "content": "x", "card 4111 1111": 1}],
+                      "current_task": None, "my secret": 2}).encode()
+    with pytest.raises(InvalidRequest) as caught:
+        parse_route_request(raw)
+    assert "4111" not in caught.value.message and "secret" not in caught.value.message
+    assert caught.value.message == (
+        "conversation[0]: unknown field (accepted: role, content); "
+        "body: unknown field (accepted: conversation, current_task, tasks, strategy)"
+    )
 
 
 def test_missing_current_task_is_refused():

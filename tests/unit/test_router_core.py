@@ -9,7 +9,7 @@ import pytest
 from taskrouter.core.backends import BackendError, BackendThrottled
 from taskrouter.core.errors import NoBackendAvailable
 from taskrouter.core.prompting import InvalidOutput, RoutingPrompt
-from taskrouter.core.request import Message, RouteRequest
+from taskrouter.core.request import Message, RouteRequest, Strategy
 from taskrouter.core.router import Router, RouterSettings
 from taskrouter.core.tasks import RegistryUnavailable, Task
 
@@ -39,7 +39,9 @@ class Backend:
         return prompt.parse(self.answer)
 
 
-SETTINGS = RouterSettings(primary_timeout_s=0.1, fallback_timeout_s=1.0, retry_after_s=3)
+SETTINGS = RouterSettings(
+    default_strategy=Strategy.ZERO_SHOT, primary_timeout_s=0.1, fallback_timeout_s=1.0, retry_after_s=3
+)
 
 
 def request(current=None, tasks=None):
@@ -117,3 +119,20 @@ def test_a_task_named_none_is_never_a_choice():
     primary = Backend("sagemaker", "none")
     decision = Router(Registry(), primary, None, SETTINGS).route(request())
     assert primary.prompts[0].choices.count("none") == 1 and decision.task is None
+
+
+class Broken:
+    name = "sagemaker"
+
+    def decide(self, prompt, timeout_s):
+        raise KeyError("Body")  # a fault of the adapter itself, not a BackendFailure
+
+
+def test_an_unforeseen_primary_fault_still_falls_back():
+    decision = Router(Registry(), Broken(), Backend("openai", "none"), SETTINGS).route(request())
+    assert (decision.backend, decision.fallback_reason, decision.fallback_detail) == ("openai", "error", "KeyError")
+
+
+def test_current_task_none_is_no_running_task():
+    decision = Router(Registry(), Backend("sagemaker", "follow_up_email"), None, SETTINGS).route(request("none"))
+    assert decision.event == "start"

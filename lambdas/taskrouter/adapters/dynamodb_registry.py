@@ -1,7 +1,8 @@
 """The task registry read from DynamoDB, cached in the container.
 
 A copy lives `ttl_s` seconds (kept under CONTRACT section 2's 30-second promise); when DynamoDB
-fails, the last good copy is served rather than failing the decision.
+fails, the last good copy is served rather than failing the decision, and DynamoDB is tried again
+only after `retry_after_failure_s`, so an outage does not slow every request by a timeout.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ class DynamoDBTaskSource:
         table_name: str,
         ttl_s: float,
         clock: Callable[[], float] = time.monotonic,
+        retry_after_failure_s: float = 5.0,
     ) -> None:
         self._client = client
         self._table = table_name
         self._ttl_s = ttl_s
         self._clock = clock
+        self._retry_after_failure_s = retry_after_failure_s
         self._lock = threading.Lock()
         self._copy: dict[str, Task] | None = None
         self._fetched_at = float("-inf")
@@ -44,6 +47,7 @@ class DynamoDBTaskSource:
             except Exception as error:  # botocore raises many unrelated types; any of them means "no fresh copy"
                 if self._copy is None:
                     raise RegistryUnavailable(type(error).__name__) from error
+                self._fetched_at = self._clock() - self._ttl_s + self._retry_after_failure_s
                 logger.warning("registry read failed, serving the last good copy", extra={"error": type(error).__name__})
             return self._copy
 

@@ -6,8 +6,14 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from taskrouter.core.prompt_formats import PROMPT_FORMATS
 from taskrouter.core.request import Strategy
 from taskrouter.core.router import RouterSettings
+
+# Bounds shared with the stage configuration (infra/config.py), in milliseconds.
+PRIMARY_TIMEOUT_MS = (10, 10_000)
+FALLBACK_TIMEOUT_MS = (100, 20_000)
+DEFAULT_RETRY_AFTER_S = 2
 
 
 class SettingsError(ValueError):
@@ -34,18 +40,19 @@ class RuntimeSettings:
             table_name=_required(env, "TASKROUTER_TABLE_NAME"),
             sagemaker_endpoint=env.get("TASKROUTER_SAGEMAKER_ENDPOINT") or None,
             sagemaker_component=env.get("TASKROUTER_SAGEMAKER_COMPONENT") or None,
-            prompt_format=env.get("TASKROUTER_PROMPT_FORMAT", "chatml"),
+            prompt_format=_choice(env, "TASKROUTER_PROMPT_FORMAT", "chatml", PROMPT_FORMATS),
             openai_model=env.get("TASKROUTER_OPENAI_MODEL", "gpt-4.1-mini"),
             openai_secret_arn=secret_arn,
             # Locally the official client reads OPENAI_API_KEY / OPENAI_BASE_URL itself.
             openai_configured=bool(secret_arn or env.get("OPENAI_API_KEY")),
-            registry_ttl_s=_number(env, "TASKROUTER_REGISTRY_TTL_S", 15, low=0, high=25),
+            registry_ttl_s=_number(env, "TASKROUTER_REGISTRY_TTL_S", 15, 0, 25),
             router=RouterSettings(
-                default_strategy=_strategy(env.get("TASKROUTER_DEFAULT_STRATEGY", "zero_shot")),
-                primary_timeout_s=_number(env, "TASKROUTER_PRIMARY_TIMEOUT_MS", 250, low=1, high=60_000) / 1000,
-                fallback_timeout_s=_number(env, "TASKROUTER_FALLBACK_TIMEOUT_MS", 3000, low=1, high=60_000)
-                / 1000,
-                retry_after_s=int(_number(env, "TASKROUTER_RETRY_AFTER_S", 2, low=1, high=3600)),
+                default_strategy=Strategy(
+                    _choice(env, "TASKROUTER_DEFAULT_STRATEGY", "zero_shot", tuple(s.value for s in Strategy))
+                ),
+                primary_timeout_s=_number(env, "TASKROUTER_PRIMARY_TIMEOUT_MS", 250, *PRIMARY_TIMEOUT_MS) / 1000,
+                fallback_timeout_s=_number(env, "TASKROUTER_FALLBACK_TIMEOUT_MS", 3000, *FALLBACK_TIMEOUT_MS) / 1000,
+                retry_after_s=int(_number(env, "TASKROUTER_RETRY_AFTER_S", DEFAULT_RETRY_AFTER_S, 1, 3600)),
             ),
         )
 
@@ -57,7 +64,7 @@ def _required(env: Mapping[str, str], name: str) -> str:
     return value
 
 
-def _number(env: Mapping[str, str], name: str, default: float, *, low: float, high: float) -> float:
+def _number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return float(default)
@@ -70,10 +77,8 @@ def _number(env: Mapping[str, str], name: str, default: float, *, low: float, hi
     return value
 
 
-def _strategy(raw: str) -> Strategy:
-    try:
-        return Strategy(raw)
-    except ValueError:
-        raise SettingsError(
-            f"TASKROUTER_DEFAULT_STRATEGY must be one of {[s.value for s in Strategy]}, got {raw!r}"
-        ) from None
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(name) or default
+    if value not in allowed:
+        raise SettingsError(f"{name} must be one of {list(allowed)}, got {value!r}")
+    return value

@@ -72,8 +72,7 @@ _ANSWER_FORMATS = {
     Strategy.FEW_SHOT_COT: (
         "Think step by step in at most two short sentences, then end with a last line of the form\n"
         "Answer: <an allowed task name or {none}>\n"
-        "Example:\nThe user asks for a written summary of their call, which is what meeting "
-        "minutes are.\nAnswer: prepare_meeting_minutes"
+        "Example:\nThe user's last message asks for what {example} does.\nAnswer: {example}"
     ),
     Strategy.REACT: (
         "Work in this format, then stop:\n"
@@ -101,7 +100,8 @@ def build_prompt(
     return RoutingPrompt(
         strategy=strategy,
         instructions=instructions,
-        answer_format=_ANSWER_FORMATS[strategy].format(none=NO_TASK),
+        # The worked example names an allowed answer, never one the model may not give.
+        answer_format=_ANSWER_FORMATS[strategy].format(none=NO_TASK, example=names[0] if names else NO_TASK),
         transcript=render_transcript(conversation),
         choices=(*names, NO_TASK),
         max_new_tokens=_MAX_NEW_TOKENS[strategy],

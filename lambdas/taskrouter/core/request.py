@@ -58,6 +58,11 @@ def _describe(error: ValidationError) -> str:
     for item in error.errors(include_input=False, include_url=False)[:3]:
         if item["type"] == "json_invalid":
             return "body: malformed JSON"
+        if item["type"] == "extra_forbidden":
+            # The unknown key itself is caller text, possibly private: name where it is, not what.
+            parent, model = _field_path(item["loc"][:-1]), RouteRequest if len(item["loc"]) == 1 else Message
+            parts.append(f"{parent or 'body'}: unknown field (accepted: {', '.join(model.model_fields)})")
+            continue
         field = _field_path(item["loc"])
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "model_type":
@@ -86,9 +91,8 @@ def decode_body(body: str | None, *, is_base64: bool) -> bytes:
 
 
 def parse_route_request(raw: bytes) -> RouteRequest:
-    """Validate a `POST /route` body; every broken rule is an `InvalidRequest` naming its field."""
-    if len(raw) > MAX_BODY_BYTES:
-        raise RequestTooLarge(f"body: {len(raw)} bytes, over the limit of {MAX_BODY_BYTES}")
+    """Validate a `POST /route` body (sized by `decode_body`); every broken rule is an `InvalidRequest`
+    naming its field."""
     try:
         return RouteRequest.model_validate_json(raw)
     except ValidationError as error:

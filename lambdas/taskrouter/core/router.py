@@ -16,10 +16,12 @@ from taskrouter.core.tasks import NO_TASK, RegistryUnavailable, Task, TaskSource
 
 @dataclass(frozen=True)
 class RouterSettings:
-    default_strategy: Strategy = Strategy.ZERO_SHOT
-    primary_timeout_s: float = 0.25
-    fallback_timeout_s: float = 3.0
-    retry_after_s: int = 2
+    """Read from the environment by `adapters.settings`, which holds the defaults and bounds."""
+
+    default_strategy: Strategy
+    primary_timeout_s: float
+    fallback_timeout_s: float
+    retry_after_s: int
 
 
 @dataclass(frozen=True)
@@ -55,8 +57,10 @@ class Router:
             raise NoBackendAvailable(
                 "the task registry is unavailable", retry_after_s=self._settings.retry_after_s
             ) from None
-        allowed, ignored = _allowed_tasks(registry, request.tasks)
-        current = request.current_task if request.current_task in registry else None
+        # A registry entry named like the "no task" answer could never be told apart from it.
+        usable = {name: task for name, task in registry.items() if name != NO_TASK}
+        allowed, ignored = _allowed_tasks(usable, request.tasks)
+        current = request.current_task if request.current_task in usable else None
         prompt = build_prompt(
             request.strategy or self._settings.default_strategy, request.conversation, allowed, current
         )
@@ -71,6 +75,8 @@ class Router:
                 return Decision(task, derive_event(current, task), self._primary.name, None, ignored)
             except (BackendFailure, InvalidOutput) as failure:
                 reason, detail = _reason(failure), str(failure) or None
+            except Exception as failure:  # a fault of the primary's own is still the fallback's to cover
+                reason, detail = "error", type(failure).__name__
 
         if self._fallback is None:
             raise NoBackendAvailable(
@@ -103,13 +109,11 @@ def _reason(failure: BackendFailure | InvalidOutput) -> FallbackReason:
 
 
 def _allowed_tasks(
-    registry: Mapping[str, Task], requested: list[str] | None
+    usable: Mapping[str, Task], requested: list[str] | None
 ) -> tuple[dict[str, Task], tuple[str, ...]]:
     """The tasks the decision may name, and the requested names the registry does not hold."""
-    # A registry entry named like the "no task" answer could never be told apart from it.
-    usable = {name: task for name, task in registry.items() if name != NO_TASK}
     if requested is None:
-        return usable, ()
+        return dict(usable), ()
     wanted = dict.fromkeys(requested)  # de-duplicated, order kept
     ignored = tuple(name for name in wanted if name not in usable)
     return {name: usable[name] for name in wanted if name in usable}, ignored

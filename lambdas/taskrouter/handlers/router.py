@@ -10,12 +10,14 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 
 from taskrouter.adapters import runtime
+from taskrouter.adapters.settings import DEFAULT_RETRY_AFTER_S
 from taskrouter.core.errors import ApiError, NoBackendAvailable, NotFound
 from taskrouter.core.request import decode_body, parse_route_request
 
+# Service and namespace come from POWERTOOLS_SERVICE_NAME / POWERTOOLS_METRICS_NAMESPACE.
 # Log lines carry the request id and decision fields, never the conversation.
-logger = Logger(service="taskrouter-router")
-metrics = Metrics(namespace="TaskRouter", service="router")
+logger = Logger()
+metrics = Metrics()
 app = APIGatewayRestResolver()
 
 
@@ -65,9 +67,12 @@ def _api_error(error: ApiError) -> Response:
 
 @app.exception_handler(Exception)
 def _unexpected(error: Exception) -> Response:
-    # The contract allows no 500: an unforeseen failure is answered as a retryable 503.
+    # The contract allows no 500: an unforeseen failure (a bug, a bad environment) is answered as a
+    # retryable 503, and counted apart from backend outages so that it alarms on its own.
     logger.exception("unexpected failure")
-    return _api_error(NoBackendAvailable("the router failed unexpectedly", retry_after_s=2))
+    metrics.add_metric(name="UnexpectedError", unit=MetricUnit.Count, value=1)
+    error = NoBackendAvailable("the router failed unexpectedly", retry_after_s=DEFAULT_RETRY_AFTER_S)
+    return _json(error.status, error.body(), error.headers)
 
 
 @app.not_found
