@@ -360,27 +360,37 @@ def test_fallback_takes_a_rotated_secret_after_a_cold_start(
 
 # -- no backend can decide: 503 ---------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "openai_reply",
+    ("openai_reply", "attempts"),
     [
-        OpenAIDouble.server_error(),
-        OpenAIDouble.rate_limited(),
-        OpenAIDouble.answer("send_invoice"),  # not a registry task
-        OpenAIDouble.completion("follow_up_email"),  # not the requested JSON
-        OpenAIDouble.completion('{"task": null}'),
+        (OpenAIDouble.server_error(), 2),  # retried once, with jitter, inside the fallback budget
+        (OpenAIDouble.rate_limited(), 2),
+        (OpenAIDouble.answer("send_invoice"), 1),  # not a registry task: a second ask would not change it
+        (OpenAIDouble.completion("follow_up_email"), 1),  # not the requested JSON
+        (OpenAIDouble.completion('{"task": null}'), 1),
     ],
     ids=["openai_500", "openai_429", "openai_unknown_name", "openai_not_json", "openai_null_task"],
 )
 def test_both_backends_fail(
-    invoke: Invoke, sagemaker: SageMakerRuntimeDouble, openai_server: OpenAIDouble, openai_reply: Any
+    invoke: Invoke, sagemaker: SageMakerRuntimeDouble, openai_server: OpenAIDouble, openai_reply: Any, attempts: int
 ) -> None:
     sagemaker.script(sagemaker.internal_failure())
-    openai_server.script(openai_reply)
+    openai_server.script(*[openai_reply] * attempts)
 
     result = invoke(route_body())
 
     assert_error(result, 503, "no_backend_available")
     assert result.headers["Retry-After"] == "2"
-    assert len(sagemaker.requests) == 1 and len(openai_server.requests) == 1
+    assert len(sagemaker.requests) == 1 and len(openai_server.requests) == attempts
+
+
+def test_a_failed_fallback_call_is_retried_once(
+    invoke: Invoke, sagemaker: SageMakerRuntimeDouble, openai_server: OpenAIDouble
+) -> None:
+    sagemaker.script(sagemaker.internal_failure())
+    openai_server.script(openai_server.server_error(), openai_server.answer("follow_up_email"))
+
+    assert_decision(invoke(route_body()), task="follow_up_email", event="start", backend="openai", fallback_reason="error")
+    assert len(openai_server.requests) == 2
 
 
 def test_openai_naming_a_task_outside_tasks_is_refused(

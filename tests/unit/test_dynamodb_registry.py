@@ -8,13 +8,7 @@ from moto import mock_aws
 
 from taskrouter.adapters.dynamodb_registry import DynamoDBTaskSource
 from taskrouter.core.tasks import RegistryUnavailable
-
-
-class Clock:
-    now = 0.0
-
-    def __call__(self):
-        return self.now
+from tests.unit.fakes import Clock
 
 
 @pytest.fixture

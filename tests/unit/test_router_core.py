@@ -8,45 +8,9 @@ import pytest
 
 from taskrouter.core.backends import BackendError, BackendThrottled
 from taskrouter.core.errors import NoBackendAvailable
-from taskrouter.core.prompting import InvalidOutput, RoutingPrompt
-from taskrouter.core.request import Message, RouteRequest, Strategy
-from taskrouter.core.router import Router, RouterSettings
-from taskrouter.core.tasks import RegistryUnavailable, Task
-
-TASKS = {name: Task(name, f"{name} description") for name in ("follow_up_email", "prepare_linkedin_post", "none")}
-
-
-class Registry:
-    def __init__(self, tasks=TASKS, fail=False):
-        self._tasks, self._fail = tasks, fail
-
-    def tasks(self):
-        if self._fail:
-            raise RegistryUnavailable("down")
-        return self._tasks
-
-
-class Backend:
-    def __init__(self, name, answer=None, delay_s=0.0, raises=None):
-        self.name, self.answer, self.delay_s, self.raises = name, answer, delay_s, raises
-        self.prompts: list[RoutingPrompt] = []
-
-    def decide(self, prompt, timeout_s):
-        self.prompts.append(prompt)
-        time.sleep(self.delay_s)
-        if self.raises:
-            raise self.raises
-        return prompt.parse(self.answer)
-
-
-SETTINGS = RouterSettings(
-    default_strategy=Strategy.ZERO_SHOT, primary_timeout_s=0.1, fallback_timeout_s=1.0, retry_after_s=3
-)
-
-
-def request(current=None, tasks=None):
-    return RouteRequest(conversation=[Message(role="user", content="hi")], current_task=current, tasks=tasks)
-
+from taskrouter.core.prompting import InvalidOutput
+from taskrouter.core.router import Router
+from tests.unit.fakes import SETTINGS, Backend, Registry, request
 
 def test_primary_decides():
     decision = Router(Registry(), Backend("sagemaker", "follow_up_email"), Backend("openai", "none"), SETTINGS).route(request())

@@ -11,6 +11,8 @@ from taskrouter.adapters.dynamodb_registry import DynamoDBTaskSource
 from taskrouter.adapters.openai_backend import OpenAIBackend
 from taskrouter.adapters.sagemaker_backend import SageMakerBackend
 from taskrouter.adapters.settings import RuntimeSettings
+from taskrouter.adapters.ssm_ops_mode import SsmOpsMode
+from taskrouter.core.resilience import CircuitBreaker
 from taskrouter.core.router import Router
 
 _SECRET_MAX_AGE_S = 300
@@ -38,7 +40,13 @@ def router() -> Router:
     fallback = None
     if settings.openai_configured:
         fallback = OpenAIBackend(settings.openai_model, _api_key_reader(settings.openai_secret_arn), settings.router.fallback_timeout_s)
-    return Router(registry, primary, fallback, settings.router)
+    ops_mode = None
+    if settings.ops_mode_parameter:
+        ssm = session.client("ssm", config=Config(connect_timeout=0.5, read_timeout=0.5, retries={"total_max_attempts": 1}))
+        name = settings.ops_mode_parameter
+        ops_mode = SsmOpsMode(lambda: ssm.get_parameter(Name=name)["Parameter"]["Value"])
+    breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_window_s, settings.breaker_cooldown_s)
+    return Router(registry, primary, fallback, settings.router, breaker=breaker, ops_mode=ops_mode)
 
 
 def _api_key_reader(secret_arn: str | None):

@@ -14,6 +14,7 @@ from taskrouter.core.router import RouterSettings
 PRIMARY_TIMEOUT_MS = (10, 10_000)
 FALLBACK_TIMEOUT_MS = (100, 20_000)
 DEFAULT_RETRY_AFTER_S = 2
+DEFAULT_HEDGE_AFTER_MS = 150
 
 
 class SettingsError(ValueError):
@@ -30,6 +31,10 @@ class RuntimeSettings:
     openai_secret_arn: str | None  # in AWS the key comes from Secrets Manager, never the environment
     openai_configured: bool
     registry_ttl_s: float
+    ops_mode_parameter: str | None  # SSM parameter holding the operations mode; None: primary_first
+    breaker_failures: int
+    breaker_window_s: float
+    breaker_cooldown_s: float
     router: RouterSettings
 
     @classmethod
@@ -46,6 +51,10 @@ class RuntimeSettings:
             # Locally the official client reads OPENAI_API_KEY / OPENAI_BASE_URL itself.
             openai_configured=bool(secret_arn or env.get("OPENAI_API_KEY")),
             registry_ttl_s=_number(env, "TASKROUTER_REGISTRY_TTL_S", 15, 0, 25),
+            ops_mode_parameter=env.get("TASKROUTER_OPS_MODE_PARAMETER") or None,
+            breaker_failures=int(_number(env, "TASKROUTER_BREAKER_FAILURES", 5, 1, 1000)),
+            breaker_window_s=_number(env, "TASKROUTER_BREAKER_WINDOW_S", 30, 1, 3600),
+            breaker_cooldown_s=_number(env, "TASKROUTER_BREAKER_COOLDOWN_S", 15, 1, 3600),
             router=RouterSettings(
                 default_strategy=Strategy(
                     _choice(env, "TASKROUTER_DEFAULT_STRATEGY", "zero_shot", tuple(s.value for s in Strategy))
@@ -53,6 +62,7 @@ class RuntimeSettings:
                 primary_timeout_s=_number(env, "TASKROUTER_PRIMARY_TIMEOUT_MS", 250, *PRIMARY_TIMEOUT_MS) / 1000,
                 fallback_timeout_s=_number(env, "TASKROUTER_FALLBACK_TIMEOUT_MS", 3000, *FALLBACK_TIMEOUT_MS) / 1000,
                 retry_after_s=int(_number(env, "TASKROUTER_RETRY_AFTER_S", DEFAULT_RETRY_AFTER_S, 1, 3600)),
+                hedge_after_s=_hedge_after_s(env),
             ),
         )
 
@@ -75,6 +85,15 @@ def _number(env: Mapping[str, str], name: str, default: float, low: float, high:
     if not low <= value <= high:
         raise SettingsError(f"{name} must be between {low:g} and {high:g}, got {raw}")
     return value
+
+
+def _hedge_after_s(env: Mapping[str, str]) -> float | None:
+    """TASKROUTER_HEDGE_AFTER_MS: when the fallback starts beside a silent primary ("off": never)."""
+    if env.get("TASKROUTER_HEDGE_AFTER_MS", "").lower() == "off":
+        return None
+    hedge_ms = _number(env, "TASKROUTER_HEDGE_AFTER_MS", DEFAULT_HEDGE_AFTER_MS, 0, PRIMARY_TIMEOUT_MS[1])
+    primary_ms = _number(env, "TASKROUTER_PRIMARY_TIMEOUT_MS", 250, *PRIMARY_TIMEOUT_MS)
+    return None if hedge_ms >= primary_ms else hedge_ms / 1000
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:

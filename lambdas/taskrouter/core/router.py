@@ -1,9 +1,18 @@
-"""The routing decision: primary first within its deadline, fallback when it cannot decide."""
+"""The routing decision: the primary within its deadline, the fallback when it cannot decide.
+
+Policy, in order: no primary configured, the operations mode, or an open circuit send the request
+straight to the fallback. Otherwise the primary is asked; if it has not answered after the hedge
+delay, the fallback is asked too and the first valid answer wins. A primary that fails, answers
+invalid output or misses its deadline leaves the decision to the fallback, which is retried once,
+with jitter, while its budget allows. When nothing decides, the answer is a 503 with Retry-After.
+"""
 
 from __future__ import annotations
 
-import concurrent.futures
-from collections.abc import Mapping
+import concurrent.futures as futures
+import random
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from taskrouter.core.backends import Backend, BackendFailure, BackendName, FallbackReason
@@ -11,7 +20,10 @@ from taskrouter.core.errors import NoBackendAvailable
 from taskrouter.core.events import Event, derive_event
 from taskrouter.core.prompting import InvalidOutput, RoutingPrompt, build_prompt
 from taskrouter.core.request import RouteRequest, Strategy
+from taskrouter.core.resilience import CircuitBreaker, FixedOpsMode, OpsMode, OpsModeSource
 from taskrouter.core.tasks import NO_TASK, RegistryUnavailable, Task, TaskSource
+
+_RETRY_JITTER_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -22,6 +34,8 @@ class RouterSettings:
     primary_timeout_s: float
     fallback_timeout_s: float
     retry_after_s: int
+    hedge_after_s: float | None = None  # None: the fallback starts only once the primary failed
+    fallback_retry_min_s: float = 0.5  # a retry needs at least this much of the fallback's budget
 
 
 @dataclass(frozen=True)
@@ -31,7 +45,30 @@ class Decision:
     backend: BackendName
     fallback_reason: FallbackReason | None
     ignored_tasks: tuple[str, ...]
-    fallback_detail: str | None = None  # why the primary failed, for logs (never content)
+    fallback_detail: str | None = None  # why the primary did not decide, for logs (never content)
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """One backend's answer, or why it gave none."""
+
+    task: str | None = None
+    failure: FallbackReason | None = None
+    detail: str | None = None
+
+
+_Decided = Callable[..., Decision]
+
+
+def _attempt(backend: Backend, prompt: RoutingPrompt, timeout_s: float) -> _Attempt:
+    try:
+        return _Attempt(task=backend.decide(prompt, timeout_s))
+    except BackendFailure as failure:
+        return _Attempt(failure=failure.reason, detail=str(failure) or None)
+    except InvalidOutput as invalid:
+        return _Attempt(failure="invalid_output", detail=str(invalid) or None)
+    except Exception as fault:  # a fault of the adapter's own is still a failure to cover, not a crash
+        return _Attempt(failure="error", detail=type(fault).__name__)
 
 
 class Router:
@@ -41,22 +78,30 @@ class Router:
         primary: Backend | None,
         fallback: Backend | None,
         settings: RouterSettings,
+        breaker: CircuitBreaker | None = None,
+        ops_mode: OpsModeSource | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._registry = registry
         self._primary = primary
         self._fallback = fallback
         self._settings = settings
-        # A Lambda container serves one request at a time; the second worker covers a primary call
-        # that outlived its deadline and is still ending (its client timeout bounds it).
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="primary")
+        self._breaker = breaker or CircuitBreaker(failure_threshold=5, window_s=30, cooldown_s=15)
+        self._ops_mode = ops_mode or FixedOpsMode()
+        self._clock = clock
+        # A Lambda container serves one request at a time: the primary and a hedged fallback, plus
+        # room for calls that outlived their deadline and are still ending (client timeouts bound them).
+        self._pool = futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="backend")
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        return self._breaker
 
     def route(self, request: RouteRequest) -> Decision:
         try:
             registry = self._registry.tasks()
         except RegistryUnavailable:
-            raise NoBackendAvailable(
-                "the task registry is unavailable", retry_after_s=self._settings.retry_after_s
-            ) from None
+            raise self._unavailable("the task registry is unavailable") from None
         # A registry entry named like the "no task" answer could never be told apart from it.
         usable = {name: task for name, task in registry.items() if name != NO_TASK}
         allowed, ignored = _allowed_tasks(usable, request.tasks)
@@ -65,47 +110,99 @@ class Router:
             request.strategy or self._settings.default_strategy, request.conversation, allowed, current
         )
 
-        reason: FallbackReason
-        detail: str | None = None
+        def decided(
+            backend: BackendName, task: str | None, reason: FallbackReason | None, detail: str | None = None
+        ) -> Decision:
+            return Decision(task, derive_event(current, task), backend, reason, ignored, detail)
+
+        skip = self._skip_reason()
+        if skip is not None:
+            return self._fallback_decides(prompt, decided, skip, None, None)
+        return self._race(prompt, decided)
+
+    def _skip_reason(self) -> FallbackReason | None:
         if self._primary is None:
-            reason = "not_configured"
-        else:
+            return "not_configured"
+        if self._ops_mode.mode() is OpsMode.OPENAI_ONLY:
+            return "ops_mode"
+        if not self._breaker.allow():
+            return "circuit_open"
+        return None
+
+    def _race(self, prompt: RoutingPrompt, decided: _Decided) -> Decision:
+        settings, primary_backend = self._settings, self._primary
+        assert primary_backend is not None
+        deadline = self._clock() + settings.primary_timeout_s
+        primary = self._pool.submit(_attempt, primary_backend, prompt, settings.primary_timeout_s)
+        hedge: futures.Future[_Attempt] | None = None
+        if settings.hedge_after_s is not None and self._fallback is not None:
+            done, _ = futures.wait([primary], timeout=settings.hedge_after_s)
+            if not done:
+                hedge = self._pool.submit(_attempt, self._fallback, prompt, settings.fallback_timeout_s)
+
+        pending = {primary} if hedge is None else {primary, hedge}
+        while not primary.done() and (remaining := deadline - self._clock()) > 0:
+            done, pending = futures.wait(pending, timeout=remaining, return_when=futures.FIRST_COMPLETED)
+            if primary in done:
+                break
+            if hedge in done and hedge.result().failure is None:  # the fallback answered first
+                assert self._fallback is not None
+                return decided(self._fallback.name, hedge.result().task, "timeout", "hedged: fallback answered first")
+
+        if not primary.done():
+            primary.cancel()
+            self._breaker.record_failure()
+            detail = f"no answer within {settings.primary_timeout_s * 1000:.0f} ms"
+            return self._fallback_decides(prompt, decided, "timeout", detail, hedge)
+        answer = primary.result()
+        if answer.failure in ("timeout", "error", "throttled"):
+            self._breaker.record_failure()
+        else:  # an answer, even an invalid one, shows the primary is up
+            self._breaker.record_success()
+        if answer.failure is None:
+            return decided(primary_backend.name, answer.task, None)
+        return self._fallback_decides(prompt, decided, answer.failure, answer.detail, hedge)
+
+    def _fallback_decides(
+        self,
+        prompt: RoutingPrompt,
+        decided: _Decided,
+        reason: FallbackReason,
+        detail: str | None,
+        hedge: futures.Future[_Attempt] | None = None,
+    ) -> Decision:
+        """The fallback's answer; a hedged call already started counts as its first attempt."""
+        fallback = self._fallback
+        if fallback is None:
+            raise self._unavailable(f"primary: {reason}; no fallback is configured")
+        deadline = self._clock() + self._settings.fallback_timeout_s
+        answer: _Attempt | None = None
+        attempts = 2
+        if hedge is not None:
+            attempts -= 1
             try:
-                task = self._ask_primary(self._primary, prompt)
-                return Decision(task, derive_event(current, task), self._primary.name, None, ignored)
-            except (BackendFailure, InvalidOutput) as failure:
-                reason, detail = _reason(failure), str(failure) or None
-            except Exception as failure:  # a fault of the primary's own is still the fallback's to cover
-                reason, detail = "error", type(failure).__name__
+                answer = hedge.result(timeout=max(0.0, deadline - self._clock()))
+            except futures.TimeoutError:
+                answer = _Attempt(failure="timeout")
+        while answer is None or answer.failure is not None:
+            if answer is not None and not self._may_retry(answer, attempts, deadline):
+                raise self._unavailable(f"primary: {reason}; fallback: {answer.failure}")
+            if answer is not None:
+                time.sleep(random.uniform(0, _RETRY_JITTER_S))
+            attempts -= 1
+            answer = _attempt(fallback, prompt, max(0.001, deadline - self._clock()))
+        return decided(fallback.name, answer.task, reason, detail)
 
-        if self._fallback is None:
-            raise NoBackendAvailable(
-                f"primary: {reason}; no fallback is configured", retry_after_s=self._settings.retry_after_s
-            )
-        try:
-            task = self._fallback.decide(prompt, self._settings.fallback_timeout_s)
-        except (BackendFailure, InvalidOutput) as failure:
-            raise NoBackendAvailable(
-                f"primary: {reason}; fallback: {_reason(failure)}", retry_after_s=self._settings.retry_after_s
-            ) from None
-        return Decision(task, derive_event(current, task), self._fallback.name, reason, ignored, detail)
+    def _may_retry(self, failed: _Attempt, attempts_left: int, deadline: float) -> bool:
+        """Once, for a failure a second call may not repeat, and only while the budget allows."""
+        return (
+            attempts_left > 0
+            and failed.failure != "invalid_output"
+            and deadline - self._clock() - _RETRY_JITTER_S >= self._settings.fallback_retry_min_s
+        )
 
-    def _ask_primary(self, primary: Backend, prompt: RoutingPrompt) -> str | None:
-        timeout_s = self._settings.primary_timeout_s
-        future = self._pool.submit(primary.decide, prompt, timeout_s)
-        try:
-            return future.result(timeout=timeout_s)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise _DeadlinePassed(f"no answer within {timeout_s * 1000:.0f} ms") from None
-
-
-class _DeadlinePassed(BackendFailure):
-    reason = "timeout"
-
-
-def _reason(failure: BackendFailure | InvalidOutput) -> FallbackReason:
-    return failure.reason if isinstance(failure, BackendFailure) else "invalid_output"
+    def _unavailable(self, message: str) -> NoBackendAvailable:
+        return NoBackendAvailable(message, retry_after_s=self._settings.retry_after_s)
 
 
 def _allowed_tasks(
