@@ -15,6 +15,7 @@ from aws_cdk import (
     aws_lambda as lambda_,
     aws_logs as logs,
     aws_secretsmanager as secretsmanager,
+    aws_ssm as ssm,
 )
 from constructs import Construct
 
@@ -39,6 +40,7 @@ class ApiStack(Stack):
         manifest: AdapterManifest,
         table: dynamodb.ITable,
         openai_secret: secretsmanager.ISecret,
+        ops_mode: ssm.IStringParameter,
         endpoint_arn: str,
         **kwargs,
     ) -> None:
@@ -62,6 +64,9 @@ class ApiStack(Stack):
         )
         router_role.add_to_policy(
             iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"], resources=[openai_secret.secret_arn])
+        )
+        router_role.add_to_policy(
+            iam.PolicyStatement(actions=["ssm:GetParameter"], resources=[ops_mode.parameter_arn])
         )
         table.grant(router_role, "dynamodb:Query")  # the router lists tasks; it never reads one alone
         acknowledge(
@@ -94,6 +99,8 @@ class ApiStack(Stack):
                 "TASKROUTER_OPENAI_MODEL": stage.openai_model,
                 "TASKROUTER_OPENAI_SECRET_ARN": openai_secret.secret_arn,
                 "TASKROUTER_DEFAULT_STRATEGY": stage.default_strategy.value,
+                "TASKROUTER_HEDGE_AFTER_MS": str(stage.hedge_after_ms) if stage.hedge_after_ms is not None else "off",
+                "TASKROUTER_OPS_MODE_PARAMETER": ops_mode.parameter_name,
                 "POWERTOOLS_SERVICE_NAME": ROUTER_SERVICE,
                 "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
             },

@@ -65,6 +65,7 @@ class StageConfig(_Strict):
     latency_budget_ms: Annotated[int, Field(ge=50, le=10_000)] = 300
     primary_timeout_ms: Annotated[int, Field(ge=PRIMARY_TIMEOUT_MS[0], le=PRIMARY_TIMEOUT_MS[1])]
     fallback_timeout_ms: Annotated[int, Field(ge=FALLBACK_TIMEOUT_MS[0], le=FALLBACK_TIMEOUT_MS[1])]
+    hedge_after_ms: Annotated[int, Field(ge=0)] | None = None  # None: no hedging
     openai_model: Annotated[str, Field(min_length=1, max_length=100)]
     default_strategy: Strategy = Strategy.ZERO_SHOT
     alarm_emails: Annotated[list[str], Field(min_length=1)]
@@ -105,6 +106,8 @@ class StageConfig(_Strict):
     def _timeouts_fit_the_budget(self) -> StageConfig:
         if self.primary_timeout_ms >= self.latency_budget_ms:
             raise ValueError("primary_timeout_ms must be under latency_budget_ms, leaving time for the fallback")
+        if self.hedge_after_ms is not None and self.hedge_after_ms >= self.primary_timeout_ms:
+            raise ValueError("hedge_after_ms must be under primary_timeout_ms, or the hedge never starts")
         if self.router_timeout_s > API_GATEWAY_INTEGRATION_TIMEOUT_S:
             raise ValueError(
                 f"primary_timeout_ms + fallback_timeout_ms leave the router {self.router_timeout_s} s, "

@@ -1,12 +1,14 @@
-"""Operator-set runtime state, kept apart from the stateless stacks: the OpenAI key's secret."""
+"""Operator-set runtime state, kept apart from the stateless stacks: the OpenAI key's secret and the
+router's operations mode."""
 
 from __future__ import annotations
 
-from aws_cdk import CfnOutput, Stack, aws_secretsmanager as secretsmanager
+from aws_cdk import CfnOutput, Stack, aws_secretsmanager as secretsmanager, aws_ssm as ssm
 from constructs import Construct
 
 from infra.config import StageConfig
 from infra.nag import acknowledge
+from taskrouter.core.resilience import OpsMode
 
 
 class OperationsStack(Stack):
@@ -23,4 +25,14 @@ class OperationsStack(Stack):
             "AwsSolutions-SMG4",
             "an OpenAI API key is issued by OpenAI, not by AWS: operators rotate it by hand (README), no Lambda can",
         )
+        # primary_first, or openai_only to take the endpoint out of the path (operators, alarm handling).
+        self.ops_mode = ssm.StringParameter(
+            self,
+            "OpsMode",
+            parameter_name=f"/taskrouter/{stage.name}/ops-mode",
+            description="TaskRouter router mode: primary_first or openai_only",
+            string_value=OpsMode.PRIMARY_FIRST.value,
+            allowed_pattern=f"^({'|'.join(mode.value for mode in OpsMode)})$",
+        )
         CfnOutput(self, "OpenAISecretArn", value=self.openai_secret.secret_arn)
+        CfnOutput(self, "OpsModeParameter", value=self.ops_mode.parameter_name)

@@ -43,6 +43,7 @@ class TaskRouterStage(Stage):
             manifest=manifest,
             table=self.registry.table,
             openai_secret=self.operations.openai_secret,
+            ops_mode=self.operations.ops_mode,
             endpoint_arn=self.hosting.endpoint_arn,
         )
         self.api.add_stack_dependency(self.hosting)  # the router names the endpoint: deploy it first

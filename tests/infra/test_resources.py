@@ -266,6 +266,7 @@ def test_router_role_is_least_privilege(stage):
         "logs:PutLogEvents",
         "sagemaker:InvokeEndpoint",
         "secretsmanager:GetSecretValue",
+        "ssm:GetParameter",
         "dynamodb:Query",
         "xray:PutTraceSegments",
         "xray:PutTelemetryRecords",
@@ -276,10 +277,22 @@ def test_router_role_is_least_privilege(stage):
     secret = granted["secretsmanager:GetSecretValue"]["Fn::GetStackOutput"]
     assert secret["StackName"] == f"{stage.config.name}-Operations" and "OpenAIApiKey" in secret["OutputName"]
     assert len(_resources(stage.templates["Operations"], "AWS::SecretsManager::Secret")) == 1
+    assert "OpsMode" in json.dumps(granted["ssm:GetParameter"])
     table_arn = granted["dynamodb:Query"]
     assert table_arn["Fn::GetStackOutput"]["StackName"] == f"{stage.config.name}-Registry"  # the table's own ARN
     assert "Tasks" in table_arn["Fn::GetStackOutput"]["OutputName"]
     assert all(s["Effect"] == "Allow" for s in statements)
+
+
+def test_ops_mode_parameter_starts_primary_first_and_takes_only_known_modes(stage):
+    stage.template("Operations").has_resource_properties(
+        "AWS::SSM::Parameter",
+        {
+            "Name": f"/taskrouter/{stage.config.name}/ops-mode",
+            "Value": "primary_first",
+            "AllowedPattern": "^(primary_first|openai_only)$",
+        },
+    )
 
 
 def test_router_timeout_covers_registry_primary_and_fallback_within_api_gateway(stage):

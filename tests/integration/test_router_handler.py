@@ -163,6 +163,8 @@ def test_sagemaker_decides_and_receives_the_adapter_and_prompt(
     assert inputs.startswith("<|im_start|>system")  # the default chat template, chatml
     assert isinstance(payload["parameters"]["max_new_tokens"], int)
     assert payload["parameters"]["max_new_tokens"] > 0
+    # the engine is asked to decode only an allowed answer (vLLM structured outputs through LMI)
+    assert payload["parameters"]["structured_outputs"] == {"choice": [*TASK_NAMES, "none"]}
     assert openai_server.requests == []
 
 

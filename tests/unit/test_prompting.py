@@ -79,3 +79,33 @@ def test_parsers_accept_exact_answers(strategy, output, decided):
 def test_parsers_refuse_anything_else(strategy, output):
     with pytest.raises(InvalidOutput):
         prompt(strategy).parse(output)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "output"),
+    [
+        (Strategy.ZERO_SHOT, "follow_up_email"),
+        (Strategy.FEW_SHOT_COT, "They want an e-mail.\nAnswer: follow_up_email"),
+        (Strategy.FEW_SHOT_COT, "Answer: none"),
+        (Strategy.REACT, "Thought: a post\nObservation: it matches\nFinal Answer: prepare_linkedin_post"),
+    ],
+)
+def test_output_constraint_admits_what_the_parser_accepts(strategy, output):
+    import re
+
+    p = prompt(strategy)
+    constraint = p.output_constraint()
+    if "choice" in constraint:
+        assert output in constraint["choice"] and constraint["choice"] == list(p.choices)
+    else:
+        assert re.fullmatch(constraint["regex"], output)
+    p.parse(output)
+
+
+@pytest.mark.parametrize("strategy", [Strategy.FEW_SHOT_COT, Strategy.REACT])
+def test_output_constraint_refuses_names_outside_the_choices(strategy):
+    import re
+
+    constraint = prompt(strategy).output_constraint()
+    assert not re.fullmatch(constraint["regex"], "Thought: x\nObservation: y\nFinal Answer: create_one_minute_pitch")
+    assert not re.fullmatch(constraint["regex"], "x\nAnswer: create_one_minute_pitch")

@@ -32,7 +32,13 @@ class SageMakerBackend:
             "Body": json.dumps(
                 {
                     "inputs": render(self._prompt_format, prompt),
-                    "parameters": {"max_new_tokens": prompt.max_new_tokens, "do_sample": False},
+                    "parameters": {
+                        "max_new_tokens": prompt.max_new_tokens,
+                        "do_sample": False,
+                        # LMI passes what it does not know of `parameters` on to vLLM's request:
+                        # the engine itself keeps the output to the allowed answers.
+                        "structured_outputs": prompt.output_constraint(),
+                    },
                 }
             ),
         }

@@ -32,6 +32,17 @@ class RoutingPrompt:
         """The decided task (None for no task) from a text backend's raw answer."""
         return self.check_choice(_PARSERS[self.strategy](text))
 
+    def output_constraint(self) -> dict[str, object]:
+        """The answer's shape for a serving engine to enforce while decoding (vLLM structured
+        outputs): exactly one choice for zero-shot; free reasoning lines ending in the choice line for
+        the other strategies. The parser still checks what comes back."""
+        alternatives = "|".join(re.escape(choice) for choice in self.choices)
+        if self.strategy is Strategy.ZERO_SHOT:
+            return {"choice": list(self.choices)}
+        if self.strategy is Strategy.FEW_SHOT_COT:
+            return {"regex": rf"([^\n]*\n){{0,3}}Answer: ({alternatives})"}
+        return {"regex": rf"Thought: [^\n]*\nObservation: [^\n]*\nFinal Answer: ({alternatives})"}
+
     def check_choice(self, answer: str) -> str | None:
         if answer not in self.choices:
             raise InvalidOutput("answer is not an allowed choice")
