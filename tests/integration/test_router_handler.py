@@ -752,3 +752,39 @@ def test_no_input_answers_500(
         assert payload["task"] is None or payload["task"] in TASK_NAMES
     else:
         assert set(payload) == {"error"} and set(payload["error"]) == {"code", "message"}
+
+
+def _emf_documents(stdout: str) -> list[dict[str, Any]]:
+    return [line for line in _log_lines(stdout) if "_aws" in line]
+
+
+def _metric_values(documents: list[dict[str, Any]], name: str) -> list[tuple[dict[str, str], Any]]:
+    """(dimensions, value) of every EMF document that carries `name`."""
+    found = []
+    for document in documents:
+        for directive in document["_aws"]["CloudWatchMetrics"]:
+            if any(metric["Name"] == name for metric in directive["Metrics"]):
+                dimensions = {key: document[key] for keys in directive["Dimensions"] for key in keys}
+                found.append((dimensions, document[name]))
+    return found
+
+
+def test_each_decision_publishes_its_metrics(
+    invoke: Invoke, sagemaker: SageMakerRuntimeDouble, openai_server: OpenAIDouble, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sagemaker.script(sagemaker.answer("follow_up_email"), sagemaker.answer("Sure, an e-mail."))
+    openai_server.script(openai_server.answer("none"))
+    capsys.readouterr()
+
+    assert invoke(route_body()).status == 200
+    assert invoke(route_body(current_task="follow_up_email")).status == 200
+
+    documents = _emf_documents(capsys.readouterr().out)
+    assert all(doc["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "TaskRouter" for doc in documents)
+    service = {"service": "taskrouter-router"}
+    assert [dims for dims, _ in _metric_values(documents, "DecisionLatency")] == [service, service]
+    assert [value for _, value in _metric_values(documents, "Fallback")] == [[0.0], [1.0]]
+    assert [value for _, value in _metric_values(documents, "InvalidOutput")] == [[0.0], [1.0]]
+    decisions = [dims for dims, _ in _metric_values(documents, "Decisions")]
+    assert [(d["backend"], d["event"]) for d in decisions] == [("sagemaker", "start"), ("openai", "end")]
+    assert [dims["reason"] for dims, _ in _metric_values(documents, "Fallbacks")] == ["invalid_output"]

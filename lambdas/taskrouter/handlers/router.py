@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger, Metrics, single_metric
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
@@ -13,6 +13,7 @@ from taskrouter.adapters import runtime
 from taskrouter.adapters.settings import DEFAULT_RETRY_AFTER_S
 from taskrouter.core.errors import ApiError, NoBackendAvailable, NotFound
 from taskrouter.core.request import decode_body, parse_route_request
+from taskrouter.core.router import Decision
 
 # Service and namespace come from POWERTOOLS_SERVICE_NAME / POWERTOOLS_METRICS_NAMESPACE.
 # Log lines carry the request id and decision fields, never the conversation.
@@ -42,8 +43,7 @@ def route() -> Response:
     }
     if decision.ignored_tasks:
         body["ignored_tasks"] = list(decision.ignored_tasks)
-    metrics.add_metric(name="DecisionLatency", unit=MetricUnit.Milliseconds, value=latency_ms)
-    metrics.add_metric(name="Fallback", unit=MetricUnit.Count, value=int(decision.fallback_reason is not None))
+    _record(decision, latency_ms)
     logger.info(
         "routed",
         extra={
@@ -55,6 +55,23 @@ def route() -> Response:
         },
     )
     return _json(200, body)
+
+
+def _record(decision: Decision, latency_ms: float) -> None:
+    """EMF metrics of one decision: latency and rates by service; counts by backend, event and
+    fallback reason (each dimension set is its own EMF document)."""
+    metrics.add_metric(name="DecisionLatency", unit=MetricUnit.Milliseconds, value=latency_ms)
+    metrics.add_metric(name="Fallback", unit=MetricUnit.Count, value=int(decision.fallback_reason is not None))
+    metrics.add_metric(
+        name="InvalidOutput", unit=MetricUnit.Count, value=int(decision.fallback_reason == "invalid_output")
+    )
+    counts = [("Decisions", {"backend": decision.backend, "event": decision.event})]
+    if decision.fallback_reason is not None:
+        counts.append(("Fallbacks", {"reason": decision.fallback_reason}))
+    for name, dimensions in counts:
+        with single_metric(name=name, unit=MetricUnit.Count, value=1) as metric:
+            for dimension, value in dimensions.items():
+                metric.add_dimension(name=dimension, value=value)
 
 
 @app.exception_handler(ApiError)
