@@ -8,11 +8,12 @@ export CDK_DISABLE_CLI_TELEMETRY := true
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 LAMBDA_SOURCES := $(shell find lambdas -name '*.py' -not -path '*/__pycache__/*')
 
-.PHONY: help setup bundle synth test clean
+.PHONY: help setup bundle synth test local clean
 
 help:
 	@echo "make synth  - set up, then synthesize the dev and prod stages to cdk.out/ (offline)"
 	@echo "make test   - set up, then run every test"
+	@echo "make local  - set up, then serve the API on http://127.0.0.1:\$${PORT:-8080} (CONTRACT section 3)"
 	@echo "make bundle - build the Lambda asset into build/lambda"
 	@echo "make clean  - remove build outputs (keeps .venv and node_modules)"
 
@@ -40,6 +41,9 @@ synth: setup bundle
 
 test: setup bundle
 	$(PY) -m pytest
+
+local: setup
+	$(PY) -m taskrouter.local.server
 
 clean:
 	rm -rf cdk.out build .pytest_cache

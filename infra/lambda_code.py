@@ -48,7 +48,7 @@ def build_bundle() -> None:
     shutil.copytree(
         ROOT / "lambdas" / "taskrouter",
         BUNDLE_DIR / "taskrouter",
-        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "local"),  # local mode stays off Lambda
     )
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from taskrouter.core.tasks import TASK_NAME_PATTERN, RegistryUnavailable, Task
-from taskrouter.registry_schema import PARTITION_KEY, TASK_PARTITION
+from taskrouter.registry_schema import PARTITION_KEY, SORT_KEY, TASK_PARTITION
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,19 @@ class DynamoDBTaskSource:
             if "LastEvaluatedKey" not in page:
                 return tasks
             request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def task_to_item(task: Task) -> dict[str, Any]:
+    """The DynamoDB item of a task (the inverse of `task_from_item`)."""
+    return {
+        PARTITION_KEY: {"S": TASK_PARTITION},
+        SORT_KEY: {"S": task.name},
+        "name": {"S": task.name},
+        "description": {"S": task.description},
+        "examples": {"L": [{"S": example} for example in task.examples]},
+        "version": {"N": str(task.version)},
+        "updated_at": {"S": task.updated_at},
+    }
 
 
 def task_from_item(item: dict[str, Any]) -> Task | None:
