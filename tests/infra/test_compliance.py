@@ -22,6 +22,7 @@ EXPECTED_ACKNOWLEDGEMENTS = {
     "Api/Api/Default/route/POST": {"AwsSolutions-APIG4", "AwsSolutions-COG4"},
     "Operations/OpenAIApiKey": {"AwsSolutions-SMG4"},
     "Api/RouterRole": {"AwsSolutions-IAM5[Resource::*]"},
+    "Api/Router": {"AwsSolutions-L1"},
     "ModelHosting/ExecutionRole": {"AwsSolutions-IAM5[Resource::*]"},
 }
 

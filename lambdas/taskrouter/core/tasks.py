@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Annotated, Protocol
-
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing import Protocol
 
 TASK_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{2,63}$")
 NO_TASK = "none"  # the answer a backend gives when no task fits
@@ -32,39 +29,3 @@ class TaskSource(Protocol):
 
 class RegistryUnavailable(Exception):
     """The registry could not be read and no earlier copy is held."""
-
-
-class TaskSpec(BaseModel):
-    """A task as people write it (CONTRACT section 2); version and updated_at are the server's."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-    name: Annotated[str, Field(pattern=TASK_NAME_PATTERN.pattern)]
-    description: Annotated[str, Field(min_length=1, max_length=500)]
-    examples: Annotated[list[Annotated[str, Field(min_length=1, max_length=300)]], Field(max_length=10)] = []
-
-    @field_validator("name")
-    @classmethod
-    def _not_the_no_task_answer(cls, name: str) -> str:
-        if name == NO_TASK:
-            raise ValueError(f"{NO_TASK!r} is reserved: it is the answer meaning no task fits")
-        return name
-
-    def to_task(self, *, version: int, updated_at: str) -> Task:
-        return Task(self.name, self.description, tuple(self.examples), version, updated_at)
-
-
-class TaskFile(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    tasks: list[TaskSpec]
-
-
-def load_task_file(path: Path, *, updated_at: str) -> list[Task]:
-    """The tasks of a JSON task file (`{"tasks": [...]}`), validated; names must be unique."""
-    specs = TaskFile.model_validate_json(path.read_bytes()).tasks
-    names = [spec.name for spec in specs]
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        raise ValueError(f"{path.name}: duplicate task names {duplicates}")
-    return [spec.to_task(version=1, updated_at=updated_at) for spec in specs]

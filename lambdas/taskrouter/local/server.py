@@ -92,7 +92,7 @@ def ensure_registry(table_name: str, tasks_file: Path) -> int:
     import boto3
 
     from taskrouter.adapters.dynamodb_registry import task_to_item
-    from taskrouter.core.tasks import load_task_file
+    from taskrouter.core.task_spec import load_task_file
     from taskrouter.registry_schema import PARTITION_KEY, SORT_KEY
 
     client = boto3.client("dynamodb")
