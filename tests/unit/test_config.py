@@ -59,9 +59,14 @@ def test_an_instance_family_of_unknown_storage_stops_synth(tmp_path):
 
 
 def test_timeouts_past_api_gateway_stop_synth(tmp_path):
-    slow = "latency_budget_ms = 10000\nprimary_timeout_ms = 9000\nfallback_timeout_ms = 20000"
+    path = stages_with(tmp_path, "latency_budget_ms = 300", "latency_budget_ms = 10000")
+    path.write_text(
+        path.read_text()
+        .replace("primary_timeout_ms = 250", "primary_timeout_ms = 9000", 1)
+        .replace("fallback_timeout_ms = 3000", "fallback_timeout_ms = 20000", 1)
+    )
     with pytest.raises(ConfigError, match="over API Gateway's 29 s"):
-        load_stages(stages_with(tmp_path, "latency_budget_ms = 300\nprimary_timeout_ms = 250\nfallback_timeout_ms = 3000", slow))
+        load_stages(path)
 
 
 def test_kms_volume_key_only_for_ebs_only_families():
