@@ -126,38 +126,10 @@ class MonitoringStack(Stack):
             alarm_friendly_name="Router",
             human_readable_name="Router decisions",
             metric_groups=[
-                CustomMetricGroup(
-                    title="Fallback rate",
-                    metrics=[
-                        CustomMetricWithAlarm(
-                            alarm_friendly_name="FallbackRate",
-                            metric=router_metric(metric_name="Fallback", statistic="Average"),
-                            add_alarm={
-                                "Budget": CustomThreshold(
-                                    threshold=FALLBACK_RATE_ALARM,
-                                    comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                                    treat_missing_data_override=cloudwatch.TreatMissingData.NOT_BREACHING,
-                                )
-                            },
-                        )
-                    ],
-                ),
-                CustomMetricGroup(
-                    title="Unexpected errors (bugs, bad configuration)",
-                    metrics=[
-                        CustomMetricWithAlarm(
-                            alarm_friendly_name="UnexpectedErrors",
-                            metric=router_metric(metric_name="UnexpectedError", statistic="Sum"),
-                            add_alarm={
-                                "Any": CustomThreshold(
-                                    threshold=0,
-                                    comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                                    treat_missing_data_override=cloudwatch.TreatMissingData.NOT_BREACHING,
-                                )
-                            },
-                        )
-                    ],
-                ),
+                _alarmed("Fallback rate", "FallbackRate", router_metric(metric_name="Fallback", statistic="Average"),
+                         above=FALLBACK_RATE_ALARM),
+                _alarmed("Unexpected errors (bugs, bad configuration)", "UnexpectedErrors",
+                         router_metric(metric_name="UnexpectedError", statistic="Sum"), above=0),
             ],
         )
         model_latency = cloudwatch.Metric(
@@ -172,21 +144,27 @@ class MonitoringStack(Stack):
             alarm_friendly_name="SageMaker",
             human_readable_name=f"SageMaker endpoint {stage.endpoint_name}",
             metric_groups=[
-                CustomMetricGroup(
-                    title="Model latency (µs)",
-                    metrics=[
-                        CustomMetricWithAlarm(
-                            alarm_friendly_name="ModelLatencyP90",
-                            metric=model_latency,
-                            add_alarm={
-                                "Budget": CustomThreshold(
-                                    threshold=stage.primary_timeout_ms * SAGEMAKER_MODEL_LATENCY_ALARM_US_FACTOR,
-                                    comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                                    treat_missing_data_override=cloudwatch.TreatMissingData.NOT_BREACHING,
-                                )
-                            },
-                        )
-                    ],
-                )
+                _alarmed("Model latency (µs)", "ModelLatencyP90", model_latency,
+                         above=stage.primary_timeout_ms * SAGEMAKER_MODEL_LATENCY_ALARM_US_FACTOR),
             ],
         )
+
+
+def _alarmed(title: str, name: str, metric: cloudwatch.Metric, *, above: float) -> CustomMetricGroup:
+    """A dashboard group of one metric, alarming when it is above `above` (no data: no alarm)."""
+    return CustomMetricGroup(
+        title=title,
+        metrics=[
+            CustomMetricWithAlarm(
+                alarm_friendly_name=name,
+                metric=metric,
+                add_alarm={
+                    "Threshold": CustomThreshold(
+                        threshold=above,
+                        comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                        treat_missing_data_override=cloudwatch.TreatMissingData.NOT_BREACHING,
+                    )
+                },
+            )
+        ],
+    )

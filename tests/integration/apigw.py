@@ -5,8 +5,9 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
+
+from taskrouter.local.apigw import LambdaContext  # noqa: F401  (re-exported for the tests)
 
 API_ID = "a1b2c3d4e5"
 ACCOUNT_ID = "123456789012"
@@ -92,19 +93,3 @@ def route_event(
         "body": body,
         "isBase64Encoded": is_base64,
     }
-
-
-@dataclass
-class LambdaContext:
-    """The attributes of a Lambda context that Powertools' `inject_lambda_context` reads."""
-
-    function_name: str = "taskrouter-dev-Router"
-    function_version: str = "$LATEST"
-    memory_limit_in_mb: int = 1024
-    invoked_function_arn: str = f"arn:aws:lambda:us-east-1:{ACCOUNT_ID}:function:taskrouter-dev-Router"
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    log_group_name: str = "/aws/lambda/taskrouter-dev-Router"
-    log_stream_name: str = "2025/04/09/[$LATEST]0123456789abcdef"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 9_000

@@ -188,9 +188,7 @@ def test_primary_first_mode_asks_the_primary():
 
 
 @pytest.fixture
-def ssm(monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+def ssm(fake_aws_credentials):
     with mock_aws():
         client = boto3.client("ssm", region_name="us-east-1")
         client.put_parameter(Name="/taskrouter/test/ops-mode", Value="primary_first", Type="String")
