@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from taskrouter.core.prompt_formats import PROMPT_FORMATS
 from taskrouter.core.request import Strategy
+from taskrouter.core.resilience import DEFAULT_COOLDOWN_S, DEFAULT_FAILURES, DEFAULT_WINDOW_S
 from taskrouter.core.router import RouterSettings
 
 # Bounds shared with the stage configuration (infra/config.py), in milliseconds.
@@ -41,6 +42,7 @@ class RuntimeSettings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RuntimeSettings:
         env = os.environ if environ is None else environ
         secret_arn = env.get("TASKROUTER_OPENAI_SECRET_ARN") or None
+        primary_timeout_ms = _number(env, "TASKROUTER_PRIMARY_TIMEOUT_MS", 250, *PRIMARY_TIMEOUT_MS)
         return cls(
             table_name=_required(env, "TASKROUTER_TABLE_NAME"),
             sagemaker_endpoint=env.get("TASKROUTER_SAGEMAKER_ENDPOINT") or None,
@@ -52,17 +54,17 @@ class RuntimeSettings:
             openai_configured=bool(secret_arn or env.get("OPENAI_API_KEY")),
             registry_ttl_s=_number(env, "TASKROUTER_REGISTRY_TTL_S", 15, 0, 25),
             ops_mode_parameter=env.get("TASKROUTER_OPS_MODE_PARAMETER") or None,
-            breaker_failures=int(_number(env, "TASKROUTER_BREAKER_FAILURES", 5, 1, 1000)),
-            breaker_window_s=_number(env, "TASKROUTER_BREAKER_WINDOW_S", 30, 1, 3600),
-            breaker_cooldown_s=_number(env, "TASKROUTER_BREAKER_COOLDOWN_S", 15, 1, 3600),
+            breaker_failures=int(_number(env, "TASKROUTER_BREAKER_FAILURES", DEFAULT_FAILURES, 1, 1000)),
+            breaker_window_s=_number(env, "TASKROUTER_BREAKER_WINDOW_S", DEFAULT_WINDOW_S, 1, 3600),
+            breaker_cooldown_s=_number(env, "TASKROUTER_BREAKER_COOLDOWN_S", DEFAULT_COOLDOWN_S, 1, 3600),
             router=RouterSettings(
                 default_strategy=Strategy(
                     _choice(env, "TASKROUTER_DEFAULT_STRATEGY", "zero_shot", tuple(s.value for s in Strategy))
                 ),
-                primary_timeout_s=_number(env, "TASKROUTER_PRIMARY_TIMEOUT_MS", 250, *PRIMARY_TIMEOUT_MS) / 1000,
+                primary_timeout_s=primary_timeout_ms / 1000,
                 fallback_timeout_s=_number(env, "TASKROUTER_FALLBACK_TIMEOUT_MS", 3000, *FALLBACK_TIMEOUT_MS) / 1000,
                 retry_after_s=int(_number(env, "TASKROUTER_RETRY_AFTER_S", DEFAULT_RETRY_AFTER_S, 1, 3600)),
-                hedge_after_s=_hedge_after_s(env),
+                hedge_after_s=_hedge_after_s(env, primary_timeout_ms),
             ),
         )
 
@@ -87,13 +89,13 @@ def _number(env: Mapping[str, str], name: str, default: float, low: float, high:
     return value
 
 
-def _hedge_after_s(env: Mapping[str, str]) -> float | None:
-    """TASKROUTER_HEDGE_AFTER_MS: when the fallback starts beside a silent primary ("off": never)."""
+def _hedge_after_s(env: Mapping[str, str], primary_timeout_ms: float) -> float | None:
+    """TASKROUTER_HEDGE_AFTER_MS: when the fallback starts beside a silent primary ("off", or a delay
+    not under the primary's timeout: never)."""
     if env.get("TASKROUTER_HEDGE_AFTER_MS", "").lower() == "off":
         return None
     hedge_ms = _number(env, "TASKROUTER_HEDGE_AFTER_MS", DEFAULT_HEDGE_AFTER_MS, 0, PRIMARY_TIMEOUT_MS[1])
-    primary_ms = _number(env, "TASKROUTER_PRIMARY_TIMEOUT_MS", 250, *PRIMARY_TIMEOUT_MS)
-    return None if hedge_ms >= primary_ms else hedge_ms / 1000
+    return None if hedge_ms >= primary_timeout_ms else hedge_ms / 1000
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:

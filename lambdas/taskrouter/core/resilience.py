@@ -11,6 +11,8 @@ from enum import Enum
 from typing import Literal, Protocol
 
 BreakerState = Literal["closed", "open", "half_open"]
+# Five primary failures within 30 s open the circuit for 15 s.
+DEFAULT_FAILURES, DEFAULT_WINDOW_S, DEFAULT_COOLDOWN_S = 5, 30.0, 15.0
 
 
 class CircuitBreaker:
@@ -20,9 +22,9 @@ class CircuitBreaker:
 
     def __init__(
         self,
-        failure_threshold: int,
-        window_s: float,
-        cooldown_s: float,
+        failure_threshold: int = DEFAULT_FAILURES,
+        window_s: float = DEFAULT_WINDOW_S,
+        cooldown_s: float = DEFAULT_COOLDOWN_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._threshold = failure_threshold

@@ -80,15 +80,13 @@ class Router:
         settings: RouterSettings,
         breaker: CircuitBreaker | None = None,
         ops_mode: OpsModeSource | None = None,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._registry = registry
         self._primary = primary
         self._fallback = fallback
         self._settings = settings
-        self._breaker = breaker or CircuitBreaker(failure_threshold=5, window_s=30, cooldown_s=15)
+        self._breaker = breaker or CircuitBreaker()
         self._ops_mode = ops_mode or FixedOpsMode()
-        self._clock = clock
         # A Lambda container serves one request at a time: the primary and a hedged fallback, plus
         # room for calls that outlived their deadline and are still ending (client timeouts bound them).
         self._pool = futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="backend")
@@ -132,7 +130,7 @@ class Router:
     def _race(self, prompt: RoutingPrompt, decided: _Decided) -> Decision:
         settings, primary_backend = self._settings, self._primary
         assert primary_backend is not None
-        deadline = self._clock() + settings.primary_timeout_s
+        deadline = time.monotonic() + settings.primary_timeout_s
         primary = self._pool.submit(_attempt, primary_backend, prompt, settings.primary_timeout_s)
         hedge: futures.Future[_Attempt] | None = None
         if settings.hedge_after_s is not None and self._fallback is not None:
@@ -141,7 +139,7 @@ class Router:
                 hedge = self._pool.submit(_attempt, self._fallback, prompt, settings.fallback_timeout_s)
 
         pending = {primary} if hedge is None else {primary, hedge}
-        while not primary.done() and (remaining := deadline - self._clock()) > 0:
+        while not primary.done() and (remaining := deadline - time.monotonic()) > 0:
             done, pending = futures.wait(pending, timeout=remaining, return_when=futures.FIRST_COMPLETED)
             if primary in done:
                 break
@@ -175,13 +173,13 @@ class Router:
         fallback = self._fallback
         if fallback is None:
             raise self._unavailable(f"primary: {reason}; no fallback is configured")
-        deadline = self._clock() + self._settings.fallback_timeout_s
+        deadline = time.monotonic() + self._settings.fallback_timeout_s
         answer: _Attempt | None = None
         attempts = 2
         if hedge is not None:
             attempts -= 1
             try:
-                answer = hedge.result(timeout=max(0.0, deadline - self._clock()))
+                answer = hedge.result(timeout=max(0.0, deadline - time.monotonic()))
             except futures.TimeoutError:
                 answer = _Attempt(failure="timeout")
         while answer is None or answer.failure is not None:
@@ -190,7 +188,7 @@ class Router:
             if answer is not None:
                 time.sleep(random.uniform(0, _RETRY_JITTER_S))
             attempts -= 1
-            answer = _attempt(fallback, prompt, max(0.001, deadline - self._clock()))
+            answer = _attempt(fallback, prompt, max(0.001, deadline - time.monotonic()))
         return decided(fallback.name, answer.task, reason, detail)
 
     def _may_retry(self, failed: _Attempt, attempts_left: int, deadline: float) -> bool:
@@ -198,7 +196,7 @@ class Router:
         return (
             attempts_left > 0
             and failed.failure != "invalid_output"
-            and deadline - self._clock() - _RETRY_JITTER_S >= self._settings.fallback_retry_min_s
+            and deadline - time.monotonic() - _RETRY_JITTER_S >= self._settings.fallback_retry_min_s
         )
 
     def _unavailable(self, message: str) -> NoBackendAvailable:
