@@ -2,15 +2,15 @@
 
     .venv/bin/python benchmarks/footprint.py [--runs N]
 
-Prints figures only (never asserts). The import is timed in fresh interpreters over the built bundle
-(build/lambda, `make bundle`), so it is what a cold container pays before the first request.
+Prints figures only (never asserts). The import is timed in fresh interpreters over a replica of the
+bundle built for this machine, so it is what a cold container pays before the first request.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
-import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -18,7 +18,9 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 BUNDLE = ROOT / "build" / "lambda"
+HOST_REPLICA = ROOT / "build" / "lambda-host-replica"
 HANDLER_MODULE = "taskrouter.handlers.router"
 
 _TIMER = f"""
@@ -42,13 +44,24 @@ def package_size() -> tuple[int, int]:
 
 
 def import_times_ms(runs: int) -> list[float]:
-    # The bundle's compiled wheels are for Lambda (aarch64); here the same pinned versions come from
-    # the virtualenv, which also holds the router's package (editable install).
-    env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1"}
+    """Cold imports of the handler from a replica of the bundle built for this machine (same pinned
+    versions and bytecode, plus boto3 as Lambda's runtime provides it), each in a fresh isolated
+    interpreter that sees the replica alone, read-only like /var/task."""
+    from infra.lambda_code import build_bundle
+
+    build_bundle(HOST_REPLICA, platform=f"manylinux2014_{platform.machine()}", with_runtime_provided=True)
+    for path in HOST_REPLICA.rglob("*"):
+        path.chmod(path.stat().st_mode & ~0o222)
+    script = f"import sys; sys.path.insert(0, {str(HOST_REPLICA)!r})\n" + _TIMER
     times = []
-    for _ in range(runs):
-        out = subprocess.run([sys.executable, "-c", _TIMER], env=env, check=True, capture_output=True, text=True)
-        times.append(float(out.stdout.strip().splitlines()[-1]))
+    try:
+        for _ in range(runs):
+            out = subprocess.run([sys.executable, "-I", "-S", "-B", "-c", script], check=True,
+                                 capture_output=True, text=True, env={"AWS_DEFAULT_REGION": "us-east-1"})
+            times.append(float(out.stdout.strip().splitlines()[-1]))
+    finally:
+        for path in [HOST_REPLICA, *HOST_REPLICA.rglob("*")]:
+            path.chmod(path.stat().st_mode | 0o200)
     return times
 
 

@@ -21,18 +21,14 @@ BUNDLE_DIR = ROOT / "build" / "lambda"
 # CPython minor version, so the runtime is the build's own: 3.11 on this project's machines.
 RUNTIME = lambda_.Runtime.PYTHON_3_11
 ARCHITECTURE = lambda_.Architecture.ARM_64
-# What pip must fetch for that runtime and architecture.
-_PLATFORM = (
-    "--platform", "manylinux2014_aarch64", "--implementation", "cp",
-    "--python-version", RUNTIME.name.removeprefix("python"),
-)  # fmt: skip
+LAMBDA_PLATFORM = "manylinux2014_aarch64"  # ARCHITECTURE's wheels
 _PROVIDED_BY_THE_RUNTIME = {"boto3"}
 
 
-def runtime_requirements() -> list[str]:
+def runtime_requirements(*, with_runtime_provided: bool = False) -> list[str]:
     """The project's runtime dependencies (pyproject.toml), less what Lambda's runtime provides."""
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    return [req for req in declared if req.split("==")[0] not in _PROVIDED_BY_THE_RUNTIME]
+    return [req for req in declared if with_runtime_provided or req.split("==")[0] not in _PROVIDED_BY_THE_RUNTIME]
 
 
 def function_code() -> lambda_.Code:
@@ -41,25 +37,31 @@ def function_code() -> lambda_.Code:
     return lambda_.Code.from_asset(str(BUNDLE_DIR))
 
 
-def build_bundle() -> None:
-    """Rebuild BUNDLE_DIR from scratch, with the versions pinned in requirements.lock."""
+def build_bundle(
+    target: Path = BUNDLE_DIR, *, platform: str = LAMBDA_PLATFORM, with_runtime_provided: bool = False
+) -> None:
+    """Rebuild `target` from scratch, with the versions pinned in requirements.lock.
+
+    Another `platform`, with what the runtime provides added, makes a replica of the bundle this
+    machine can import, to measure it (benchmarks/footprint.py)."""
     runtime_version = RUNTIME.name.removeprefix("python")
     if f"{sys.version_info.major}.{sys.version_info.minor}" != runtime_version:
         sys.exit(f"the bundle's bytecode is for {RUNTIME.name}: build it with Python {runtime_version}")
-    shutil.rmtree(BUNDLE_DIR, ignore_errors=True)
+    shutil.rmtree(target, ignore_errors=True)
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile",
-         "--only-binary=:all:", *_PLATFORM, "--target", str(BUNDLE_DIR),
-         "-c", str(ROOT / "requirements.lock"), *runtime_requirements()],
+         "--only-binary=:all:", "--platform", platform, "--implementation", "cp", "--python-version", runtime_version,
+         "--target", str(target), "-c", str(ROOT / "requirements.lock"),
+         *runtime_requirements(with_runtime_provided=with_runtime_provided)],
         check=True,
     )
-    shutil.rmtree(BUNDLE_DIR / "bin", ignore_errors=True)  # console scripts: unused in Lambda
+    shutil.rmtree(target / "bin", ignore_errors=True)  # console scripts: unused in Lambda
     shutil.copytree(
         ROOT / "lambdas" / "taskrouter",
-        BUNDLE_DIR / "taskrouter",
+        target / "taskrouter",
         ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "local"),  # local mode stays off Lambda
     )
-    _compile(BUNDLE_DIR)
+    _compile(target)
 
 
 def _compile(bundle: Path) -> None:
