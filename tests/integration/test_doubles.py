@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import boto3
 import openai
@@ -72,20 +71,8 @@ def test_sagemaker_errors_parse_as_botocore_client_errors(
 def test_sagemaker_delay_trips_the_read_timeout(sagemaker: SageMakerRuntimeDouble, sagemaker_client) -> None:
     sagemaker.script(sagemaker.answer("late", delay_s=5.0))
 
-    started = time.perf_counter()
     with pytest.raises(ReadTimeoutError):
         _invoke(sagemaker_client)
-    assert time.perf_counter() - started < 1.0
-
-
-def test_sagemaker_warm_call_is_fast(sagemaker: SageMakerRuntimeDouble, sagemaker_client) -> None:
-    """No Nagle / delayed-ACK stall (40 ms) on keep-alive connections."""
-    sagemaker.always(sagemaker.answer("x"))
-    _invoke(sagemaker_client)
-    started = time.perf_counter()
-    for _ in range(5):
-        _invoke(sagemaker_client)
-    assert (time.perf_counter() - started) / 5 < 0.03
 
 
 @pytest.fixture

@@ -30,13 +30,15 @@ class Registry:
 
 
 class Backend:
-    def __init__(self, name, answer=None, delay_s=0.0, raises=None):
-        self.name, self.answer, self.delay_s, self.raises = name, answer, delay_s, raises
+    def __init__(self, name, answer=None, delay_s=0.0, raises=None, block_on=None):
+        self.name, self.answer, self.delay_s, self.raises, self.block_on = name, answer, delay_s, raises, block_on
         self.prompts: list[RoutingPrompt] = []
 
     def decide(self, prompt, timeout_s):
         self.prompts.append(prompt)
         time.sleep(self.delay_s)
+        if self.block_on is not None:
+            self.block_on.wait(timeout=10)
         if self.raises:
             raise self.raises
         return prompt.parse(self.answer)

@@ -28,6 +28,19 @@ class NotFound(ApiError):
     code = "not_found"
 
 
+class VersionConflict(ApiError):
+    status = 409
+    code = "version_conflict"
+
+
+class RegistryUnavailableError(ApiError):
+    status = 503
+    code = "registry_unavailable"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+
 class RequestTooLarge(ApiError):
     status = 413
     code = "request_too_large"

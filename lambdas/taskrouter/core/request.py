@@ -9,6 +9,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from taskrouter.core.validation import describe
+
 from taskrouter.core.errors import InvalidRequest, RequestTooLarge
 
 MAX_BODY_BYTES = 64 * 1024
@@ -42,38 +44,6 @@ class RouteRequest(BaseModel):
         return self
 
 
-def _field_path(loc: tuple) -> str:
-    path = ""
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            path += f".{part}" if path else str(part)
-    return path
-
-
-def _describe(error: ValidationError) -> str:
-    """One line naming the offending field(s), without echoing the (private) input."""
-    parts = []
-    for item in error.errors(include_input=False, include_url=False)[:3]:
-        if item["type"] == "json_invalid":
-            return "body: malformed JSON"
-        if item["type"] == "extra_forbidden":
-            # The unknown key itself is caller text, possibly private: name where it is, not what.
-            parent, model = _field_path(item["loc"][:-1]), RouteRequest if len(item["loc"]) == 1 else Message
-            parts.append(f"{parent or 'body'}: unknown field (accepted: {', '.join(model.model_fields)})")
-            continue
-        field = _field_path(item["loc"])
-        message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "model_type":
-            message = f"{field or 'body'}: must be a JSON object"
-        elif field:
-            message = f"{field}: {message}"
-        # a model-level rule's message already starts with the field it is about
-        parts.append(message)
-    return "; ".join(parts)
-
-
 def decode_body(body: str | None, *, is_base64: bool) -> bytes:
     """The raw request body as bytes, refusing what is absent or over the size limit."""
     if not body:
@@ -96,4 +66,4 @@ def parse_route_request(raw: bytes) -> RouteRequest:
     try:
         return RouteRequest.model_validate_json(raw)
     except ValidationError as error:
-        raise InvalidRequest(_describe(error)) from None
+        raise InvalidRequest(describe(error)) from None
