@@ -75,7 +75,8 @@ class LocalServer:
         request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers or {})
         try:
             with OPENER.open(request, timeout=10) as response:
-                return response.status, json.loads(response.read())
+                raw = response.read()
+                return response.status, json.loads(raw) if raw else None
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read())
 

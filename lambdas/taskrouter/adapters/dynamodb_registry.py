@@ -42,7 +42,7 @@ class DynamoDBTaskSource:
             if self._copy is not None and self._clock() - self._fetched_at < self._ttl_s:
                 return self._copy
             try:
-                self._copy = self._read_all()
+                self._copy = read_all_tasks(self._client, self._table)
                 self._fetched_at = self._clock()
             except Exception as error:  # botocore raises many unrelated types; any of them means "no fresh copy"
                 if self._copy is None:
@@ -51,23 +51,26 @@ class DynamoDBTaskSource:
                 logger.warning("registry read failed, serving the last good copy", extra={"error": type(error).__name__})
             return self._copy
 
-    def _read_all(self) -> dict[str, Task]:
-        tasks: dict[str, Task] = {}
-        request: dict[str, Any] = {
-            "TableName": self._table,
-            "KeyConditionExpression": "#pk = :pk",
-            "ExpressionAttributeNames": {"#pk": PARTITION_KEY},
-            "ExpressionAttributeValues": {":pk": {"S": TASK_PARTITION}},
-        }
-        while True:
-            page = self._client.query(**request)
-            for item in page.get("Items", []):
-                task = task_from_item(item)
-                if task is not None:
-                    tasks[task.name] = task
-            if "LastEvaluatedKey" not in page:
-                return tasks
-            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+def read_all_tasks(client: Any, table_name: str, *, consistent: bool = False) -> dict[str, Task]:
+    """Every task of the registry, by name in name order: one Query on the task partition, paged."""
+    tasks: dict[str, Task] = {}
+    request: dict[str, Any] = {
+        "TableName": table_name,
+        "KeyConditionExpression": "#pk = :pk",
+        "ExpressionAttributeNames": {"#pk": PARTITION_KEY},
+        "ExpressionAttributeValues": {":pk": {"S": TASK_PARTITION}},
+        "ConsistentRead": consistent,
+    }
+    while True:
+        page = client.query(**request)
+        for item in page.get("Items", []):
+            task = task_from_item(item)
+            if task is not None:
+                tasks[task.name] = task
+        if "LastEvaluatedKey" not in page:
+            return tasks
+        request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 def task_to_item(task: Task) -> dict[str, Any]:

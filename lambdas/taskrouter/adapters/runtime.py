@@ -8,6 +8,7 @@ import botocore.session
 from botocore.config import Config
 
 from taskrouter.adapters.dynamodb_registry import DynamoDBTaskSource
+from taskrouter.adapters.dynamodb_task_store import DynamoDBTaskStore
 from taskrouter.adapters.openai_backend import OpenAIBackend
 from taskrouter.adapters.sagemaker_backend import SageMakerBackend
 from taskrouter.adapters.settings import RuntimeSettings
@@ -16,6 +17,16 @@ from taskrouter.core.resilience import CircuitBreaker
 from taskrouter.core.router import Router
 
 _SECRET_MAX_AGE_S = 300
+
+
+@functools.cache
+def task_store() -> DynamoDBTaskStore:
+    """The registry's writer (the `/tasks` API). One try per call: a retried conditional write that
+    had in fact succeeded would answer a false version conflict."""
+    client = botocore.session.get_session().create_client(
+        "dynamodb", config=Config(connect_timeout=2, read_timeout=5, retries={"total_max_attempts": 1})
+    )
+    return DynamoDBTaskStore(client, RuntimeSettings.table_name_from_env())
 
 
 @functools.cache

@@ -38,13 +38,17 @@ class RuntimeSettings:
     breaker_cooldown_s: float
     router: RouterSettings
 
+    @staticmethod
+    def table_name_from_env(environ: Mapping[str, str] | None = None) -> str:
+        return _required(os.environ if environ is None else environ, "TASKROUTER_TABLE_NAME")
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RuntimeSettings:
         env = os.environ if environ is None else environ
         secret_arn = env.get("TASKROUTER_OPENAI_SECRET_ARN") or None
         primary_timeout_ms = _number(env, "TASKROUTER_PRIMARY_TIMEOUT_MS", 250, *PRIMARY_TIMEOUT_MS)
         return cls(
-            table_name=_required(env, "TASKROUTER_TABLE_NAME"),
+            table_name=cls.table_name_from_env(env),
             sagemaker_endpoint=env.get("TASKROUTER_SAGEMAKER_ENDPOINT") or None,
             sagemaker_component=env.get("TASKROUTER_SAGEMAKER_COMPONENT") or None,
             prompt_format=_choice(env, "TASKROUTER_PROMPT_FORMAT", "chatml", PROMPT_FORMATS),

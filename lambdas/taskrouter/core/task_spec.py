@@ -11,21 +11,33 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from taskrouter.core.tasks import NO_TASK, TASK_NAME_PATTERN, Task
 
 
-class TaskSpec(BaseModel):
-    """A task as people write it (CONTRACT section 2); version and updated_at are the server's."""
+def check_task_name(name: str) -> str:
+    """The contract's name rule, plus the one name reserved for "no task fits"."""
+    if not TASK_NAME_PATTERN.match(name):
+        raise ValueError(f"must match {TASK_NAME_PATTERN.pattern}")
+    if name == NO_TASK:
+        raise ValueError(f"{NO_TASK!r} is reserved: it is the answer meaning no task fits")
+    return name
+
+
+class TaskBody(BaseModel):
+    """The body of `PUT /tasks/{name}`: what a writer sets; version and updated_at are the server's."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    name: Annotated[str, Field(pattern=TASK_NAME_PATTERN.pattern)]
     description: Annotated[str, Field(min_length=1, max_length=500)]
     examples: Annotated[list[Annotated[str, Field(min_length=1, max_length=300)]], Field(max_length=10)] = []
 
+
+class TaskSpec(TaskBody):
+    """A task as people write it in a task file."""
+
+    name: str
+
     @field_validator("name")
     @classmethod
-    def _not_the_no_task_answer(cls, name: str) -> str:
-        if name == NO_TASK:
-            raise ValueError(f"{NO_TASK!r} is reserved: it is the answer meaning no task fits")
-        return name
+    def _valid_name(cls, name: str) -> str:
+        return check_task_name(name)
 
     def to_task(self, *, version: int, updated_at: str) -> Task:
         return Task(self.name, self.description, tuple(self.examples), version, updated_at)

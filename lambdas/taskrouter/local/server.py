@@ -48,9 +48,9 @@ def main() -> None:
         seeded = ensure_registry(os.environ["TASKROUTER_TABLE_NAME"], DEFAULT_TASKS_FILE)
         if seeded:
             _say(f"registry seeded with {seeded} default tasks")
-        from taskrouter.handlers import router  # imported once the environment is complete
+        from taskrouter.handlers import registry, router  # imported once the environment is complete
 
-        server = HTTPServer(("127.0.0.1", port), _handler_class(router.handler))
+        server = HTTPServer(("127.0.0.1", port), _handler_class(router.handler, registry.handler))
         _say(f"TaskRouter listening on http://127.0.0.1:{server.server_port}")
         try:
             server.serve_forever()
@@ -118,7 +118,9 @@ def ensure_registry(table_name: str, tasks_file: Path) -> int:
     return len(tasks)
 
 
-def _handler_class(lambda_handler: Any) -> type[BaseHTTPRequestHandler]:
+def _handler_class(router_handler: Any, registry_handler: Any) -> type[BaseHTTPRequestHandler]:
+    """API Gateway's part: /tasks to the registry function, everything else to the router's."""
+
     class Handler(BaseHTTPRequestHandler):
         # One request at a time per connection and process, as one Lambda container serves them.
         protocol_version = "HTTP/1.0"
@@ -149,7 +151,12 @@ def _handler_class(lambda_handler: Any) -> type[BaseHTTPRequestHandler]:
                 return self._send(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"Content-Type": "application/json"}, body.encode())
             body = self.rfile.read(length) if length else None
             event = proxy_event(self.command, path, dict(self.headers.items()), body)
-            response = lambda_handler(event, LambdaContext())
+            is_registry = path == "/tasks" or path.startswith("/tasks/")
+            if is_registry:  # the resource, with its path parameter, as API Gateway sets them
+                name = path.removeprefix("/tasks/") if path != "/tasks" else None
+                event["resource"] = "/tasks/{name}" if name is not None else "/tasks"
+                event["pathParameters"] = {"name": name} if name is not None else None
+            response = (registry_handler if is_registry else router_handler)(event, LambdaContext())
             payload = response.get("body") or ""
             raw = base64.b64decode(payload) if response.get("isBase64Encoded") else payload.encode("utf-8")
             headers = dict(response.get("headers") or {})

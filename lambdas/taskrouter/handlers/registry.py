@@ -1,0 +1,116 @@
+"""`/tasks` behind API Gateway: the task registry's management API (CONTRACT section 2)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+from pydantic import ValidationError
+
+from taskrouter.adapters import runtime
+from taskrouter.adapters.settings import DEFAULT_RETRY_AFTER_S
+from taskrouter.core.errors import ApiError, InvalidRequest, NotFound, RegistryUnavailableError
+from taskrouter.core.request import decode_body
+from taskrouter.core.task_spec import TaskBody, check_task_name
+from taskrouter.core.tasks import Task
+from taskrouter.core.validation import describe
+
+logger = Logger()
+metrics = Metrics()
+app = APIGatewayRestResolver()
+
+_VERSION = re.compile(r'^(?:W/)?"?(\d{1,18})"?$')
+
+
+@app.get("/tasks")
+def list_tasks() -> Response:
+    return _json(200, {"tasks": [_task_json(task) for task in runtime.task_store().list()]})
+
+
+@app.get("/tasks/<name>")
+def get_task(name: str) -> Response:
+    task = runtime.task_store().get(_name(name))
+    if task is None:
+        raise NotFound(f"no task named {name}")
+    return _json(200, _task_json(task), {"ETag": f'"{task.version}"'})
+
+
+@app.put("/tasks/<name>")
+def put_task(name: str) -> Response:
+    event = app.current_event
+    try:
+        body = TaskBody.model_validate_json(decode_body(event.body, is_base64=event.is_base64_encoded))
+    except ValidationError as error:
+        raise InvalidRequest(describe(error)) from None
+    task, created = runtime.task_store().put(_name(name), body, if_match=_if_match())
+    metrics.add_metric(name="TaskWritten", unit=MetricUnit.Count, value=1)
+    logger.info("task written", extra={"task": task.name, "version": task.version, "new_task": created})
+    return _json(201 if created else 200, _task_json(task), {"ETag": f'"{task.version}"'})
+
+
+@app.delete("/tasks/<name>")
+def delete_task(name: str) -> Response:
+    runtime.task_store().delete(_name(name), if_match=_if_match())
+    metrics.add_metric(name="TaskDeleted", unit=MetricUnit.Count, value=1)
+    logger.info("task deleted", extra={"task": name})
+    return Response(status_code=204, body="")
+
+
+def _name(name: str) -> str:
+    try:
+        return check_task_name(name)
+    except ValueError as error:
+        raise InvalidRequest(f"name: {error}") from None
+
+
+def _if_match() -> int | None:
+    raw = app.current_event.headers.get("If-Match") or app.current_event.headers.get("if-match")
+    if raw is None:
+        return None
+    match = _VERSION.match(raw.strip())
+    if match is None:
+        raise InvalidRequest("If-Match: must be a task version (an integer)")
+    return int(match.group(1))
+
+
+def _task_json(task: Task) -> dict[str, Any]:
+    return {
+        "name": task.name,
+        "description": task.description,
+        "examples": list(task.examples),
+        "version": task.version,
+        "updated_at": task.updated_at,
+    }
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body, headers=headers)
+
+
+@app.exception_handler(ApiError)
+def _refused(error: ApiError) -> Response:
+    logger.info("refused", extra={"status": error.status, "code": error.code, "reason": error.message})
+    return _json(error.status, error.body(), error.headers)
+
+
+@app.exception_handler(Exception)
+def _unexpected(error: Exception) -> Response:
+    # DynamoDB unreachable or throttling, or a bug: a retryable 503, counted to alarm on.
+    logger.exception("unexpected failure")
+    metrics.add_metric(name="UnexpectedError", unit=MetricUnit.Count, value=1)
+    return _refused(RegistryUnavailableError("the task registry is unavailable", retry_after_s=DEFAULT_RETRY_AFTER_S))
+
+
+@app.not_found
+def _not_found(_: Exception) -> Response:
+    return _refused(NotFound("no such resource"))
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
+    return app.resolve(event, context)

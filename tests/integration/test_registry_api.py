@@ -1,0 +1,127 @@
+"""`/tasks` over real HTTP against `make local` (CONTRACT section 2): every rule, versions and
+If-Match, concurrent writers, and a change reaching `/route` within the cache's time-to-live."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+
+import pytest
+
+from .servers import OpenAIDouble
+from .test_local_server import LocalServer
+
+DESCRIPTION = {"description": "Book a meeting with a prospect", "examples": ["set up a call with Dana"]}
+
+
+@pytest.fixture(scope="module")
+def openai():
+    double = OpenAIDouble()
+    double.always(double.answer("none"))
+    yield double
+    double.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, openai):
+    local = LocalServer(tmp_path_factory.mktemp("registry"), openai, TASKROUTER_REGISTRY_TTL_S="1")
+    yield local
+    local.stop()
+
+
+def test_list_is_sorted_by_name_and_holds_the_defaults(server):
+    status, body = server.request("GET", "/tasks")
+    names = [task["name"] for task in body["tasks"]]
+    assert status == 200 and names == sorted(names) and "follow_up_email" in names
+    task = next(t for t in body["tasks"] if t["name"] == "follow_up_email")
+    assert set(task) == {"name", "description", "examples", "version", "updated_at"}
+
+
+def test_create_replace_get_delete(server):
+    status, created = server.request("PUT", "/tasks/book_meeting", DESCRIPTION)
+    assert status == 201 and created["version"] == 1 and created["updated_at"].endswith("Z")
+    assert created["examples"] == ["set up a call with Dana"]
+    status, replaced = server.request("PUT", "/tasks/book_meeting", {"description": "Book a meeting"})
+    assert status == 200 and replaced["version"] == 2 and replaced["examples"] == []
+    assert server.request("GET", "/tasks/book_meeting") == (200, replaced)
+    assert server.request("DELETE", "/tasks/book_meeting") == (204, None)
+    status, body = server.request("GET", "/tasks/book_meeting")
+    assert status == 404 and body["error"]["code"] == "not_found"
+    assert server.request("DELETE", "/tasks/book_meeting")[0] == 404
+
+
+def test_if_match_guards_replace_and_delete(server):
+    server.request("PUT", "/tasks/guarded_task", DESCRIPTION)
+    status, body = server.request("PUT", "/tasks/guarded_task", DESCRIPTION, {"If-Match": "7"})
+    assert status == 409 and body == {"error": {"code": "version_conflict", "message": body["error"]["message"]}}
+    assert server.request("PUT", "/tasks/guarded_task", DESCRIPTION, {"If-Match": "1"})[1]["version"] == 2
+    assert server.request("DELETE", "/tasks/guarded_task", headers={"If-Match": "1"})[0] == 409
+    assert server.request("DELETE", "/tasks/guarded_task", headers={"If-Match": '"2"'}) == (204, None)
+    assert server.request("PUT", "/tasks/absent_task", DESCRIPTION, {"If-Match": "1"})[0] == 409
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "headers", "field"),
+    [
+        ("/tasks/Bad-Name", DESCRIPTION, {}, "name"),
+        ("/tasks/ab", DESCRIPTION, {}, "name"),
+        ("/tasks/" + "a" * 65, DESCRIPTION, {}, "name"),
+        ("/tasks/none", DESCRIPTION, {}, "name"),
+        ("/tasks/good_name", {}, {}, "description"),
+        ("/tasks/good_name", {"description": ""}, {}, "description"),
+        ("/tasks/good_name", {"description": "x" * 501}, {}, "description"),
+        ("/tasks/good_name", {"description": "d", "examples": ["e"] * 11}, {}, "examples"),
+        ("/tasks/good_name", {"description": "d", "examples": ["e" * 301]}, {}, "examples[0]"),
+        ("/tasks/good_name", {"description": "d", "examples": [""]}, {}, "examples[0]"),
+        ("/tasks/good_name", {"description": "d", "version": 9}, {}, "body: unknown field"),
+        ("/tasks/good_name", {"description": 5}, {}, "description"),
+        ("/tasks/good_name", DESCRIPTION, {"If-Match": "latest"}, "If-Match"),
+    ],
+)
+def test_each_validation_rule_is_a_400_naming_its_field(server, path, body, headers, field):
+    status, answer = server.request("PUT", path, body, headers)
+    assert status == 400 and answer["error"]["code"] == "invalid_request"
+    assert answer["error"]["message"].startswith(field)
+    assert server.request("GET", "/tasks/good_name")[0] in (400, 404)
+
+
+def test_two_writers_with_the_same_version_never_both_win(server):
+    server.request("PUT", "/tasks/contended_task", DESCRIPTION)
+    for round_ in range(5):
+        version = server.request("GET", "/tasks/contended_task")[1]["version"]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+            answers = list(pool.map(
+                lambda writer: server.request(
+                    "PUT", "/tasks/contended_task", {"description": f"writer {writer}"}, {"If-Match": str(version)}
+                )[0],
+                range(2),
+            ))
+        assert sorted(answers) == [200, 409], f"round {round_}: {answers}"
+
+
+def test_a_new_task_reaches_route_within_the_cache_lifetime(server, openai):
+    server.request("PUT", "/tasks/fresh_task", {"description": "A task added at run time"})
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        server.request("POST", "/route", {"conversation": [{"role": "user", "content": "hi"}], "current_task": None})
+        enum = openai.requests[-1].json()["response_format"]["json_schema"]["schema"]["properties"]["task"]["enum"]
+        if "fresh_task" in enum:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the new task never reached /route")
+
+
+def test_deleting_the_running_task_never_breaks_route(server, openai):
+    server.request("PUT", "/tasks/doomed_task", DESCRIPTION)
+    time.sleep(1.1)  # the router's copy (time-to-live 1 s here) now holds it
+    server.request("DELETE", "/tasks/doomed_task")
+    time.sleep(1.1)
+    openai.always(openai.answer("follow_up_email"))
+    try:
+        body = {"conversation": [{"role": "user", "content": "now the follow-up"}], "current_task": "doomed_task"}
+        status, answer = server.request("POST", "/route", body)
+    finally:
+        openai.always(openai.answer("none"))
+    # the contract: a running task the registry no longer holds is treated as null
+    assert status == 200 and (answer["task"], answer["event"]) == ("follow_up_email", "start")
