@@ -27,6 +27,7 @@ from infra.lambda_code import ARCHITECTURE, RUNTIME, function_code
 API_STAGE_NAME = "v1"
 # Powertools' service name and metrics namespace of the router: its logs and custom metrics.
 ROUTER_SERVICE = "taskrouter-router"
+REGISTRY_SERVICE = "taskrouter-registry"
 METRICS_NAMESPACE = "TaskRouter"
 
 
@@ -47,49 +48,14 @@ class ApiStack(Stack):
         super().__init__(scope, construct_id, **kwargs)
         retention = stage.log_retention
 
-        router_logs = logs.LogGroup(self, "RouterLogs", retention=retention, removal_policy=stage.removal_policy)
-        router_role = iam.Role(
-            self,
-            "RouterRole",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description=f"TaskRouter {stage.name}: router function",
-        )
-        router_role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["logs:CreateLogStream", "logs:PutLogEvents"], resources=[router_logs.log_group_arn]
-            )
-        )
-        router_role.add_to_policy(
-            iam.PolicyStatement(actions=["sagemaker:InvokeEndpoint"], resources=[endpoint_arn])
-        )
-        router_role.add_to_policy(
-            iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"], resources=[openai_secret.secret_arn])
-        )
-        router_role.add_to_policy(
-            iam.PolicyStatement(actions=["ssm:GetParameter"], resources=[ops_mode.parameter_arn])
-        )
-        table.grant(router_role, "dynamodb:Query")  # the router lists tasks; it never reads one alone
-        acknowledge(
-            router_role,
-            "AwsSolutions-IAM5[Resource::*]",
-            "X-Ray's PutTraceSegments/PutTelemetryRecords (added by active tracing) have no resource-level form",
-        )
-
-        self.router = lambda_.Function(
-            self,
+        self.router, router_role = self._function(
+            stage,
             "Router",
             description="TaskRouter: POST /route (SageMaker first, OpenAI fallback)",
-            runtime=RUNTIME,
-            architecture=ARCHITECTURE,
-            code=function_code(),
             handler="taskrouter.handlers.router.handler",
-            role=router_role,
             # CPU scales with memory: 1769 MB is one full vCPU, for the cold start and the decision.
             memory_size=1769,
             timeout=Duration.seconds(stage.router_timeout_s),
-            tracing=lambda_.Tracing.ACTIVE,
-            log_group=router_logs,
-            logging_format=lambda_.LoggingFormat.JSON,
             environment={
                 "TASKROUTER_TABLE_NAME": table.table_name,
                 "TASKROUTER_SAGEMAKER_ENDPOINT": stage.endpoint_name,
@@ -103,16 +69,30 @@ class ApiStack(Stack):
                 "TASKROUTER_HEDGE_AFTER_MS": str(stage.hedge_after_ms) if stage.hedge_after_ms is not None else "off",
                 "TASKROUTER_OPS_MODE_PARAMETER": ops_mode.parameter_name,
                 "POWERTOOLS_SERVICE_NAME": ROUTER_SERVICE,
-                "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
             },
         )
-
-        acknowledge(
-            self.router,
-            "AwsSolutions-L1",
-            "python3.11 on purpose: the bundle ships bytecode compiled by the build's CPython 3.11, since "
-            "/var/task is read-only and uncompiled modules cost ~1 s per cold start (infra/lambda_code.py)",
+        router_role.add_to_policy(
+            iam.PolicyStatement(actions=["sagemaker:InvokeEndpoint"], resources=[endpoint_arn])
         )
+        router_role.add_to_policy(
+            iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"], resources=[openai_secret.secret_arn])
+        )
+        router_role.add_to_policy(
+            iam.PolicyStatement(actions=["ssm:GetParameter"], resources=[ops_mode.parameter_arn])
+        )
+        table.grant(router_role, "dynamodb:Query")  # the router lists tasks; it never reads one alone
+
+        # The registry's writer: the table and nothing else.
+        self.registry, registry_role = self._function(
+            stage,
+            "Registry",
+            description="TaskRouter: /tasks, the task registry's management API",
+            handler="taskrouter.handlers.registry.handler",
+            memory_size=512,
+            timeout=Duration.seconds(10),
+            environment={"TASKROUTER_TABLE_NAME": table.table_name, "POWERTOOLS_SERVICE_NAME": REGISTRY_SERVICE},
+        )
+        table.grant(registry_role, "dynamodb:Query", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem")
 
         access_logs = logs.LogGroup(self, "ApiAccessLogs", retention=retention, removal_policy=stage.removal_policy)
         self.api = apigw.RestApi(
@@ -181,6 +161,22 @@ class ApiStack(Stack):
                 finding,
                 "CONTRACT: /route callers are the assistant's servers, authenticated by API key and usage plan",
             )
+        # /tasks: reads with the API key, writes signed with IAM credentials (SigV4).
+        tasks = self.api.root.add_resource("tasks")
+        task = tasks.add_resource("{name}")
+        registry_integration = apigw.LambdaIntegration(self.registry)
+        reads = [
+            tasks.add_method("GET", registry_integration, api_key_required=True),
+            task.add_method("GET", registry_integration, api_key_required=True),
+        ]
+        for method in ("PUT", "DELETE"):
+            write = task.add_method(method, registry_integration, authorization_type=apigw.AuthorizationType.IAM)
+            acknowledge(
+                write, "AwsSolutions-COG4", "writes are authorized by IAM (SigV4): AWS principals, not Cognito users"
+            )
+        for read in reads:
+            for finding in ("AwsSolutions-APIG4", "AwsSolutions-COG4"):
+                acknowledge(read, finding, "CONTRACT: /tasks reads take the same API key and usage plan as /route")
         acknowledge(
             self.api,
             "AwsSolutions-APIG2",
@@ -210,6 +206,54 @@ class ApiStack(Stack):
 
         CfnOutput(self, "ApiUrl", value=self.api.url)
         CfnOutput(self, "ApiKeyId", value=api_key.key_id)
+        # the resource a writer's IAM policy names to be allowed PUT and DELETE on /tasks
+        CfnOutput(self, "TasksWriteArn", value=self.api.arn_for_execute_api("*", "/tasks/*", API_STAGE_NAME))
+
+
+    def _function(
+        self, stage: StageConfig, construct_id: str, *, environment: dict[str, str], **props
+    ) -> tuple[lambda_.Function, iam.Role]:
+        """A function of the bundle, with its own role, log group (stage retention), JSON logs and
+        X-Ray tracing; the role may write its logs and nothing else until the caller grants more."""
+        log_group = logs.LogGroup(
+            self, f"{construct_id}Logs", retention=stage.log_retention, removal_policy=stage.removal_policy
+        )
+        role = iam.Role(
+            self,
+            f"{construct_id}Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"TaskRouter {stage.name}: {construct_id.lower()} function",
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["logs:CreateLogStream", "logs:PutLogEvents"], resources=[log_group.log_group_arn]
+            )
+        )
+        function = lambda_.Function(
+            self,
+            construct_id,
+            runtime=RUNTIME,
+            architecture=ARCHITECTURE,
+            code=function_code(),
+            role=role,
+            tracing=lambda_.Tracing.ACTIVE,
+            log_group=log_group,
+            logging_format=lambda_.LoggingFormat.JSON,
+            environment={"POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE, **environment},
+            **props,
+        )
+        acknowledge(
+            role,
+            "AwsSolutions-IAM5[Resource::*]",
+            "X-Ray's PutTraceSegments/PutTelemetryRecords (added by active tracing) have no resource-level form",
+        )
+        acknowledge(
+            function,
+            "AwsSolutions-L1",
+            "python3.11 on purpose: the bundle ships bytecode compiled by the build's CPython 3.11, since "
+            "/var/task is read-only and uncompiled modules cost ~1 s per cold start (infra/lambda_code.py)",
+        )
+        return function, role
 
 
 def _error_template(code: str, message: str) -> str:

@@ -46,6 +46,7 @@ class MonitoringStack(Stack):
         stage: StageConfig,
         api: apigw.RestApi,
         router: lambda_.IFunction,
+        registry: lambda_.IFunction,
         adapter_component_name: str,
         **kwargs,
     ) -> None:
@@ -115,6 +116,11 @@ class MonitoringStack(Stack):
             add_latency_p99_alarm={"Budget": LatencyThreshold(max_latency=budget)},
             add_fault_count_alarm={"Errors": ErrorCountThreshold(max_error_count=0)},
             add_throttles_count_alarm={"Throttles": ErrorCountThreshold(max_error_count=0)},
+        )
+        facade.monitor_lambda_function(
+            lambda_function=registry,
+            alarm_friendly_name="Registry",
+            add_fault_count_alarm={"Errors": ErrorCountThreshold(max_error_count=0)},
         )
         router_metric = functools.partial(
             cloudwatch.Metric,

@@ -53,5 +53,6 @@ class TaskRouterStage(Stage):
             stage=config,
             api=self.api.api,
             router=self.api.router,
+            registry=self.api.registry,
             adapter_component_name=self.hosting.adapter_component_name,
         )

@@ -23,6 +23,12 @@ EXPECTED_ACKNOWLEDGEMENTS = {
     "Operations/OpenAIApiKey": {"AwsSolutions-SMG4"},
     "Api/RouterRole": {"AwsSolutions-IAM5[Resource::*]"},
     "Api/Router": {"AwsSolutions-L1"},
+    "Api/RegistryRole": {"AwsSolutions-IAM5[Resource::*]"},
+    "Api/Registry": {"AwsSolutions-L1"},
+    "Api/Api/Default/tasks/GET": {"AwsSolutions-APIG4", "AwsSolutions-COG4"},
+    "Api/Api/Default/tasks/{name}/GET": {"AwsSolutions-APIG4", "AwsSolutions-COG4"},
+    "Api/Api/Default/tasks/{name}/PUT": {"AwsSolutions-COG4"},
+    "Api/Api/Default/tasks/{name}/DELETE": {"AwsSolutions-COG4"},
     "ModelHosting/ExecutionRole": {"AwsSolutions-IAM5[Resource::*]"},
 }
 

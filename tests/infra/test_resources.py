@@ -296,6 +296,50 @@ def test_ops_mode_parameter_starts_primary_first_and_takes_only_known_modes(stag
     )
 
 
+def _role_grants(template: dict, role_prefix: str) -> dict[str, object]:
+    role_id = next(k for k in _resources(template, "AWS::IAM::Role") if k.startswith(role_prefix))
+    policies = [
+        p for p in _resources(template, "AWS::IAM::Policy").values() if p["Properties"]["Roles"] == [{"Ref": role_id}]
+    ]
+    return {
+        action: statement["Resource"]
+        for policy in policies
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        for action in _actions(statement)
+    }
+
+
+def test_registry_function_writes_the_table_and_nothing_else(stage):
+    grants = _role_grants(stage.templates["Api"], "RegistryRole")
+    assert set(grants) == {
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+        "dynamodb:Query",
+        "dynamodb:GetItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+        "xray:PutTraceSegments",
+        "xray:PutTelemetryRecords",
+    }
+    assert grants["dynamodb:UpdateItem"]["Fn::GetStackOutput"]["StackName"] == f"{stage.config.name}-Registry"
+
+
+def test_tasks_reads_take_the_api_key_and_writes_take_iam(stage):
+    template = stage.templates["Api"]
+    resources = {k: v["Properties"] for k, v in _resources(template, "AWS::ApiGateway::Resource").items()}
+    paths = {k: props["PathPart"] for k, props in resources.items()}
+    methods = {}
+    for method in _resources(template, "AWS::ApiGateway::Method").values():
+        props = method["Properties"]
+        resource = props["ResourceId"].get("Ref")
+        methods[(paths.get(resource, "/"), props["HttpMethod"])] = props
+    assert methods[("tasks", "GET")]["ApiKeyRequired"] is True
+    assert methods[("{name}", "GET")]["ApiKeyRequired"] is True
+    for write in ("PUT", "DELETE"):
+        assert methods[("{name}", write)]["AuthorizationType"] == "AWS_IAM"
+    assert methods[("route", "POST")]["ApiKeyRequired"] is True
+
+
 def test_router_timeout_covers_registry_primary_and_fallback_within_api_gateway(stage):
     function = next(iter(_resources(stage.templates["Api"], "AWS::Lambda::Function").values()))
     config = stage.config
@@ -426,7 +470,11 @@ def _alarm_metric(alarm: dict) -> tuple[str, str, str]:
 def test_alarms_cover_latency_errors_and_throttles_and_notify_the_topic(stage):
     template = stage.templates["Monitoring"]
     topic_id = next(iter(_resources(template, "AWS::SNS::Topic")))
-    alarms = {_alarm_metric(a): a["Properties"] for a in _resources(template, "AWS::CloudWatch::Alarm").values()}
+    alarms = {
+        _alarm_metric(a): a["Properties"]
+        for a in _resources(template, "AWS::CloudWatch::Alarm").values()
+        if "-Registry-" not in a["Properties"]["AlarmName"]
+    }
     budget = stage.config.latency_budget_ms
     expected = {
         ("AWS/ApiGateway", "Latency", "p90"): budget,  # milliseconds
@@ -439,6 +487,11 @@ def test_alarms_cover_latency_errors_and_throttles_and_notify_the_topic(stage):
         ("TaskRouter", "UnexpectedError", "Sum"): 0,
     }
     assert {metric: props["Threshold"] for metric, props in alarms.items()} == expected
-    for props in alarms.values():
+    registry_alarms = [
+        a["Properties"] for a in _resources(template, "AWS::CloudWatch::Alarm").values()
+        if "-Registry-" in a["Properties"]["AlarmName"]
+    ]
+    assert [_alarm_metric({"Properties": a}) for a in registry_alarms] == [("AWS/Lambda", "Errors", "Sum")]
+    for props in [*alarms.values(), *registry_alarms]:
         assert props["ComparisonOperator"] == "GreaterThanThreshold"
         assert props["AlarmActions"] == [{"Ref": topic_id}]
