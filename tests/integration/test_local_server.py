@@ -9,6 +9,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -62,7 +63,15 @@ class LocalServer:
             self.output.append(line)
             if "listening on" in line:
                 break
+        # Keep reading its output: a full pipe would block the server on its next log line.
+        self._drain = threading.Thread(target=self._read_output, daemon=True)
+        self._drain.start()
         assert self.request("GET", "/health") == (200, {"status": "ok"})
+
+    def _read_output(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.output.append(line)
 
     @property
     def dynamodb_endpoint(self) -> str:

@@ -18,6 +18,7 @@ from taskrouter.core.request import decode_body
 from taskrouter.core.task_spec import TaskBody, check_task_name
 from taskrouter.core.tasks import Task
 from taskrouter.core.validation import describe
+from taskrouter.openapi import TaskOut
 
 logger = Logger()
 metrics = Metrics()
@@ -78,13 +79,13 @@ def _if_match() -> int | None:
 
 
 def _task_json(task: Task) -> dict[str, Any]:
-    return {
-        "name": task.name,
-        "description": task.description,
-        "examples": list(task.examples),
-        "version": task.version,
-        "updated_at": task.updated_at,
-    }
+    return TaskOut(
+        name=task.name,
+        description=task.description,
+        examples=list(task.examples),
+        version=task.version,
+        updated_at=task.updated_at,
+    ).model_dump()
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:

@@ -126,22 +126,21 @@ def _handler_class(router_handler: Any, registry_handler: Any) -> type[BaseHTTPR
         protocol_version = "HTTP/1.0"
         server_version = "TaskRouterLocal"
 
-        def do_GET(self) -> None:
-            self._serve()
-
-        def do_POST(self) -> None:
-            self._serve()
-
-        def do_PUT(self) -> None:
-            self._serve()
-
-        def do_DELETE(self) -> None:
-            self._serve()
+        def __getattr__(self, name: str) -> Any:
+            # Every method (GET, PUT, QUERY, TRACE…) reaches the handlers, which refuse what they
+            # do not serve in the contract's shape, as API Gateway answers for undefined methods.
+            if name.startswith("do_"):
+                return self._serve
+            raise AttributeError(name)
 
         def _serve(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/health" and self.command == "GET":
                 return self._send(HTTPStatus.OK, {"Content-Type": "application/json"}, b'{"status": "ok"}')
+            if path == "/openapi.json" and self.command == "GET":
+                from taskrouter.openapi import document
+
+                return self._send(HTTPStatus.OK, {"Content-Type": "application/json"}, json.dumps(document()).encode())
             api_key = os.environ.get("TASKROUTER_API_KEY")
             if api_key and self.headers.get("x-api-key") != api_key:
                 return self._send(HTTPStatus.FORBIDDEN, {"Content-Type": "application/json"}, b'{"message": "Forbidden"}')
