@@ -149,3 +149,21 @@ def document() -> dict[str, Any]:
             },
         },
     }
+
+
+def gateway_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's schema as API Gateway validates bodies: JSON Schema draft 4, self-contained (its
+    references inlined), without the documentation-only keywords."""
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return inline(definitions[node["$ref"].rsplit("/", 1)[-1]])
+            return {key: inline(value) for key, value in node.items() if key not in ("title", "default")}
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        return node
+
+    return {"$schema": "http://json-schema.org/draft-04/schema#", **inline(schema)}

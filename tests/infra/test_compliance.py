@@ -17,7 +17,6 @@ EXPECTED_ACKNOWLEDGEMENTS = {
     "Api/Api/CloudWatchRole": {
         "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs]"
     },
-    "Api/Api": {"AwsSolutions-APIG2"},
     "Api/Api/DeploymentStage.v1": {"AwsSolutions-APIG3"},
     "Api/Api/Default/route/POST": {"AwsSolutions-APIG4", "AwsSolutions-COG4"},
     "Operations/OpenAIApiKey": {"AwsSolutions-SMG4"},

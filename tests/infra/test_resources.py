@@ -324,6 +324,30 @@ def test_registry_function_writes_the_table_and_nothing_else(stage):
     assert grants["dynamodb:UpdateItem"]["Fn::GetStackOutput"]["StackName"] == f"{stage.config.name}-Registry"
 
 
+def test_request_validators_check_bodies_against_the_contract_models(stage):
+    template = stage.templates["Api"]
+    validator_id = next(iter(_resources(template, "AWS::ApiGateway::RequestValidator")))
+    validator = template["Resources"][validator_id]["Properties"]
+    assert (validator["ValidateRequestBody"], validator["ValidateRequestParameters"]) == (True, True)
+    models = {m["Properties"]["Name"]: m for k, m in _resources(template, "AWS::ApiGateway::Model").items()}
+    assert set(models) == {"RouteRequest", "TaskBody"}
+    assert models["RouteRequest"]["Properties"]["Schema"]["required"] == ["conversation", "current_task"]
+    validated = [
+        (m["Properties"]["HttpMethod"], m["Properties"].get("RequestModels"))
+        for m in _resources(template, "AWS::ApiGateway::Method").values()
+        if m["Properties"].get("RequestValidatorId") == {"Ref": validator_id}
+    ]
+    assert sorted(method for method, _ in validated) == ["DELETE", "POST", "PUT"]
+    bodies = {method: json.dumps(body) for method, body in validated if body}
+    assert "RouteRequestModel" in bodies["POST"] and "TaskBodyModel" in bodies["PUT"]
+    responses = {
+        r["Properties"]["ResponseType"]: r["Properties"]
+        for r in _resources(template, "AWS::ApiGateway::GatewayResponse").values()
+    }
+    assert responses["BAD_REQUEST_BODY"]["StatusCode"] == "400"
+    assert '"code": "invalid_request"' in responses["BAD_REQUEST_BODY"]["ResponseTemplates"]["application/json"]
+
+
 def test_tasks_reads_take_the_api_key_and_writes_take_iam(stage):
     template = stage.templates["Api"]
     resources = {k: v["Properties"] for k, v in _resources(template, "AWS::ApiGateway::Resource").items()}
