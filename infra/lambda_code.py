@@ -59,7 +59,8 @@ def build_bundle(
     shutil.copytree(
         ROOT / "lambdas" / "taskrouter",
         target / "taskrouter",
-        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "local"),  # local mode stays off Lambda
+        # local mode, the client and its command line stay off Lambda
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "local", "client.py", "cli.py"),
     )
     _compile(target)
 
