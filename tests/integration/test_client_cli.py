@@ -127,7 +127,7 @@ def test_a_stage_is_found_from_its_stack_outputs_and_its_key_from_api_gateway(se
         session = boto3.session.Session(region_name="us-east-1")
         key = session.client("apigateway").create_api_key(name="taskrouter-qa", value=CLIENT_KEY, enabled=True)
         template = {
-            "Resources": {"Placeholder": {"Type": "AWS::CloudFormation::WaitConditionHandle"}},
+            "Resources": {"Placeholder": {"Type": "AWS::SNS::Topic"}},
             "Outputs": {"ApiUrl": {"Value": server.url + "/"}, "ApiKeyId": {"Value": key["id"]}},
         }
         session.client("cloudformation").create_stack(StackName="qa-Api", TemplateBody=json.dumps(template))

@@ -125,3 +125,33 @@ def test_deleting_the_running_task_never_breaks_route(server, openai):
         openai.always(openai.answer("none"))
     # the contract: a running task the registry no longer holds is treated as null
     assert status == 200 and (answer["task"], answer["event"]) == ("follow_up_email", "start")
+
+
+def test_conditional_writes_hold_under_truly_parallel_writers(server):
+    """The same race straight against the registry's DynamoDB server, many writers at once."""
+    import boto3
+
+    from taskrouter.adapters.dynamodb_task_store import DynamoDBTaskStore
+    from taskrouter.core.errors import VersionConflict
+    from taskrouter.core.task_spec import TaskBody
+
+    client = boto3.client(
+        "dynamodb", endpoint_url=server.dynamodb_endpoint, region_name="us-east-1",
+        aws_access_key_id="local", aws_secret_access_key="local",
+    )
+    store = DynamoDBTaskStore(client, "taskrouter-local-tasks")
+    store.put("raced_task", TaskBody(description="v1"), if_match=None)
+
+    def write(version: int) -> bool:
+        try:
+            store.put("raced_task", TaskBody(description="raced"), if_match=version)
+            return True
+        except VersionConflict:
+            return False
+
+    for _ in range(10):
+        version = store.get("raced_task").version
+        with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+            wins = list(pool.map(write, [version] * 8))
+        assert wins.count(True) == 1
+        assert store.get("raced_task").version == version + 1
