@@ -9,25 +9,15 @@ import pytest
 from taskrouter.cli import main
 from taskrouter.client import TaskRouterClient, TaskRouterError
 
-from .servers import OpenAIDouble
-from .test_local_server import LocalServer
+from .test_local_server import serving
 
 CLIENT_KEY = "client-key-0123456789abcdef"  # API Gateway wants at least 20 characters
 
 
 @pytest.fixture(scope="module")
-def openai():
-    double = OpenAIDouble()
-    double.always(double.answer("follow_up_email"))
-    yield double
-    double.close()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, openai):
-    local = LocalServer(tmp_path_factory.mktemp("client"), openai, TASKROUTER_API_KEY=CLIENT_KEY)
-    yield local
-    local.stop()
+def server(tmp_path_factory):
+    with serving(tmp_path_factory.mktemp("client"), "follow_up_email", TASKROUTER_API_KEY=CLIENT_KEY) as (local, _):
+        yield local
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ check, and a restart keeping the registry (CONTRACT section 3)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -92,6 +93,19 @@ class LocalServer:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=15)
+
+
+@contextlib.contextmanager
+def serving(state_dir: Path, answer: str, **env: str) -> Iterator[tuple[LocalServer, OpenAIDouble]]:
+    """`make local` under `state_dir`, its fallback an OpenAI double always answering `answer`."""
+    openai = OpenAIDouble()
+    openai.always(openai.answer(answer))
+    server = LocalServer(state_dir, openai, **env)
+    try:
+        yield server, openai
+    finally:
+        server.stop()
+        openai.close()
 
 
 @pytest.fixture(scope="module")

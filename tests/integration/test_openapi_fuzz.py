@@ -9,18 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from .servers import OpenAIDouble
-from .test_local_server import LocalServer
+from .test_local_server import serving
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    openai = OpenAIDouble()
-    openai.always(openai.answer("none"))
-    local = LocalServer(tmp_path_factory.mktemp("fuzz"), openai)
-    yield local
-    local.stop()
-    openai.close()
+    with serving(tmp_path_factory.mktemp("fuzz"), "none") as (local, _):
+        yield local
 
 
 def test_openapi_document_is_served_and_names_every_operation(server):

@@ -8,25 +8,25 @@ import time
 
 import pytest
 
-from .servers import OpenAIDouble
-from .test_local_server import LocalServer
+from .test_local_server import serving
 
 DESCRIPTION = {"description": "Book a meeting with a prospect", "examples": ["set up a call with Dana"]}
 
 
 @pytest.fixture(scope="module")
-def openai():
-    double = OpenAIDouble()
-    double.always(double.answer("none"))
-    yield double
-    double.close()
+def served(tmp_path_factory):
+    with serving(tmp_path_factory.mktemp("registry"), "none", TASKROUTER_REGISTRY_TTL_S="1") as pair:
+        yield pair
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, openai):
-    local = LocalServer(tmp_path_factory.mktemp("registry"), openai, TASKROUTER_REGISTRY_TTL_S="1")
-    yield local
-    local.stop()
+def server(served):
+    return served[0]
+
+
+@pytest.fixture(scope="module")
+def openai(served):
+    return served[1]
 
 
 def test_list_is_sorted_by_name_and_holds_the_defaults(server):

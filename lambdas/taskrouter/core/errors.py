@@ -33,12 +33,17 @@ class VersionConflict(ApiError):
     code = "version_conflict"
 
 
-class RegistryUnavailableError(ApiError):
+class _Retryable(ApiError):
+    """A 503: the caller may try again after `retry_after_s` (the Retry-After header)."""
+
     status = 503
-    code = "registry_unavailable"
 
     def __init__(self, message: str, *, retry_after_s: int) -> None:
         super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+
+class RegistryUnavailableError(_Retryable):
+    code = "registry_unavailable"
 
 
 class RequestTooLarge(ApiError):
@@ -46,9 +51,5 @@ class RequestTooLarge(ApiError):
     code = "request_too_large"
 
 
-class NoBackendAvailable(ApiError):
-    status = 503
+class NoBackendAvailable(_Retryable):
     code = "no_backend_available"
-
-    def __init__(self, message: str, *, retry_after_s: int) -> None:
-        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
