@@ -1,4 +1,5 @@
-"""The public API: REST API Gateway with an API key, and the router Lambda behind `POST /route`."""
+"""The public API: REST API Gateway with an API key; the router function behind `POST /route` and
+the registry function behind `/tasks` (reads with the API key, writes with IAM)."""
 
 from __future__ import annotations
 
@@ -20,15 +21,15 @@ from aws_cdk import (
 from constructs import Construct
 
 from infra.config import AdapterManifest, StageConfig
+from infra.lambda_code import ARCHITECTURE, RUNTIME, function_code
 from infra.nag import acknowledge
 from taskrouter.adapters.settings import DEFAULT_RETRY_AFTER_S
 from taskrouter.core.request import RouteRequest
 from taskrouter.core.task_spec import TaskBody
 from taskrouter.openapi import gateway_schema
-from infra.lambda_code import ARCHITECTURE, RUNTIME, function_code
 
 API_STAGE_NAME = "v1"
-# Powertools' service name and metrics namespace of the router: its logs and custom metrics.
+# Powertools' service names and metrics namespace of the functions: their logs and custom metrics.
 ROUTER_SERVICE = "taskrouter-router"
 REGISTRY_SERVICE = "taskrouter-registry"
 METRICS_NAMESPACE = "TaskRouter"
