@@ -45,7 +45,7 @@ class Backend:
 
 
 SETTINGS = RouterSettings(
-    default_strategy=Strategy.ZERO_SHOT, primary_timeout_s=0.1, fallback_timeout_s=1.0, retry_after_s=3
+    default_strategy=Strategy.ZERO_SHOT, primary_timeout_s=1.0, fallback_timeout_s=1.0, retry_after_s=3
 )
 
 

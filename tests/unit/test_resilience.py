@@ -20,7 +20,7 @@ from tests.unit.fakes import Clock, Registry, request
 
 def settings(**overrides):
     values = dict(
-        default_strategy=Strategy.ZERO_SHOT, primary_timeout_s=0.3, fallback_timeout_s=2.0, retry_after_s=2,
+        default_strategy=Strategy.ZERO_SHOT, primary_timeout_s=1.0, fallback_timeout_s=2.0, retry_after_s=2,
         hedge_after_s=None, fallback_retry_min_s=0.1,
     )
     return RouterSettings(**{**values, **overrides})
@@ -61,8 +61,8 @@ def test_hedged_fallback_wins_when_the_primary_is_slow():
 
 def test_primary_answering_after_the_hedge_started_still_wins_if_first():
     primary = Script("sagemaker", "follow_up_email", delay_s=0.08)
-    fallback = Script("openai", "prepare_linkedin_post", delay_s=0.5)
-    decision = Router(Registry(), primary, fallback, settings(hedge_after_s=0.03)).route(request())
+    fallback = Script("openai", "prepare_linkedin_post", delay_s=1.5)
+    decision = Router(Registry(), primary, fallback, settings(primary_timeout_s=1.0, hedge_after_s=0.03)).route(request())
     assert (decision.backend, decision.fallback_reason) == ("sagemaker", None)
     assert fallback.calls == 1  # it was started in parallel, then ignored
 
@@ -76,14 +76,16 @@ def test_no_hedge_when_the_primary_answers_before_the_delay():
 def test_a_failed_hedge_leaves_the_primary_its_deadline_then_is_retried():
     primary = Script("sagemaker", "follow_up_email", delay_s=0.15)
     fallback = Script("openai", BackendError("500"), "none")
-    decision = Router(Registry(), primary, fallback, settings(hedge_after_s=0.02)).route(request())
+    decision = Router(Registry(), primary, fallback, settings(primary_timeout_s=2.0, hedge_after_s=0.02)).route(request())
     assert (decision.backend, decision.task) == ("sagemaker", "follow_up_email")
 
 
 def test_timeout_with_a_failed_hedge_counts_it_as_the_first_attempt():
-    primary = Script("sagemaker", "follow_up_email", delay_s=1.0)
+    release = threading.Event()
+    primary = Script("sagemaker", "follow_up_email", block_on=release)
     fallback = Script("openai", BackendError("500"), "prepare_linkedin_post")
-    decision = Router(Registry(), primary, fallback, settings(hedge_after_s=0.02)).route(request())
+    decision = Router(Registry(), primary, fallback, settings(primary_timeout_s=0.3, hedge_after_s=0.02)).route(request())
+    release.set()
     assert (decision.backend, decision.fallback_reason, decision.task) == ("openai", "timeout", "prepare_linkedin_post")
     assert fallback.calls == 2
 
