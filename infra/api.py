@@ -24,6 +24,7 @@ from infra.config import AdapterManifest, StageConfig
 from infra.lambda_code import ARCHITECTURE, RUNTIME, function_code
 from infra.nag import acknowledge
 from taskrouter.adapters.settings import DEFAULT_RETRY_AFTER_S
+from taskrouter.core.errors import ApiError, InvalidRequest, NoBackendAvailable, RequestTooLarge
 from taskrouter.core.request import RouteRequest
 from taskrouter.core.task_spec import TaskBody
 from taskrouter.openapi import gateway_schema
@@ -148,13 +149,13 @@ class ApiStack(Stack):
             type=apigw.ResponseType.DEFAULT_5_XX,
             status_code="503",
             response_headers={"Retry-After": f"'{DEFAULT_RETRY_AFTER_S}'"},
-            templates={"application/json": _error_template("no_backend_available", "the router is unavailable")},
+            templates={"application/json": _error_json(NoBackendAvailable("the router is unavailable", retry_after_s=0))},
         )
         self.api.add_gateway_response(
             "TooLarge",
             type=apigw.ResponseType.REQUEST_TOO_LARGE,
             status_code="413",
-            templates={"application/json": _error_template("request_too_large", "body: over the size limit")},
+            templates={"application/json": _error_json(RequestTooLarge("body: over the size limit"))},
         )
 
         # Bodies are checked against the contract's models before any function runs; the functions
@@ -167,8 +168,8 @@ class ApiStack(Stack):
             type=apigw.ResponseType.BAD_REQUEST_BODY,
             status_code="400",
             templates={
-                "application/json": '{"error": {"code": "invalid_request", '
-                '"message": "body: $util.escapeJavaScript($context.error.validationErrorString)"}}'
+                "application/json": '{"error": {"code": "%s", '
+                '"message": "body: $util.escapeJavaScript($context.error.validationErrorString)"}}' % InvalidRequest.code
             },
         )
 
@@ -293,5 +294,5 @@ class ApiStack(Stack):
         return function, role
 
 
-def _error_template(code: str, message: str) -> str:
-    return json.dumps({"error": {"code": code, "message": message}})
+def _error_json(error: ApiError) -> str:
+    return json.dumps(error.body())

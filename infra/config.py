@@ -13,7 +13,13 @@ from typing import Annotated, Literal
 from aws_cdk import RemovalPolicy, aws_logs as logs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from taskrouter.adapters.settings import FALLBACK_TIMEOUT_MS, PRIMARY_TIMEOUT_MS
+from taskrouter.adapters.settings import (
+    FALLBACK_TIMEOUT_MS,
+    PRIMARY_TIMEOUT_MS,
+    REGISTRY_CONNECT_TIMEOUT_S,
+    REGISTRY_READ_TIMEOUT_S,
+)
+from taskrouter.core.validation import field_path
 from taskrouter.core.prompt_formats import PROMPT_FORMATS
 from taskrouter.core.request import Strategy
 
@@ -47,7 +53,6 @@ EBS_ONLY_FAMILIES = frozenset({"p2", "p3", "inf1", "inf2", "c5", "c6i", "c7i", "
 _SAGEMAKER_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 # API Gateway gives up on an integration after 29 s: the router must end well before.
 API_GATEWAY_INTEGRATION_TIMEOUT_S = 29
-REGISTRY_READ_BUDGET_S = 2  # the registry client's connect + read timeouts, one attempt each
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -118,7 +123,8 @@ class StageConfig(_Strict):
     @property
     def router_timeout_s(self) -> int:
         """The router Lambda's timeout: registry read, primary, fallback, and a second of margin."""
-        return math.ceil(REGISTRY_READ_BUDGET_S + (self.primary_timeout_ms + self.fallback_timeout_ms) / 1000 + 1)
+        registry_s = REGISTRY_CONNECT_TIMEOUT_S + REGISTRY_READ_TIMEOUT_S
+        return math.ceil(registry_s + (self.primary_timeout_ms + self.fallback_timeout_ms) / 1000 + 1)
 
     @property
     def endpoint_name(self) -> str:
@@ -196,7 +202,7 @@ def _validate(model: type[BaseModel], data: object, source: str):
         return model.model_validate(data)
     except ValidationError as error:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in item['loc']) or '(top level)'}: {item['msg']}"
+            f"{field_path(item['loc']) or '(top level)'}: {item['msg']}"
             for item in error.errors(include_url=False)
         )
         raise ConfigError(f"{source}: {problems}") from None

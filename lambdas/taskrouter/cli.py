@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from taskrouter.client import TaskRouterClient, TaskRouterError
+from taskrouter.core.request import Strategy
 from taskrouter.core.task_spec import load_task_file
 from taskrouter.core.tasks import Task
 from taskrouter.core.validation import describe
@@ -61,9 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             base_url=None if args.stage else args.base_url,  # a named stage wins over TASKROUTER_URL
         )
         return args.run(client, args)
-    except TaskRouterError as error:
-        print(f"taskrouter: {error}", file=sys.stderr)
-    except (ValueError, OSError) as error:
+    except (TaskRouterError, ValueError, OSError) as error:
         print(f"taskrouter: {error}", file=sys.stderr)
     except Exception as error:  # botocore's errors (no credentials, no such stack) among them
         print(f"taskrouter: {type(error).__name__}: {error}", file=sys.stderr)
@@ -139,7 +138,7 @@ def _parser() -> argparse.ArgumentParser:
     route.add_argument("text", nargs="+", help="the user's messages, oldest first")
     route.add_argument("--current-task")
     route.add_argument("--tasks", nargs="*")
-    route.add_argument("--strategy", choices=["zero_shot", "few_shot_cot", "react"])
+    route.add_argument("--strategy", choices=[strategy.value for strategy in Strategy])
     route.set_defaults(run=_route)
 
     tasks = commands.add_parser("tasks", help="the task registry").add_subparsers(dest="action", required=True)

@@ -9,7 +9,7 @@ from taskrouter.core.request import Message, RouteRequest, Strategy
 from taskrouter.core.router import RouterSettings
 from taskrouter.core.tasks import RegistryUnavailable, Task
 
-TASKS = {name: Task(name, f"{name} description") for name in ("follow_up_email", "prepare_linkedin_post", "none")}
+TASKS = {name: Task(name, f"{name} description") for name in ("follow_up_email", "prepare_linkedin_post")}
 
 
 class Clock:

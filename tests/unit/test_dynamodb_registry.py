@@ -47,6 +47,7 @@ def test_reads_all_tasks_through_pages(client):
 
 def test_skips_malformed_items(client):
     put(client, "good_task")
+    put(client, "none")  # the reserved "no task" answer can never be a task
     client.put_item(TableName="tasks", Item={"pk": {"S": "TASK"}, "sk": {"S": "Bad Name"}, "name": {"S": "Bad Name"}, "description": {"S": "x"}})
     client.put_item(TableName="tasks", Item={"pk": {"S": "TASK"}, "sk": {"S": "no_description"}, "name": {"S": "no_description"}})
     assert list(DynamoDBTaskSource(client, "tasks", ttl_s=10).tasks()) == ["good_task"]

@@ -80,11 +80,6 @@ def test_unknown_current_task_is_treated_as_none():
     assert decision.event == "start"
 
 
-def test_a_task_named_none_is_never_a_choice():
-    primary = Backend("sagemaker", "none")
-    decision = Router(Registry(), primary, None, SETTINGS).route(request())
-    assert primary.prompts[0].choices.count("none") == 1 and decision.task is None
-
 
 class Broken:
     name = "sagemaker"

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from taskrouter.core.tasks import TASK_NAME_PATTERN, RegistryUnavailable, Task
+from taskrouter.core.tasks import RegistryUnavailable, Task, check_task_name
 from taskrouter.registry_schema import PARTITION_KEY, SORT_KEY, TASK_PARTITION
 
 logger = logging.getLogger(__name__)
@@ -89,11 +89,8 @@ def task_to_item(task: Task) -> dict[str, Any]:
 def task_from_item(item: dict[str, Any]) -> Task | None:
     """A Task from a DynamoDB item, or None (logged) for an item that is not a valid task."""
     try:
-        name = item["name"]["S"]
-        if not TASK_NAME_PATTERN.match(name):
-            raise ValueError("name")
         return Task(
-            name=name,
+            name=check_task_name(item["name"]["S"]),
             description=item["description"]["S"],
             examples=tuple(entry["S"] for entry in item.get("examples", {}).get("L", [])),
             version=int(item.get("version", {}).get("N", "1")),

@@ -15,10 +15,9 @@ _ANSWER_FORMAT = 'Answer with a JSON object {"task": <an allowed task name or no
 class OpenAIBackend:
     name = "openai"
 
-    def __init__(self, model: str, api_key: Callable[[], str | None], timeout_s: float) -> None:
+    def __init__(self, model: str, api_key: Callable[[], str | None]) -> None:
         self._model = model
         self._api_key = api_key  # None: the client reads OPENAI_API_KEY (local mode only)
-        self._timeout_s = timeout_s
         self._client: Any = None
         self._client_key: str | None = None
 
@@ -28,7 +27,7 @@ class OpenAIBackend:
 
         key = self._api_key()  # cached by its reader; a rotated key gets a new client
         if self._client is None or key != self._client_key:
-            self._client = openai.OpenAI(api_key=key, timeout=self._timeout_s, max_retries=0)
+            self._client = openai.OpenAI(api_key=key, max_retries=0)  # each call sets its timeout
             self._client_key = key
         return self._client
 

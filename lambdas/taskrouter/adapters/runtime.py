@@ -8,10 +8,9 @@ import botocore.session
 from botocore.config import Config
 
 from taskrouter.adapters.dynamodb_registry import DynamoDBTaskSource
-from taskrouter.adapters.dynamodb_task_store import DynamoDBTaskStore
 from taskrouter.adapters.openai_backend import OpenAIBackend
 from taskrouter.adapters.sagemaker_backend import SageMakerBackend
-from taskrouter.adapters.settings import RuntimeSettings
+from taskrouter.adapters.settings import REGISTRY_CONNECT_TIMEOUT_S, REGISTRY_READ_TIMEOUT_S, RuntimeSettings
 from taskrouter.adapters.ssm_ops_mode import SsmOpsMode
 from taskrouter.core.resilience import CircuitBreaker
 from taskrouter.core.router import Router
@@ -20,24 +19,19 @@ _SECRET_MAX_AGE_S = 300
 
 
 @functools.cache
-def task_store() -> DynamoDBTaskStore:
-    """The registry's writer (the `/tasks` API). One try per call: a retried conditional write that
-    had in fact succeeded would answer a false version conflict."""
-    client = botocore.session.get_session().create_client(
-        "dynamodb", config=Config(connect_timeout=2, read_timeout=5, retries={"total_max_attempts": 1})
-    )
-    return DynamoDBTaskStore(client, RuntimeSettings.table_name_from_env())
-
-
-@functools.cache
 def router() -> Router:
     settings = RuntimeSettings.from_env()
     # botocore's own session: the same clients, credentials and AWS_ENDPOINT_URL_* handling as
     # boto3's, without importing boto3 itself on the cold start.
     session = botocore.session.get_session()
-    # One bounded try (infra's REGISTRY_READ_BUDGET_S): a miss is covered by the cached copy.
+    # One bounded try: a miss is covered by the cached copy.
     registry_client = session.create_client(
-        "dynamodb", config=Config(connect_timeout=1, read_timeout=1, retries={"total_max_attempts": 1})
+        "dynamodb",
+        config=Config(
+            connect_timeout=REGISTRY_CONNECT_TIMEOUT_S,
+            read_timeout=REGISTRY_READ_TIMEOUT_S,
+            retries={"total_max_attempts": 1},
+        ),
     )
     registry = DynamoDBTaskSource(registry_client, settings.table_name, settings.registry_ttl_s)
     primary = None
@@ -53,9 +47,7 @@ def router() -> Router:
         )
     fallback = None
     if settings.openai_configured:
-        fallback = OpenAIBackend(
-            settings.openai_model, _api_key_reader(settings.openai_secret_arn), settings.router.fallback_timeout_s
-        )
+        fallback = OpenAIBackend(settings.openai_model, _api_key_reader(settings.openai_secret_arn))
     ops_mode = None
     if settings.ops_mode_parameter:
         ssm = session.create_client(

@@ -15,6 +15,9 @@ from taskrouter.core.router import RouterSettings
 PRIMARY_TIMEOUT_MS = (10, 10_000)
 FALLBACK_TIMEOUT_MS = (100, 20_000)
 DEFAULT_RETRY_AFTER_S = 2
+# The router's registry read: one try, bounded (infra sizes the function's timeout with them).
+REGISTRY_CONNECT_TIMEOUT_S = 1
+REGISTRY_READ_TIMEOUT_S = 1
 DEFAULT_HEDGE_AFTER_MS = 150
 
 

@@ -21,7 +21,7 @@ from taskrouter.core.events import Event, derive_event
 from taskrouter.core.prompting import InvalidOutput, RoutingPrompt, build_prompt
 from taskrouter.core.request import RouteRequest, Strategy
 from taskrouter.core.resilience import CircuitBreaker, FixedOpsMode, OpsMode, OpsModeSource
-from taskrouter.core.tasks import NO_TASK, RegistryUnavailable, Task, TaskSource
+from taskrouter.core.tasks import RegistryUnavailable, Task, TaskSource
 
 _RETRY_JITTER_S = 0.05
 
@@ -91,19 +91,13 @@ class Router:
         # room for calls that outlived their deadline and are still ending (client timeouts bound them).
         self._pool = futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="backend")
 
-    @property
-    def breaker(self) -> CircuitBreaker:
-        return self._breaker
-
     def route(self, request: RouteRequest) -> Decision:
         try:
             registry = self._registry.tasks()
         except RegistryUnavailable:
             raise self._unavailable("the task registry is unavailable") from None
-        # A registry entry named like the "no task" answer could never be told apart from it.
-        usable = {name: task for name, task in registry.items() if name != NO_TASK}
-        allowed, ignored = _allowed_tasks(usable, request.tasks)
-        current = request.current_task if request.current_task in usable else None
+        allowed, ignored = _allowed_tasks(registry, request.tasks)
+        current = request.current_task if request.current_task in registry else None
         prompt = build_prompt(
             request.strategy or self._settings.default_strategy, request.conversation, allowed, current
         )
@@ -204,11 +198,11 @@ class Router:
 
 
 def _allowed_tasks(
-    usable: Mapping[str, Task], requested: list[str] | None
+    registry: Mapping[str, Task], requested: list[str] | None
 ) -> tuple[dict[str, Task], tuple[str, ...]]:
     """The tasks the decision may name, and the requested names the registry does not hold."""
     if requested is None:
-        return dict(usable), ()
+        return dict(registry), ()
     wanted = dict.fromkeys(requested)  # de-duplicated, order kept
-    ignored = tuple(name for name in wanted if name not in usable)
-    return {name: usable[name] for name in wanted if name in usable}, ignored
+    ignored = tuple(name for name in wanted if name not in registry)
+    return {name: registry[name] for name in wanted if name in registry}, ignored

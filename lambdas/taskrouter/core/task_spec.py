@@ -8,16 +8,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from taskrouter.core.tasks import NO_TASK, TASK_NAME_PATTERN, Task
-
-
-def check_task_name(name: str) -> str:
-    """The contract's name rule, plus the one name reserved for "no task fits"."""
-    if not TASK_NAME_PATTERN.match(name):
-        raise ValueError(f"must match {TASK_NAME_PATTERN.pattern}")
-    if name == NO_TASK:
-        raise ValueError(f"{NO_TASK!r} is reserved: it is the answer meaning no task fits")
-    return name
+from taskrouter.core.tasks import Task, check_task_name
 
 
 class TaskBody(BaseModel):

@@ -10,6 +10,16 @@ TASK_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{2,63}$")
 NO_TASK = "none"  # the answer a backend gives when no task fits
 
 
+def check_task_name(name: str) -> str:
+    """The contract's name rule, plus the one name reserved for "no task fits" (a task of that name
+    could never be told apart from the answer)."""
+    if not TASK_NAME_PATTERN.match(name):
+        raise ValueError(f"must match {TASK_NAME_PATTERN.pattern}")
+    if name == NO_TASK:
+        raise ValueError(f"{NO_TASK!r} is reserved: it is the answer meaning no task fits")
+    return name
+
+
 @dataclass(frozen=True)
 class Task:
     name: str

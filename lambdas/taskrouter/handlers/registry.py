@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
+
+import botocore.session
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
+from botocore.config import Config
 from pydantic import ValidationError
 
-from taskrouter.adapters import runtime
-from taskrouter.adapters.settings import DEFAULT_RETRY_AFTER_S
+from taskrouter.adapters.dynamodb_task_store import DynamoDBTaskStore
+from taskrouter.adapters.settings import DEFAULT_RETRY_AFTER_S, RuntimeSettings
 from taskrouter.core.errors import ApiError, InvalidRequest, NotFound, RegistryUnavailableError
 from taskrouter.core.request import decode_body
-from taskrouter.core.task_spec import TaskBody, check_task_name
-from taskrouter.core.tasks import Task
+from taskrouter.core.task_spec import TaskBody
+from taskrouter.core.tasks import Task, check_task_name
 from taskrouter.core.validation import describe
 from taskrouter.openapi import TaskOut
 
@@ -27,14 +31,24 @@ app = APIGatewayRestResolver()
 _VERSION = re.compile(r'^(?:W/)?"?(\d{1,18})"?$')
 
 
+@functools.cache
+def task_store() -> DynamoDBTaskStore:
+    """Built once per container. One try per call: a retried conditional write that had in fact
+    succeeded would answer a false version conflict."""
+    client = botocore.session.get_session().create_client(
+        "dynamodb", config=Config(connect_timeout=2, read_timeout=5, retries={"total_max_attempts": 1})
+    )
+    return DynamoDBTaskStore(client, RuntimeSettings.table_name_from_env())
+
+
 @app.get("/tasks")
 def list_tasks() -> Response:
-    return _json(200, {"tasks": [_task_json(task) for task in runtime.task_store().list()]})
+    return _json(200, {"tasks": [_task_json(task) for task in task_store().list()]})
 
 
 @app.get("/tasks/<name>")
 def get_task(name: str) -> Response:
-    task = runtime.task_store().get(_name(name))
+    task = task_store().get(_name(name))
     if task is None:
         raise NotFound(f"no task named {name}")
     return _json(200, _task_json(task), {"ETag": f'"{task.version}"'})
@@ -47,7 +61,7 @@ def put_task(name: str) -> Response:
         body = TaskBody.model_validate_json(decode_body(event.body, is_base64=event.is_base64_encoded))
     except ValidationError as error:
         raise InvalidRequest(describe(error)) from None
-    task, created = runtime.task_store().put(_name(name), body, if_match=_if_match())
+    task, created = task_store().put(_name(name), body, if_match=_if_match())
     metrics.add_metric(name="TaskWritten", unit=MetricUnit.Count, value=1)
     logger.info("task written", extra={"task": task.name, "version": task.version, "new_task": created})
     return _json(201 if created else 200, _task_json(task), {"ETag": f'"{task.version}"'})
@@ -55,7 +69,7 @@ def put_task(name: str) -> Response:
 
 @app.delete("/tasks/<name>")
 def delete_task(name: str) -> Response:
-    runtime.task_store().delete(_name(name), if_match=_if_match())
+    task_store().delete(_name(name), if_match=_if_match())
     metrics.add_metric(name="TaskDeleted", unit=MetricUnit.Count, value=1)
     logger.info("task deleted", extra={"task": name})
     return Response(status_code=204, body="")
@@ -69,7 +83,7 @@ def _name(name: str) -> str:
 
 
 def _if_match() -> int | None:
-    raw = app.current_event.headers.get("If-Match") or app.current_event.headers.get("if-match")
+    raw = app.current_event.headers.get("If-Match")  # Powertools' headers ignore case
     if raw is None:
         return None
     match = _VERSION.match(raw.strip())

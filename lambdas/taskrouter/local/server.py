@@ -16,12 +16,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
+from taskrouter.core.errors import RequestTooLarge
 from taskrouter.local.apigw import LambdaContext, proxy_event
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -92,6 +92,7 @@ def ensure_registry(table_name: str, tasks_file: Path) -> int:
     import boto3
 
     from taskrouter.adapters.dynamodb_registry import task_to_item
+    from taskrouter.adapters.dynamodb_task_store import utc_now
     from taskrouter.core.task_spec import load_task_file
     from taskrouter.registry_schema import PARTITION_KEY, SORT_KEY
 
@@ -111,8 +112,7 @@ def ensure_registry(table_name: str, tasks_file: Path) -> int:
         BillingMode="PAY_PER_REQUEST",
     )
     client.get_waiter("table_exists").wait(TableName=table_name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 100})
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    tasks = load_task_file(tasks_file, updated_at=now)
+    tasks = load_task_file(tasks_file, updated_at=utc_now())
     for task in tasks:
         client.put_item(TableName=table_name, Item=task_to_item(task))
     return len(tasks)
@@ -146,8 +146,8 @@ def _handler_class(router_handler: Any, registry_handler: Any) -> type[BaseHTTPR
                 return self._send(HTTPStatus.FORBIDDEN, {"Content-Type": "application/json"}, b'{"message": "Forbidden"}')
             length = int(self.headers.get("Content-Length") or 0)
             if length > MAX_BODY_BYTES:
-                body = json.dumps({"error": {"code": "request_too_large", "message": "body: over the size limit"}})
-                return self._send(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"Content-Type": "application/json"}, body.encode())
+                body = json.dumps(RequestTooLarge("body: over the size limit").body()).encode()
+                return self._send(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"Content-Type": "application/json"}, body)
             body = self.rfile.read(length) if length else None
             event = proxy_event(self.command, path, dict(self.headers.items()), body)
             is_registry = path == "/tasks" or path.startswith("/tasks/")
