@@ -7,7 +7,6 @@ import re
 from typing import Any
 
 import botocore.session
-
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.logging import correlation_paths
