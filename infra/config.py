@@ -85,7 +85,7 @@ class StageConfig(_Strict):
     @classmethod
     def _emails(cls, emails: list[str]) -> list[str]:
         for email in emails:
-            if not _EMAIL.match(email):
+            if not _EMAIL.fullmatch(email):
                 raise ValueError(f"not an e-mail address: {email!r}")
         return emails
 
@@ -241,7 +241,7 @@ def check_deployable(stage: StageConfig, manifest: AdapterManifest, serving: Ser
     """What only the three files together can tell: names SageMaker takes, an adapter it can load."""
     problems = []
     for name in (stage.endpoint_name, stage.base_component_name, stage.adapter_component_name(manifest)):
-        if not _SAGEMAKER_NAME.match(name):
+        if not _SAGEMAKER_NAME.fullmatch(name):
             problems.append(f"SageMaker name {name!r} is over 63 characters or not [a-zA-Z0-9-]")
     if manifest.adapter.rank > serving.max_lora_rank:
         problems.append(

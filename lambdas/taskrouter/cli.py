@@ -1,7 +1,7 @@
 """`taskrouter`: the command line of the client.
 
     taskrouter [--stage S --region R | --base-url URL] [--api-key K] route "user text" [--current-task T]
-    taskrouter ... tasks list | get NAME | put NAME --description D [--example E]... [--if-match V]
+    taskrouter ... tasks list | get NAME | put NAME --description D [--example E]... [--if-match V | --create-only]
     taskrouter ... tasks delete NAME [--if-match V] | import FILE [--dry-run] [--prune] | export FILE
 
 An error is one line on stderr and a non-zero exit.
@@ -86,7 +86,7 @@ def _get(client: TaskRouterClient, args: argparse.Namespace) -> int:
 
 
 def _put(client: TaskRouterClient, args: argparse.Namespace) -> int:
-    _print(client.tasks.put(args.name, args.description, args.example, if_match=args.if_match))
+    _print(client.tasks.put(args.name, args.description, args.example, if_match=args.if_match, create_only=args.create_only))
     return 0
 
 
@@ -107,8 +107,11 @@ def _import(client: TaskRouterClient, args: argparse.Namespace) -> int:
             continue
         if change.task is None:
             client.tasks.delete(change.name, if_match=change.version)
-        else:
-            client.tasks.put(change.name, change.task.description, list(change.task.examples), if_match=change.version)
+        else:  # a creation never overwrites a task someone else created meanwhile
+            client.tasks.put(
+                change.name, change.task.description, list(change.task.examples),
+                if_match=change.version, create_only=change.action == "create",
+            )
     if not changes:
         print("nothing to change")
     return 0
@@ -150,7 +153,8 @@ def _parser() -> argparse.ArgumentParser:
     put.add_argument("name")
     put.add_argument("--description", required=True)
     put.add_argument("--example", action="append", default=[])
-    put.add_argument("--if-match", type=int)
+    put.add_argument("--if-match", type=int, help="write only over this version")
+    put.add_argument("--create-only", action="store_true", help="write only if the task does not exist")
     put.set_defaults(run=_put)
     delete = tasks.add_parser("delete")
     delete.add_argument("name")

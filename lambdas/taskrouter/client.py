@@ -61,7 +61,9 @@ class TaskRouterClient:
         tasks: list[str] | None = None,
         strategy: str | None = None,
     ) -> dict[str, Any]:
-        body: dict[str, Any] = {"conversation": conversation, "current_task": current_task}
+        body: dict[str, Any] = {"conversation": conversation}
+        if current_task is not None:  # absent means none
+            body["current_task"] = current_task
         if tasks is not None:
             body["tasks"] = tasks
         if strategy is not None:
@@ -125,10 +127,19 @@ class _Tasks:
         return self._client.request("GET", f"/tasks/{name}")
 
     def put(
-        self, name: str, description: str, examples: list[str] | None = None, *, if_match: int | None = None
+        self,
+        name: str,
+        description: str,
+        examples: list[str] | None = None,
+        *,
+        if_match: int | None = None,
+        create_only: bool = False,
     ) -> dict[str, Any]:
+        """Create or replace; with `if_match`, only over that version; with `create_only`, only if the
+        task does not exist (`If-None-Match: *`). Either way, a write already stored answers as done."""
         body = {"description": description, "examples": examples or []}
-        return self._client.request("PUT", f"/tasks/{name}", body, headers=_if_match(if_match), sign=True)
+        headers = {**_if_match(if_match), **({"If-None-Match": "*"} if create_only else {})}
+        return self._client.request("PUT", f"/tasks/{name}", body, headers=headers, sign=True)
 
     def delete(self, name: str, *, if_match: int | None = None) -> None:
         self._client.request("DELETE", f"/tasks/{name}", headers=_if_match(if_match), sign=True)

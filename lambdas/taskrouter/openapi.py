@@ -80,7 +80,17 @@ def document() -> dict[str, Any]:
         "description": "write only if the stored version is this one, else 409",
         "schema": {"type": "string", "pattern": r'^"?[0-9]+"?$'},
     }
-    conflict = answer("If-Match names another version (code `version_conflict`)", ErrorBody)
+    if_none_match = {
+        "name": "If-None-Match",
+        "in": "header",
+        "required": False,
+        "description": "`*`: create only; write only if the task does not exist, else 409",
+        "schema": {"type": "string", "enum": ["*"]},
+    }
+    conflict = answer(
+        "If-Match names another version, or If-None-Match: * and the task exists (code `version_conflict`)",
+        ErrorBody,
+    )
     return {
         "openapi": "3.1.0",
         "info": {"title": "TaskRouter", "version": "1.0.0", "description": "CONTRACT.md, sections 1 and 2"},
@@ -126,7 +136,8 @@ def document() -> dict[str, Any]:
                 "put": {
                     "operationId": "putTask",
                     "security": [{"sigv4": []}],
-                    "parameters": [if_match],
+                    "description": "A body equal to the stored task changes nothing and answers 200, before any precondition.",
+                    "parameters": [if_match, if_none_match],
                     "requestBody": {"required": True, "content": {"application/json": {"schema": ref(TaskBody)}}},
                     "responses": {
                         "200": answer("replaced", TaskOut),

@@ -47,6 +47,30 @@ def test_client_routes_and_manages_tasks(client):
     assert "follow_up_email" in [task["name"] for task in client.tasks.list()]
 
 
+def test_current_task_may_be_omitted_by_the_client_and_the_cli(client, server, capsys, monkeypatch):
+    sent = []
+    original = client.request
+    monkeypatch.setattr(client, "request", lambda method, path, body=None, **kw: sent.append(body) or original(method, path, body, **kw))
+    started = client.route([{"role": "user", "content": "send the follow-up"}])
+    running = client.route([{"role": "user", "content": "send the follow-up"}], "follow_up_email")
+    assert "current_task" not in sent[0] and sent[1]["current_task"] == "follow_up_email"
+    assert (started["event"], running["event"]) == ("start", "continue")
+    code, out, _ = cli(server, "route", "send Dana the follow-up", capsys=capsys)
+    assert code == 0 and json.loads(out)["event"] == "start"
+    code, out, _ = cli(server, "route", "send Dana the follow-up", "--current-task", "follow_up_email", capsys=capsys)
+    assert code == 0 and json.loads(out)["event"] == "continue"
+
+
+def test_create_only_writes_once(client, server, capsys):
+    created = client.tasks.put("created_once", "First", create_only=True)
+    assert client.tasks.put("created_once", "First", create_only=True) == created  # a retry: already there
+    with pytest.raises(TaskRouterError) as taken:
+        client.tasks.put("created_once", "Someone else's", create_only=True)
+    assert (taken.value.status, taken.value.code) == (409, "version_conflict")
+    code, _, err = cli(server, "tasks", "put", "created_once", "--description", "Mine", "--create-only", capsys=capsys)
+    assert code == 1 and "409 version_conflict" in err
+
+
 def test_client_without_the_api_key_is_refused(server):
     with pytest.raises(TaskRouterError) as refused:
         TaskRouterClient(base_url=server.url).tasks.list()

@@ -3,6 +3,7 @@ check, and a restart keeping the registry (CONTRACT section 3)."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -24,7 +25,7 @@ import pytest
 from .servers import OpenAIDouble
 
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-ROUTE_BODY = {"conversation": [{"role": "user", "content": "Write up the minutes of my call"}], "current_task": None}
+ROUTE_BODY = {"conversation": [{"role": "user", "content": "Write up the minutes of my call"}]}  # current_task: absent
 
 
 def _free_port() -> int:
@@ -166,3 +167,123 @@ def test_registry_is_seeded_once_and_survives_a_restart(tmp_path, openai):
         assert "qualify_lead" not in enum and "send_client_information" in enum
     finally:
         second.stop()
+
+
+# -- HTTP robustness: slow, idle, malformed and concurrent clients (CONTRACT section 3) --------------
+def _raw(server: LocalServer, data: bytes, timeout_s: float = 10) -> bytes:
+    """Send raw bytes on a fresh connection and read the answer until the server closes it."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=timeout_s) as connection:
+        connection.sendall(data)
+        chunks = []
+        while chunk := connection.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _status_and_error(answer: bytes) -> tuple[int, dict]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    return status, json.loads(body)["error"]
+
+
+@pytest.fixture(scope="module")
+def robust(tmp_path_factory, openai):
+    server = LocalServer(tmp_path_factory.mktemp("robust"), openai, TASKROUTER_LOCAL_CLIENT_TIMEOUT_S="1.5")
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"GARBAGE\r\n\r\n", 400),
+        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 400),  # a TLS hello on the plain port
+        (b"GET / HTTP/1.1 extra\r\n\r\n", 400),
+        (b"GET /health HTTP/9.9\r\n\r\n", 505),
+        (b"GET /health HTTP/1.1\r\nno colon here\r\n\r\n", 400),
+        (b"GET /health HTTP/1.1\r\nX-Long: " + b"a" * 70_000 + b"\r\n\r\n", 431),
+        (b"POST /route HTTP/1.1\r\nContent-Length: abc\r\n\r\n", 400),
+        (b"POST /route HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400),
+        (b"POST /route HTTP/1.1\r\nContent-Length: 1e3\r\n\r\n", 400),
+        (b"POST /route HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}", 400),
+        (b"POST /route HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n", 413),
+        (b"POST /route HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n", 411),
+        (b"POST /route HTTP/1.1\r\nContent-Length: 2\r\n\r\n[]", 400),  # reaches the router: its own 400
+    ],
+)
+def test_each_malformed_request_gets_its_4xx_in_the_contract_shape(robust, raw, status):
+    answer = _raw(robust, raw.replace(b"\r\n", b"\r\nConnection: close\r\n", 1))  # one answer, then EOF
+    got, error = _status_and_error(answer)
+    assert got == status and set(error) == {"code", "message"}
+    assert robust.request("GET", "/health") == (200, {"status": "ok"})
+
+
+def test_a_slow_body_gets_408_and_an_idle_connection_is_let_go(robust):
+    answer = _raw(robust, b"POST /route HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"conv")
+    assert _status_and_error(answer) == (408, {"code": "request_timeout", "message": "the body did not arrive in time"})
+    answer = _raw(robust, b"GET /health HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+    assert _status_and_error(answer)[0] == 408
+    assert _raw(robust, b"") == b""  # an idle connection is closed after the client time limit
+
+
+def test_idle_and_half_sent_connections_stall_nobody(robust):
+    idle = socket.create_connection(("127.0.0.1", robust.port))
+    half = socket.create_connection(("127.0.0.1", robust.port))
+    half.sendall(b"POST /route HTTP/1.1\r\nContent-Length: 500\r\n\r\n{\"conversation\": [")
+    try:
+        assert robust.request("GET", "/health") == (200, {"status": "ok"})
+        assert robust.request("POST", "/route", ROUTE_BODY)[0] == 200
+    finally:
+        idle.close()
+        half.close()
+
+
+def test_keep_alive_serves_several_requests_on_one_connection(robust):
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", robust.port, timeout=10)
+    try:
+        for _ in range(3):
+            connection.request("POST", "/route", json.dumps(ROUTE_BODY), {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            assert response.status == 200 and json.loads(response.read())["task"] == "prepare_meeting_minutes"
+    finally:
+        connection.close()
+
+
+class _GatheringOpenAI(OpenAIDouble):
+    """Holds each request until `parties` are in flight at once: answers prove they were concurrent."""
+
+    def __init__(self, parties: int) -> None:
+        super().__init__()
+        self.barrier = threading.Barrier(parties, timeout=20)
+
+    def _handle(self, received):
+        reply = super()._handle(received)
+        self.barrier.wait()
+        return reply
+
+
+def test_eight_concurrent_clients_are_served_at_once(tmp_path):
+    gathering = _GatheringOpenAI(parties=4)  # as many as the server's containers
+    gathering.always(gathering.answer("follow_up_email"))
+    server = LocalServer(tmp_path, gathering, TASKROUTER_LOCAL_CONTAINERS="4")
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+            answers = list(pool.map(lambda _: server.request("POST", "/route", ROUTE_BODY), range(8)))
+        assert [(status, body["task"]) for status, body in answers] == [(200, "follow_up_email")] * 8
+        assert not gathering.barrier.broken
+    finally:
+        server.stop()
+        gathering.close()
+
+
+def test_the_api_key_check_takes_any_header_without_failing(tmp_path, openai):
+    server = LocalServer(tmp_path, openai, TASKROUTER_API_KEY="local-key-123")
+    try:
+        for key in ("local-key-12", "local-key-1234", "ключ", "\udcff"):
+            raw = f"GET /tasks HTTP/1.1\r\nx-api-key: {key}\r\nConnection: close\r\n\r\n".encode("utf-8", "surrogateescape")
+            assert _raw(server, raw).startswith(b"HTTP/1.1 403 ")
+        assert server.request("GET", "/openapi.json")[0] == 200  # public, as /health: it holds no data
+    finally:
+        server.stop()

@@ -52,12 +52,65 @@ def test_create_replace_get_delete(server):
 
 def test_if_match_guards_replace_and_delete(server):
     server.request("PUT", "/tasks/guarded_task", DESCRIPTION)
-    status, body = server.request("PUT", "/tasks/guarded_task", DESCRIPTION, {"If-Match": "7"})
+    changed = {"description": "Book a meeting, changed"}
+    status, body = server.request("PUT", "/tasks/guarded_task", changed, {"If-Match": "7"})
     assert status == 409 and body == {"error": {"code": "version_conflict", "message": body["error"]["message"]}}
-    assert server.request("PUT", "/tasks/guarded_task", DESCRIPTION, {"If-Match": "1"})[1]["version"] == 2
+    assert server.request("PUT", "/tasks/guarded_task", changed, {"If-Match": "1"})[1]["version"] == 2
     assert server.request("DELETE", "/tasks/guarded_task", headers={"If-Match": "1"})[0] == 409
     assert server.request("DELETE", "/tasks/guarded_task", headers={"If-Match": '"2"'}) == (204, None)
     assert server.request("PUT", "/tasks/absent_task", DESCRIPTION, {"If-Match": "1"})[0] == 409
+
+
+def test_an_identical_put_changes_nothing(server):
+    created = server.request("PUT", "/tasks/steady_task", DESCRIPTION)[1]
+    time.sleep(0.01)  # a write now would carry a later updated_at
+    assert server.request("PUT", "/tasks/steady_task", DESCRIPTION) == (200, created)
+    assert server.request("GET", "/tasks/steady_task") == (200, created)
+
+
+def test_a_conditional_put_applied_then_sent_again_answers_200(server):
+    """The retry of a write whose answer was lost (a 503, a timeout) converges to that one write."""
+    server.request("PUT", "/tasks/retried_task", DESCRIPTION)
+    changed = {"description": "Book a meeting, changed once"}
+    first = server.request("PUT", "/tasks/retried_task", changed, {"If-Match": "1"})
+    assert first[0] == 200 and first[1]["version"] == 2
+    assert server.request("PUT", "/tasks/retried_task", changed, {"If-Match": "1"}) == first
+    created = server.request("PUT", "/tasks/retried_create", DESCRIPTION, {"If-None-Match": "*"})
+    assert created[0] == 201
+    assert server.request("PUT", "/tasks/retried_create", DESCRIPTION, {"If-None-Match": "*"}) == (200, created[1])
+
+
+def test_a_stale_if_match_after_delete_and_recreate_is_a_conflict(server):
+    server.request("PUT", "/tasks/reborn_task", DESCRIPTION)
+    stale = server.request("GET", "/tasks/reborn_task")[1]["version"]
+    assert server.request("DELETE", "/tasks/reborn_task") == (204, None)
+    status, reborn = server.request("PUT", "/tasks/reborn_task", {"description": "Someone else's new task"})
+    assert status == 201 and reborn["version"] > stale  # a version is never reused
+    status, body = server.request("PUT", "/tasks/reborn_task", {"description": "stale"}, {"If-Match": str(stale)})
+    assert (status, body["error"]["code"]) == (409, "version_conflict")
+    assert server.request("DELETE", "/tasks/reborn_task", headers={"If-Match": str(stale)})[0] == 409
+    assert server.request("GET", "/tasks/reborn_task") == (200, reborn)
+
+
+def test_if_none_match_creates_only_and_one_of_concurrent_creators_wins(server):
+    for round_ in range(5):
+        name = f"/tasks/created_once_{round_}"
+        with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+            answers = list(pool.map(
+                lambda writer: server.request(
+                    "PUT", name, {"description": f"creator {writer}"}, {"If-None-Match": "*"}
+                ),
+                range(4),
+            ))
+        statuses = sorted(status for status, _ in answers)
+        assert statuses == [201, 409, 409, 409], f"round {round_}: {statuses}"
+        (winner,) = [body for status, body in answers if status == 201]
+        assert server.request("GET", name) == (200, winner)
+
+
+def test_if_none_match_takes_only_a_star(server):
+    status, body = server.request("PUT", "/tasks/good_name", DESCRIPTION, {"If-None-Match": '"3"'})
+    assert status == 400 and body["error"]["message"].startswith("If-None-Match")
 
 
 @pytest.mark.parametrize(
@@ -66,6 +119,7 @@ def test_if_match_guards_replace_and_delete(server):
         ("/tasks/Bad-Name", DESCRIPTION, {}, "name"),
         ("/tasks/ab", DESCRIPTION, {}, "name"),
         ("/tasks/" + "a" * 65, DESCRIPTION, {}, "name"),
+        ("/tasks/abc%0A", DESCRIPTION, {}, "name"),  # a trailing newline, decoded as API Gateway does
         ("/tasks/none", DESCRIPTION, {}, "name"),
         ("/tasks/good_name", {}, {}, "description"),
         ("/tasks/good_name", {"description": ""}, {}, "description"),
@@ -92,7 +146,8 @@ def test_two_writers_with_the_same_version_never_both_win(server):
         with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
             answers = list(pool.map(
                 lambda writer: server.request(
-                    "PUT", "/tasks/contended_task", {"description": f"writer {writer}"}, {"If-Match": str(version)}
+                    "PUT", "/tasks/contended_task", {"description": f"round {round_}, writer {writer}"},
+                    {"If-Match": str(version)},
                 )[0],
                 range(2),
             ))
@@ -142,9 +197,9 @@ def test_conditional_writes_hold_under_truly_parallel_writers(server):
     store = DynamoDBTaskStore(client, "taskrouter-local-tasks")
     store.put("raced_task", TaskBody(description="v1"), if_match=None)
 
-    def write(version: int) -> bool:
+    def write(version: int, writer: int) -> bool:
         try:
-            store.put("raced_task", TaskBody(description="raced"), if_match=version)
+            store.put("raced_task", TaskBody(description=f"version {version}, writer {writer}"), if_match=version)
             return True
         except VersionConflict:
             return False
@@ -152,6 +207,6 @@ def test_conditional_writes_hold_under_truly_parallel_writers(server):
     for _ in range(10):
         version = store.get("raced_task").version
         with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
-            wins = list(pool.map(write, [version] * 8))
+            wins = list(pool.map(write, [version] * 8, range(8)))
         assert wins.count(True) == 1
         assert store.get("raced_task").version == version + 1

@@ -7,6 +7,7 @@ of SageMaker runtime and OpenAI; see conftest.py.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -331,6 +332,27 @@ def test_primary_unreachable_is_an_error(
     result = invoke(route_body())
 
     assert_decision(result, task="follow_up_email", event="start", backend="openai", fallback_reason="error")
+
+
+def test_a_hung_primary_behind_a_fast_hedge_opens_the_circuit(
+    invoke: Invoke, router_env: pytest.MonkeyPatch, sagemaker: SageMakerRuntimeDouble, openai_server: OpenAIDouble
+) -> None:
+    """Every request is answered by the hedged fallback, yet each primary call that ends in a read
+    timeout counts: the circuit opens and the dead endpoint stops being called."""
+    router_env.setenv("TASKROUTER_HEDGE_AFTER_MS", "20")
+    router_env.setenv("TASKROUTER_BREAKER_FAILURES", "3")
+    sagemaker.always(sagemaker.answer("follow_up_email", delay_s=30))  # hangs past every timeout
+    openai_server.always(openai_server.answer("follow_up_email"))
+
+    reasons = []
+    deadline = time.monotonic() + 30
+    while "circuit_open" not in reasons and time.monotonic() < deadline:
+        reasons.append(invoke(route_body()).json()["fallback_reason"])
+        time.sleep(0.1)
+    assert reasons[-1] == "circuit_open" and set(reasons[:-1]) == {"timeout"}, reasons
+    called = len(sagemaker.requests)
+    assert [invoke(route_body()).json()["fallback_reason"] for _ in range(5)] == ["circuit_open"] * 5
+    assert len(sagemaker.requests) == called
 
 
 def test_primary_not_configured(

@@ -37,6 +37,7 @@ def test_the_repository_stages_are_valid():
         ('gpu_instance_type = "ml.g5.2xlarge"', 'gpu_instance_type = "g5.2xlarge"', "gpu_instance_type"),
         ("log_retention_days = 14", "log_retention_days = 15", "log_retention_days"),
         ('alarm_emails = ["taskrouter-dev-alarms@example.com"]', 'alarm_emails = ["nobody"]', "alarm_emails"),
+        ('alarm_emails = ["taskrouter-dev-alarms@example.com"]', 'alarm_emails = ["a@example.com\\n"]', "alarm_emails"),
         ("primary_timeout_ms = 250", "primary_timeout_ms = 400", "primary_timeout_ms"),
         ('default_strategy = "zero_shot"', 'default_strategy = "guess"', "default_strategy"),
         ("retain_on_delete = false", "retain_on_delete = false\ncolour = 3", "colour"),

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from taskrouter.adapters.dynamodb_registry import DynamoDBTaskSource
 from taskrouter.core.tasks import RegistryUnavailable
@@ -12,16 +10,8 @@ from tests.unit.fakes import Clock
 
 
 @pytest.fixture
-def client(fake_aws_credentials):
-    with mock_aws():
-        ddb = boto3.client("dynamodb", region_name="us-east-1")
-        ddb.create_table(
-            TableName="tasks",
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        yield ddb
+def client(tasks_table):
+    return tasks_table
 
 
 def put(client, name, description="d", **extra):

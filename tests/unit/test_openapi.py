@@ -38,9 +38,8 @@ def test_gateway_schemas_are_draft4_and_self_contained(model):
                                        "content": st.text(max_size=5)}),
                 max_size=3,
             ),
-            "current_task": st.none() | st.text(max_size=5) | st.integers(),
         },
-        optional={"tasks": st.none() | st.lists(st.text(max_size=4), max_size=2), "strategy": st.sampled_from(["react", "x"])},
+        optional={"current_task": st.none() | st.text(max_size=5) | st.integers(), "tasks": st.none() | st.lists(st.text(max_size=4), max_size=2), "strategy": st.sampled_from(["react", "x"])},
     )
 )
 def test_what_the_gateway_refuses_the_router_refuses_too(body):
@@ -52,3 +51,12 @@ def test_what_the_gateway_refuses_the_router_refuses_too(body):
         router_accepts = False
     if router_accepts:
         assert GATEWAY_ROUTE.is_valid(body)
+
+
+def test_current_task_is_optional_in_the_document_and_the_gateway():
+    schemas = document()["components"]["schemas"]
+    assert schemas["RouteRequest"]["required"] == ["conversation"]
+    assert "current_task" in schemas["RouteRequest"]["properties"]
+    assert gateway_schema(RouteRequest)["required"] == ["conversation"]
+    assert GATEWAY_ROUTE.is_valid({"conversation": [{"role": "user", "content": "hi"}]})
+    assert parse_route_request(b'{"conversation": [{"role": "user", "content": "hi"}]}').current_task is None

@@ -50,9 +50,8 @@ def test_unknown_keys_are_never_echoed():
     assert caught.value.message == "conversation[0]: unknown field; body: unknown field"
 
 
-def test_missing_current_task_is_refused():
-    with pytest.raises(InvalidRequest, match="current_task"):
-        parse_route_request(json.dumps({"conversation": [{"role": "user", "content": "x"}]}).encode())
+def test_absent_current_task_means_none():
+    assert parse_route_request(json.dumps({"conversation": [{"role": "user", "content": "x"}]}).encode()).current_task is None
 
 
 def test_size_limit():

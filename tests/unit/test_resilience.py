@@ -168,12 +168,81 @@ def test_invalid_output_does_not_open_the_circuit():
     assert breaker.state == "closed"
 
 
-def test_a_timeout_counts_against_the_primary():
+def test_a_timeout_counts_against_the_primary_when_its_call_ends():
     breaker = CircuitBreaker(failure_threshold=1, window_s=60, cooldown_s=30)
-    primary = Script("sagemaker", "none", delay_s=0.5)
+    release = threading.Event()
+    primary = Script("sagemaker", "none", block_on=release)
     router = Router(Registry(), primary, Script("openai", "none"), settings(primary_timeout_s=0.05), breaker=breaker)
     assert router.route(request()).fallback_reason == "timeout"
+    release.set()  # the late answer comes after the deadline: a missed deadline, not a success
+    assert eventually(lambda: breaker.state == "open")
+
+
+def eventually(condition, timeout_s=5.0):
+    """Whether `condition` holds within `timeout_s` (a backend call still ending in its thread)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def test_a_hung_primary_behind_a_fast_hedge_opens_the_circuit():
+    """The hedge answers every request, yet each primary call that ends past its deadline counts."""
+    breaker = CircuitBreaker(failure_threshold=3, window_s=60, cooldown_s=30)
+    primary = Script("sagemaker", "follow_up_email", delay_s=0.25)  # ends, but after the 0.1 s deadline
+    fallback = Script("openai", "none")
+    router = Router(
+        Registry(), primary, fallback, settings(primary_timeout_s=0.1, hedge_after_s=0.01), breaker=breaker
+    )
+    for _ in range(3):
+        assert router.route(request()).fallback_reason == "timeout"
+    assert eventually(lambda: breaker.state == "open")
+    decisions = [router.route(request()) for _ in range(5)]
+    assert [d.fallback_reason for d in decisions] == ["circuit_open"] * 5
+    assert primary.calls == 3, "the dead endpoint is no longer called"
+
+
+@pytest.mark.parametrize(("late", "after_probe"), [(False, "closed"), (True, "open")])
+def test_a_probe_won_by_the_hedge_still_decides_the_circuit(late, after_probe):
+    """The half-open probe's primary call is still out when the hedged fallback answers: its outcome,
+    recorded when the call ends, closes the circuit (an answer in time) or opens it again (late)."""
+    clock = Clock()
+    breaker = CircuitBreaker(failure_threshold=1, window_s=60, cooldown_s=15, clock=clock)
+    release = threading.Event()
+    primary = Script("sagemaker", BackendError("500"), "follow_up_email", block_on=release)
+    release.set()
+    router = Router(
+        Registry(), primary, Script("openai", "none"),
+        settings(primary_timeout_s=0.3 if late else 5.0, hedge_after_s=0.01), breaker=breaker,
+    )
+    assert router.route(request()).fallback_reason == "error"
     assert breaker.state == "open"
+    clock.now = 16  # half-open: the next request is the probe
+    release.clear()
+    probe = router.route(request())
+    assert (probe.backend, probe.fallback_reason) == ("openai", "timeout")  # the hedge won
+    if late:
+        time.sleep(0.35)  # past the probe's deadline
+    release.set()
+    assert eventually(lambda: primary.calls == 2 and breaker.state == after_probe)
+    clock.now = 40  # any cool-down is over: the circuit is never stuck
+    assert router.route(request()).backend == "sagemaker"
+
+
+def test_a_probe_that_never_reports_counts_as_failed_after_the_cooldown():
+    clock = Clock()
+    breaker = CircuitBreaker(failure_threshold=1, window_s=60, cooldown_s=15, clock=clock)
+    breaker.record_failure()
+    clock.now = 15
+    assert breaker.allow()  # the probe; its call never reports
+    clock.now = 29.9
+    assert not breaker.allow() and breaker.state == "half_open"
+    clock.now = 30  # the probe's lease is over: failed, a new cool-down from then
+    assert not breaker.allow() and breaker.state == "open"
+    clock.now = 45
+    assert breaker.allow()  # the next probe
 
 
 # --- operations mode -------------------------------------------------------------------------

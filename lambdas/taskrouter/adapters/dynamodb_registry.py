@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from taskrouter.core.tasks import RegistryUnavailable, Task, check_task_name
-from taskrouter.registry_schema import PARTITION_KEY, SORT_KEY, TASK_PARTITION
+from taskrouter.registry_schema import DELETED, PARTITION_KEY, SORT_KEY, TASK_PARTITION
 
 logger = logging.getLogger(__name__)
 
@@ -53,12 +53,14 @@ class DynamoDBTaskSource:
 
 
 def read_all_tasks(client: Any, table_name: str, *, consistent: bool = False) -> dict[str, Task]:
-    """Every task of the registry, by name in name order: one Query on the task partition, paged."""
+    """Every task of the registry, by name in name order: one Query on the task partition, paged,
+    without the tombstones of deleted tasks."""
     tasks: dict[str, Task] = {}
     request: dict[str, Any] = {
         "TableName": table_name,
         "KeyConditionExpression": "#pk = :pk",
-        "ExpressionAttributeNames": {"#pk": PARTITION_KEY},
+        "FilterExpression": "attribute_not_exists(#deleted)",
+        "ExpressionAttributeNames": {"#pk": PARTITION_KEY, "#deleted": DELETED},
         "ExpressionAttributeValues": {":pk": {"S": TASK_PARTITION}},
         "ConsistentRead": consistent,
     }

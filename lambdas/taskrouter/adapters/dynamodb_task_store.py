@@ -1,12 +1,19 @@
-"""Writes and consistent reads of the task registry (the `/tasks` API).
+"""Writes and consistent reads of the task registry (the `/tasks` API, CONTRACT section 2).
 
-Versions are DynamoDB conditional writes: with `If-Match`, the write succeeds only while the
-stored version is the expected one, so two writers holding the same version never both win.
+Every write is optimistic: read the item, decide, then write on the condition that the item is still
+the one read (its version, or its absence), and start again if another writer got there first. So:
+- a write whose content is already stored changes nothing (decided before any precondition), which
+  makes every write safe to retry, by the caller after a 503 or by botocore after a lost answer;
+- `If-Match` / `If-None-Match: *` are checked against the item read, and the write's condition makes
+  sure nobody changed it since: of two writers holding the same version, exactly one wins;
+- a deleted task leaves a tombstone holding its last version (its text removed), so a task created
+  again continues above it and a version is never reused.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -16,11 +23,24 @@ from taskrouter.adapters.dynamodb_registry import read_all_tasks, task_from_item
 from taskrouter.core.errors import NotFound, VersionConflict
 from taskrouter.core.task_spec import TaskBody
 from taskrouter.core.tasks import Task
-from taskrouter.registry_schema import PARTITION_KEY, SORT_KEY, TASK_PARTITION
+from taskrouter.registry_schema import DELETED, PARTITION_KEY, SORT_KEY, TASK_PARTITION
+
+# Rounds of read-then-conditional-write a request may lose to other writers before giving up.
+MAX_WRITE_ROUNDS = 8
 
 
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class WriteContention(Exception):
+    """Other writers changed the task on every round: the caller may try again (a 503)."""
+
+
+@dataclass(frozen=True)
+class _Stored:
+    task: Task | None  # None: absent or deleted
+    version: int | None  # the item's version, a tombstone's included; None: never existed
 
 
 class DynamoDBTaskStore:
@@ -33,63 +53,101 @@ class DynamoDBTaskStore:
         return list(read_all_tasks(self._client, self._table, consistent=True).values())
 
     def get(self, name: str) -> Task | None:
-        item = self._client.get_item(TableName=self._table, Key=_key(name), ConsistentRead=True).get("Item")
-        return task_from_item(item) if item else None
+        return self._read(name).task
 
-    def put(self, name: str, body: TaskBody, *, if_match: int | None) -> tuple[Task, bool]:
+    def put(self, name: str, body: TaskBody, *, if_match: int | None, if_none_match: bool = False) -> tuple[Task, bool]:
         """The task as stored, and whether this write created it."""
-        request: dict[str, Any] = {
-            "TableName": self._table,
-            "Key": _key(name),
-            "UpdateExpression": (
-                "SET #name = :name, description = :description, examples = :examples, "
-                "updated_at = :updated_at, version = if_not_exists(version, :zero) + :one"
-            ),
-            "ExpressionAttributeNames": {"#name": "name"},  # a reserved word in DynamoDB
-            "ExpressionAttributeValues": {
+        for _ in range(MAX_WRITE_ROUNDS):
+            stored = self._read(name)
+            live = stored.task
+            if live is not None and (live.description, live.examples) == (body.description, tuple(body.examples)):
+                return live, False  # already there: a retry of an applied write, or a no-op
+            if if_none_match and live is not None:
+                raise VersionConflict(f"If-None-Match: task {name} exists")
+            if if_match is not None and (live is None or live.version != if_match):
+                raise VersionConflict(f"If-Match: task {name} is not at version {if_match}")
+            try:
+                return self._write(name, body, stored.version), live is None
+            except _ItemChanged:
+                continue
+        raise WriteContention(f"task {name} kept changing under this write")
+
+    def delete(self, name: str, *, if_match: int | None) -> None:
+        for _ in range(MAX_WRITE_ROUNDS):
+            stored = self._read(name)
+            if stored.task is None:
+                raise NotFound(f"no task named {name}")
+            if if_match is not None and stored.version != if_match:
+                raise VersionConflict(f"If-Match: task {name} is not at version {if_match}")
+            try:
+                self._update(
+                    name,
+                    "SET #deleted = :true, updated_at = :updated_at REMOVE description, examples",
+                    {":true": {"BOOL": True}, ":updated_at": {"S": self._clock()}},
+                    expected_version=stored.version,
+                )
+                return
+            except _ItemChanged:
+                continue
+        raise WriteContention(f"task {name} kept changing under this delete")
+
+    # -- DynamoDB ----------------------------------------------------------------------------------
+    def _read(self, name: str) -> _Stored:
+        item = self._client.get_item(TableName=self._table, Key=_key(name), ConsistentRead=True).get("Item")
+        if item is None:
+            return _Stored(None, None)
+        version = int(item["version"]["N"]) if "version" in item else None
+        return _Stored(None if DELETED in item else task_from_item(item), version)
+
+    def _write(self, name: str, body: TaskBody, stored_version: int | None) -> Task:
+        item = self._update(
+            name,
+            "SET #name = :name, description = :description, examples = :examples, "
+            "updated_at = :updated_at, version = :version REMOVE #deleted",
+            {
                 ":name": {"S": name},
                 ":description": {"S": body.description},
                 ":examples": {"L": [{"S": example} for example in body.examples]},
                 ":updated_at": {"S": self._clock()},
-                ":zero": {"N": "0"},
-                ":one": {"N": "1"},
+                ":version": {"N": str((stored_version or 0) + 1)},  # above any tombstone's
             },
-            "ReturnValues": "ALL_NEW",
-        }
-        if if_match is not None:
-            request["ConditionExpression"] = "version = :expected"
-            request["ExpressionAttributeValues"][":expected"] = {"N": str(if_match)}
-        try:
-            item = self._client.update_item(**request)["Attributes"]
-        except ClientError as error:
-            if _condition_failed(error):
-                raise VersionConflict(f"If-Match: task {name} is not at version {if_match}") from None
-            raise
+            expected_version=stored_version,
+        )
         task = task_from_item(item)
         assert task is not None, "a task just written is a valid task"
-        return task, task.version == 1
+        return task
 
-    def delete(self, name: str, *, if_match: int | None) -> None:
-        request: dict[str, Any] = {"TableName": self._table, "Key": _key(name)}
-        if if_match is None:
-            request["ConditionExpression"] = "attribute_exists(#sk)"
-            request["ExpressionAttributeNames"] = {"#sk": SORT_KEY}
+    def _update(
+        self, name: str, expression: str, values: dict[str, Any], *, expected_version: int | None
+    ) -> dict[str, Any]:
+        """One UpdateItem, applied only if the item is still at `expected_version` (None: absent)."""
+        names = {"#name": "name", "#deleted": DELETED}  # `name` is a reserved word in DynamoDB
+        if expected_version is None:
+            condition = "attribute_not_exists(#sk)"
+            names["#sk"] = SORT_KEY
         else:
-            request["ConditionExpression"] = "version = :expected"
-            request["ExpressionAttributeValues"] = {":expected": {"N": str(if_match)}}
+            condition = "version = :expected"
+            values = {**values, ":expected": {"N": str(expected_version)}}
         try:
-            self._client.delete_item(**request)
+            return self._client.update_item(
+                TableName=self._table,
+                Key=_key(name),
+                UpdateExpression=expression,
+                ConditionExpression=condition,
+                # DynamoDB refuses a name the expressions do not use
+                ExpressionAttributeNames={key: value for key, value in names.items() if key in expression + condition},
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )["Attributes"]
         except ClientError as error:
-            if not _condition_failed(error):
-                raise
-            if if_match is None or self.get(name) is None:
-                raise NotFound(f"no task named {name}") from None
-            raise VersionConflict(f"If-Match: task {name} is not at version {if_match}") from None
+            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                raise _ItemChanged from None
+            raise
+
+
+class _ItemChanged(Exception):
+    """Another writer changed the item between this request's read and its write."""
 
 
 def _key(name: str) -> dict[str, Any]:
     return {PARTITION_KEY: {"S": TASK_PARTITION}, SORT_KEY: {"S": name}}
-
-
-def _condition_failed(error: ClientError) -> bool:
-    return error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"

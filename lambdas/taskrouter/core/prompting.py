@@ -1,8 +1,12 @@
 """Routing prompts built from the live task list, and the parsers of each strategy's answer.
 
-The conversation is fenced in `<message>` elements whose content is escaped, so user text can
-neither close the fence nor pose as instructions. Each strategy pairs an answer format (asked of
-text backends) with the parser that reads it back; anything else is invalid output.
+No text of a caller or of a registry writer can leave its slot. The conversation is fenced in
+`<message>` elements whose content is escaped, so user text can neither close the fence nor pose as
+instructions; a task's description and examples are each rendered on their one catalogue line, so
+they cannot forge another task or an instruction; and every slot neutralises the control tokens of
+chat templates (`<|im_end|>`, `[INST]`…), which a tokenizer would otherwise read as real ones. Each
+strategy pairs an answer format (asked of text backends) with the parser that reads it back;
+anything else is invalid output.
 """
 
 from __future__ import annotations
@@ -49,8 +53,27 @@ class RoutingPrompt:
         return None if answer == NO_TASK else answer
 
 
+# The line boundaries of `str.splitlines()`: a catalogue slot must hold none of them.
+_LINE_BREAKS = re.compile(r"[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]+")
+# Bracketed control tokens of Mistral-style templates: [INST], [/INST], [SYSTEM_PROMPT], [TOOL_CALLS]…
+_BRACKET_TOKEN = re.compile(r"\[(/?[A-Z_]+)\]")
+
+
 def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Text as element content: markup escaped (so `<|im_end|>` and `</message>` lose their meaning),
+    bracketed control tokens broken up."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _BRACKET_TOKEN.sub(r"&#91;\1&#93;", text)
+
+
+def _one_line(text: str) -> str:
+    """Text for a slot that ends at the end of its line: escaped, every line break a space."""
+    return _LINE_BREAKS.sub(" ", _escape(text))
+
+
+def _quoted(text: str) -> str:
+    """Text for a slot between double quotes, which it cannot close."""
+    return '"' + _one_line(text).replace('"', "&quot;") + '"'
 
 
 def render_transcript(conversation: Sequence[Message]) -> str:
@@ -63,8 +86,8 @@ def render_transcript(conversation: Sequence[Message]) -> str:
 def _task_catalogue(tasks: Iterable[Task]) -> str:
     lines = []
     for task in tasks:
-        lines.append(f"- {task.name}: {_escape(task.description)}")
-        lines += [f'    e.g. "{_escape(example)}"' for example in task.examples[:3]]
+        lines.append(f"- {task.name}: {_one_line(task.description)}")
+        lines += [f"    e.g. {_quoted(example)}" for example in task.examples[:3]]
     return "\n".join(lines) if lines else "(no task is available)"
 
 

@@ -33,7 +33,7 @@ class RouteRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     conversation: Annotated[list[Message], Field(min_length=1, max_length=50)]
-    current_task: str | None
+    current_task: str | None = None  # absent: none (CONTRACT section 1)
     tasks: list[str] | None = None
     strategy: Strategy | None = None
 

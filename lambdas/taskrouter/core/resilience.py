@@ -18,7 +18,12 @@ DEFAULT_FAILURES, DEFAULT_WINDOW_S, DEFAULT_COOLDOWN_S = 5, 30.0, 15.0
 class CircuitBreaker:
     """After `failure_threshold` primary failures within `window_s`, skip the primary for
     `cooldown_s`; then let one probe through: its success closes the circuit, its failure opens it
-    again for another cool-down."""
+    again for another cool-down.
+
+    Outcomes are recorded when a primary call ends, whoever answered the request (the router does
+    it in the call's own thread). A probe that has not reported within `cooldown_s` (a call that
+    outlived every client timeout, or one that never ran) counts as failed, so the circuit can
+    never stay half-open for good."""
 
     def __init__(
         self,
@@ -34,7 +39,7 @@ class CircuitBreaker:
         self._lock = threading.Lock()
         self._failures: deque[float] = deque()
         self._opened_at: float | None = None
-        self._probing = False
+        self._probe_since: float | None = None  # when the one half-open probe was let through
 
     @property
     def state(self) -> BreakerState:
@@ -49,11 +54,14 @@ class CircuitBreaker:
     def allow(self) -> bool:
         """Whether this request may ask the primary (in half-open, only the one probe may)."""
         with self._lock:
-            state = self._state(self._clock())
+            now = self._clock()
+            if self._probe_since is not None and now - self._probe_since >= self._cooldown_s:
+                self._open(self._probe_since + self._cooldown_s)  # the probe never reported: it failed
+            state = self._state(now)
             if state == "closed":
                 return True
-            if state == "half_open" and not self._probing:
-                self._probing = True
+            if state == "half_open" and self._probe_since is None:
+                self._probe_since = now
                 return True
             return False
 
@@ -61,20 +69,23 @@ class CircuitBreaker:
         with self._lock:
             self._failures.clear()
             self._opened_at = None
-            self._probing = False
+            self._probe_since = None
 
     def record_failure(self) -> None:
         with self._lock:
             now = self._clock()
-            if self._probing or self._opened_at is not None:  # the probe failed: a new cool-down
-                self._opened_at, self._probing = now, False
+            if self._opened_at is not None:  # open or probing: a failure starts a new cool-down
+                self._open(now)
                 return
             self._failures.append(now)
             while self._failures and now - self._failures[0] > self._window_s:
                 self._failures.popleft()
             if len(self._failures) >= self._threshold:
-                self._opened_at = now
-                self._failures.clear()
+                self._open(now)
+
+    def _open(self, at: float) -> None:
+        self._opened_at, self._probe_since = at, None
+        self._failures.clear()
 
 
 class OpsMode(str, Enum):

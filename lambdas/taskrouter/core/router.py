@@ -24,6 +24,9 @@ from taskrouter.core.resilience import CircuitBreaker, FixedOpsMode, OpsMode, Op
 from taskrouter.core.tasks import RegistryUnavailable, Task, TaskSource
 
 _RETRY_JITTER_S = 0.05
+# What the breaker counts against the primary (besides a missed deadline); invalid output is not one:
+# a primary that answers, even wrongly, is up.
+_PRIMARY_FAULTS = frozenset({"timeout", "error", "throttled"})
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,8 @@ class Router:
         self._ops_mode = ops_mode or FixedOpsMode()
         # A Lambda container serves one request at a time: the primary and a hedged fallback, plus
         # room for calls that outlived their deadline and are still ending (client timeouts bound them).
-        self._pool = futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="backend")
+        # Threads start only when needed, so the bound costs nothing until calls pile up.
+        self._pool = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="backend")
 
     def route(self, request: RouteRequest) -> Decision:
         try:
@@ -125,7 +129,7 @@ class Router:
         settings, primary_backend = self._settings, self._primary
         assert primary_backend is not None
         deadline = time.monotonic() + settings.primary_timeout_s
-        primary = self._pool.submit(_attempt, primary_backend, prompt, settings.primary_timeout_s)
+        primary = self._pool.submit(self._ask_primary, primary_backend, prompt, deadline)
         hedge: futures.Future[_Attempt] | None = None
         if settings.hedge_after_s is not None and self._fallback is not None:
             done, _ = futures.wait([primary], timeout=settings.hedge_after_s)
@@ -142,18 +146,23 @@ class Router:
                 return decided(self._fallback.name, hedge.result().task, "timeout", "hedged: fallback answered first")
 
         if not primary.done():
-            primary.cancel()
-            self._breaker.record_failure()
+            primary.cancel()  # only a call still queued; a running one ends by its client's timeout
             detail = f"no answer within {settings.primary_timeout_s * 1000:.0f} ms"
             return self._fallback_decides(prompt, decided, "timeout", detail, hedge)
         answer = primary.result()
-        if answer.failure in ("timeout", "error", "throttled"):
-            self._breaker.record_failure()
-        else:  # an answer, even an invalid one, shows the primary is up
-            self._breaker.record_success()
         if answer.failure is None:
             return decided(primary_backend.name, answer.task, None)
         return self._fallback_decides(prompt, decided, answer.failure, answer.detail, hedge)
+
+    def _ask_primary(self, backend: Backend, prompt: RoutingPrompt, deadline: float) -> _Attempt:
+        """One primary call, its outcome recorded by the breaker as the call ends, whoever answered
+        the request: a hedge that won does not hide a failing or hanging primary."""
+        answer = _attempt(backend, prompt, self._settings.primary_timeout_s)
+        if answer.failure in _PRIMARY_FAULTS or time.monotonic() > deadline:
+            self._breaker.record_failure()
+        else:  # an answer in time, even an invalid one, shows the primary is up
+            self._breaker.record_success()
+        return answer
 
     def _fallback_decides(
         self,

@@ -13,7 +13,7 @@ NO_TASK = "none"  # the answer a backend gives when no task fits
 def check_task_name(name: str) -> str:
     """The contract's name rule, plus the one name reserved for "no task fits" (a task of that name
     could never be told apart from the answer)."""
-    if not TASK_NAME_PATTERN.match(name):
+    if not TASK_NAME_PATTERN.fullmatch(name):  # `$` alone would admit a trailing newline
         raise ValueError(f"must match {TASK_NAME_PATTERN.pattern}")
     if name == NO_TASK:
         raise ValueError(f"{NO_TASK!r} is reserved: it is the answer meaning no task fits")

@@ -14,7 +14,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from botocore.config import Config
 from pydantic import ValidationError
 
-from taskrouter.adapters.dynamodb_task_store import DynamoDBTaskStore
+from taskrouter.adapters.dynamodb_task_store import DynamoDBTaskStore, WriteContention
 from taskrouter.adapters.settings import DEFAULT_RETRY_AFTER_S, RuntimeSettings
 from taskrouter.core.errors import ApiError, InvalidRequest, NotFound, RegistryUnavailableError
 from taskrouter.core.request import decode_body
@@ -32,10 +32,12 @@ _VERSION = re.compile(r'^(?:W/)?"?(\d{1,18})"?$')
 
 @functools.cache
 def task_store() -> DynamoDBTaskStore:
-    """Built once per container. One try per call: a retried conditional write that had in fact
-    succeeded would answer a false version conflict."""
+    """Built once per container. botocore may retry a call whose answer was lost: every write of the
+    store is safe to repeat (a write already applied is seen as such on the next read). Two tries of
+    at most 3 s each keep a hung DynamoDB call inside the function's 10 s, answered as a 503."""
     client = botocore.session.get_session().create_client(
-        "dynamodb", config=Config(connect_timeout=2, read_timeout=5, retries={"total_max_attempts": 1})
+        "dynamodb",
+        config=Config(connect_timeout=1, read_timeout=2, retries={"mode": "standard", "total_max_attempts": 2}),
     )
     return DynamoDBTaskStore(client, RuntimeSettings.table_name_from_env())
 
@@ -60,7 +62,7 @@ def put_task(name: str) -> Response:
         body = TaskBody.model_validate_json(decode_body(event.body, is_base64=event.is_base64_encoded))
     except ValidationError as error:
         raise InvalidRequest(describe(error)) from None
-    task, created = task_store().put(_name(name), body, if_match=_if_match())
+    task, created = task_store().put(_name(name), body, if_match=_if_match(), if_none_match=_if_none_match())
     metrics.add_metric(name="TaskWritten", unit=MetricUnit.Count, value=1)
     logger.info("task written", extra={"task": task.name, "version": task.version, "new_task": created})
     return _json(201 if created else 200, _task_json(task), {"ETag": f'"{task.version}"'})
@@ -85,10 +87,20 @@ def _if_match() -> int | None:
     raw = app.current_event.headers.get("If-Match")  # Powertools' headers ignore case
     if raw is None:
         return None
-    match = _VERSION.match(raw.strip())
+    match = _VERSION.fullmatch(raw.strip())
     if match is None:
         raise InvalidRequest("If-Match: must be a task version (an integer)")
     return int(match.group(1))
+
+
+def _if_none_match() -> bool:
+    """`If-None-Match: *`: create only. A version list would mean nothing for a write."""
+    raw = app.current_event.headers.get("If-None-Match")
+    if raw is None:
+        return False
+    if raw.strip() != "*":
+        raise InvalidRequest("If-None-Match: only * (create only) is supported")
+    return True
 
 
 def _task_json(task: Task) -> dict[str, Any]:
@@ -109,6 +121,11 @@ def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = No
 def _refused(error: ApiError) -> Response:
     logger.info("refused", extra={"status": error.status, "code": error.code, "reason": error.message})
     return _json(error.status, error.body(), error.headers)
+
+
+@app.exception_handler(WriteContention)
+def _contended(error: WriteContention) -> Response:
+    return _refused(RegistryUnavailableError(str(error), retry_after_s=DEFAULT_RETRY_AFTER_S))
 
 
 @app.exception_handler(Exception)

@@ -1,0 +1,114 @@
+"""Lambda containers for `make local`: each one a process of its own that initialises the functions
+once, then runs their handlers one request at a time, as a Lambda execution environment does.
+
+The HTTP server hands every complete request to a free container, so requests are served
+concurrently while each handler keeps Lambda's one-invocation-at-a-time model (its module state,
+Powertools' logger and metrics, the router's breaker and caches are per container, as in AWS). A
+container that dies or outlives the function timeout is replaced, and its request answered as API
+Gateway answers a failed integration.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue
+import signal
+import threading
+from multiprocessing.connection import Connection
+from typing import Any
+
+from taskrouter.local.apigw import LambdaContext
+
+_READY = "ready"
+
+
+def _container_main(connection: Connection) -> None:
+    """A container's life: the init phase (imports, clients), then one invocation after another."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle
+    from taskrouter.handlers import registry, router
+
+    connection.send(_READY)
+    while True:
+        try:
+            event = connection.recv()
+        except (EOFError, OSError):  # the server has gone
+            return
+        handler = registry.handler if event.get("resource", "").startswith("/tasks") else router.handler
+        connection.send(handler(event, LambdaContext()))
+
+
+class _Container:
+    def __init__(self, context: Any) -> None:
+        self.connection, child = context.Pipe()
+        self.process = context.Process(target=_container_main, args=(child,), daemon=True)
+        self.process.start()
+        child.close()
+
+    def wait_ready(self, timeout_s: float) -> None:
+        if not self.connection.poll(timeout_s) or self.connection.recv() != _READY:
+            raise RuntimeError("a Lambda container did not start")
+
+    def stop(self) -> None:
+        self.connection.close()
+        self.process.terminate()
+        self.process.join(timeout=5)
+
+
+class ContainerFailed(Exception):
+    """The container died or outlived the function timeout: the request has no answer."""
+
+
+class Containers:
+    def __init__(self, count: int, timeout_s: float, start_timeout_s: float = 60.0) -> None:
+        # spawn, not fork: a container starts from a clean interpreter, as a Lambda environment does,
+        # and a replacement can be started safely while the server's threads run.
+        self._context = multiprocessing.get_context("spawn")
+        self._timeout_s = timeout_s
+        self._start_timeout_s = start_timeout_s
+        self._idle: queue.Queue[_Container] = queue.Queue()
+        self._lock = threading.Lock()
+        self._all: list[_Container] = []
+        started = [self._start() for _ in range(count)]
+        for container in started:
+            container.wait_ready(start_timeout_s)
+            self._idle.put(container)
+
+    def _start(self) -> _Container:
+        container = _Container(self._context)
+        with self._lock:
+            self._all.append(container)
+        return container
+
+    def invoke(self, event: dict[str, Any]) -> dict[str, Any]:
+        """The handler's response to `event`, from the next free container."""
+        try:
+            container = self._idle.get(timeout=self._timeout_s)
+        except queue.Empty:
+            raise ContainerFailed("no container became free within the function timeout") from None
+        try:
+            container.connection.send(event)
+            if container.connection.poll(self._timeout_s):
+                response = container.connection.recv()
+                self._idle.put(container)
+                return response
+        except (EOFError, OSError):
+            pass
+        self._replace(container)
+        raise ContainerFailed(f"no answer within the function timeout of {self._timeout_s:.0f} s")
+
+    def _replace(self, broken: _Container) -> None:
+        with self._lock:
+            self._all.remove(broken)
+        broken.stop()
+        fresh = self._start()
+        try:
+            fresh.wait_ready(self._start_timeout_s)
+        except (RuntimeError, EOFError, OSError):
+            return  # one container fewer; the others keep serving
+        self._idle.put(fresh)
+
+    def close(self) -> None:
+        with self._lock:
+            containers, self._all = self._all, []
+        for container in containers:
+            container.stop()
