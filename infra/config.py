@@ -19,9 +19,8 @@ from taskrouter.adapters.settings import (
     REGISTRY_CONNECT_TIMEOUT_S,
     REGISTRY_READ_TIMEOUT_S,
 )
-from taskrouter.core.validation import field_path
-from taskrouter.core.prompt_formats import PROMPT_FORMATS
 from taskrouter.core.request import Strategy
+from taskrouter.core.validation import field_path
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGES_FILE = ROOT / "infra" / "stages.toml"
@@ -61,16 +60,28 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class StrategyBudget(_Strict):
+    """One strategy's latency budget (end to end, what alarms hold it to) and its backends' timeouts."""
+
+    latency_ms: Annotated[int, Field(ge=50, le=20_000)]
+    primary_timeout_ms: Annotated[int, Field(ge=PRIMARY_TIMEOUT_MS[0], le=PRIMARY_TIMEOUT_MS[1])]
+    fallback_timeout_ms: Annotated[int, Field(ge=FALLBACK_TIMEOUT_MS[0], le=FALLBACK_TIMEOUT_MS[1])]
+
+    @model_validator(mode="after")
+    def _primary_fits_the_budget(self) -> StrategyBudget:
+        if self.primary_timeout_ms >= self.latency_ms:
+            raise ValueError("primary_timeout_ms must be under latency_ms, leaving time for the fallback")
+        return self
+
+
 class StageConfig(_Strict):
     name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9]{1,15}$")]
     region: Annotated[str, Field(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")]
     account: Annotated[str, Field(pattern=r"^\d{12}$")] | None = None
     gpu_instance_type: Annotated[str, Field(pattern=r"^ml\.[a-z0-9]+\.[0-9]*x?large$")]
     gpu_instance_count: Annotated[int, Field(ge=1, le=20)]
-    latency_budget_ms: Annotated[int, Field(ge=50, le=10_000)] = 300
-    primary_timeout_ms: Annotated[int, Field(ge=PRIMARY_TIMEOUT_MS[0], le=PRIMARY_TIMEOUT_MS[1])]
-    fallback_timeout_ms: Annotated[int, Field(ge=FALLBACK_TIMEOUT_MS[0], le=FALLBACK_TIMEOUT_MS[1])]
-    hedge_after_ms: Annotated[int, Field(ge=0)] | None = None  # None: no hedging
+    budgets: dict[Strategy, StrategyBudget]  # one for each strategy
+    hedge_after_ms: Annotated[int, Field(ge=0)] | None = None  # zero-shot's; None: no hedging
     openai_model: Annotated[str, Field(min_length=1, max_length=100)]
     default_strategy: Strategy = Strategy.ZERO_SHOT
     alarm_emails: Annotated[list[str], Field(min_length=1)]
@@ -109,22 +120,40 @@ class StageConfig(_Strict):
 
     @model_validator(mode="after")
     def _timeouts_fit_the_budget(self) -> StageConfig:
-        if self.primary_timeout_ms >= self.latency_budget_ms:
-            raise ValueError("primary_timeout_ms must be under latency_budget_ms, leaving time for the fallback")
-        if self.hedge_after_ms is not None and self.hedge_after_ms >= self.primary_timeout_ms:
-            raise ValueError("hedge_after_ms must be under primary_timeout_ms, or the hedge never starts")
+        missing = sorted(strategy.value for strategy in Strategy if strategy not in self.budgets)
+        if missing:
+            raise ValueError(f"budgets: every strategy needs one; missing {missing}")
+        if self.hedge_after_ms is not None and self.hedge_after_ms >= self.zero_shot.primary_timeout_ms:
+            raise ValueError("hedge_after_ms must be under zero-shot's primary_timeout_ms, or the hedge never starts")
         if self.router_timeout_s > API_GATEWAY_INTEGRATION_TIMEOUT_S:
             raise ValueError(
-                f"primary_timeout_ms + fallback_timeout_ms leave the router {self.router_timeout_s} s, "
-                f"over API Gateway's {API_GATEWAY_INTEGRATION_TIMEOUT_S} s"
+                f"the slowest strategy's primary_timeout_ms + fallback_timeout_ms leave the router "
+                f"{self.router_timeout_s} s, over API Gateway's {API_GATEWAY_INTEGRATION_TIMEOUT_S} s"
             )
         return self
 
     @property
+    def zero_shot(self) -> StrategyBudget:
+        """The budget of the 300 ms promise; the router's unsuffixed settings are its."""
+        return self.budgets[Strategy.ZERO_SHOT]
+
+    @property
     def router_timeout_s(self) -> int:
-        """The router Lambda's timeout: registry read, primary, fallback, and a second of margin."""
+        """The router Lambda's timeout: registry read, the slowest strategy's primary and fallback,
+        and a second of margin."""
         registry_s = REGISTRY_CONNECT_TIMEOUT_S + REGISTRY_READ_TIMEOUT_S
-        return math.ceil(registry_s + (self.primary_timeout_ms + self.fallback_timeout_ms) / 1000 + 1)
+        slowest_ms = max(budget.primary_timeout_ms + budget.fallback_timeout_ms for budget in self.budgets.values())
+        return math.ceil(registry_s + slowest_ms / 1000 + 1)
+
+    def timeout_environment(self) -> dict[str, str]:
+        """The router's timeout variables (CONTRACT section 3): zero-shot's unsuffixed, the other
+        strategies' with their name as suffix."""
+        env = {}
+        for strategy, budget in self.budgets.items():
+            suffix = "" if strategy is Strategy.ZERO_SHOT else f"_{strategy.value.upper()}"
+            env[f"TASKROUTER_PRIMARY_TIMEOUT_MS{suffix}"] = str(budget.primary_timeout_ms)
+            env[f"TASKROUTER_FALLBACK_TIMEOUT_MS{suffix}"] = str(budget.fallback_timeout_ms)
+        return env
 
     @property
     def endpoint_name(self) -> str:
@@ -171,14 +200,6 @@ class AdapterManifest(_Strict):
     description: str = ""
     base_model: BaseModelRef
     adapter: AdapterRef
-    prompt_format: str
-
-    @field_validator("prompt_format")
-    @classmethod
-    def _known_format(cls, value: str) -> str:
-        if value not in PROMPT_FORMATS:
-            raise ValueError(f"must be one of {PROMPT_FORMATS}")
-        return value
 
 
 class ServingSettings(_Strict):
@@ -186,11 +207,26 @@ class ServingSettings(_Strict):
     # Engine options of the LMI container (OPTION_*); the tensor-parallel degree comes from
     # accelerators_per_copy, so it is not set here.
     options: dict[Annotated[str, Field(pattern=r"^OPTION_[A-Z0-9_]+$")], str]
-    max_lora_rank: Annotated[int, Field(ge=1, le=256)]
+    max_lora_rank: Literal[8, 16, 32, 64, 128, 256]  # the ranks vLLM 0.12 accepts (vllm/config/lora.py)
     accelerators_per_copy: Annotated[int, Field(ge=1, le=8)]
     min_memory_mb: Annotated[int, Field(ge=1024)]
     model_data_download_timeout_s: Annotated[int, Field(ge=60, le=3600)]
     container_startup_health_check_timeout_s: Annotated[int, Field(ge=60, le=3600)]
+
+
+    @field_validator("options")
+    @classmethod
+    def _async_vllm_with_prefix_caching(cls, options: dict[str, str]) -> dict[str, str]:
+        # djl-serving 0.36.0-lmi18-dlc, LmiConfigRecommender.setRollingBatch: any explicit value
+        # (vllm and disable included) skips async mode, whose handler takes the router's chat
+        # requests; unset, LMI picks vLLM in async mode (lmi_vllm/vllm_async_service.py).
+        if "OPTION_ROLLING_BATCH" in options:
+            raise ValueError("OPTION_ROLLING_BATCH must stay unset: any value turns LMI's vLLM async mode off")
+        # LMI drops a "false" flag, so only "true" says anything: the router's prompts put their
+        # constant part first for this cache (vLLM 0.12 enables it by default; say so explicitly).
+        if options.get("OPTION_ENABLE_PREFIX_CACHING") != "true":
+            raise ValueError("OPTION_ENABLE_PREFIX_CACHING must be \"true\"")
+        return options
 
 
 class ConfigError(Exception):

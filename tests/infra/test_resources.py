@@ -117,11 +117,20 @@ def test_model_serves_the_manifest_base_model_from_the_regional_dlc_image(stage)
                         "HF_MODEL_ID": manifest.base_model.id,
                         "OPTION_REVISION": manifest.base_model.revision,
                         "OPTION_ENABLE_LORA": "true",
+                        "OPTION_ENABLE_PREFIX_CACHING": "true",
                     }
                 ),
             }
         },
     )
+
+
+def test_model_leaves_lmi_in_vllm_async_mode(stage):
+    """djl-serving 0.36.0-lmi18-dlc, LmiConfigRecommender.setRollingBatch: only an unset rolling batch
+    gives vLLM's async handler, which takes the router's chat-completions requests."""
+    model = next(iter(_resources(stage.templates["ModelHosting"], "AWS::SageMaker::Model").values()))
+    environment = model["Properties"]["PrimaryContainer"]["Environment"]
+    assert "OPTION_ROLLING_BATCH" not in environment and "OPTION_ENTRYPOINT" not in environment
 
 
 def test_endpoint_config_sizes_the_gpu_variant_and_its_startup(stage):
@@ -241,7 +250,7 @@ def test_router_function_runtime_tracing_and_environment(stage):
             "Environment": {
                 "Variables": Match.object_like(
                     {
-                        "TASKROUTER_PRIMARY_TIMEOUT_MS": str(stage.config.primary_timeout_ms),
+                        **stage.config.timeout_environment(),  # every strategy's budget
                         "TASKROUTER_SAGEMAKER_ENDPOINT": f"taskrouter-{stage.config.name}",
                         "TASKROUTER_OPENAI_SECRET_ARN": Match.any_value(),
                     }
@@ -368,7 +377,8 @@ def test_router_timeout_covers_registry_primary_and_fallback_within_api_gateway(
     function = next(iter(_resources(stage.templates["Api"], "AWS::Lambda::Function").values()))
     config = stage.config
     timeout = function["Properties"]["Timeout"]
-    assert timeout * 1000 >= config.primary_timeout_ms + config.fallback_timeout_ms + 2000
+    for budget in config.budgets.values():
+        assert timeout * 1000 >= budget.primary_timeout_ms + budget.fallback_timeout_ms + 2000
     assert timeout < 29
 
 
@@ -491,6 +501,15 @@ def _alarm_metric(alarm: dict) -> tuple[str, str, str]:
     return stat["Metric"]["Namespace"], stat["Metric"]["MetricName"], stat["Stat"]
 
 
+def _all_alarms(template: dict) -> list[tuple[tuple[str, str, str], dict]]:
+    return [(_alarm_metric(a), a["Properties"]) for a in _resources(template, "AWS::CloudWatch::Alarm").values()]
+
+
+def _alarm_dimensions(props: dict) -> dict[str, str]:
+    metric = props["Metrics"][0]["MetricStat"]["Metric"] if "Metrics" in props else props
+    return {d["Name"]: d["Value"] for d in metric.get("Dimensions", [])}
+
+
 def test_alarms_cover_latency_errors_and_throttles_and_notify_the_topic(stage):
     template = stage.templates["Monitoring"]
     topic_id = next(iter(_resources(template, "AWS::SNS::Topic")))
@@ -499,18 +518,36 @@ def test_alarms_cover_latency_errors_and_throttles_and_notify_the_topic(stage):
         for a in _resources(template, "AWS::CloudWatch::Alarm").values()
         if "-Registry-" not in a["Properties"]["AlarmName"]
     }
-    budget = stage.config.latency_budget_ms
+    budgets = stage.config.budgets
+    backstop = max(budget.latency_ms for budget in budgets.values())  # the API mixes every strategy
     expected = {
-        ("AWS/ApiGateway", "Latency", "p90"): budget,  # milliseconds
+        ("AWS/ApiGateway", "Latency", "p90"): backstop,  # milliseconds
         ("AWS/ApiGateway", "5XXError", "Sum"): 0,
-        ("AWS/Lambda", "Duration", "p99"): budget,
+        ("AWS/Lambda", "Duration", "p99"): backstop,
         ("AWS/Lambda", "Errors", "Sum"): 0,
         ("AWS/Lambda", "Throttles", "Sum"): 0,
-        ("AWS/SageMaker", "ModelLatency", "p90"): stage.config.primary_timeout_ms * 1000,  # microseconds
         ("TaskRouter", "Fallback", "Average"): 0.5,  # share of decisions made by the fallback
         ("TaskRouter", "UnexpectedError", "Sum"): 0,
     }
-    assert {metric: props["Threshold"] for metric, props in alarms.items()} == expected
+    by_metric = {metric: props["Threshold"] for metric, props in alarms.items() if metric[1] not in ("DecisionLatency", "ModelLatency")}
+    assert by_metric == expected
+    # each strategy held to its own budget
+    latency = {
+        _alarm_dimensions(props)["strategy"]: props["Threshold"]
+        for metric, props in _all_alarms(template) if metric == ("TaskRouter", "DecisionLatency", "p99")
+    }
+    assert latency == {strategy.value: budget.latency_ms for strategy, budget in budgets.items()}
+    # ModelLatency on the adapter's and the base's component (AWS does not say which one carries
+    # adapter calls), in microseconds, an idle endpoint not alarming
+    model = {
+        _alarm_dimensions(props)["InferenceComponentName"]: props
+        for metric, props in _all_alarms(template) if metric == ("AWS/SageMaker", "ModelLatency", "p90")
+    }
+    assert set(model) == {stage.config.base_component_name, f"taskrouter-{stage.config.name}-sales-router-v1"}
+    default_budget = budgets[stage.config.default_strategy]
+    for props in model.values():
+        assert props["Threshold"] == default_budget.primary_timeout_ms * 1000
+        assert props["TreatMissingData"] == "notBreaching"
     registry_alarms = [
         a["Properties"] for a in _resources(template, "AWS::CloudWatch::Alarm").values()
         if "-Registry-" in a["Properties"]["AlarmName"]

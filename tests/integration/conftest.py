@@ -69,7 +69,7 @@ def _moto_server() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def _sagemaker_double() -> Iterator[SageMakerRuntimeDouble]:
-    double = SageMakerRuntimeDouble()
+    double = SageMakerRuntimeDouble(adapters=(COMPONENT_NAME,))
     yield double
     double.close()
 

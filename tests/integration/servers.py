@@ -8,11 +8,12 @@ script: replies queued with `script(...)` are used first, in order, then the `de
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import urllib.parse
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -171,21 +172,144 @@ class HttpDouble:
 
 # ---------------------------------------------------------------------------------------------------
 class SageMakerRuntimeDouble(HttpDouble):
-    """`InvokeEndpoint` as botocore's `sagemaker-runtime` client calls it (rest-json protocol).
+    """`InvokeEndpoint` as botocore's `sagemaker-runtime` client calls it (rest-json protocol), in
+    front of the LMI container the stage deploys (djl-serving `0.36.0-lmi18-dlc`, vLLM 0.12.0) in its
+    vLLM async mode, which is what the router talks to.
 
     Set `AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME` to `url`. Errors carry `x-amzn-ErrorType`, from which
     botocore's RestJSONParser takes the `ClientError` code, as with the real service.
+
+    What the container accepts, from its source (djl-serving branch 0.36.0-lmi18-dlc at da3e99b9;
+    the vllm-0.12.0 wheel, commit 4fd9d6a85):
+    - `engines/python/setup/djl_python/lmi_vllm/vllm_async_service.py:134-218` (`preprocess_request`):
+      a JSON body (a `text/plain` one is read as TGI `inputs`, `encode_decode.py:63-77`) is routed by
+      its first key of `prompt`, `inputs`, `messages`; `messages` goes to vLLM's
+      `ChatCompletionRequest`. `model`, when absent, is the served name `lmi` (`:155-156`); for an
+      adapter (the `X-Amzn-SageMaker-Adapter-Identifier` header that SageMaker sets for an adapter
+      inference component, `input_parser.py:25`, `async_utils.py:120-134`) it becomes the adapter's
+      name (`:164-169`). An unknown adapter is a 424 (`:159-163`, `:238-242`).
+    - vllm `entrypoints/openai/protocol.py:512-994`: the fields of `ChatCompletionRequest`
+      (`CHAT_COMPLETION_FIELDS` below); `:866-896` and `sampling_params.py:31-68`: one kind of
+      `structured_outputs` constraint at most, among `StructuredOutputsParams`' fields; `:975-983`:
+      not both `add_generation_prompt` and `continue_final_message`. The `guided_*` names of older
+      vLLM releases are gone.
+    - The answer (`lmi_vllm/request_response_utils.py:164-175`, `async_utils.py:23-73`): the bare
+      `chat.completion` object of `protocol.py:1440-1506`, then a newline, as application/json.
+    - Any error of the container reaches the client as SageMaker's `ModelError` (HTTP 424).
+
+    One deliberate difference: vLLM only logs a warning for a field it does not know, and ignores
+    it (`OpenAIBaseModel`, `protocol.py:87-116`), so a misspelt or retired field (`guided_choice`)
+    silently drops the constraint it carried. This double refuses such a request instead, so that a
+    test fails where the real endpoint would quietly answer unconstrained.
     """
 
     PATH_PREFIX = "/endpoints/"
     PATH_SUFFIX = "/invocations"
+    SERVED_MODEL = "lmi"
+    CHAT_COMPLETION_FIELDS = frozenset({
+        "messages", "model", "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "max_tokens",
+        "max_completion_tokens", "n", "presence_penalty", "response_format", "seed", "stop", "stream",
+        "stream_options", "temperature", "top_p", "tools", "tool_choice", "reasoning_effort", "include_reasoning",
+        "parallel_tool_calls", "user", "use_beam_search", "top_k", "min_p", "repetition_penalty", "length_penalty",
+        "stop_token_ids", "include_stop_str_in_output", "ignore_eos", "min_tokens", "skip_special_tokens",
+        "spaces_between_special_tokens", "truncate_prompt_tokens", "prompt_logprobs", "allowed_token_ids",
+        "bad_words", "echo", "add_generation_prompt", "continue_final_message", "add_special_tokens", "documents",
+        "chat_template", "chat_template_kwargs", "mm_processor_kwargs", "structured_outputs", "priority",
+        "request_id", "logits_processors", "return_tokens_as_token_ids", "return_token_ids", "cache_salt",
+        "kv_transfer_params", "vllm_xargs",
+    })  # fmt: skip
+    STRUCTURED_OUTPUT_KINDS = ("json", "regex", "choice", "grammar", "json_object", "structural_tag")
+    STRUCTURED_OUTPUT_FIELDS = frozenset({
+        *STRUCTURED_OUTPUT_KINDS, "disable_fallback", "disable_any_whitespace", "disable_additional_properties",
+        "whitespace_pattern",
+    })  # fmt: skip
+    _MODEL_PLACEHOLDER = "@@served-model@@"  # the served name is filled in once the request is seen
+
+    def __init__(self, adapters: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.adapters = set(adapters)  # adapter inference components the endpoint hosts
+        self.refusals: list[str] = []
+
+    def reset(self) -> None:
+        super().reset()
+        self.refusals = []
 
     def _accepts(self, received: Received) -> bool:
         path = urllib.parse.urlsplit(received.path).path
         return received.method == "POST" and path.startswith(self.PATH_PREFIX) and path.endswith(self.PATH_SUFFIX)
 
-    def not_found(self, received: Received) -> Reply:
-        return self.error(404, "UnknownOperationException", "unknown operation")
+    def _handle(self, received: Received) -> Reply:
+        if not self._accepts(received):
+            return super()._handle(received)
+        component = self.component_of(received)
+        problem = self.refusal(received, component)
+        if problem is not None:
+            with self._lock:
+                self._received.append(received)
+                self.refusals.append(problem)
+            return self.model_error(424 if problem.startswith("Input parsing failed") else 500, problem)
+        reply = super()._handle(received)
+        served = component if component in self.adapters else self.SERVED_MODEL
+        return replace(reply, body=reply.body.replace(self._MODEL_PLACEHOLDER.encode(), served.encode()))
+
+    def refusal(self, received: Received, component: str | None) -> str | None:
+        """Why the container would refuse (or silently mishandle) this request; None if it takes it."""
+        if (received.header("Content-Type") or "").split(";")[0].strip() != "application/json":
+            return "Input parsing failed: not application/json (text/plain is read as TGI inputs)"
+        try:
+            body = received.json()
+        except ValueError:
+            return "Input parsing failed: body is not JSON"
+        if not isinstance(body, dict):
+            return "Input parsing failed: invalid payload. must contain prompt, inputs, or messages"
+        route = next((key for key in ("prompt", "inputs", "messages") if key in body), None)
+        if route != "messages":
+            return f"Input parsing failed: routed as {route or 'nothing'}, not chat completions"
+        if component is not None and component not in self.adapters:
+            return f"Input parsing failed: LoRA adapter {component} not found in registry"
+        unknown = sorted(set(body) - self.CHAT_COMPLETION_FIELDS)
+        if unknown:
+            return f"ignored by vLLM (so refused here): unknown fields {unknown}"
+        messages = body["messages"]
+        if not (isinstance(messages, list) and messages and all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            for m in messages
+        )):
+            return "Input parsing failed: messages must be a list of {role, content}"
+        if "model" in body and body["model"] != self.SERVED_MODEL and component is None:
+            return f"The model `{body['model']}` does not exist."
+        if body.get("add_generation_prompt") is True and body.get("continue_final_message") is True:
+            return "Input parsing failed: add_generation_prompt and continue_final_message are exclusive"
+        for name in ("max_completion_tokens", "max_tokens"):
+            if name in body and not (isinstance(body[name], int) and body[name] >= 1):
+                return f"Input parsing failed: {name} must be a positive integer"
+        for name in ("temperature", "repetition_penalty", "top_p"):
+            if name in body and not isinstance(body[name], (int, float)):
+                return f"Input parsing failed: {name} must be a number"
+        constraint = body.get("structured_outputs")
+        if constraint is not None:
+            return self._structured_outputs_refusal(constraint)
+        return None
+
+    def _structured_outputs_refusal(self, constraint: Any) -> str | None:
+        if not isinstance(constraint, dict):
+            return "Input parsing failed: structured_outputs must be an object"
+        unknown = sorted(set(constraint) - self.STRUCTURED_OUTPUT_FIELDS)
+        if unknown:
+            return f"ignored by vLLM (so refused here): unknown structured_outputs fields {unknown}"
+        kinds = [kind for kind in self.STRUCTURED_OUTPUT_KINDS if constraint.get(kind) is not None]
+        if len(kinds) != 1:
+            return f"Input parsing failed: one kind of structured output constraint, got {kinds}"
+        (kind,) = kinds
+        value = constraint[kind]
+        if kind == "choice" and not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
+            return "choice must be a non-empty list of strings"
+        if kind == "regex":
+            try:
+                re.compile(value)  # xgrammar's dialect is close to Python's for the router's patterns
+            except (re.error, TypeError):
+                return "regex does not compile"
+        return None
 
     # -- what was invoked ------------------------------------------------------------------------
     @staticmethod
@@ -198,13 +322,38 @@ class SageMakerRuntimeDouble(HttpDouble):
         return received.header("X-Amzn-SageMaker-Inference-Component")
 
     # -- replies ---------------------------------------------------------------------------------
-    @staticmethod
-    def answer(text: str, *, delay_s: float = 0.0) -> Reply:
-        """A successful LMI answer: `{"generated_text": text}`."""
-        return _json_reply(
-            200,
-            {"generated_text": text},
-            {"X-Amzn-Invoked-Production-Variant": "AllTraffic"},
+    @classmethod
+    def answer(cls, text: str, *, delay_s: float = 0.0) -> Reply:
+        """A successful answer: vLLM's `chat.completion` whose message content is `text`."""
+        completion = {
+            "id": "chatcmpl-0a1b2c3d4e5f",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": cls._MODEL_PLACEHOLDER,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {
+                        "role": "assistant", "content": text, "refusal": None, "annotations": None, "audio": None,
+                        "function_call": None, "tool_calls": [], "reasoning": None, "reasoning_content": None,
+                    },
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                    "stop_reason": None,
+                    "token_ids": None,
+                }
+            ],
+            "service_tier": None,
+            "system_fingerprint": None,
+            "usage": {"prompt_tokens": 812, "total_tokens": 818, "completion_tokens": 6, "prompt_tokens_details": None},
+            "prompt_logprobs": None,
+            "prompt_token_ids": None,
+            "kv_transfer_params": None,
+        }  # fmt: skip
+        return Reply(
+            status=200,
+            body=json.dumps(completion).encode() + b"\n",
+            headers={"Content-Type": "application/json", "X-Amzn-Invoked-Production-Variant": "AllTraffic"},
             delay_s=delay_s,
         )
 
@@ -218,15 +367,15 @@ class SageMakerRuntimeDouble(HttpDouble):
         )
 
     @classmethod
-    def model_error(cls, original_status: int = 500) -> Reply:
+    def model_error(cls, original_status: int = 500, message: str = "model crashed") -> Reply:
         """The container answered an error: SageMaker's `ModelError` (HTTP 424)."""
         return cls.error(
             424,
             "ModelError",
-            f"Received server error ({original_status}) from primary with message \"model crashed\".",
+            f"Received server error ({original_status}) from primary with message \"{message}\".",
             {
                 "OriginalStatusCode": original_status,
-                "OriginalMessage": "model crashed",
+                "OriginalMessage": message,
                 "LogStreamArn": "arn:aws:logs:us-east-1:123456789012:log-group:/aws/sagemaker/Endpoints/x",
             },
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 
 import boto3
 import openai
@@ -9,6 +10,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError, ReadTimeoutError
 
+from .conftest import COMPONENT_NAME
 from .servers import OpenAIDouble, SageMakerRuntimeDouble
 
 
@@ -23,25 +25,68 @@ def sagemaker_client(sagemaker: SageMakerRuntimeDouble):
     )
 
 
-def _invoke(client, **extra):
+CHAT = {
+    "messages": [{"role": "system", "content": "route"}, {"role": "user", "content": "hi"}],
+    "max_completion_tokens": 8,
+    "temperature": 0.0,
+    "structured_outputs": {"choice": ["follow_up_email", "none"]},
+}
+
+
+def _invoke(client, body=CHAT, content_type="application/json", **extra):
     return client.invoke_endpoint(
-        EndpointName="my endpoint/1", ContentType="application/json", Body=b'{"inputs": "hi"}', **extra
+        EndpointName="my endpoint/1", ContentType=content_type, Body=json.dumps(body).encode(), **extra
     )
 
 
 def test_sagemaker_answer_and_recording(sagemaker: SageMakerRuntimeDouble, sagemaker_client) -> None:
-    sagemaker.script(sagemaker.answer("follow_up_email"))
+    sagemaker.script(sagemaker.answer("follow_up_email"), sagemaker.answer("none"))
 
-    response = _invoke(sagemaker_client, InferenceComponentName="adapter-1")
+    response = _invoke(sagemaker_client, InferenceComponentName=COMPONENT_NAME)
+    base = _invoke(sagemaker_client)
 
     assert response["ResponseMetadata"]["HTTPStatusCode"] == 200
     assert response["ContentType"] == "application/json"
     assert response["InvokedProductionVariant"] == "AllTraffic"
-    assert response["Body"].read() == b'{"generated_text": "follow_up_email"}'
-    (request,) = sagemaker.requests
+    completion = json.loads(response["Body"].read())
+    assert completion["object"] == "chat.completion"
+    assert completion["choices"][0]["message"]["content"] == "follow_up_email"
+    assert completion["model"] == COMPONENT_NAME  # LMI names the adapter it routed to...
+    assert json.loads(base["Body"].read())["model"] == "lmi"  # ...or its served base model
+    request = sagemaker.requests[0]
     assert SageMakerRuntimeDouble.endpoint_of(request) == "my endpoint/1"
-    assert SageMakerRuntimeDouble.component_of(request) == "adapter-1"
-    assert request.json() == {"inputs": "hi"}
+    assert SageMakerRuntimeDouble.component_of(request) == COMPONENT_NAME
+    assert request.json() == CHAT and sagemaker.refusals == []
+
+
+# What LMI 0.36.0-lmi18 (vLLM 0.12.0) refuses, or would silently mishandle; sources in the double's docstring.
+REFUSED = {
+    "tgi_inputs": ({"inputs": "hi", "parameters": {"max_new_tokens": 8}}, {}),  # vllm_async_service.py:178-184
+    "completions_prompt": ({**CHAT, "prompt": "hi"}, {}),  # :172-176, `prompt` is routed first
+    "text_plain": (CHAT, {"content_type": "text/plain"}),  # encode_decode.py:63-77
+    "retired_guided_choice": ({**CHAT, "guided_choice": ["a"]}, {}),  # gone in vLLM 0.12 (protocol.py)
+    "two_constraints": ({**CHAT, "structured_outputs": {"choice": ["a"], "regex": "a"}}, {}),  # protocol.py:866-896
+    "unknown_constraint_field": ({**CHAT, "structured_outputs": {"choices": ["a"]}}, {}),  # sampling_params.py:31-68
+    "empty_choice": ({**CHAT, "structured_outputs": {"choice": []}}, {}),  # input_processor.py:251-345
+    "unknown_model": ({**CHAT, "model": "qwen"}, {}),  # serving_engine.py:772-799
+    "unknown_adapter": (CHAT, {"InferenceComponentName": "not-hosted"}),  # vllm_async_service.py:159-163
+    "messages_not_a_list": ({**CHAT, "messages": "hi"}, {}),
+    "generation_prompt_and_continue": ({**CHAT, "add_generation_prompt": True, "continue_final_message": True}, {}),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_sagemaker_refuses_what_the_container_would_not_take(
+    sagemaker: SageMakerRuntimeDouble, sagemaker_client, case: str
+) -> None:
+    body, extra = REFUSED[case]
+    sagemaker.script(sagemaker.answer("follow_up_email"))
+
+    with pytest.raises(ClientError) as caught:
+        _invoke(sagemaker_client, body, **extra)
+
+    assert caught.value.response["Error"]["Code"] == "ModelError"
+    assert len(sagemaker.refusals) == 1
 
 
 @pytest.mark.parametrize(

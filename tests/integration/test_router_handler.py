@@ -7,6 +7,7 @@ of SageMaker runtime and OpenAI; see conftest.py.
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -105,9 +106,10 @@ def only_request(double: SageMakerRuntimeDouble | OpenAIDouble) -> Received:
 
 
 def sagemaker_inputs(double: SageMakerRuntimeDouble) -> str:
-    inputs = only_request(double).json()["inputs"]
-    assert isinstance(inputs, str)
-    return inputs
+    """The whole prompt the primary got: its chat messages' contents, joined."""
+    request = only_request(double)
+    assert double.refusals == []
+    return "\n".join(message["content"] for message in request.json()["messages"])
 
 
 def assert_openai_request(openai_server: OpenAIDouble, choices: tuple[str, ...]) -> dict[str, Any]:
@@ -123,7 +125,7 @@ def assert_openai_request(openai_server: OpenAIDouble, choices: tuple[str, ...])
     schema = response_format["json_schema"]["schema"]
     assert response_format["json_schema"]["strict"] is True
     assert schema["properties"]["task"]["enum"] == [*choices, "none"]
-    assert schema["required"] == ["task"]
+    assert schema["required"][-1] == "task"  # any reasoning fields come first
     assert schema["additionalProperties"] is False
     assert [m["role"] for m in body["messages"]] == ["system", "user"]
     return body
@@ -153,18 +155,19 @@ def test_sagemaker_decides_and_receives_the_adapter_and_prompt(
     assert request.header("Content-Type") == "application/json"
     assert request.header("Accept") == "application/json"
     assert request.header("Authorization").startswith("AWS4-HMAC-SHA256 ")  # a real, signed botocore call
+    assert sagemaker.refusals == []  # the container's request model takes it (see the double)
     payload = request.json()
-    assert set(payload) == {"inputs", "parameters"}
-    inputs = payload["inputs"]
-    assert isinstance(inputs, str)
+    assert set(payload) == {"messages", "max_completion_tokens", "temperature", "repetition_penalty", "structured_outputs"}
+    system, user_message = payload["messages"]
+    assert (system["role"], user_message["role"]) == ("system", "user")  # the container applies the chat template
     for name in TASK_NAMES:
-        assert name in inputs
-    assert "send her a follow-up email recapping what we agreed" in inputs
-    assert inputs.startswith("<|im_start|>system")  # the default chat template, chatml
-    assert isinstance(payload["parameters"]["max_new_tokens"], int)
-    assert payload["parameters"]["max_new_tokens"] > 0
-    # the engine is asked to decode only an allowed answer (vLLM structured outputs through LMI)
-    assert payload["parameters"]["structured_outputs"] == {"choice": [*TASK_NAMES, "none"]}
+        assert name in system["content"]
+    # the constant part (instructions, catalogue) first, for the prefix cache; this request's part last
+    assert "send her a follow-up email recapping what we agreed" in user_message["content"]
+    assert "send her a follow-up" not in system["content"]
+    assert payload["temperature"] == 0 and payload["max_completion_tokens"] > 0
+    # the engine is asked to decode only an allowed answer: exactly the allowed names and none
+    assert payload["structured_outputs"] == {"choice": [*TASK_NAMES, "none"]}
     assert openai_server.requests == []
 
 
@@ -603,10 +606,10 @@ def test_body_size_counts_bytes_not_characters(invoke: Invoke, sagemaker: SageMa
 
 # -- strategies -------------------------------------------------------------------------------------
 STRATEGY_ANSWERS = {
-    "zero_shot": ("follow_up_email", 24, "exactly one word"),
+    "zero_shot": ("follow_up_email", 32, "exactly one word"),
     "few_shot_cot": (
         "The user wants to recap the call with Dana in an email.\nAnswer: follow_up_email",
-        128,
+        96,
         "Answer: <an allowed task name or none>",
     ),
     "react": (
@@ -617,19 +620,52 @@ STRATEGY_ANSWERS = {
         "Final Answer: <an allowed task name or none>",
     ),
 }
+# What each strategy's fallback answer looks like: its reasoning fields, then the task.
+STRATEGY_JSON = {
+    "zero_shot": {"task": "follow_up_email"},
+    "few_shot_cot": {"reasoning": "The user wants to recap the call in an email.", "task": "follow_up_email"},
+    "react": {"thought": "an email to Dana", "observation": "follow_up_email matches", "task": "follow_up_email"},
+}
 
 
 @pytest.mark.parametrize("strategy", list(STRATEGY_ANSWERS))
 def test_each_strategy_succeeds(invoke: Invoke, sagemaker: SageMakerRuntimeDouble, strategy: str) -> None:
-    answer, max_new_tokens, answer_format = STRATEGY_ANSWERS[strategy]
+    answer, max_tokens, answer_format = STRATEGY_ANSWERS[strategy]
     sagemaker.script(sagemaker.answer(answer))
 
     result = invoke(route_body(strategy=strategy))
 
     assert_decision(result, task="follow_up_email", event="start", backend="sagemaker", fallback_reason=None)
     payload = only_request(sagemaker).json()
-    assert payload["parameters"]["max_new_tokens"] == max_new_tokens
-    assert answer_format in payload["inputs"]
+    assert sagemaker.refusals == []
+    assert payload["max_completion_tokens"] == max_tokens
+    assert answer_format in payload["messages"][0]["content"]
+    constraint = payload["structured_outputs"]
+    assert re.fullmatch(constraint["regex"], answer) if "regex" in constraint else answer in constraint["choice"]
+
+
+@pytest.mark.parametrize("strategy", list(STRATEGY_JSON))
+def test_each_strategy_reaches_the_fallback_with_its_own_prompt_and_schema(
+    invoke: Invoke, router_env: pytest.MonkeyPatch, openai_server: OpenAIDouble, strategy: str
+) -> None:
+    router_env.delenv("TASKROUTER_SAGEMAKER_ENDPOINT")
+    openai_server.script(openai_server.completion(json.dumps(STRATEGY_JSON[strategy])))
+
+    result = invoke(route_body(strategy=strategy))
+
+    assert_decision(result, task="follow_up_email", event="start", backend="openai", fallback_reason="not_configured")
+    body = assert_openai_request(openai_server, TASK_NAMES)
+    schema = body["response_format"]["json_schema"]["schema"]
+    assert schema["required"] == list(STRATEGY_JSON[strategy])  # reasoning before the task
+    system = body["messages"][0]["content"]
+    if strategy == "few_shot_cot":  # worked examples built from the registry's own examples
+        assert '<message role="user">Write up the minutes of my call with Acme</message>' in system
+        assert '{"reasoning": "The last message asks for what prepare_meeting_minutes does.", ' \
+               '"task": "prepare_meeting_minutes"}' in system
+    if strategy == "react":
+        assert '"thought"' in system and '"observation"' in system
+    if strategy == "zero_shot":
+        assert "Worked examples" not in system and '"thought"' not in system
 
 
 @pytest.mark.parametrize(
@@ -656,11 +692,11 @@ def test_default_strategy_comes_from_the_stage_configuration(
     invoke: Invoke, router_env: pytest.MonkeyPatch, sagemaker: SageMakerRuntimeDouble
 ) -> None:
     router_env.setenv("TASKROUTER_DEFAULT_STRATEGY", "react")
-    answer, max_new_tokens, _ = STRATEGY_ANSWERS["react"]
+    answer, max_tokens, _ = STRATEGY_ANSWERS["react"]
     sagemaker.script(sagemaker.answer(answer))
 
     assert_decision(invoke(route_body()), task="follow_up_email", event="start", backend="sagemaker", fallback_reason=None)
-    assert only_request(sagemaker).json()["parameters"]["max_new_tokens"] == max_new_tokens
+    assert only_request(sagemaker).json()["max_completion_tokens"] == max_tokens
 
 
 # -- logs -------------------------------------------------------------------------------------------
@@ -795,12 +831,15 @@ def test_each_decision_publishes_its_metrics(
     capsys.readouterr()
 
     assert invoke(route_body()).status == 200
-    assert invoke(route_body(current_task="follow_up_email")).status == 200
+    assert invoke(route_body(current_task="follow_up_email", strategy="react")).status == 200
 
     documents = _emf_documents(capsys.readouterr().out)
     assert all(doc["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "TaskRouter" for doc in documents)
     service = {"service": "taskrouter-router"}
-    assert [dims for dims, _ in _metric_values(documents, "DecisionLatency")] == [service, service]
+    # latency by strategy: each strategy is held to its own budget
+    assert [dims for dims, _ in _metric_values(documents, "DecisionLatency")] == [
+        {**service, "strategy": "zero_shot"}, {**service, "strategy": "react"},
+    ]
     assert [value for _, value in _metric_values(documents, "Fallback")] == [[0.0], [1.0]]
     assert [value for _, value in _metric_values(documents, "InvalidOutput")] == [[0.0], [1.0]]
     decisions = [dims for dims, _ in _metric_values(documents, "Decisions")]

@@ -59,15 +59,48 @@ def test_an_instance_family_of_unknown_storage_stops_synth(tmp_path):
         load_stages(stages_with(tmp_path, 'gpu_instance_type = "ml.g5.2xlarge"', 'gpu_instance_type = "ml.g7x.2xlarge"'))
 
 
+REACT_BUDGET = "[dev.budgets.react]\nlatency_ms = 3500\nprimary_timeout_ms = 3000\nfallback_timeout_ms = 5000\n"
+
+
 def test_timeouts_past_api_gateway_stop_synth(tmp_path):
-    path = stages_with(tmp_path, "latency_budget_ms = 300", "latency_budget_ms = 10000")
-    path.write_text(
-        path.read_text()
-        .replace("primary_timeout_ms = 250", "primary_timeout_ms = 9000", 1)
-        .replace("fallback_timeout_ms = 3000", "fallback_timeout_ms = 20000", 1)
-    )
-    with pytest.raises(ConfigError, match="over API Gateway's 29 s"):
-        load_stages(path)
+    slow = "[dev.budgets.react]\nlatency_ms = 10000\nprimary_timeout_ms = 9000\nfallback_timeout_ms = 20000\n"
+    with pytest.raises(ConfigError, match="slowest strategy's .* over API Gateway's 29 s"):
+        load_stages(stages_with(tmp_path, REACT_BUDGET, slow))
+
+
+def test_every_strategy_needs_a_budget(tmp_path):
+    with pytest.raises(ConfigError, match=r"\[dev\].*missing \['react'\]"):
+        load_stages(stages_with(tmp_path, REACT_BUDGET, ""))
+
+
+def test_the_router_gets_every_strategys_timeouts_and_the_slowest_sizes_its_function():
+    dev = load_stages()["dev"]
+    env = dev.timeout_environment()
+    assert env["TASKROUTER_PRIMARY_TIMEOUT_MS"] == "250" and env["TASKROUTER_FALLBACK_TIMEOUT_MS"] == "3000"
+    assert env["TASKROUTER_PRIMARY_TIMEOUT_MS_FEW_SHOT_COT"] == "2000"
+    assert env["TASKROUTER_PRIMARY_TIMEOUT_MS_REACT"] == "3000" and env["TASKROUTER_FALLBACK_TIMEOUT_MS_REACT"] == "5000"
+    assert dev.router_timeout_s == 2 + 3 + 5 + 1  # registry read, react's primary and fallback, margin
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"OPTION_ROLLING_BATCH": "vllm"}, "OPTION_ROLLING_BATCH must stay unset"),
+        ({"OPTION_ROLLING_BATCH": "disable"}, "OPTION_ROLLING_BATCH must stay unset"),
+        ({"OPTION_ENABLE_PREFIX_CACHING": "false"}, "OPTION_ENABLE_PREFIX_CACHING must be"),
+    ],
+)
+def test_serving_keeps_lmi_in_vllm_async_mode_with_prefix_caching(tmp_path, change, message):
+    import json
+
+    from infra.config import SERVING_FILE
+
+    serving = json.loads(SERVING_FILE.read_text())
+    serving["options"].update(change)
+    path = tmp_path / "serving.json"
+    path.write_text(json.dumps(serving))
+    with pytest.raises(ConfigError, match=message):
+        load_serving(path)
 
 
 def test_kms_volume_key_only_for_ebs_only_families():

@@ -3,7 +3,7 @@
 A prompt is read back with a strict grammar of its own template: the catalogue must hold exactly one
 line per task and per shown example, with the right name; the transcript exactly one element per
 message, in order, with the right role; each slot must give back its text once unescaped; and the
-instructions around the slots must be those of a prompt built from harmless text. Hostile text
+system messages, their slots blanked, must be those of a prompt built from harmless text. Hostile text
 (fences, chat-template control tokens, line breaks of every kind, fake catalogue lines) is mixed
 into arbitrary text by the strategies below.
 """
@@ -15,7 +15,6 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taskrouter.core.prompt_formats import PROMPT_FORMATS, render
 from taskrouter.core.prompting import build_prompt
 from taskrouter.core.request import Message, Strategy
 from taskrouter.core.tasks import Task
@@ -40,18 +39,33 @@ messages = st.lists(
     st.tuples(st.sampled_from(["user", "assistant"]), hostile_text.filter(bool)), min_size=1, max_size=4
 ).map(lambda items: [*items[:-1], ("user", items[-1][1])])
 
-_CATALOGUE = re.compile(r"Allowed tasks:\n(?P<block>.*?)\n\nThe task running now:", re.DOTALL)
+_CATALOGUE = re.compile(r"Allowed tasks:\n(?P<block>.*?)\n\nThe user's message gives", re.DOTALL)
 _TASK_LINE = re.compile(r"- (?P<name>[a-z][a-z0-9_]*): (?P<text>[^\n]*)")
 _EXAMPLE_LINE = re.compile(r'    e\.g\. "(?P<text>[^"\n]*)"')
-_TRANSCRIPT = re.compile(r"<conversation>\n(?P<body>(?:<message role=\"(?:user|assistant)\">[^<>]*</message>\n)*)</conversation>")
+_TRANSCRIPT = re.compile(
+    r"The task running now: [a-z][a-z0-9_]*\.\n"
+    r"<conversation>\n(?P<body>(?:<message role=\"(?:user|assistant)\">[^<>]*</message>\n)*)</conversation>"
+)
 _MESSAGE = re.compile(r'<message role="(?P<role>user|assistant)">(?P<text>[^<>]*)</message>\n')
 _LINE_BREAKS = re.compile(r"[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]+")
-_CONTROL_TOKENS = re.compile(r"<\||\|>|\[/?[A-Z_]+\]|</?s>|<<SYS>>")
+_CONTROL_TOKENS = re.compile(r"<\||\|>|\[/?[A-Z_]+\]|</?s>|<<SYS>>|<\w+_of_\w+>")
+# Every slot of the system message, blanked to compare a prompt's structure with a harmless one's.
+_SLOTS = [
+    (re.compile(r"^(- [a-z][a-z0-9_]*: )[^\n]*$", re.MULTILINE), r"\1…"),
+    (re.compile(r'^(    e\.g\. ")[^"\n]*(")$', re.MULTILINE), r"\1…\2"),
+    (re.compile(r'(<message role="user">)[^<>\n]*(</message>)'), r"\1…\2"),
+]
 
 
 def unescape(text: str) -> str:
     for escaped, plain in (("&#91;", "["), ("&#93;", "]"), ("&quot;", '"'), ("&lt;", "<"), ("&gt;", ">"), ("&amp;", "&")):
         text = text.replace(escaped, plain)
+    return text
+
+
+def blank(text: str) -> str:
+    for pattern, replacement in _SLOTS:
+        text = pattern.sub(replacement, text)
     return text
 
 
@@ -83,19 +97,23 @@ def test_no_text_leaves_its_slot(task_texts, conversation, strategy):
         assert match.groupdict().get("name", name) == name
         assert unescape(match.group("text")) == text
 
-    # The instructions around the catalogue are exactly those of a harmless prompt.
-    harmless = _prompt(strategy, {name: ("d", []) for name in allowed}, [("user", "hi")])[1]
-    assert _CATALOGUE.sub("", prompt.instructions) == _CATALOGUE.sub("", harmless.instructions)
-    assert prompt.answer_format == harmless.answer_format
+    # Every system message (text and JSON answers, worked examples included) is, slots blanked,
+    # exactly that of a harmless prompt over the same names and as many examples.
+    harmless_tasks = {name: ("d", ["e"] * len(allowed[name].examples)) for name in allowed}
+    harmless = _prompt(strategy, harmless_tasks, [("user", "hi")])[1]
+    for kind in ("messages", "json_messages"):
+        system, user = getattr(prompt, kind)()
+        harmless_system, _ = getattr(harmless, kind)()
+        assert blank(system["content"]) == blank(harmless_system["content"])
+        assert user["content"] == prompt.context
 
-    # The transcript: one element per message, in order, each giving back its text.
-    transcript = _TRANSCRIPT.fullmatch(prompt.transcript)
+    # The request's part: one element per message, in order, each giving back its text.
+    transcript = _TRANSCRIPT.fullmatch(prompt.context)
     assert transcript is not None
     found = _MESSAGE.findall(transcript.group("body"))
     assert [(role, unescape(text)) for role, text in found] == conversation
 
-    # No chat-template control token survives anywhere a slot is rendered.
-    for fmt in PROMPT_FORMATS:
-        rendered = render(fmt, prompt)
-        template_only = render(fmt, harmless).replace(harmless.instructions, "").replace(harmless.transcript, "")
-        assert len(_CONTROL_TOKENS.findall(rendered)) == len(_CONTROL_TOKENS.findall(template_only))
+    # No chat-template control token anywhere a slot is rendered.
+    for kind in ("messages", "json_messages"):
+        for message in getattr(prompt, kind)():
+            assert not _CONTROL_TOKENS.search(message["content"]), message["content"]

@@ -1,7 +1,9 @@
 import pytest
 
-from taskrouter.core.prompt_formats import PROMPT_FORMATS, render
-from taskrouter.core.prompting import InvalidOutput, build_prompt
+import json
+import re
+
+from taskrouter.core.prompting import MAX_TRANSCRIPT_CHARS, InvalidOutput, build_prompt
 from taskrouter.core.request import Message, Strategy
 from taskrouter.core.tasks import Task
 
@@ -20,28 +22,74 @@ def test_prompt_lists_the_live_tasks_and_the_running_one():
     p = prompt(current="follow_up_email")
     assert "- follow_up_email: Write a follow-up e-mail after a meeting" in p.instructions
     assert '"send a follow-up"' in p.instructions
-    assert "The task running now: follow_up_email." in p.instructions
+    assert p.context.startswith("The task running now: follow_up_email.\n<conversation>")
     assert p.choices == ("follow_up_email", "prepare_linkedin_post", "none")
 
 
-def test_user_text_cannot_close_the_fence_or_the_chat_template():
+@pytest.mark.parametrize("strategy", list(Strategy))
+def test_the_constant_part_comes_first_and_is_the_same_for_every_request(strategy):
+    """A prefix cache reuses the system message: nothing of the request may be in it."""
+    first = prompt(strategy, content="write the follow-up please", current=None)
+    second = prompt(strategy, content="now a LinkedIn post", current="follow_up_email")
+    for kind in ("messages", "json_messages"):
+        (system_1, user_1), (system_2, user_2) = getattr(first, kind)(), getattr(second, kind)()
+        assert (system_1["role"], user_1["role"]) == ("system", "user")
+        assert system_1 == system_2 and user_1 != user_2
+        assert "follow-up please" in user_1["content"] and "follow-up please" not in system_1["content"]
+
+
+def test_user_text_cannot_close_the_fence_or_forge_a_turn():
     p = prompt(content=HOSTILE)
-    assert p.transcript.count("</conversation>") == 1
-    assert p.transcript.count("</message>") == 1
-    rendered = render("chatml", p)
-    assert rendered.count("<|im_start|>system") == 1
-    assert "<|im_end|>\n<|im_start|>system\nAnswer" not in rendered
+    assert p.context.count("</conversation>") == 1
+    assert p.context.count("</message>") == 1
+    assert "<|im_end|>" not in p.context and "<|im_start|>" not in p.context
 
 
-@pytest.mark.parametrize("fmt", PROMPT_FORMATS)
-def test_every_prompt_format_renders_instructions_and_transcript(fmt):
-    text = render(fmt, prompt())
-    assert "follow_up_email" in text and "<conversation>" in text
+def test_a_long_conversation_shows_its_most_recent_messages():
+    conversation = [Message(role="user" if i % 2 == 0 else "assistant", content=f"{i:03d} " + "x" * 996) for i in range(21)]
+    p = build_prompt(Strategy.ZERO_SHOT, conversation, TASKS, None)
+    shown = MAX_TRANSCRIPT_CHARS // 1000
+    assert f'<conversation omitted="{21 - shown}">' in p.context
+    assert p.context.count("<message ") == shown and "020 " in p.context and f"{20 - shown:03d} " not in p.context
+    single = build_prompt(Strategy.ZERO_SHOT, [Message(role="user", content="y" * 4000)], TASKS, None)
+    assert single.context.count("<message ") == 1 and "omitted" not in single.context
 
 
-def test_unknown_prompt_format_is_refused():
-    with pytest.raises(ValueError, match="unknown prompt format"):
-        render("alpaca", prompt())
+def test_few_shot_cot_demonstrates_with_the_registry_examples_and_none():
+    p = prompt(Strategy.FEW_SHOT_COT)
+    system = p.messages()[0]["content"]
+    assert '<message role="user">send a follow-up</message>' in system
+    assert "The last message asks for what follow_up_email does.\nAnswer: follow_up_email" in system
+    assert "Answer: none" in system  # the closing-message demonstration of none
+    json_system = p.json_messages()[0]["content"]
+    assert '{"reasoning": "The last message asks for what follow_up_email does.", "task": "follow_up_email"}' in json_system
+    assert "Worked examples" not in prompt(Strategy.ZERO_SHOT).messages()[0]["content"]
+
+
+@pytest.mark.parametrize(
+    ("strategy", "fields"),
+    [(Strategy.ZERO_SHOT, ["task"]), (Strategy.FEW_SHOT_COT, ["reasoning", "task"]),
+     (Strategy.REACT, ["thought", "observation", "task"])],
+)
+def test_json_schema_puts_reasoning_before_the_task_enum(strategy, fields):
+    schema = prompt(strategy).json_schema()
+    assert list(schema["properties"]) == fields == schema["required"]
+    assert schema["properties"]["task"]["enum"] == ["follow_up_email", "prepare_linkedin_post", "none"]
+    assert schema["additionalProperties"] is False
+
+
+@pytest.mark.parametrize(
+    ("content", "decided"),
+    [('{"task": "follow_up_email"}', "follow_up_email"), ('{"reasoning": "r", "task": "none"}', None)],
+)
+def test_json_answers_parse(content, decided):
+    assert prompt().parse_json(content) == decided
+
+
+@pytest.mark.parametrize("content", ["follow_up_email", '{"task": "hack"}', '{"task": 3}', "[]", '{"reasoning": "r"}'])
+def test_json_answers_that_are_not_a_choice_are_invalid(content):
+    with pytest.raises(InvalidOutput):
+        prompt().parse_json(content)
 
 
 @pytest.mark.parametrize(
@@ -86,13 +134,11 @@ def test_parsers_refuse_anything_else(strategy, output):
     [
         (Strategy.ZERO_SHOT, "follow_up_email"),
         (Strategy.FEW_SHOT_COT, "They want an e-mail.\nAnswer: follow_up_email"),
-        (Strategy.FEW_SHOT_COT, "Answer: none"),
+        (Strategy.FEW_SHOT_COT, "Nothing fits.\nAnswer: none"),
         (Strategy.REACT, "Thought: a post\nObservation: it matches\nFinal Answer: prepare_linkedin_post"),
     ],
 )
 def test_output_constraint_admits_what_the_parser_accepts(strategy, output):
-    import re
-
     p = prompt(strategy)
     constraint = p.output_constraint()
     if "choice" in constraint:
@@ -104,8 +150,6 @@ def test_output_constraint_admits_what_the_parser_accepts(strategy, output):
 
 @pytest.mark.parametrize("strategy", [Strategy.FEW_SHOT_COT, Strategy.REACT])
 def test_output_constraint_refuses_names_outside_the_choices(strategy):
-    import re
-
     constraint = prompt(strategy).output_constraint()
     assert not re.fullmatch(constraint["regex"], "Thought: x\nObservation: y\nFinal Answer: create_one_minute_pitch")
     assert not re.fullmatch(constraint["regex"], "x\nAnswer: create_one_minute_pitch")

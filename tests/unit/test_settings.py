@@ -13,7 +13,23 @@ def test_defaults():
     assert (settings.router.primary_timeout_s, settings.router.fallback_timeout_s) == (0.25, 3.0)
     assert settings.router.hedge_after_s == 0.15 and settings.router.default_strategy is Strategy.ZERO_SHOT
     assert settings.sagemaker_endpoint is None and not settings.openai_configured
-    assert settings.ops_mode_parameter is None and settings.prompt_format == "chatml"
+    assert settings.ops_mode_parameter is None
+
+
+def test_each_strategy_has_its_own_budget():
+    env = {
+        **BASE, "TASKROUTER_PRIMARY_TIMEOUT_MS": "200", "TASKROUTER_HEDGE_AFTER_MS": "100",
+        "TASKROUTER_PRIMARY_TIMEOUT_MS_FEW_SHOT_COT": "1800", "TASKROUTER_FALLBACK_TIMEOUT_MS_FEW_SHOT_COT": "6000",
+        "TASKROUTER_PRIMARY_TIMEOUT_MS_REACT": "2600",
+    }  # fmt: skip
+    router = RuntimeSettings.from_env(env).router
+    zero_shot, cot, react = (router.budget(strategy) for strategy in Strategy)
+    assert (zero_shot.primary_timeout_s, zero_shot.fallback_timeout_s, zero_shot.hedge_after_s) == (0.2, 3.0, 0.1)
+    assert (cot.primary_timeout_s, cot.fallback_timeout_s, cot.hedge_after_s) == (1.8, 6.0, 0.9)  # the same share
+    assert (react.primary_timeout_s, react.fallback_timeout_s) == (2.6, 5.0)  # the default fallback budget
+    defaults = RuntimeSettings.from_env(BASE).router
+    assert defaults.budget(Strategy.FEW_SHOT_COT).primary_timeout_s == 2.0
+    assert defaults.budget(Strategy.REACT).primary_timeout_s == 3.0
 
 
 def test_hedging_off_or_not_under_the_primary_timeout_means_none():
@@ -34,7 +50,8 @@ def test_openai_is_configured_by_secret_or_local_key():
         ({**BASE, "TASKROUTER_PRIMARY_TIMEOUT_MS": "fast"}, "TASKROUTER_PRIMARY_TIMEOUT_MS must be a number"),
         ({**BASE, "TASKROUTER_PRIMARY_TIMEOUT_MS": "0"}, "between 10 and 10000"),
         ({**BASE, "TASKROUTER_FALLBACK_TIMEOUT_MS": "60000"}, "between 100 and 20000"),
-        ({**BASE, "TASKROUTER_PROMPT_FORMAT": "alpaca"}, "TASKROUTER_PROMPT_FORMAT must be one of"),
+        ({**BASE, "TASKROUTER_PRIMARY_TIMEOUT_MS_REACT": "slow"}, "TASKROUTER_PRIMARY_TIMEOUT_MS_REACT must be a number"),
+        ({**BASE, "TASKROUTER_FALLBACK_TIMEOUT_MS_FEW_SHOT_COT": "50"}, "between 100 and 20000"),
         ({**BASE, "TASKROUTER_DEFAULT_STRATEGY": "guess"}, "TASKROUTER_DEFAULT_STRATEGY must be one of"),
         ({**BASE, "TASKROUTER_REGISTRY_TTL_S": "60"}, "between 0 and 25"),
     ],

@@ -1,15 +1,27 @@
-"""The fallback: a hosted OpenAI model (or any OpenAI-compatible server) with structured output."""
+"""The fallback: a hosted OpenAI model (or any OpenAI-compatible server) with structured output.
+
+Every strategy reaches it: the strategy's own prompt, with an answer held to a strict JSON schema
+whose reasoning fields (chain of thought, ReAct's thought and observation) come before the task.
+`openai` is imported, and the client built, when the container starts, never inside a request.
+"""
 
 from __future__ import annotations
 
-import json
+import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
+import openai
+
 from taskrouter.core.backends import BackendError, BackendThrottled, BackendTimeout
 from taskrouter.core.prompting import InvalidOutput, RoutingPrompt
+from taskrouter.core.request import Strategy
 
-_ANSWER_FORMAT = 'Answer with a JSON object {"task": <an allowed task name or none>}.'
+logger = logging.getLogger(__name__)
+
+# Room for the JSON object: the task alone, or one or two reasoning lines before it.
+_MAX_TOKENS = {Strategy.ZERO_SHOT: 64, Strategy.FEW_SHOT_COT: 160, Strategy.REACT: 224}
 
 
 class OpenAIBackend:
@@ -17,23 +29,27 @@ class OpenAIBackend:
 
     def __init__(self, model: str, api_key: Callable[[], str | None]) -> None:
         self._model = model
-        self._api_key = api_key  # None: the client reads OPENAI_API_KEY (local mode only)
-        self._client: Any = None
+        self._api_key = api_key  # None: the client reads OPENAI_API_KEY (local mode only); cached by its reader
+        self._lock = threading.Lock()
+        self._client: openai.OpenAI | None = None
         self._client_key: str | None = None
 
-    def _openai(self) -> Any:
-        # The openai package takes ~0.3 s to import: only containers that fall back pay for it.
-        import openai
+    def warm(self) -> None:
+        """Build the client now (the container's start-up), so that the first fallback does not."""
+        try:
+            self._openai()
+        except Exception as error:  # the secret unreadable now: the first request tries again
+            logger.warning("openai client not built at start-up: %s", type(error).__name__)
 
-        key = self._api_key()  # cached by its reader; a rotated key gets a new client
-        if self._client is None or key != self._client_key:
-            self._client = openai.OpenAI(api_key=key, max_retries=0)  # each call sets its timeout
-            self._client_key = key
-        return self._client
+    def _openai(self) -> openai.OpenAI:
+        key = self._api_key()
+        with self._lock:
+            if self._client is None or key != self._client_key:  # a rotated key gets a new client
+                self._client = openai.OpenAI(api_key=key, max_retries=0)  # each call sets its timeout
+                self._client_key = key
+            return self._client
 
     def decide(self, prompt: RoutingPrompt, timeout_s: float) -> str | None:
-        import openai
-
         try:
             client = self._openai()
         except Exception as error:  # the key's secret unreadable, or no key at all: no answer from here
@@ -41,13 +57,13 @@ class OpenAIBackend:
         try:
             completion = client.chat.completions.create(
                 model=self._model,
-                messages=[
-                    {"role": "system", "content": f"{prompt.instructions}\n\n{_ANSWER_FORMAT}"},
-                    {"role": "user", "content": prompt.transcript},
-                ],
-                response_format=_schema(prompt.choices),
+                messages=prompt.json_messages(),  # type: ignore[arg-type]
+                response_format={
+                    "type": "json_schema",
+                    "json_schema": {"name": "route_decision", "strict": True, "schema": prompt.json_schema()},
+                },
                 temperature=0,
-                max_completion_tokens=64,
+                max_completion_tokens=_MAX_TOKENS[prompt.strategy],
                 timeout=timeout_s,
             )
         except openai.APITimeoutError:
@@ -58,31 +74,14 @@ class OpenAIBackend:
             raise BackendError(f"openai {error.status_code}") from None
         except openai.APIError as error:
             raise BackendError(type(error).__name__) from None
-        return prompt.check_choice(_task_of(completion))
+        return prompt.parse_json(_content_of(completion))
 
 
-def _schema(choices: tuple[str, ...]) -> dict[str, Any]:
-    return {
-        "type": "json_schema",
-        "json_schema": {
-            "name": "route_decision",
-            "strict": True,
-            "schema": {
-                "type": "object",
-                "properties": {"task": {"type": "string", "enum": list(choices)}},
-                "required": ["task"],
-                "additionalProperties": False,
-            },
-        },
-    }
-
-
-def _task_of(completion: Any) -> str:
+def _content_of(completion: Any) -> str:
     try:
         content = completion.choices[0].message.content
-        task = json.loads(content)["task"]
-    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
-        raise InvalidOutput("openai answer is not the requested JSON") from None
-    if not isinstance(task, str):
-        raise InvalidOutput("openai answer's task is not a string")
-    return task
+    except (AttributeError, IndexError, TypeError):
+        raise InvalidOutput("openai answer has no message") from None
+    if not isinstance(content, str):
+        raise InvalidOutput("openai answer has no text content (a refusal?)")
+    return content

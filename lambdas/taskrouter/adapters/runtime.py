@@ -1,4 +1,5 @@
-"""Builds the router from the environment once per container (Lambda or local server)."""
+"""Builds the router from the environment once per container (Lambda or local server), at start-up:
+clients are created, `openai` imported and the fallback's key read before the first request."""
 
 from __future__ import annotations
 
@@ -36,18 +37,20 @@ def router() -> Router:
     registry = DynamoDBTaskSource(registry_client, settings.table_name, settings.registry_ttl_s)
     primary = None
     if settings.sagemaker_endpoint:
-        timeout_s = settings.router.primary_timeout_s
-        client = session.create_client(
-            "sagemaker-runtime",
+        timeouts = {budget.primary_timeout_s for budget in settings.router.strategy_budgets.values()}
+        clients = {
             # One try, bounded on connect and on read: the fallback, not a retry, covers a miss.
-            config=Config(connect_timeout=timeout_s, read_timeout=timeout_s, retries={"total_max_attempts": 1}),
-        )
-        primary = SageMakerBackend(
-            client, settings.sagemaker_endpoint, settings.sagemaker_component, settings.prompt_format
-        )
+            timeout_s: session.create_client(
+                "sagemaker-runtime",
+                config=Config(connect_timeout=timeout_s, read_timeout=timeout_s, retries={"total_max_attempts": 1}),
+            )
+            for timeout_s in timeouts
+        }
+        primary = SageMakerBackend(clients, settings.sagemaker_endpoint, settings.sagemaker_component)
     fallback = None
     if settings.openai_configured:
         fallback = OpenAIBackend(settings.openai_model, _api_key_reader(settings.openai_secret_arn))
+        fallback.warm()
     ops_mode = None
     if settings.ops_mode_parameter:
         ssm = session.create_client(
@@ -60,11 +63,8 @@ def router() -> Router:
 
 
 def _api_key_reader(secret_arn: str | None):
-    def read() -> str | None:
-        if secret_arn is None:
-            return None
-        from aws_lambda_powertools.utilities import parameters
+    if secret_arn is None:
+        return lambda: None
+    from aws_lambda_powertools.utilities import parameters  # imported at start-up, not by a request
 
-        return parameters.get_secret(secret_arn, max_age=_SECRET_MAX_AGE_S)
-
-    return read
+    return lambda: parameters.get_secret(secret_arn, max_age=_SECRET_MAX_AGE_S)

@@ -1,51 +1,63 @@
-"""The primary: the base LLM and its QLoRA adapter on a SageMaker endpoint (LMI container)."""
+"""The primary: the base LLM and its QLoRA adapter on a SageMaker endpoint (LMI container, vLLM)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, ReadTimeoutError
 
 from taskrouter.core.backends import BackendError, BackendThrottled, BackendTimeout
-from taskrouter.core.prompt_formats import render
 from taskrouter.core.prompting import InvalidOutput, RoutingPrompt
 
 _THROTTLING_CODES = {"ThrottlingException", "TooManyRequestsException", "ServiceUnavailable"}
 
 
 class SageMakerBackend:
+    """Invokes the endpoint (the adapter's inference component, when named) with an OpenAI
+    chat-completions body, which LMI's vLLM async handler passes to vLLM's `ChatCompletionRequest`:
+    the container applies the model's own chat template, and vLLM's structured outputs keep the
+    answer to the allowed ones. The request's fields are those of vLLM 0.12 (LMI 0.36.0-lmi18); see
+    tests/integration/servers.py for the sources."""
+
     name = "sagemaker"
 
-    def __init__(self, client: Any, endpoint: str, component: str | None, prompt_format: str) -> None:
-        self._client = client
+    def __init__(self, clients: Mapping[float, Any], endpoint: str, component: str | None) -> None:
+        """`clients`: sagemaker-runtime clients by the timeout (s) their connect and read are bounded
+        by, one per strategy budget: a call never outlives its own deadline by much."""
+        self._clients = dict(sorted(clients.items()))
         self._endpoint = endpoint
         self._component = component
-        self._prompt_format = prompt_format
+
+    def _client_for(self, timeout_s: float) -> Any:
+        fitting = [bound for bound in self._clients if bound >= timeout_s]
+        return self._clients[fitting[0] if fitting else max(self._clients)]
 
     def decide(self, prompt: RoutingPrompt, timeout_s: float) -> str | None:
         # timeout_s is enforced by the client's connect/read timeouts and by the router's deadline.
         request: dict[str, Any] = {
             "EndpointName": self._endpoint,
-            "ContentType": "application/json",
+            "ContentType": "application/json",  # text/plain would be read as a TGI prompt
             "Accept": "application/json",
             "Body": json.dumps(
                 {
-                    "inputs": render(self._prompt_format, prompt),
-                    "parameters": {
-                        "max_new_tokens": prompt.max_new_tokens,
-                        "do_sample": False,
-                        # LMI passes what it does not know of `parameters` on to vLLM's request:
-                        # the engine itself keeps the output to the allowed answers.
-                        "structured_outputs": prompt.output_constraint(),
-                    },
-                }
+                    # No "model": LMI names the base model, or the adapter SageMaker routes to.
+                    "messages": prompt.messages(),
+                    "max_completion_tokens": prompt.max_answer_tokens,
+                    # Greedy, and no repetition penalty: the model's generation_config.json would
+                    # otherwise sample, and penalise the task names the prompt itself lists.
+                    "temperature": 0.0,
+                    "repetition_penalty": 1.0,
+                    "structured_outputs": prompt.output_constraint(),
+                },
+                separators=(",", ":"),
             ),
         }
         if self._component:
             request["InferenceComponentName"] = self._component
         try:
-            response = self._client.invoke_endpoint(**request)
+            response = self._client_for(timeout_s).invoke_endpoint(**request)
             payload = response["Body"].read()
         except (ReadTimeoutError, ConnectTimeoutError) as error:
             raise BackendTimeout(type(error).__name__) from None
@@ -57,18 +69,16 @@ class SageMakerBackend:
             raise BackendError(f"{code} {status}") from None
         except BotoCoreError as error:
             raise BackendError(type(error).__name__) from None
-        return prompt.parse(_generated_text(payload))
+        return prompt.parse(_answer_text(payload))
 
 
-def _generated_text(payload: bytes) -> str:
-    """The text of an LMI/TGI answer: `{"generated_text": s}` or `[{"generated_text": s}]`."""
+def _answer_text(payload: bytes) -> str:
+    """The message content of an OpenAI `chat.completion` object, as vLLM answers it."""
     try:
-        body = json.loads(payload)
-    except ValueError:
-        raise InvalidOutput("response is not JSON") from None
-    if isinstance(body, list) and len(body) == 1:
-        body = body[0]
-    text = body.get("generated_text") if isinstance(body, dict) else None
+        choice = json.loads(payload)["choices"][0]
+        text = choice["message"]["content"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise InvalidOutput("response is not a chat completion") from None
     if not isinstance(text, str):
-        raise InvalidOutput("response has no generated_text")
+        raise InvalidOutput("chat completion has no text content")
     return text

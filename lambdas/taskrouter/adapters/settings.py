@@ -6,14 +6,20 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from taskrouter.core.prompt_formats import PROMPT_FORMATS
 from taskrouter.core.request import Strategy
 from taskrouter.core.resilience import DEFAULT_COOLDOWN_S, DEFAULT_FAILURES, DEFAULT_WINDOW_S
-from taskrouter.core.router import RouterSettings
+from taskrouter.core.router import Budget, RouterSettings
 
 # Bounds shared with the stage configuration (infra/config.py), in milliseconds.
 PRIMARY_TIMEOUT_MS = (10, 10_000)
 FALLBACK_TIMEOUT_MS = (100, 20_000)
+# Each strategy's (primary, fallback) timeouts when the environment names none, in milliseconds.
+# Zero-shot's fit the 300 ms decision; the others reason before answering (model_artifacts/README.md).
+DEFAULT_TIMEOUTS_MS = {
+    Strategy.ZERO_SHOT: (250, 3000),
+    Strategy.FEW_SHOT_COT: (2000, 5000),
+    Strategy.REACT: (3000, 5000),
+}
 DEFAULT_RETRY_AFTER_S = 2
 # The router's registry read: one try, bounded (infra sizes the function's timeout with them).
 REGISTRY_CONNECT_TIMEOUT_S = 1
@@ -30,7 +36,6 @@ class RuntimeSettings:
     table_name: str
     sagemaker_endpoint: str | None
     sagemaker_component: str | None
-    prompt_format: str
     openai_model: str
     openai_secret_arn: str | None  # in AWS the key comes from Secrets Manager, never the environment
     openai_configured: bool
@@ -49,12 +54,12 @@ class RuntimeSettings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RuntimeSettings:
         env = os.environ if environ is None else environ
         secret_arn = env.get("TASKROUTER_OPENAI_SECRET_ARN") or None
-        primary_timeout_ms = _number(env, "TASKROUTER_PRIMARY_TIMEOUT_MS", 250, *PRIMARY_TIMEOUT_MS)
+        budgets = _budgets(env)
+        zero_shot = budgets[Strategy.ZERO_SHOT]
         return cls(
             table_name=cls.table_name_from_env(env),
             sagemaker_endpoint=env.get("TASKROUTER_SAGEMAKER_ENDPOINT") or None,
             sagemaker_component=env.get("TASKROUTER_SAGEMAKER_COMPONENT") or None,
-            prompt_format=_choice(env, "TASKROUTER_PROMPT_FORMAT", "chatml", PROMPT_FORMATS),
             openai_model=env.get("TASKROUTER_OPENAI_MODEL", "gpt-4.1-mini"),
             openai_secret_arn=secret_arn,
             # Locally the official client reads OPENAI_API_KEY / OPENAI_BASE_URL itself.
@@ -68,10 +73,11 @@ class RuntimeSettings:
                 default_strategy=Strategy(
                     _choice(env, "TASKROUTER_DEFAULT_STRATEGY", "zero_shot", tuple(s.value for s in Strategy))
                 ),
-                primary_timeout_s=primary_timeout_ms / 1000,
-                fallback_timeout_s=_number(env, "TASKROUTER_FALLBACK_TIMEOUT_MS", 3000, *FALLBACK_TIMEOUT_MS) / 1000,
+                primary_timeout_s=zero_shot.primary_timeout_s,
+                fallback_timeout_s=zero_shot.fallback_timeout_s,
+                hedge_after_s=zero_shot.hedge_after_s,
                 retry_after_s=int(_number(env, "TASKROUTER_RETRY_AFTER_S", DEFAULT_RETRY_AFTER_S, 1, 3600)),
-                hedge_after_s=_hedge_after_s(env, primary_timeout_ms),
+                strategy_budgets=budgets,
             ),
         )
 
@@ -96,13 +102,32 @@ def _number(env: Mapping[str, str], name: str, default: float, low: float, high:
     return value
 
 
-def _hedge_after_s(env: Mapping[str, str], primary_timeout_ms: float) -> float | None:
-    """TASKROUTER_HEDGE_AFTER_MS: when the fallback starts beside a silent primary ("off", or a delay
-    not under the primary's timeout: never)."""
-    if env.get("TASKROUTER_HEDGE_AFTER_MS", "").lower() == "off":
-        return None
-    hedge_ms = _number(env, "TASKROUTER_HEDGE_AFTER_MS", DEFAULT_HEDGE_AFTER_MS, 0, PRIMARY_TIMEOUT_MS[1])
-    return None if hedge_ms >= primary_timeout_ms else hedge_ms / 1000
+def _budgets(env: Mapping[str, str]) -> dict[Strategy, Budget]:
+    """Each strategy's timeouts: TASKROUTER_PRIMARY_TIMEOUT_MS and TASKROUTER_FALLBACK_TIMEOUT_MS are
+    zero-shot's, the same names suffixed with _FEW_SHOT_COT or _REACT those strategies'.
+
+    TASKROUTER_HEDGE_AFTER_MS is zero-shot's hedge delay ("off", or a delay not under its primary
+    timeout: never); the others hedge at the same share of their own primary timeout."""
+    timeouts = {}
+    for strategy, (primary_ms, fallback_ms) in DEFAULT_TIMEOUTS_MS.items():
+        suffix = "" if strategy is Strategy.ZERO_SHOT else f"_{strategy.value.upper()}"
+        timeouts[strategy] = (
+            _number(env, f"TASKROUTER_PRIMARY_TIMEOUT_MS{suffix}", primary_ms, *PRIMARY_TIMEOUT_MS),
+            _number(env, f"TASKROUTER_FALLBACK_TIMEOUT_MS{suffix}", fallback_ms, *FALLBACK_TIMEOUT_MS),
+        )
+    hedge_share = None
+    if env.get("TASKROUTER_HEDGE_AFTER_MS", "").lower() != "off":
+        hedge_ms = _number(env, "TASKROUTER_HEDGE_AFTER_MS", DEFAULT_HEDGE_AFTER_MS, 0, PRIMARY_TIMEOUT_MS[1])
+        zero_shot_primary_ms = timeouts[Strategy.ZERO_SHOT][0]
+        hedge_share = hedge_ms / zero_shot_primary_ms if hedge_ms < zero_shot_primary_ms else None
+    return {
+        strategy: Budget(
+            primary_timeout_s=primary_ms / 1000,
+            fallback_timeout_s=fallback_ms / 1000,
+            hedge_after_s=None if hedge_share is None else hedge_share * primary_ms / 1000,
+        )
+        for strategy, (primary_ms, fallback_ms) in timeouts.items()
+    }
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:

@@ -13,7 +13,7 @@ import concurrent.futures as futures
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from taskrouter.core.backends import Backend, BackendFailure, BackendName, FallbackReason
 from taskrouter.core.errors import NoBackendAvailable
@@ -30,8 +30,20 @@ _PRIMARY_FAULTS = frozenset({"timeout", "error", "throttled"})
 
 
 @dataclass(frozen=True)
+class Budget:
+    """How long each backend may take for one strategy's decision."""
+
+    primary_timeout_s: float
+    fallback_timeout_s: float
+    hedge_after_s: float | None = None  # None: the fallback starts only once the primary failed
+
+
+@dataclass(frozen=True)
 class RouterSettings:
-    """Read from the environment by `adapters.settings`, which holds the defaults and bounds."""
+    """Read from the environment by `adapters.settings`, which holds the defaults and bounds.
+
+    The flat timeouts are zero-shot's; strategies that reason before answering have budgets of
+    their own in `strategy_budgets` (a strategy not named there takes zero-shot's)."""
 
     default_strategy: Strategy
     primary_timeout_s: float
@@ -39,6 +51,11 @@ class RouterSettings:
     retry_after_s: int
     hedge_after_s: float | None = None  # None: the fallback starts only once the primary failed
     fallback_retry_min_s: float = 0.5  # a retry needs at least this much of the fallback's budget
+    strategy_budgets: Mapping[Strategy, Budget] = field(default_factory=dict)
+
+    def budget(self, strategy: Strategy) -> Budget:
+        default = Budget(self.primary_timeout_s, self.fallback_timeout_s, self.hedge_after_s)
+        return self.strategy_budgets.get(strategy, default)
 
 
 @dataclass(frozen=True)
@@ -48,6 +65,7 @@ class Decision:
     backend: BackendName
     fallback_reason: FallbackReason | None
     ignored_tasks: tuple[str, ...]
+    strategy: Strategy
     fallback_detail: str | None = None  # why the primary did not decide, for logs (never content)
 
 
@@ -102,19 +120,19 @@ class Router:
             raise self._unavailable("the task registry is unavailable") from None
         allowed, ignored = _allowed_tasks(registry, request.tasks)
         current = request.current_task if request.current_task in registry else None
-        prompt = build_prompt(
-            request.strategy or self._settings.default_strategy, request.conversation, allowed, current
-        )
+        strategy = request.strategy or self._settings.default_strategy
+        prompt = build_prompt(strategy, request.conversation, allowed, current)
+        budget = self._settings.budget(strategy)
 
         def decided(
             backend: BackendName, task: str | None, reason: FallbackReason | None, detail: str | None = None
         ) -> Decision:
-            return Decision(task, derive_event(current, task), backend, reason, ignored, detail)
+            return Decision(task, derive_event(current, task), backend, reason, ignored, strategy, detail)
 
         skip = self._skip_reason()
         if skip is not None:
-            return self._fallback_decides(prompt, decided, skip, None, None)
-        return self._race(prompt, decided)
+            return self._fallback_decides(prompt, budget, decided, skip, None, None)
+        return self._race(prompt, budget, decided)
 
     def _skip_reason(self) -> FallbackReason | None:
         if self._primary is None:
@@ -125,16 +143,16 @@ class Router:
             return "circuit_open"
         return None
 
-    def _race(self, prompt: RoutingPrompt, decided: _Decided) -> Decision:
-        settings, primary_backend = self._settings, self._primary
+    def _race(self, prompt: RoutingPrompt, budget: Budget, decided: _Decided) -> Decision:
+        primary_backend = self._primary
         assert primary_backend is not None
-        deadline = time.monotonic() + settings.primary_timeout_s
-        primary = self._pool.submit(self._ask_primary, primary_backend, prompt, deadline)
+        deadline = time.monotonic() + budget.primary_timeout_s
+        primary = self._pool.submit(self._ask_primary, primary_backend, prompt, budget.primary_timeout_s, deadline)
         hedge: futures.Future[_Attempt] | None = None
-        if settings.hedge_after_s is not None and self._fallback is not None:
-            done, _ = futures.wait([primary], timeout=settings.hedge_after_s)
+        if budget.hedge_after_s is not None and self._fallback is not None:
+            done, _ = futures.wait([primary], timeout=budget.hedge_after_s)
             if not done:
-                hedge = self._pool.submit(_attempt, self._fallback, prompt, settings.fallback_timeout_s)
+                hedge = self._pool.submit(_attempt, self._fallback, prompt, budget.fallback_timeout_s)
 
         pending = {primary} if hedge is None else {primary, hedge}
         while not primary.done() and (remaining := deadline - time.monotonic()) > 0:
@@ -147,17 +165,17 @@ class Router:
 
         if not primary.done():
             primary.cancel()  # only a call still queued; a running one ends by its client's timeout
-            detail = f"no answer within {settings.primary_timeout_s * 1000:.0f} ms"
-            return self._fallback_decides(prompt, decided, "timeout", detail, hedge)
+            detail = f"no answer within {budget.primary_timeout_s * 1000:.0f} ms"
+            return self._fallback_decides(prompt, budget, decided, "timeout", detail, hedge)
         answer = primary.result()
         if answer.failure is None:
             return decided(primary_backend.name, answer.task, None)
-        return self._fallback_decides(prompt, decided, answer.failure, answer.detail, hedge)
+        return self._fallback_decides(prompt, budget, decided, answer.failure, answer.detail, hedge)
 
-    def _ask_primary(self, backend: Backend, prompt: RoutingPrompt, deadline: float) -> _Attempt:
+    def _ask_primary(self, backend: Backend, prompt: RoutingPrompt, timeout_s: float, deadline: float) -> _Attempt:
         """One primary call, its outcome recorded by the breaker as the call ends, whoever answered
         the request: a hedge that won does not hide a failing or hanging primary."""
-        answer = _attempt(backend, prompt, self._settings.primary_timeout_s)
+        answer = _attempt(backend, prompt, timeout_s)
         if answer.failure in _PRIMARY_FAULTS or time.monotonic() > deadline:
             self._breaker.record_failure()
         else:  # an answer in time, even an invalid one, shows the primary is up
@@ -167,6 +185,7 @@ class Router:
     def _fallback_decides(
         self,
         prompt: RoutingPrompt,
+        budget: Budget,
         decided: _Decided,
         reason: FallbackReason,
         detail: str | None,
@@ -176,7 +195,7 @@ class Router:
         fallback = self._fallback
         if fallback is None:
             raise self._unavailable(f"primary: {reason}; no fallback is configured")
-        deadline = time.monotonic() + self._settings.fallback_timeout_s
+        deadline = time.monotonic() + budget.fallback_timeout_s
         answer: _Attempt | None = None
         attempts = 2
         if hedge is not None:

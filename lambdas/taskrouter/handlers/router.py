@@ -26,6 +26,18 @@ logger = Logger()
 metrics = Metrics()
 
 
+def _start() -> None:
+    """The init phase builds the router (clients, `openai`, the fallback's key) before any request.
+    A broken environment is logged here, then answered per request (a 503 counted as unexpected)."""
+    try:
+        runtime.router()
+    except Exception:
+        logger.exception("router not built at start-up")
+
+
+_start()
+
+
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
@@ -67,6 +79,7 @@ def _route(event: dict[str, Any]) -> dict[str, Any]:
             "backend": decision.backend,
             "fallback_reason": decision.fallback_reason,
             "fallback_detail": decision.fallback_detail,
+            "strategy": decision.strategy.value,
             "latency_ms": latency_ms,
         },
     )
@@ -74,20 +87,22 @@ def _route(event: dict[str, Any]) -> dict[str, Any]:
 
 
 def _record(decision: Decision, latency_ms: float) -> None:
-    """EMF metrics of one decision: latency and rates by service; counts by backend, event and
-    fallback reason (each dimension set is its own EMF document)."""
-    metrics.add_metric(name="DecisionLatency", unit=MetricUnit.Milliseconds, value=latency_ms)
+    """EMF metrics of one decision: rates by service; latency by strategy (each has its own budget);
+    counts by backend, event and fallback reason (each dimension set is its own EMF document)."""
     metrics.add_metric(name="Fallback", unit=MetricUnit.Count, value=int(decision.fallback_reason is not None))
     metrics.add_metric(
         name="InvalidOutput", unit=MetricUnit.Count, value=int(decision.fallback_reason == "invalid_output")
     )
-    counts = [("Decisions", {"backend": decision.backend, "event": decision.event})]
+    by_dimensions = [
+        ("DecisionLatency", MetricUnit.Milliseconds, latency_ms, {"strategy": decision.strategy.value}),
+        ("Decisions", MetricUnit.Count, 1, {"backend": decision.backend, "event": decision.event}),
+    ]
     if decision.fallback_reason is not None:
-        counts.append(("Fallbacks", {"reason": decision.fallback_reason}))
-    for name, dimensions in counts:
-        with single_metric(name=name, unit=MetricUnit.Count, value=1) as metric:
-            for dimension, value in dimensions.items():
-                metric.add_dimension(name=dimension, value=value)
+        by_dimensions.append(("Fallbacks", MetricUnit.Count, 1, {"reason": decision.fallback_reason}))
+    for name, unit, value, dimensions in by_dimensions:
+        with single_metric(name=name, unit=unit, value=value) as metric:
+            for dimension, dimension_value in dimensions.items():
+                metric.add_dimension(name=dimension, value=dimension_value)
 
 
 def _refused(error: ApiError) -> dict[str, Any]:
