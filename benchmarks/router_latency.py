@@ -1,13 +1,16 @@
-"""What the router adds to a decision, with both backends answering at once on loopback.
+"""What the router adds to a decision, warm and in a cold container, with both backends on loopback.
 
-    .venv/bin/python benchmarks/router_latency.py [--requests N]
+    .venv/bin/python benchmarks/router_latency.py [--requests N] [--containers N]
 
 One run measures, on the same machine and backends:
   - the bare backend call: the SageMaker runtime `invoke_endpoint` the router makes, alone;
   - the router: the Lambda handler end to end (API Gateway event in, response out), whose primary
     is that same call; the registry (moto) is read from the router's cache, as in steady state.
-The difference is the router's own time. Then the package size and the handler's cold import.
-Figures only: nothing here asserts.
+The difference is the router's own time. Then cold containers: fresh processes that start as a
+Lambda container does (import the handler, whose init builds the router), then decide three times,
+once with a healthy primary and once with a hung one (the fallback decides): the first decision
+of a fresh process beside the later ones, and the fake OpenAI's own time to compare with.
+Then the package size and the handler's cold start. Figures only: nothing here asserts.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import io
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -51,9 +55,43 @@ def percentiles(samples_ms: list[float]) -> str:
             f"mean {statistics.fmean(samples_ms):6.2f} ms")
 
 
+# A fresh process: the init phase (the handler's import builds the router), then three decisions.
+_CONTAINER = """
+import json, sys, time
+sys.path.insert(0, {root!r})
+started = time.perf_counter()
+from taskrouter.handlers import router as handler
+init_ms = (time.perf_counter() - started) * 1000
+from tests.integration.apigw import LambdaContext, route_event
+event = route_event(json.loads({body!r}))
+decisions = []
+for _ in range(3):
+    started = time.perf_counter()
+    response = handler.handler(event, LambdaContext())
+    decisions.append(((time.perf_counter() - started) * 1000, json.loads(response["body"])))
+print("RESULT " + json.dumps({{"init_ms": init_ms, "decisions": decisions}}))
+"""
+
+
+def cold_containers(runs: int, env: dict[str, str]) -> dict[str, float | list[float]]:
+    """Init time and each decision's time (ms) over `runs` fresh processes, with their backends."""
+    script = _CONTAINER.format(root=str(ROOT), body=json.dumps(BODY))
+    init, first, later, backends = [], [], [], set()
+    for _ in range(runs):
+        out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+        result = json.loads(next(line[7:] for line in out.stdout.splitlines() if line.startswith("RESULT ")))
+        init.append(result["init_ms"])
+        (first_ms, first_body), *rest = result["decisions"]
+        first.append(first_ms)
+        later += [ms for ms, _ in rest]
+        backends |= {(body["backend"], body["fallback_reason"]) for _, body in result["decisions"]}
+    return {"init": init, "first": first, "later": later, "backends": sorted(map(str, backends))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--containers", type=int, default=5, help="fresh processes per cold case")
     args = parser.parse_args()
 
     import logging
@@ -65,7 +103,9 @@ def main() -> None:
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     moto.start()
     moto_url = "http://{}:{}".format(*moto.get_host_and_port())
-    sagemaker, openai = SageMakerRuntimeDouble(), OpenAIDouble()
+    sagemaker, openai = SageMakerRuntimeDouble(adapters=("bench-adapter",)), OpenAIDouble()
+    hung = SageMakerRuntimeDouble(adapters=("bench-adapter",))
+    hung.always(hung.answer("follow_up_email", delay_s=30))
     sagemaker.always(sagemaker.answer("follow_up_email"))
     openai.always(openai.answer("follow_up_email"))
     os.environ.update(
@@ -96,7 +136,7 @@ def main() -> None:
     from taskrouter.handlers import router as router_handler
 
     router = runtime.router()
-    primary_client = router._primary._client  # the very client the router uses
+    primary_client = router._primary._client_for(router._settings.primary_timeout_s)  # the very client it uses
     event = route_event(BODY)
     sink = io.StringIO()
     router_handler.logger.registered_handler.setStream(sink)  # log lines are written, not shown
@@ -140,12 +180,36 @@ def main() -> None:
     print(f"router, its reported latency_ms:      {percentiles(reported_ms)}")
     print(f"router's own time (router - bare):    p50 {quantile(router_ms, 0.5) - quantile(bare_ms, 0.5):6.2f} ms   "
           f"p99 {quantile(router_ms, 0.99) - quantile(bare_ms, 0.99):6.2f} ms")
+
+    # The fake OpenAI's own time: a bare call with the official client, warm.
+    import openai as openai_sdk
+
+    fake = openai_sdk.OpenAI(api_key="sk-bench", base_url=openai.base_url, max_retries=0)
+    fake_ms = []
+    for _ in range(50):
+        started = time.perf_counter()
+        fake.chat.completions.create(model="gpt-4.1-mini", messages=[{"role": "user", "content": "hi"}])
+        fake_ms.append((time.perf_counter() - started) * 1000)
+    settings = router._settings
+    print(f"fake OpenAI's own time (a bare call): {percentiles(fake_ms)}")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "lambdas")}
+    for case, url in (("healthy primary", sagemaker.url), ("hung primary", hung.url)):
+        cold = cold_containers(args.containers, {**env, "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": url})
+        print(f"cold containers, {case} ({args.containers} fresh processes; decided by {', '.join(cold['backends'])}):")
+        print(f"  init (import, router built):  median {statistics.median(cold['init']):7.1f} ms")
+        print(f"  first decision:               median {statistics.median(cold['first']):7.1f} ms   "
+              f"max {max(cold['first']):7.1f} ms")
+        print(f"  later decisions (warm):       median {statistics.median(cold['later']):7.1f} ms   "
+              f"max {max(cold['later']):7.1f} ms")
+    print(f"  (zero-shot: primary timeout {settings.primary_timeout_s * 1000:.0f} ms, hedge after "
+          f"{(settings.hedge_after_s or 0) * 1000:.0f} ms)")
     zipped, unpacked = package_size()
     print(f"package: {zipped / 1e6:.2f} MB zipped, {unpacked / 1e6:.2f} MB unpacked")
     times = sorted(import_times_ms(10))
-    print(f"cold import of the handler module: median {statistics.median(times):.0f} ms, max {times[-1]:.0f} ms (10 runs)")
-    sagemaker.close()
-    openai.close()
+    print(f"cold start of the handler (import, router built): median {statistics.median(times):.0f} ms, "
+          f"max {times[-1]:.0f} ms (10 runs)")
+    for double in (sagemaker, hung, openai):
+        double.close()
     moto.stop()
 
 

@@ -92,7 +92,8 @@ class ApiStack(Stack):
             description="TaskRouter: /tasks, the task registry's management API",
             handler="taskrouter.handlers.registry.handler",
             memory_size=512,
-            timeout=Duration.seconds(10),
+            # the worst write against a hung DynamoDB ends in a 503 within it (handlers/registry.py)
+            timeout=Duration.seconds(20),
             environment={"TASKROUTER_TABLE_NAME": table.table_name, "POWERTOOLS_SERVICE_NAME": REGISTRY_SERVICE},
         )
         table.grant(registry_role, "dynamodb:Query", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem")

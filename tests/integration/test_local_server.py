@@ -22,7 +22,7 @@ from typing import Any
 import boto3
 import pytest
 
-from .servers import OpenAIDouble
+from .servers import OpenAIDouble, SageMakerRuntimeDouble
 
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 ROUTE_BODY = {"conversation": [{"role": "user", "content": "Write up the minutes of my call"}]}  # current_task: absent
@@ -209,6 +209,9 @@ def robust(tmp_path_factory, openai):
         (b"POST /route HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n", 413),
         (b"POST /route HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n", 411),
         (b"POST /route HTTP/1.1\r\nContent-Length: 2\r\n\r\n[]", 400),  # reaches the router: its own 400
+        (b"GET /health HTTP/0.9\r\n\r\n", 505),  # http.server would answer with no status line
+        (b"GET /health HTTP/0.9\r\nno colon\r\n\r\n", 505),
+        (b"   \r\n\r\n", 400),  # a request line of blanks
     ],
 )
 def test_each_malformed_request_gets_its_4xx_in_the_contract_shape(robust, raw, status):
@@ -220,7 +223,7 @@ def test_each_malformed_request_gets_its_4xx_in_the_contract_shape(robust, raw, 
 
 def test_a_slow_body_gets_408_and_an_idle_connection_is_let_go(robust):
     answer = _raw(robust, b"POST /route HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"conv")
-    assert _status_and_error(answer) == (408, {"code": "request_timeout", "message": "the body did not arrive in time"})
+    assert _status_and_error(answer) == (408, {"code": "request_timeout", "message": "the request did not arrive in time"})
     answer = _raw(robust, b"GET /health HTTP/1.1\r\nHost: x\r\n")  # headers never finished
     assert _status_and_error(answer)[0] == 408
     assert _raw(robust, b"") == b""  # an idle connection is closed after the client time limit
@@ -285,5 +288,101 @@ def test_the_api_key_check_takes_any_header_without_failing(tmp_path, openai):
             raw = f"GET /tasks HTTP/1.1\r\nx-api-key: {key}\r\nConnection: close\r\n\r\n".encode("utf-8", "surrogateescape")
             assert _raw(server, raw).startswith(b"HTTP/1.1 403 ")
         assert server.request("GET", "/openapi.json")[0] == 200  # public, as /health: it holds no data
+    finally:
+        server.stop()
+
+
+def test_each_strategy_keeps_its_own_primary_timeout(tmp_path, openai):
+    """The same slow primary misses zero-shot's budget and answers within chain of thought's."""
+    sagemaker = SageMakerRuntimeDouble()
+    sagemaker.always(sagemaker.answer("The user wants the minutes.\nAnswer: prepare_meeting_minutes", delay_s=0.6))
+    server = LocalServer(
+        tmp_path, openai,
+        TASKROUTER_SAGEMAKER_ENDPOINT="local-endpoint", AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=sagemaker.url,
+        TASKROUTER_PRIMARY_TIMEOUT_MS="300", TASKROUTER_PRIMARY_TIMEOUT_MS_FEW_SHOT_COT="5000",
+    )
+    try:
+        status, zero_shot = server.request("POST", "/route", ROUTE_BODY)
+        assert (status, zero_shot["backend"], zero_shot["fallback_reason"]) == (200, "openai", "timeout")
+        status, cot = server.request("POST", "/route", {**ROUTE_BODY, "strategy": "few_shot_cot"})
+        assert (status, cot["backend"], cot["task"]) == (200, "sagemaker", "prepare_meeting_minutes")
+        assert sagemaker.refusals == []
+    finally:
+        server.stop()
+        sagemaker.close()
+
+
+def test_blank_lines_before_a_request_are_ignored(robust):
+    answer = _raw(robust, b"\r\n\r\nGET /health HTTP/1.1\r\nConnection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b'{"status": "ok"}')
+
+
+def test_a_trickling_client_is_answered_408_at_its_deadline(robust):
+    """One header line a second: every read is quick, the request as a whole is not (1.5 s here)."""
+    with socket.create_connection(("127.0.0.1", robust.port), timeout=10) as connection:
+        connection.sendall(b"GET /health HTTP/1.1\r\n")
+        answer = b""
+        for i in range(8):
+            time.sleep(0.5)
+            try:
+                connection.sendall(f"X-Slow-{i}: x\r\n".encode())
+            except OSError:
+                break
+        with contextlib.suppress(OSError):
+            while chunk := connection.recv(65536):
+                answer += chunk
+    assert _status_and_error(answer)[0] == 408
+
+
+def test_a_refused_request_with_a_body_does_not_poison_the_connection(tmp_path, openai):
+    """A 403 sent before the body was read closes the connection; the client's next request, on a
+    new one, is read from its own first byte (not from the old body)."""
+    import http.client
+
+    server = LocalServer(tmp_path, openai, TASKROUTER_API_KEY="local-key-123")
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        body = json.dumps(ROUTE_BODY)
+        connection.request("POST", "/route", body, {"x-api-key": "wrong", "Content-Type": "application/json"})
+        refused = connection.getresponse()
+        assert (refused.status, json.loads(refused.read())) == (403, {"message": "Forbidden"})
+        connection.request("POST", "/route", body, {"x-api-key": "local-key-123", "Content-Type": "application/json"})
+        accepted = connection.getresponse()
+        assert accepted.status == 200 and json.loads(accepted.read())["task"] == "prepare_meeting_minutes"
+        # Expect: 100-continue is answered with the refusal itself, before any body is sent
+        head = "POST /route HTTP/1.1\r\nContent-Length: 50000000\r\nExpect: 100-continue\r\nx-api-key: local-key-123\r\n\r\n"
+        assert _status_and_error(_raw(server, head.encode()))[0] == 413
+        head = "POST /route HTTP/1.1\r\nContent-Length: 20\r\nExpect: 100-continue\r\nx-api-key: wrong\r\n\r\n"
+        assert _raw(server, head.encode()).startswith(b"HTTP/1.1 403 ")
+        connection.close()
+    finally:
+        server.stop()
+
+
+def test_a_body_over_the_limit_is_answered_413_not_a_reset(robust):
+    request = urllib.request.Request(
+        robust.url + "/route", data=b"x" * (11 * 1024 * 1024), method="POST", headers={"Content-Type": "application/json"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        OPENER.open(request, timeout=20)
+    assert refused.value.code == 413
+    assert json.loads(refused.value.read())["error"]["code"] == "request_too_large"
+
+
+def test_a_dead_container_is_replaced_and_its_request_served_by_another(tmp_path, openai):
+    import signal as signals
+
+    server = LocalServer(tmp_path, openai, TASKROUTER_LOCAL_CONTAINERS="2")
+    try:
+        pids = [int(pid) for pid in re.findall(r"container (\d+) ready", "".join(server.output))]
+        assert len(pids) == 2
+        os.kill(pids[0], signals.SIGKILL)
+        time.sleep(0.2)
+        for _ in range(4):  # whichever container each request goes to, every one is answered
+            assert server.request("POST", "/route", ROUTE_BODY)[0] == 200
+        deadline = time.monotonic() + 60
+        while len(re.findall(r"container (\d+) ready", "".join(server.output))) < 3:
+            assert time.monotonic() < deadline, "no replacement container started"
+            time.sleep(0.1)
     finally:
         server.stop()

@@ -59,7 +59,7 @@ def test_an_instance_family_of_unknown_storage_stops_synth(tmp_path):
         load_stages(stages_with(tmp_path, 'gpu_instance_type = "ml.g5.2xlarge"', 'gpu_instance_type = "ml.g7x.2xlarge"'))
 
 
-REACT_BUDGET = "[dev.budgets.react]\nlatency_ms = 3500\nprimary_timeout_ms = 3000\nfallback_timeout_ms = 5000\n"
+REACT_BUDGET = "[dev.budgets.react]\nlatency_ms = 5000\nprimary_timeout_ms = 4500\nfallback_timeout_ms = 5000\n"
 
 
 def test_timeouts_past_api_gateway_stop_synth(tmp_path):
@@ -77,9 +77,9 @@ def test_the_router_gets_every_strategys_timeouts_and_the_slowest_sizes_its_func
     dev = load_stages()["dev"]
     env = dev.timeout_environment()
     assert env["TASKROUTER_PRIMARY_TIMEOUT_MS"] == "250" and env["TASKROUTER_FALLBACK_TIMEOUT_MS"] == "3000"
-    assert env["TASKROUTER_PRIMARY_TIMEOUT_MS_FEW_SHOT_COT"] == "2000"
-    assert env["TASKROUTER_PRIMARY_TIMEOUT_MS_REACT"] == "3000" and env["TASKROUTER_FALLBACK_TIMEOUT_MS_REACT"] == "5000"
-    assert dev.router_timeout_s == 2 + 3 + 5 + 1  # registry read, react's primary and fallback, margin
+    assert env["TASKROUTER_PRIMARY_TIMEOUT_MS_FEW_SHOT_COT"] == "2500"
+    assert env["TASKROUTER_PRIMARY_TIMEOUT_MS_REACT"] == "4500" and env["TASKROUTER_FALLBACK_TIMEOUT_MS_REACT"] == "5000"
+    assert dev.router_timeout_s == 13  # registry read 2 s, react's 4.5 s primary and 5 s fallback, 1 s margin, rounded up
 
 
 @pytest.mark.parametrize(

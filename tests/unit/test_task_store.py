@@ -97,29 +97,35 @@ def test_delete_of_an_absent_or_deleted_task_is_not_found(store):
         store.put("book_meeting", body(), if_match=1)
 
 
-def test_a_writer_that_loses_the_race_reads_again(store, client):
-    """Another writer changes the task between this write's read and its conditional write."""
-    store.put("book_meeting", body(), if_match=None)
-    rival = DynamoDBTaskStore(boto3.client("dynamodb", region_name="us-east-1"), "tasks")
+def _racing(client, rival_write):
+    """Make the next UpdateItem of `client` come after `rival_write(name)` by another writer."""
     original = client.update_item
     raced = []
 
     def update_after_a_rival(**kwargs):
         if not raced:
             raced.append(1)
-            rival.put(kwargs["Key"]["sk"]["S"], body("the rival's"), if_match=None)
+            rival_write(kwargs["Key"]["sk"]["S"])
         return original(**kwargs)
 
     client.update_item = update_after_a_rival
+    return lambda: setattr(client, "update_item", original)
+
+
+def test_a_writer_that_loses_the_race_reads_again(store, client):
+    """Another writer changes the task between this write's read and its conditional write."""
+    rival = DynamoDBTaskStore(boto3.client("dynamodb", region_name="us-east-1"), "tasks")
+    store.put("book_meeting", body(), if_match=None)
+    restore = _racing(client, lambda name: rival.put(name, body("the rival's"), if_match=None))
     written, _ = store.put("book_meeting", body("mine"), if_match=None)
+    restore()
     assert (written.version, written.description) == (3, "mine")  # above the rival's version 2
-    client.update_item = original
 
     store.put("contended", body(), if_match=None)
-    client.update_item = update_after_a_rival
-    raced.clear()
+    restore = _racing(client, lambda name: rival.put(name, body("the rival's"), if_match=None))
     with pytest.raises(VersionConflict):  # with If-Match, the rival's write is a conflict
         store.put("contended", body("mine"), if_match=1)
+    restore()
 
 
 def test_a_writer_that_always_loses_gives_up(store, client):
@@ -137,3 +143,53 @@ def test_a_writer_that_always_loses_gives_up(store, client):
     with pytest.raises(WriteContention):
         store.put("book_meeting", body("mine"), if_match=None)
     assert len(rounds) == MAX_WRITE_ROUNDS
+
+
+def test_a_write_read_before_a_delete_never_brings_the_task_back(store, client):
+    """A reads the task at version 1; B deletes it (If-Match: 1); A's write at If-Match: 1 must not
+    land on the tombstone, which keeps version 1."""
+    rival = DynamoDBTaskStore(boto3.client("dynamodb", region_name="us-east-1"), "tasks")
+    store.put("book_meeting", body(), if_match=None)
+    restore = _racing(client, lambda name: rival.delete(name, if_match=1))
+    with pytest.raises(VersionConflict):
+        store.put("book_meeting", body("A's change"), if_match=1)
+    restore()
+    assert store.get("book_meeting") is None
+
+
+def test_of_two_deletes_one_answers_not_found(store, client):
+    rival = DynamoDBTaskStore(boto3.client("dynamodb", region_name="us-east-1"), "tasks")
+    store.put("book_meeting", body(), if_match=None)
+    restore = _racing(client, lambda name: rival.delete(name, if_match=None))
+    with pytest.raises(NotFound):
+        store.delete("book_meeting", if_match=None)
+    restore()
+
+
+def test_an_item_written_without_a_version_can_be_replaced(store, client):
+    client.put_item(TableName="tasks", Item={
+        "pk": {"S": "TASK"}, "sk": {"S": "hand_made"}, "name": {"S": "hand_made"}, "description": {"S": "by hand"},
+    })
+    assert store.get("hand_made").version == 1
+    assert store.put("hand_made", body("by the API"), if_match=1)[0].version == 2
+
+
+def test_no_new_round_starts_past_the_budget(client):
+    """Each round is slow (DynamoDB slow, rivals winning): the write gives up within its budget."""
+    now = [0.0]
+    store = DynamoDBTaskStore(client, "tasks", round_budget_s=8.0, timer=lambda: now[0])
+    store.put("book_meeting", body(), if_match=None)
+    rival = DynamoDBTaskStore(boto3.client("dynamodb", region_name="us-east-1"), "tasks")
+    original = client.update_item
+    rounds = []
+
+    def slow_and_beaten(**kwargs):
+        rounds.append(1)
+        now[0] += 3.0  # each round costs 3 s
+        rival.put("book_meeting", body(f"rival {len(rounds)}"), if_match=None)
+        return original(**kwargs)
+
+    client.update_item = slow_and_beaten
+    with pytest.raises(WriteContention):
+        store.put("book_meeting", body("mine"), if_match=None)
+    assert len(rounds) == 3  # rounds started at 0, 3 and 6 s; none at 9 s

@@ -12,7 +12,8 @@ the one read (its version, or its absence), and start again if another writer go
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -25,8 +26,11 @@ from taskrouter.core.task_spec import TaskBody
 from taskrouter.core.tasks import Task
 from taskrouter.registry_schema import DELETED, PARTITION_KEY, SORT_KEY, TASK_PARTITION
 
-# Rounds of read-then-conditional-write a request may lose to other writers before giving up.
+# Rounds of read-then-conditional-write a request may lose to other writers before giving up; a new
+# round starts only within `round_budget_s` of the request's start, so that a slow DynamoDB ends the
+# request with a 503 inside its function's timeout rather than past it.
 MAX_WRITE_ROUNDS = 8
+DEFAULT_ROUND_BUDGET_S = 8.0
 
 
 def utc_now() -> str:
@@ -39,15 +43,47 @@ class WriteContention(Exception):
 
 @dataclass(frozen=True)
 class _Stored:
+    """The item as one request read it: what its conditional write expects to find still."""
+
+    exists: bool  # an item, live or tombstone
+    deleted: bool  # a tombstone
+    version: int  # its version (a tombstone's included); 0 when there is no item
     task: Task | None  # None: absent or deleted
-    version: int | None  # the item's version, a tombstone's included; None: never existed
+    versioned: bool = True  # False: an item written by hand without a version (read as version 1)
+
+    def condition(self) -> tuple[str, dict[str, Any]]:
+        """A condition expression (and its values) that holds only while the item is still this one:
+        the same version and the same side of a deletion, or still no item at all."""
+        if not self.exists:
+            return "attribute_not_exists(#sk)", {}
+        deletion = "attribute_exists(#deleted)" if self.deleted else "attribute_not_exists(#deleted)"
+        if not self.versioned:
+            return f"attribute_not_exists(version) AND {deletion}", {}
+        return f"version = :expected AND {deletion}", {":expected": {"N": str(self.version)}}
 
 
 class DynamoDBTaskStore:
-    def __init__(self, client: Any, table_name: str, clock: Callable[[], str] = utc_now) -> None:
+    def __init__(
+        self,
+        client: Any,
+        table_name: str,
+        clock: Callable[[], str] = utc_now,
+        round_budget_s: float = DEFAULT_ROUND_BUDGET_S,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._client = client
         self._table = table_name
         self._clock = clock
+        self._round_budget_s = round_budget_s
+        self._timer = timer
+
+    def _rounds(self) -> Iterator[int]:
+        """The rounds a write may take: at most MAX_WRITE_ROUNDS, each starting within the budget."""
+        started = self._timer()
+        for round_ in range(MAX_WRITE_ROUNDS):
+            if round_ and self._timer() - started > self._round_budget_s:
+                return
+            yield round_
 
     def list(self) -> list[Task]:
         return list(read_all_tasks(self._client, self._table, consistent=True).values())
@@ -57,7 +93,7 @@ class DynamoDBTaskStore:
 
     def put(self, name: str, body: TaskBody, *, if_match: int | None, if_none_match: bool = False) -> tuple[Task, bool]:
         """The task as stored, and whether this write created it."""
-        for _ in range(MAX_WRITE_ROUNDS):
+        for _ in self._rounds():
             stored = self._read(name)
             live = stored.task
             if live is not None and (live.description, live.examples) == (body.description, tuple(body.examples)):
@@ -67,13 +103,13 @@ class DynamoDBTaskStore:
             if if_match is not None and (live is None or live.version != if_match):
                 raise VersionConflict(f"If-Match: task {name} is not at version {if_match}")
             try:
-                return self._write(name, body, stored.version), live is None
+                return self._write(name, body, stored), live is None
             except _ItemChanged:
                 continue
         raise WriteContention(f"task {name} kept changing under this write")
 
     def delete(self, name: str, *, if_match: int | None) -> None:
-        for _ in range(MAX_WRITE_ROUNDS):
+        for _ in self._rounds():
             stored = self._read(name)
             if stored.task is None:
                 raise NotFound(f"no task named {name}")
@@ -84,7 +120,7 @@ class DynamoDBTaskStore:
                     name,
                     "SET #deleted = :true, updated_at = :updated_at REMOVE description, examples",
                     {":true": {"BOOL": True}, ":updated_at": {"S": self._clock()}},
-                    expected_version=stored.version,
+                    stored,
                 )
                 return
             except _ItemChanged:
@@ -95,11 +131,14 @@ class DynamoDBTaskStore:
     def _read(self, name: str) -> _Stored:
         item = self._client.get_item(TableName=self._table, Key=_key(name), ConsistentRead=True).get("Item")
         if item is None:
-            return _Stored(None, None)
-        version = int(item["version"]["N"]) if "version" in item else None
-        return _Stored(None if DELETED in item else task_from_item(item), version)
+            return _Stored(exists=False, deleted=False, version=0, task=None)
+        deleted = DELETED in item
+        task = None if deleted else task_from_item(item)
+        versioned = "version" in item
+        version = int(item["version"]["N"]) if versioned else 1  # as task_from_item reads it
+        return _Stored(exists=True, deleted=deleted, version=version, task=task, versioned=versioned)
 
-    def _write(self, name: str, body: TaskBody, stored_version: int | None) -> Task:
+    def _write(self, name: str, body: TaskBody, stored: _Stored) -> Task:
         item = self._update(
             name,
             "SET #name = :name, description = :description, examples = :examples, "
@@ -109,25 +148,19 @@ class DynamoDBTaskStore:
                 ":description": {"S": body.description},
                 ":examples": {"L": [{"S": example} for example in body.examples]},
                 ":updated_at": {"S": self._clock()},
-                ":version": {"N": str((stored_version or 0) + 1)},  # above any tombstone's
+                ":version": {"N": str(stored.version + 1)},  # above any tombstone's
             },
-            expected_version=stored_version,
+            stored,
         )
         task = task_from_item(item)
         assert task is not None, "a task just written is a valid task"
         return task
 
-    def _update(
-        self, name: str, expression: str, values: dict[str, Any], *, expected_version: int | None
-    ) -> dict[str, Any]:
-        """One UpdateItem, applied only if the item is still at `expected_version` (None: absent)."""
-        names = {"#name": "name", "#deleted": DELETED}  # `name` is a reserved word in DynamoDB
-        if expected_version is None:
-            condition = "attribute_not_exists(#sk)"
-            names["#sk"] = SORT_KEY
-        else:
-            condition = "version = :expected"
-            values = {**values, ":expected": {"N": str(expected_version)}}
+    def _update(self, name: str, expression: str, values: dict[str, Any], stored: _Stored) -> dict[str, Any]:
+        """One UpdateItem, applied only if the item is still the one `stored` read."""
+        names = {"#name": "name", "#deleted": DELETED, "#sk": SORT_KEY}  # `name` is a reserved word in DynamoDB
+        condition, expected = stored.condition()
+        values = {**values, **expected}
         try:
             return self._client.update_item(
                 TableName=self._table,

@@ -47,6 +47,8 @@ class OpenAIBackend:
             if self._client is None or key != self._client_key:  # a rotated key gets a new client
                 self._client = openai.OpenAI(api_key=key, max_retries=0)  # each call sets its timeout
                 self._client_key = key
+                # The client imports its resources on first use (~30 ms for chat): make that now.
+                _ = self._client.chat.completions
             return self._client
 
     def decide(self, prompt: RoutingPrompt, timeout_s: float) -> str | None:

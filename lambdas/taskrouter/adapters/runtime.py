@@ -3,6 +3,7 @@ clients are created, `openai` imported and the fallback's key read before the fi
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import botocore.session
@@ -14,6 +15,7 @@ from taskrouter.adapters.sagemaker_backend import SageMakerBackend
 from taskrouter.adapters.settings import REGISTRY_CONNECT_TIMEOUT_S, REGISTRY_READ_TIMEOUT_S, RuntimeSettings
 from taskrouter.adapters.ssm_ops_mode import SsmOpsMode
 from taskrouter.core.resilience import CircuitBreaker
+from taskrouter.core.tasks import RegistryUnavailable
 from taskrouter.core.router import Router
 
 _SECRET_MAX_AGE_S = 300
@@ -59,6 +61,8 @@ def router() -> Router:
         name = settings.ops_mode_parameter
         ops_mode = SsmOpsMode(lambda: ssm.get_parameter(Name=name)["Parameter"]["Value"])
     breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_window_s, settings.breaker_cooldown_s)
+    with contextlib.suppress(RegistryUnavailable):  # the first request reads it, should this read fail
+        registry.tasks()  # the task list, fetched at start-up like the clients: not by the first request
     return Router(registry, primary, fallback, settings.router, breaker=breaker, ops_mode=ops_mode)
 
 

@@ -113,8 +113,8 @@ class RoutingPrompt:
 # -- fencing -----------------------------------------------------------------------------------------
 # The line boundaries of `str.splitlines()`: a one-line slot must hold none of them.
 _LINE_BREAKS = re.compile(r"[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]+")
-# Bracketed control tokens of Mistral-style templates: [INST], [/INST], [SYSTEM_PROMPT], [TOOL_CALLS]…
-_BRACKET_TOKEN = re.compile(r"\[(/?[A-Z_]+)\]")
+# Bracketed control tokens of Mistral-style templates: [INST], [/INST], [SYSTEM_PROMPT], [control_8]…
+_BRACKET_TOKEN = re.compile(r"\[(/?[A-Za-z_][A-Za-z0-9_]*)\]")
 
 
 def _escape(text: str) -> str:

@@ -4,7 +4,8 @@ once, then runs their handlers one request at a time, as a Lambda execution envi
 The HTTP server hands every complete request to a free container, so requests are served
 concurrently while each handler keeps Lambda's one-invocation-at-a-time model (its module state,
 Powertools' logger and metrics, the router's breaker and caches are per container, as in AWS). A
-container that dies or outlives the function timeout is replaced, and its request answered as API
+container found dead is replaced in the background and the request goes to another one; a
+container that outlives the function timeout is replaced too, and its request answered as API
 Gateway answers a failed integration.
 """
 
@@ -18,8 +19,10 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from taskrouter.local.apigw import LambdaContext
+from taskrouter.local.console import say
 
 _READY = "ready"
+REGISTRY_RESOURCES = ("/tasks", "/tasks/{name}")  # the registry function's; any other path is the router's
 
 
 def _container_main(connection: Connection) -> None:
@@ -33,7 +36,7 @@ def _container_main(connection: Connection) -> None:
             event = connection.recv()
         except (EOFError, OSError):  # the server has gone
             return
-        handler = registry.handler if event.get("resource", "").startswith("/tasks") else router.handler
+        handler = registry.handler if event.get("resource") in REGISTRY_RESOURCES else router.handler
         connection.send(handler(event, LambdaContext()))
 
 
@@ -47,6 +50,7 @@ class _Container:
     def wait_ready(self, timeout_s: float) -> None:
         if not self.connection.poll(timeout_s) or self.connection.recv() != _READY:
             raise RuntimeError("a Lambda container did not start")
+        say(f"Lambda container {self.process.pid} ready")
 
     def stop(self) -> None:
         self.connection.close()
@@ -80,32 +84,49 @@ class Containers:
         return container
 
     def invoke(self, event: dict[str, Any]) -> dict[str, Any]:
-        """The handler's response to `event`, from the next free container."""
-        try:
-            container = self._idle.get(timeout=self._timeout_s)
-        except queue.Empty:
-            raise ContainerFailed("no container became free within the function timeout") from None
-        try:
-            container.connection.send(event)
-            if container.connection.poll(self._timeout_s):
-                response = container.connection.recv()
-                self._idle.put(container)
-                return response
-        except (EOFError, OSError):
-            pass
-        self._replace(container)
-        raise ContainerFailed(f"no answer within the function timeout of {self._timeout_s:.0f} s")
+        """The handler's response to `event`, from the next free container: one found dead before the
+        event reached it is replaced and the next one tried; one that takes the event and no answer
+        comes within the function timeout is replaced, and the request fails."""
+        for _ in range(len(self._all) + 1):
+            try:
+                container = self._idle.get(timeout=self._timeout_s)
+            except queue.Empty:
+                raise ContainerFailed("no container became free within the function timeout") from None
+            try:
+                container.connection.send(event)
+            except OSError:  # it died while idle: the event never reached it
+                self._replace_in_background(container)
+                continue
+            try:
+                if container.connection.poll(self._timeout_s):
+                    response = container.connection.recv()
+                    self._idle.put(container)
+                    return response
+            except (EOFError, OSError):
+                pass
+            self._replace_in_background(container)
+            raise ContainerFailed(f"no answer within the function timeout of {self._timeout_s:.0f} s")
+        raise ContainerFailed("every container was found dead")
 
-    def _replace(self, broken: _Container) -> None:
+    def _replace_in_background(self, broken: _Container) -> None:
+        """Stop `broken` and start another in its place, off the request's path."""
         with self._lock:
-            self._all.remove(broken)
-        broken.stop()
-        fresh = self._start()
-        try:
-            fresh.wait_ready(self._start_timeout_s)
-        except (RuntimeError, EOFError, OSError):
-            return  # one container fewer; the others keep serving
-        self._idle.put(fresh)
+            if broken in self._all:
+                self._all.remove(broken)
+
+        def replace() -> None:
+            broken.stop()
+            fresh = self._start()
+            try:
+                fresh.wait_ready(self._start_timeout_s)
+            except (RuntimeError, EOFError, OSError):
+                with self._lock:
+                    self._all.remove(fresh)
+                fresh.stop()
+                return  # one container fewer; the others keep serving
+            self._idle.put(fresh)
+
+        threading.Thread(target=replace, name="container-replacement", daemon=True).start()
 
     def close(self) -> None:
         with self._lock:
