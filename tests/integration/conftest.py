@@ -148,10 +148,7 @@ def aws(_moto_server: str, _moto_clients: tuple[Any, Any]) -> AwsState:
 
 # -- the handler's environment ---------------------------------------------------------------------
 def _clear_router_caches() -> None:
-    from aws_lambda_powertools.utilities import parameters
-
-    runtime.router.cache_clear()
-    parameters.clear_caches()  # the secret (and its boto3 client) are cached process-wide
+    runtime.router.cache_clear()  # its secret reader, and the reader's cache, go with it
 
 
 @pytest.fixture

@@ -67,8 +67,14 @@ def router() -> Router:
 
 
 def _api_key_reader(secret_arn: str | None):
+    """The OpenAI key from Secrets Manager, cached `_SECRET_MAX_AGE_S` (a rotated key is seen within).
+    Its client is bounded like every other: an unreachable Secrets Manager costs the init phase (and
+    a later fallback) at most a few seconds, never the Lambda's start."""
     if secret_arn is None:
         return lambda: None
-    from aws_lambda_powertools.utilities import parameters  # imported at start-up, not by a request
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider  # at start-up, not in a request
 
-    return lambda: parameters.get_secret(secret_arn, max_age=_SECRET_MAX_AGE_S)
+    provider = SecretsProvider(
+        boto_config=Config(connect_timeout=1, read_timeout=1, retries={"total_max_attempts": 2})
+    )
+    return lambda: provider.get(secret_arn, max_age=_SECRET_MAX_AGE_S)
