@@ -207,7 +207,7 @@ class ServingSettings(_Strict):
     # Engine options of the LMI container (OPTION_*); the tensor-parallel degree comes from
     # accelerators_per_copy, so it is not set here.
     options: dict[Annotated[str, Field(pattern=r"^OPTION_[A-Z0-9_]+$")], str]
-    max_lora_rank: Literal[8, 16, 32, 64, 128, 256]  # the ranks vLLM 0.12 accepts (vllm/config/lora.py)
+    max_lora_rank: Literal[1, 8, 16, 32, 64, 128, 256, 320, 512]  # the ranks vLLM 0.12 accepts (vllm/config/lora.py)
     accelerators_per_copy: Annotated[int, Field(ge=1, le=8)]
     min_memory_mb: Annotated[int, Field(ge=1024)]
     model_data_download_timeout_s: Annotated[int, Field(ge=60, le=3600)]

@@ -130,15 +130,17 @@ class MonitoringStack(Stack):
             dimensions_map={"service": ROUTER_SERVICE},
             period=Duration.minutes(5),
         )
+        # p90, as the API's: a decision the fallback makes takes longer than the budget by nature, and
+        # the fallback rate has an alarm of its own.
         decision_latency = [
             _alarmed(
-                f"Decision latency p99, {strategy.value} (ms)",
-                f"DecisionLatencyP99-{strategy.value}",
+                f"Decision latency p90, {strategy.value} (ms)",
+                f"DecisionLatencyP90-{strategy.value}",
                 cloudwatch.Metric(
                     namespace=METRICS_NAMESPACE,
                     metric_name="DecisionLatency",
                     dimensions_map={"service": ROUTER_SERVICE, "strategy": strategy.value},
-                    statistic="p99",
+                    statistic="p90",
                     period=Duration.minutes(5),
                 ),
                 above=budget.latency_ms,
@@ -161,10 +163,11 @@ class MonitoringStack(Stack):
         # under its own name (the one the router invokes) or its base component's: both are watched.
         # Missing data is not breaching: an idle endpoint publishes nothing and is not a broken one
         # (a failing one shows in the fallback rate and the router's errors).
-        # It has no strategy dimension: most traffic uses the stage's default strategy, whose primary
-        # timeout it is held to.
+        # It has no strategy dimension and every strategy's calls are in it: it alarms past the slowest
+        # strategy's primary timeout (a model slower than every deadline is broken); DecisionLatency,
+        # by strategy, holds each strategy to its own budget.
         model_latency_alarm_us = (
-            stage.budgets[stage.default_strategy].primary_timeout_ms * SAGEMAKER_MODEL_LATENCY_ALARM_US_FACTOR
+            max(budget.primary_timeout_ms for budget in stage.budgets.values()) * SAGEMAKER_MODEL_LATENCY_ALARM_US_FACTOR
         )
         facade.monitor_custom(
             alarm_friendly_name="SageMaker",

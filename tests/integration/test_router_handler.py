@@ -606,17 +606,17 @@ def test_body_size_counts_bytes_not_characters(invoke: Invoke, sagemaker: SageMa
 
 # -- strategies -------------------------------------------------------------------------------------
 STRATEGY_ANSWERS = {
-    "zero_shot": ("follow_up_email", 32, "exactly one word"),
+    "zero_shot": ("follow_up_email", 80, "exactly one word"),
     "few_shot_cot": (
         "The user wants to recap the call with Dana in an email.\nAnswer: follow_up_email",
-        96,
+        880,
         "Answer: <an allowed task name or none>",
     ),
     "react": (
         "Thought: the user asks to write to Dana after the call\n"
         "Observation: follow_up_email matches it\n"
         "Final Answer: follow_up_email",
-        160,
+        1680,
         "Final Answer: <an allowed task name or none>",
     ),
 }

@@ -3,7 +3,7 @@ import pytest
 import json
 import re
 
-from taskrouter.core.prompting import MAX_TRANSCRIPT_CHARS, InvalidOutput, build_prompt
+from taskrouter.core.prompting import MAX_TRANSCRIPT_BYTES, InvalidOutput, build_prompt
 from taskrouter.core.request import Message, Strategy
 from taskrouter.core.tasks import Task
 
@@ -48,11 +48,34 @@ def test_user_text_cannot_close_the_fence_or_forge_a_turn():
 def test_a_long_conversation_shows_its_most_recent_messages():
     conversation = [Message(role="user" if i % 2 == 0 else "assistant", content=f"{i:03d} " + "x" * 996) for i in range(21)]
     p = build_prompt(Strategy.ZERO_SHOT, conversation, TASKS, None)
-    shown = MAX_TRANSCRIPT_CHARS // 1000
+    shown = MAX_TRANSCRIPT_BYTES // 1000
     assert f'<conversation omitted="{21 - shown}">' in p.context
     assert p.context.count("<message ") == shown and "020 " in p.context and f"{20 - shown:03d} " not in p.context
-    single = build_prompt(Strategy.ZERO_SHOT, [Message(role="user", content="y" * 4000)], TASKS, None)
-    assert single.context.count("<message ") == 1 and "omitted" not in single.context
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["<" * 4000, "&" * 3000 + "ü" * 1000, "会议纪要" * 1000, "[INST]" * 666, "y" * 4000],
+    ids=["markup", "entities_and_umlauts", "cjk", "control_tokens", "plain"],
+)
+def test_the_rendered_conversation_is_bounded_in_bytes_whatever_the_text(content):
+    """Escaping and non-ASCII text grow a message's bytes (and tokens): the bound is on what is sent."""
+    conversation = [Message(role="user", content="earlier " * 400), Message(role="user", content=content)]
+    body = build_prompt(Strategy.ZERO_SHOT, conversation, TASKS, None).context.split("\n", 2)[2]
+    message = body.removeprefix('<message role="user">').split("</message>")[0]
+    assert len(message.encode()) <= MAX_TRANSCRIPT_BYTES
+    assert "earlier" not in body  # the older message does not fit beside it
+    if " … " in message:  # over the bound alone: cut in the middle, both ends kept
+        head, tail = (unescape(part) for part in message.split(" … "))
+        assert content.startswith(head) and content.endswith(tail) and len(head) > 100 and len(tail) > 100
+    else:
+        assert unescape(message) == content and len(content.encode()) <= MAX_TRANSCRIPT_BYTES
+
+
+def unescape(text):
+    for escaped, plain in (("&#91;", "["), ("&#93;", "]"), ("&lt;", "<"), ("&gt;", ">"), ("&amp;", "&")):
+        text = text.replace(escaped, plain)
+    return text
 
 
 def test_few_shot_cot_demonstrates_with_the_registry_examples_and_none():

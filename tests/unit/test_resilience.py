@@ -13,7 +13,7 @@ from taskrouter.adapters.ssm_ops_mode import SsmOpsMode
 from taskrouter.core.backends import BackendError, BackendThrottled
 from taskrouter.core.errors import NoBackendAvailable
 from taskrouter.core.resilience import CircuitBreaker, FixedOpsMode, OpsMode
-from taskrouter.core.request import Strategy
+from taskrouter.core.request import RouteRequest, Strategy
 from taskrouter.core.router import Router, RouterSettings
 from tests.unit.fakes import Clock, Registry, request
 
@@ -153,7 +153,7 @@ def test_router_opens_the_circuit_then_probes():
     clock = Clock()
     breaker = CircuitBreaker(failure_threshold=2, window_s=60, cooldown_s=30, clock=clock)
     primary = Script("sagemaker", BackendError("500"), BackendError("500"), "follow_up_email")
-    router = Router(Registry(), primary, Script("openai", "none"), settings(), breaker=breaker)
+    router = Router(Registry(), primary, Script("openai", "none"), settings(), breakers={Strategy.ZERO_SHOT: breaker})
     assert [router.route(request()).fallback_reason for _ in range(3)] == ["error", "error", "circuit_open"]
     assert primary.calls == 2
     clock.now = 30
@@ -163,7 +163,7 @@ def test_router_opens_the_circuit_then_probes():
 
 def test_invalid_output_does_not_open_the_circuit():
     breaker = CircuitBreaker(failure_threshold=1, window_s=60, cooldown_s=30)
-    router = Router(Registry(), Script("sagemaker", "prose"), Script("openai", "none"), settings(), breaker=breaker)
+    router = Router(Registry(), Script("sagemaker", "prose"), Script("openai", "none"), settings(), breakers={Strategy.ZERO_SHOT: breaker})
     assert router.route(request()).fallback_reason == "invalid_output"
     assert breaker.state == "closed"
 
@@ -172,7 +172,7 @@ def test_a_timeout_counts_against_the_primary_when_its_call_ends():
     breaker = CircuitBreaker(failure_threshold=1, window_s=60, cooldown_s=30)
     release = threading.Event()
     primary = Script("sagemaker", "none", block_on=release)
-    router = Router(Registry(), primary, Script("openai", "none"), settings(primary_timeout_s=0.05), breaker=breaker)
+    router = Router(Registry(), primary, Script("openai", "none"), settings(primary_timeout_s=0.05), breakers={Strategy.ZERO_SHOT: breaker})
     assert router.route(request()).fallback_reason == "timeout"
     release.set()  # the late answer comes after the deadline: a missed deadline, not a success
     assert eventually(lambda: breaker.state == "open")
@@ -194,7 +194,7 @@ def test_a_hung_primary_behind_a_fast_hedge_opens_the_circuit():
     primary = Script("sagemaker", "follow_up_email", delay_s=0.25)  # ends, but after the 0.1 s deadline
     fallback = Script("openai", "none")
     router = Router(
-        Registry(), primary, fallback, settings(primary_timeout_s=0.1, hedge_after_s=0.01), breaker=breaker
+        Registry(), primary, fallback, settings(primary_timeout_s=0.1, hedge_after_s=0.01), breakers={Strategy.ZERO_SHOT: breaker}
     )
     for _ in range(3):
         assert router.route(request()).fallback_reason == "timeout"
@@ -214,7 +214,7 @@ def test_a_probe_won_by_the_hedge_still_decides_the_circuit(late, after_probe):
     primary = Script("sagemaker", "follow_up_email", block_on=release)
     router = Router(
         Registry(), primary, Script("openai", "none"),
-        settings(primary_timeout_s=0.3 if late else 5.0, hedge_after_s=0.01), breaker=breaker,
+        settings(primary_timeout_s=0.3 if late else 5.0, hedge_after_s=0.01), breakers={Strategy.ZERO_SHOT: breaker},
     )
     breaker.record_failure()
     clock.now = 16  # half-open: the next request is the probe
@@ -224,8 +224,9 @@ def test_a_probe_won_by_the_hedge_still_decides_the_circuit(late, after_probe):
         time.sleep(0.35)  # past the probe's deadline
     release.set()
     assert eventually(lambda: primary.calls == 1 and breaker.state == after_probe)
-    clock.now = 40  # any cool-down is over: the circuit is never stuck
-    assert breaker.allow()
+    clock.now = 40  # any cool-down is over: the circuit is never stuck (no hedge now, to see the primary decide)
+    unhedged = Router(Registry(), primary, Script("openai", "none"), settings(), breakers={Strategy.ZERO_SHOT: breaker})
+    assert unhedged.route(request()).backend == "sagemaker"
 
 
 def test_a_probe_that_never_reports_counts_as_failed_after_the_cooldown():
@@ -301,3 +302,18 @@ def test_unreadable_parameter_at_start_means_primary_first():
         raise ConnectionError("ssm down")
 
     assert SsmOpsMode(fail).mode() is OpsMode.PRIMARY_FIRST
+
+
+def test_each_strategy_has_its_own_circuit():
+    """React's long answers missing their deadline open react's circuit, not zero-shot's."""
+    react_breaker, zero_shot_breaker = (CircuitBreaker(failure_threshold=1, window_s=60, cooldown_s=30) for _ in range(2))
+    primary = Script("sagemaker", BackendError("500"), "follow_up_email")
+    fallback = Script("openai", "Thought: t\nObservation: o\nFinal Answer: none", "Thought: t\nObservation: o\nFinal Answer: none")
+    router = Router(
+        Registry(), primary, fallback, settings(),
+        breakers={Strategy.REACT: react_breaker, Strategy.ZERO_SHOT: zero_shot_breaker},
+    )
+    react = RouteRequest(conversation=request().conversation, strategy=Strategy.REACT)
+    assert router.route(react).fallback_reason == "error"
+    assert router.route(react).fallback_reason == "circuit_open"
+    assert router.route(request()).backend == "sagemaker" and zero_shot_breaker.state == "closed"

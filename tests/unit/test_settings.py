@@ -25,7 +25,7 @@ def test_each_strategy_has_its_own_budget():
     router = RuntimeSettings.from_env(env).router
     zero_shot, cot, react = (router.budget(strategy) for strategy in Strategy)
     assert (zero_shot.primary_timeout_s, zero_shot.fallback_timeout_s, zero_shot.hedge_after_s) == (0.2, 3.0, 0.1)
-    assert (cot.primary_timeout_s, cot.fallback_timeout_s, cot.hedge_after_s) == (1.8, 6.0, 0.9)  # the same share
+    assert (cot.primary_timeout_s, cot.fallback_timeout_s, cot.hedge_after_s) == (1.8, 6.0, None)  # no hedge
     assert (react.primary_timeout_s, react.fallback_timeout_s) == (2.6, 5.0)  # the default fallback budget
     defaults = RuntimeSettings.from_env(BASE).router
     assert defaults.budget(Strategy.FEW_SHOT_COT).primary_timeout_s == 2.5

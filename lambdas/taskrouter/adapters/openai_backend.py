@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -52,10 +53,14 @@ class OpenAIBackend:
             return self._client
 
     def decide(self, prompt: RoutingPrompt, timeout_s: float) -> str | None:
+        deadline = time.monotonic() + timeout_s
         try:
             client = self._openai()
         except Exception as error:  # the key's secret unreadable, or no key at all: no answer from here
             raise BackendError(f"openai client unavailable: {type(error).__name__}") from None
+        timeout_s = deadline - time.monotonic()  # what getting the client took is part of the budget
+        if timeout_s <= 0:
+            raise BackendTimeout("openai: no time left after reading its key")
         try:
             completion = client.chat.completions.create(
                 model=self._model,

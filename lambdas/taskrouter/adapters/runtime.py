@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Callable
+from typing import Any
 
 import botocore.session
 from botocore.config import Config
 
 from taskrouter.adapters.dynamodb_registry import DynamoDBTaskSource
 from taskrouter.adapters.openai_backend import OpenAIBackend
+from taskrouter.adapters.refreshed_secret import RefreshedSecret
 from taskrouter.adapters.sagemaker_backend import SageMakerBackend
 from taskrouter.adapters.settings import REGISTRY_CONNECT_TIMEOUT_S, REGISTRY_READ_TIMEOUT_S, RuntimeSettings
 from taskrouter.adapters.ssm_ops_mode import SsmOpsMode
+from taskrouter.core.request import Strategy
 from taskrouter.core.resilience import CircuitBreaker
 from taskrouter.core.tasks import RegistryUnavailable
 from taskrouter.core.router import Router
@@ -51,7 +55,7 @@ def router() -> Router:
         primary = SageMakerBackend(clients, settings.sagemaker_endpoint, settings.sagemaker_component)
     fallback = None
     if settings.openai_configured:
-        fallback = OpenAIBackend(settings.openai_model, _api_key_reader(settings.openai_secret_arn))
+        fallback = OpenAIBackend(settings.openai_model, _api_key_reader(session, settings.openai_secret_arn))
         fallback.warm()
     ops_mode = None
     if settings.ops_mode_parameter:
@@ -60,21 +64,22 @@ def router() -> Router:
         )
         name = settings.ops_mode_parameter
         ops_mode = SsmOpsMode(lambda: ssm.get_parameter(Name=name)["Parameter"]["Value"])
-    breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_window_s, settings.breaker_cooldown_s)
+    breakers = {
+        strategy: CircuitBreaker(settings.breaker_failures, settings.breaker_window_s, settings.breaker_cooldown_s)
+        for strategy in Strategy
+    }
     with contextlib.suppress(RegistryUnavailable):  # the first request reads it, should this read fail
         registry.tasks()  # the task list, fetched at start-up like the clients: not by the first request
-    return Router(registry, primary, fallback, settings.router, breaker=breaker, ops_mode=ops_mode)
+    return Router(registry, primary, fallback, settings.router, breakers=breakers, ops_mode=ops_mode)
 
 
-def _api_key_reader(secret_arn: str | None):
-    """The OpenAI key from Secrets Manager, cached `_SECRET_MAX_AGE_S` (a rotated key is seen within).
-    Its client is bounded like every other: an unreachable Secrets Manager costs the init phase (and
-    a later fallback) at most a few seconds, never the Lambda's start."""
+def _api_key_reader(session: Any, secret_arn: str | None) -> Callable[[], str | None]:
+    """The OpenAI key from Secrets Manager, held and re-read in the background (a rotated key is taken
+    up within `_SECRET_MAX_AGE_S`); its client is bounded like every other, so an unreachable Secrets
+    Manager costs the start-up a few seconds at most, never a request."""
     if secret_arn is None:
         return lambda: None
-    from aws_lambda_powertools.utilities.parameters import SecretsProvider  # at start-up, not in a request
-
-    provider = SecretsProvider(
-        boto_config=Config(connect_timeout=1, read_timeout=1, retries={"total_max_attempts": 2})
+    client = session.create_client(
+        "secretsmanager", config=Config(connect_timeout=1, read_timeout=1, retries={"total_max_attempts": 2})
     )
-    return lambda: provider.get(secret_arn, max_age=_SECRET_MAX_AGE_S)
+    return RefreshedSecret(lambda: client.get_secret_value(SecretId=secret_arn)["SecretString"], _SECRET_MAX_AGE_S)

@@ -106,8 +106,10 @@ def _budgets(env: Mapping[str, str]) -> dict[Strategy, Budget]:
     """Each strategy's timeouts: TASKROUTER_PRIMARY_TIMEOUT_MS and TASKROUTER_FALLBACK_TIMEOUT_MS are
     zero-shot's, the same names suffixed with _FEW_SHOT_COT or _REACT those strategies'.
 
-    TASKROUTER_HEDGE_AFTER_MS is zero-shot's hedge delay ("off", or a delay not under its primary
-    timeout: never); the others hedge at the same share of their own primary timeout."""
+    TASKROUTER_HEDGE_AFTER_MS is when zero-shot's fallback starts beside a silent primary ("off", or
+    a delay not under its primary timeout: never). The strategies that reason do not hedge: their
+    primary takes seconds by design, so a hedge would start beside nearly every request, doubling its
+    cost; their fallback starts when the primary fails or misses its deadline."""
     timeouts = {}
     for strategy, (primary_ms, fallback_ms) in DEFAULT_TIMEOUTS_MS.items():
         suffix = "" if strategy is Strategy.ZERO_SHOT else f"_{strategy.value.upper()}"
@@ -115,16 +117,15 @@ def _budgets(env: Mapping[str, str]) -> dict[Strategy, Budget]:
             _number(env, f"TASKROUTER_PRIMARY_TIMEOUT_MS{suffix}", primary_ms, *PRIMARY_TIMEOUT_MS),
             _number(env, f"TASKROUTER_FALLBACK_TIMEOUT_MS{suffix}", fallback_ms, *FALLBACK_TIMEOUT_MS),
         )
-    hedge_share = None
+    hedge_after_s = None
     if env.get("TASKROUTER_HEDGE_AFTER_MS", "").lower() != "off":
         hedge_ms = _number(env, "TASKROUTER_HEDGE_AFTER_MS", DEFAULT_HEDGE_AFTER_MS, 0, PRIMARY_TIMEOUT_MS[1])
-        zero_shot_primary_ms = timeouts[Strategy.ZERO_SHOT][0]
-        hedge_share = hedge_ms / zero_shot_primary_ms if hedge_ms < zero_shot_primary_ms else None
+        hedge_after_s = hedge_ms / 1000 if hedge_ms < timeouts[Strategy.ZERO_SHOT][0] else None
     return {
         strategy: Budget(
             primary_timeout_s=primary_ms / 1000,
             fallback_timeout_s=fallback_ms / 1000,
-            hedge_after_s=None if hedge_share is None else hedge_share * primary_ms / 1000,
+            hedge_after_s=hedge_after_s if strategy is Strategy.ZERO_SHOT else None,
         )
         for strategy, (primary_ms, fallback_ms) in timeouts.items()
     }

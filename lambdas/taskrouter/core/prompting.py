@@ -26,12 +26,21 @@ from typing import Any
 from taskrouter.core.request import Message, Strategy
 from taskrouter.core.tasks import NO_TASK, Task
 
-# The most recent messages whose contents add up to at most this many characters (~1,500 tokens)
-# are shown; the last message always is. Older turns rarely change the decision, and the bound keeps
-# the prompt inside the model's context and its prefill inside the latency budget (model_artifacts/README.md).
-MAX_TRANSCRIPT_CHARS = 6000
-# A free-text reasoning line is at most this long (~50 tokens), which bounds decoding.
+# The conversation shown is its most recent messages whose contents, as rendered (escaped, UTF-8),
+# add up to at most this many bytes: ~1,000 tokens of English, and never more than 4,000 tokens
+# whatever the text (a byte-level BPE never makes more tokens than bytes). The last message always
+# shows; past the bound alone, its middle is cut. Older turns rarely change the decision, and the
+# bound keeps the prompt inside the model's context and its prefill inside the latency budget
+# (model_artifacts/README.md).
+MAX_TRANSCRIPT_BYTES = 4000
+_CUT = " … "
+# A free-text reasoning line is at most this long (~50 tokens of English), which bounds decoding.
 MAX_REASONING_CHARS = 200
+# Answer-token caps: only a safety net, since decoding ends with the constraint. A name of 64
+# characters is at most 64 tokens (digits tokenise one by one), a reasoning character at most 4
+# (its UTF-8 bytes).
+_ANSWER_LINE_TOKENS = 80  # "Final Answer: " and the longest name, and the end of the sequence
+_REASONING_LINE_TOKENS = 4 * MAX_REASONING_CHARS
 _DEMONSTRATED_TASKS = 3  # worked examples of few_shot_cot, one per task that has an example
 _EXAMPLES_SHOWN = 3  # a task's examples listed in the catalogue
 
@@ -134,17 +143,44 @@ def _quoted(text: str) -> str:
     return '"' + _one_line(text).replace('"', "&quot;") + '"'
 
 
+def _rendered_size(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def _clipped(text: str, budget: int) -> str:
+    """Escaped `text` within `budget` bytes: its beginning and its end, the middle cut (between
+    characters of the original, so that no escape is split)."""
+    half = (budget - _rendered_size(_CUT)) // 2
+
+    def longest(fits: Callable[[int], bool]) -> int:  # the most characters that fit, by bisection
+        low, high = 0, len(text)
+        while low < high:
+            middle = (low + high + 1) // 2
+            low, high = (middle, high) if fits(middle) else (low, middle - 1)
+        return low
+
+    head = longest(lambda n: _rendered_size(_escape(text[:n])) <= half)
+    tail = longest(lambda n: _rendered_size(_escape(text[len(text) - n :])) <= half)
+    return _escape(text[:head]) + _CUT + _escape(text[len(text) - tail :])
+
+
 def render_transcript(conversation: Sequence[Message]) -> str:
-    """The most recent messages within `MAX_TRANSCRIPT_CHARS`, fenced; how many were left out."""
-    shown, size = 0, 0
+    """The most recent messages within `MAX_TRANSCRIPT_BYTES` as rendered, fenced, and how many were
+    left out; the last message always, its middle cut if it alone is over the bound."""
+    contents: list[str] = []
+    size = 0
     for message in reversed(conversation):
-        size += len(message.content)
-        if shown and size > MAX_TRANSCRIPT_CHARS:
+        content = _escape(message.content)
+        size += _rendered_size(content)
+        if size > MAX_TRANSCRIPT_BYTES:
+            if not contents:
+                contents.append(_clipped(message.content, MAX_TRANSCRIPT_BYTES))
             break
-        shown += 1
-    omitted = len(conversation) - shown
+        contents.append(content)
+    shown = conversation[len(conversation) - len(contents) :]
+    omitted = len(conversation) - len(shown)
     lines = [f'<conversation omitted="{omitted}">' if omitted else "<conversation>"]
-    lines += [f'<message role="{m.role}">{_escape(m.content)}</message>' for m in conversation[omitted:]]
+    lines += [f'<message role="{m.role}">{c}</message>' for m, c in zip(shown, reversed(contents))]
     lines.append("</conversation>")
     return "\n".join(lines)
 
@@ -247,7 +283,7 @@ _TEXT: dict[Strategy, _TextFormat] = {
         instructions=lambda p: f"{p.instructions}\n\nAnswer with exactly one word: an allowed task name or {NO_TASK}.",
         constraint=lambda choices: {"choice": list(choices)},
         parse=str.strip,
-        max_tokens=32,  # the longest name (64 characters) is at most ~32 tokens; decoding stops at its end
+        max_tokens=_ANSWER_LINE_TOKENS,
     ),
     Strategy.FEW_SHOT_COT: _TextFormat(
         instructions=lambda p: (
@@ -256,7 +292,7 @@ _TEXT: dict[Strategy, _TextFormat] = {
         ),
         constraint=lambda choices: {"regex": rf"{_LINE}\nAnswer: {_alternatives(choices)}"},
         parse=_last_line_after("Answer:"),
-        max_tokens=96,  # one reasoning line (~50 tokens), the answer line, and room
+        max_tokens=_REASONING_LINE_TOKENS + _ANSWER_LINE_TOKENS,
     ),
     Strategy.REACT: _TextFormat(
         instructions=lambda p: f"{p.instructions}\n\n{_REACT_FORMAT.format(none=NO_TASK)}",
@@ -264,7 +300,7 @@ _TEXT: dict[Strategy, _TextFormat] = {
             "regex": rf"Thought: {_LINE}\nObservation: {_LINE}\nFinal Answer: {_alternatives(choices)}"
         },
         parse=_last_line_after("Final Answer:"),
-        max_tokens=160,  # two reasoning lines (~100 tokens), the answer line, and room
+        max_tokens=2 * _REASONING_LINE_TOKENS + _ANSWER_LINE_TOKENS,
     ),
 }
 

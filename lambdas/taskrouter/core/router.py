@@ -92,6 +92,19 @@ def _attempt(backend: Backend, prompt: RoutingPrompt, timeout_s: float) -> _Atte
         return _Attempt(failure="error", detail=type(fault).__name__)
 
 
+def _ask_primary(
+    backend: Backend, prompt: RoutingPrompt, timeout_s: float, deadline: float, breaker: CircuitBreaker
+) -> _Attempt:
+    """One primary call, its outcome recorded by the breaker as the call ends, whoever answered the
+    request: a hedge that won does not hide a failing or hanging primary."""
+    answer = _attempt(backend, prompt, timeout_s)
+    if answer.failure in _PRIMARY_FAULTS or time.monotonic() > deadline:
+        breaker.record_failure()
+    else:  # an answer in time, even an invalid one, shows the primary is up
+        breaker.record_success()
+    return answer
+
+
 class Router:
     def __init__(
         self,
@@ -99,14 +112,16 @@ class Router:
         primary: Backend | None,
         fallback: Backend | None,
         settings: RouterSettings,
-        breaker: CircuitBreaker | None = None,
+        breakers: Mapping[Strategy, CircuitBreaker] | None = None,
         ops_mode: OpsModeSource | None = None,
     ) -> None:
         self._registry = registry
         self._primary = primary
         self._fallback = fallback
         self._settings = settings
-        self._breaker = breaker or CircuitBreaker()
+        # One circuit per strategy: a reasoning strategy's missed deadline (a long answer) says
+        # nothing of zero-shot's, which keeps its primary; an endpoint that is down opens them all.
+        self._breakers = {strategy: (breakers or {}).get(strategy) or CircuitBreaker() for strategy in Strategy}
         self._ops_mode = ops_mode or FixedOpsMode()
         # A Lambda container serves one request at a time: the primary and a hedged fallback, plus
         # room for calls that outlived their deadline and are still ending (client timeouts bound them).
@@ -129,25 +144,26 @@ class Router:
         ) -> Decision:
             return Decision(task, derive_event(current, task), backend, reason, ignored, strategy, detail)
 
-        skip = self._skip_reason()
+        breaker = self._breakers[strategy]
+        skip = self._skip_reason(breaker)
         if skip is not None:
             return self._fallback_decides(prompt, budget, decided, skip, None, None)
-        return self._race(prompt, budget, decided)
+        return self._race(prompt, budget, breaker, decided)
 
-    def _skip_reason(self) -> FallbackReason | None:
+    def _skip_reason(self, breaker: CircuitBreaker) -> FallbackReason | None:
         if self._primary is None:
             return "not_configured"
         if self._ops_mode.mode() is OpsMode.OPENAI_ONLY:
             return "ops_mode"
-        if not self._breaker.allow():
+        if not breaker.allow():
             return "circuit_open"
         return None
 
-    def _race(self, prompt: RoutingPrompt, budget: Budget, decided: _Decided) -> Decision:
+    def _race(self, prompt: RoutingPrompt, budget: Budget, breaker: CircuitBreaker, decided: _Decided) -> Decision:
         primary_backend = self._primary
         assert primary_backend is not None
         deadline = time.monotonic() + budget.primary_timeout_s
-        primary = self._pool.submit(self._ask_primary, primary_backend, prompt, budget.primary_timeout_s, deadline)
+        primary = self._pool.submit(_ask_primary, primary_backend, prompt, budget.primary_timeout_s, deadline, breaker)
         hedge: futures.Future[_Attempt] | None = None
         if budget.hedge_after_s is not None and self._fallback is not None:
             done, _ = futures.wait([primary], timeout=budget.hedge_after_s)
@@ -171,16 +187,6 @@ class Router:
         if answer.failure is None:
             return decided(primary_backend.name, answer.task, None)
         return self._fallback_decides(prompt, budget, decided, answer.failure, answer.detail, hedge)
-
-    def _ask_primary(self, backend: Backend, prompt: RoutingPrompt, timeout_s: float, deadline: float) -> _Attempt:
-        """One primary call, its outcome recorded by the breaker as the call ends, whoever answered
-        the request: a hedge that won does not hide a failing or hanging primary."""
-        answer = _attempt(backend, prompt, timeout_s)
-        if answer.failure in _PRIMARY_FAULTS or time.monotonic() > deadline:
-            self._breaker.record_failure()
-        else:  # an answer in time, even an invalid one, shows the primary is up
-            self._breaker.record_success()
-        return answer
 
     def _fallback_decides(
         self,
