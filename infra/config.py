@@ -213,7 +213,6 @@ class ServingSettings(_Strict):
     model_data_download_timeout_s: Annotated[int, Field(ge=60, le=3600)]
     container_startup_health_check_timeout_s: Annotated[int, Field(ge=60, le=3600)]
 
-
     @field_validator("options")
     @classmethod
     def _async_vllm_with_prefix_caching(cls, options: dict[str, str]) -> dict[str, str]:
