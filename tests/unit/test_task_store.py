@@ -97,13 +97,14 @@ def test_delete_of_an_absent_or_deleted_task_is_not_found(store):
         store.put("book_meeting", body(), if_match=1)
 
 
-def _racing(client, rival_write):
-    """Make the next UpdateItem of `client` come after `rival_write(name)` by another writer."""
+def _racing(client, rival_write, *, every=False):
+    """Make the next UpdateItem of `client` (or, with `every`, each one) come after
+    `rival_write(name)` by another writer; returns what undoes it."""
     original = client.update_item
     raced = []
 
     def update_after_a_rival(**kwargs):
-        if not raced:
+        if every or not raced:
             raced.append(1)
             rival_write(kwargs["Key"]["sk"]["S"])
         return original(**kwargs)
@@ -128,21 +129,26 @@ def test_a_writer_that_loses_the_race_reads_again(store, client):
     restore()
 
 
-def test_a_writer_that_always_loses_gives_up(store, client):
+@pytest.mark.parametrize(("round_cost_s", "rounds_taken"), [(0.0, MAX_WRITE_ROUNDS), (3.0, 3)])
+def test_a_writer_that_always_loses_gives_up(client, round_cost_s, rounds_taken):
+    """Rivals win every round: the write gives up after MAX_WRITE_ROUNDS, or sooner when its rounds
+    are slow (DynamoDB slow): no round starts past the 8 s budget (here at 0, 3 and 6 s; not 9 s)."""
+    now = [0.0]
+    store = DynamoDBTaskStore(client, "tasks", round_budget_s=8.0, timer=lambda: now[0])
     store.put("book_meeting", body(), if_match=None)
     rival = DynamoDBTaskStore(boto3.client("dynamodb", region_name="us-east-1"), "tasks")
-    original = client.update_item
     rounds = []
 
-    def always_beaten(**kwargs):
+    def rival_wins(name):
         rounds.append(1)
-        rival.put("book_meeting", body(f"rival {len(rounds)}"), if_match=None)
-        return original(**kwargs)
+        now[0] += round_cost_s
+        rival.put(name, body(f"rival {len(rounds)}"), if_match=None)
 
-    client.update_item = always_beaten
+    restore = _racing(client, rival_wins, every=True)
     with pytest.raises(WriteContention):
         store.put("book_meeting", body("mine"), if_match=None)
-    assert len(rounds) == MAX_WRITE_ROUNDS
+    restore()
+    assert len(rounds) == rounds_taken
 
 
 def test_a_write_read_before_a_delete_never_brings_the_task_back(store, client):
@@ -172,24 +178,3 @@ def test_an_item_written_without_a_version_can_be_replaced(store, client):
     })
     assert store.get("hand_made").version == 1
     assert store.put("hand_made", body("by the API"), if_match=1)[0].version == 2
-
-
-def test_no_new_round_starts_past_the_budget(client):
-    """Each round is slow (DynamoDB slow, rivals winning): the write gives up within its budget."""
-    now = [0.0]
-    store = DynamoDBTaskStore(client, "tasks", round_budget_s=8.0, timer=lambda: now[0])
-    store.put("book_meeting", body(), if_match=None)
-    rival = DynamoDBTaskStore(boto3.client("dynamodb", region_name="us-east-1"), "tasks")
-    original = client.update_item
-    rounds = []
-
-    def slow_and_beaten(**kwargs):
-        rounds.append(1)
-        now[0] += 3.0  # each round costs 3 s
-        rival.put("book_meeting", body(f"rival {len(rounds)}"), if_match=None)
-        return original(**kwargs)
-
-    client.update_item = slow_and_beaten
-    with pytest.raises(WriteContention):
-        store.put("book_meeting", body("mine"), if_match=None)
-    assert len(rounds) == 3  # rounds started at 0, 3 and 6 s; none at 9 s
