@@ -19,8 +19,8 @@ from taskrouter.adapters.settings import REGISTRY_CONNECT_TIMEOUT_S, REGISTRY_RE
 from taskrouter.adapters.ssm_ops_mode import SsmOpsMode
 from taskrouter.core.request import Strategy
 from taskrouter.core.resilience import CircuitBreaker
-from taskrouter.core.tasks import RegistryUnavailable
 from taskrouter.core.router import Router
+from taskrouter.core.tasks import RegistryUnavailable
 
 _SECRET_MAX_AGE_S = 300
 
