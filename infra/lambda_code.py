@@ -25,6 +25,11 @@ LAMBDA_PLATFORM = "manylinux2014_aarch64"  # ARCHITECTURE's wheels
 _PROVIDED_BY_THE_RUNTIME = {"boto3"}
 
 
+# The tools that never run in a function: local mode, the client and its command line, evaluation,
+# data generation and review.
+OFF_LAMBDA = ("local", "client.py", "cli.py", "evaluation", "datagen", "review")
+
+
 def runtime_requirements(*, with_runtime_provided: bool = False) -> list[str]:
     """The project's runtime dependencies (pyproject.toml), less what Lambda's runtime provides."""
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
@@ -59,8 +64,7 @@ def build_bundle(
     shutil.copytree(
         ROOT / "lambdas" / "taskrouter",
         target / "taskrouter",
-        # local mode, the client and its command line stay off Lambda
-        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "local", "client.py", "cli.py"),
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", *OFF_LAMBDA),
     )
     _compile(target)
 

@@ -8,7 +8,7 @@ import pytest
 
 from benchmarks.footprint import package_size
 from infra.config import ROOT
-from infra.lambda_code import BUNDLE_DIR, RUNTIME, runtime_requirements
+from infra.lambda_code import BUNDLE_DIR, OFF_LAMBDA, RUNTIME, runtime_requirements
 
 pytestmark = pytest.mark.skipif(not BUNDLE_DIR.exists(), reason="run `make bundle` first")
 
@@ -17,7 +17,10 @@ def test_the_router_package_ships_with_its_sources_and_bytecode_of_the_runtime_v
     tag = f"cpython-{RUNTIME.name.removeprefix('python').replace('.', '')}"
     assert (BUNDLE_DIR / "taskrouter" / "handlers" / "router.py").exists()
     assert (BUNDLE_DIR / "taskrouter" / "handlers" / "__pycache__" / f"router.{tag}.pyc").exists()
-    assert not (BUNDLE_DIR / "taskrouter" / "local").exists(), "local mode stays off Lambda"
+    assert {"local", "evaluation", "datagen", "review", "client.py", "cli.py"} <= set(OFF_LAMBDA)
+    for tool in OFF_LAMBDA:  # local mode, the client and CLI, evaluation, data generation and review
+        assert not (BUNDLE_DIR / "taskrouter" / tool).exists(), f"{tool} stays off Lambda"
+    assert (ROOT / "lambdas" / "taskrouter" / "evaluation" / "runner.py").exists()
 
 
 def test_dependencies_ship_bytecode_only():

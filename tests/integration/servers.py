@@ -15,6 +15,7 @@ import urllib.parse
 from collections import deque
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from typing import Any
 
 
@@ -128,8 +129,9 @@ class HttpDouble:
         with self._lock:
             self._queue.extend(replies)
 
-    def always(self, reply: Reply) -> None:
-        """Answer every request (after any queued replies) with `reply`."""
+    def always(self, reply: Reply | Callable[[Received], Reply]) -> None:
+        """Answer every request (after any queued replies) with `reply`, or with what `reply(request)`
+        gives (a double that answers from what it was asked)."""
         self.default = reply
 
     def reset(self) -> None:
@@ -158,7 +160,8 @@ class HttpDouble:
             self._received.append(received)
             if not self._accepts(received):
                 return self.not_found(received)
-            return self._queue.popleft() if self._queue else self.default
+            reply = self._queue.popleft() if self._queue else self.default
+        return reply(received) if callable(reply) else reply
 
     def _accepts(self, received: Received) -> bool:
         raise NotImplementedError

@@ -20,27 +20,34 @@ from taskrouter.adapters.ssm_ops_mode import SsmOpsMode
 from taskrouter.core.request import Strategy
 from taskrouter.core.resilience import CircuitBreaker
 from taskrouter.core.router import Router
-from taskrouter.core.tasks import RegistryUnavailable
+from taskrouter.core.tasks import RegistryUnavailable, TaskSource
 
 _SECRET_MAX_AGE_S = 300
 
 
 @functools.cache
 def router() -> Router:
-    settings = RuntimeSettings.from_env()
+    """The container's router, from the environment."""
+    return build_router(RuntimeSettings.from_env())
+
+
+def build_router(settings: RuntimeSettings, registry: TaskSource | None = None) -> Router:
+    """A router from `settings`, its registry the settings' DynamoDB table unless one is given (the
+    evaluation's task file)."""
     # botocore's own session: the same clients, credentials and AWS_ENDPOINT_URL_* handling as
     # boto3's, without importing boto3 itself on the cold start.
     session = botocore.session.get_session()
-    # One bounded try: a miss is covered by the cached copy.
-    registry_client = session.create_client(
-        "dynamodb",
-        config=Config(
-            connect_timeout=REGISTRY_CONNECT_TIMEOUT_S,
-            read_timeout=REGISTRY_READ_TIMEOUT_S,
-            retries={"total_max_attempts": 1},
-        ),
-    )
-    registry = DynamoDBTaskSource(registry_client, settings.table_name, settings.registry_ttl_s)
+    if registry is None:
+        # One bounded try: a miss is covered by the cached copy.
+        registry_client = session.create_client(
+            "dynamodb",
+            config=Config(
+                connect_timeout=REGISTRY_CONNECT_TIMEOUT_S,
+                read_timeout=REGISTRY_READ_TIMEOUT_S,
+                retries={"total_max_attempts": 1},
+            ),
+        )
+        registry = DynamoDBTaskSource(registry_client, settings.table_name, settings.registry_ttl_s)
     primary = None
     if settings.sagemaker_endpoint:
         timeouts = {budget.primary_timeout_s for budget in settings.router.strategy_budgets.values()}

@@ -1,0 +1,67 @@
+"""The routing metrics of an evaluation (CONTRACT section 4), computed in one place.
+
+Labels are strings: a task name, `none` for no task (a null task), or `error` for a turn that got no
+decision (no 200), so that failures show in the confusion matrix instead of vanishing from it. A
+class's precision is 0 when it was never predicted, its recall 0 when it never occurs, its F1 0 when
+both are (scikit-learn's `zero_division=0`, which a test checks these against).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+NONE_LABEL = "none"
+ERROR_LABEL = "error"
+
+
+def label_of(task: str | None) -> str:
+    return NONE_LABEL if task is None else task
+
+
+def classification(expected: Sequence[str], predicted: Sequence[str]) -> dict[str, Any]:
+    """Accuracy, per-class precision/recall/F1/support, and the confusion matrix (rows expected,
+    columns predicted, over the sorted labels of both)."""
+    if len(expected) != len(predicted):
+        raise ValueError("expected and predicted differ in length")
+    labels = sorted(set(expected) | set(predicted))
+    pairs = Counter(zip(expected, predicted))
+    support, predicted_count = Counter(expected), Counter(predicted)
+    per_class = {}
+    for label in labels:
+        hits = pairs[(label, label)]
+        precision = hits / predicted_count[label] if predicted_count[label] else 0.0
+        recall = hits / support[label] if support[label] else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[label] = {"precision": precision, "recall": recall, "f1": f1, "support": support[label]}
+    correct = sum(count for (want, got), count in pairs.items() if want == got)
+    return {
+        "accuracy": correct / len(expected) if expected else 0.0,
+        "per_class": per_class,
+        "confusion": {"labels": labels, "matrix": [[pairs[(want, got)] for got in labels] for want in labels]},
+    }
+
+
+def macro(per_class: dict[str, dict[str, float]]) -> tuple[float, float]:
+    """Macro-averaged precision and recall over every label of the matrix."""
+    if not per_class:
+        return 0.0, 0.0
+    return (
+        sum(c["precision"] for c in per_class.values()) / len(per_class),
+        sum(c["recall"] for c in per_class.values()) / len(per_class),
+    )
+
+
+def latency_summary(latencies_ms: Sequence[float]) -> dict[str, float]:
+    """p50, p90, p99 (nearest rank: the smallest value with at least that share of values at or
+    under it) and max."""
+    ordered = sorted(latencies_ms)
+    if not ordered:
+        return {"p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0}
+
+    def rank(q: float) -> float:
+        return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+    return {"p50": rank(0.5), "p90": rank(0.9), "p99": rank(0.99), "max": ordered[-1]}

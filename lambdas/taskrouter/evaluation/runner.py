@@ -1,0 +1,131 @@
+"""`taskrouter eval`: replay a labelled dataset through a target and measure it (CONTRACT section 4)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from taskrouter.evaluation.dataset import Turn, load_dataset, turns_of
+from taskrouter.evaluation.metrics import ERROR_LABEL, classification, label_of, latency_summary
+from taskrouter.evaluation.targets import Outcome, Target
+
+
+def run_turns(
+    turns: Sequence[Turn],
+    target: Target,
+    *,
+    strategy: str | None = None,
+    concurrency: int = 1,
+    on_done: Callable[[], None] = lambda: None,
+) -> list[dict[str, Any]]:
+    """Each turn's record, in the dataset's order whatever the concurrency."""
+
+    def routed(turn: Turn) -> dict[str, Any]:
+        outcome = target.route(turn, strategy)
+        on_done()
+        return _record(turn, outcome)
+
+    if concurrency <= 1:
+        return [routed(turn) for turn in turns]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="eval") as pool:
+        return list(pool.map(routed, turns))  # map keeps the order of its input
+
+
+def _record(turn: Turn, outcome: Outcome) -> dict[str, Any]:
+    return {
+        "conversation": turn.conversation,
+        "index": turn.index,
+        "expected": {"task": turn.expected.task, "event": turn.expected.event},
+        "predicted": {"task": outcome.task, "event": outcome.event},
+        "backend": outcome.backend,
+        "fallback_reason": outcome.fallback_reason,
+        "latency_ms": outcome.latency_ms,
+        "status": outcome.status,
+        **({"error": outcome.error} if outcome.error else {}),
+    }
+
+
+def _labels(turns: Sequence[dict[str, Any]], field: str) -> tuple[list[str], list[str]]:
+    """Expected and predicted labels of `field` ("task" or "event"); a turn with no decision is `error`."""
+    expected = [label_of(t["expected"][field]) for t in turns]
+    predicted = [label_of(t["predicted"][field]) if t["status"] == 200 else ERROR_LABEL for t in turns]
+    return expected, predicted
+
+
+def measure(turns: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The report's `metrics` from its turns."""
+    decided = [t for t in turns if t["status"] == 200]
+    by_backend = {}
+    for backend in sorted({t["backend"] for t in decided}):
+        own = [t for t in decided if t["backend"] == backend]
+        by_backend[backend] = {field: classification(*_labels(own, field)) for field in ("event", "task")}
+    return {
+        "event": classification(*_labels(turns, "event")),
+        "task": classification(*_labels(turns, "task")),
+        "latency_ms": latency_summary([t["latency_ms"] for t in turns]),
+        # among the decided turns: the share the fallback decided, and the share of invalid output
+        "fallback_rate": _share(sum(t["fallback_reason"] is not None for t in decided), len(decided)),
+        "invalid_output_rate": _share(sum(t["fallback_reason"] == "invalid_output" for t in decided), len(decided)),
+        "error_rate": _share(len(turns) - len(decided), len(turns)),
+        "by_backend": by_backend,
+    }
+
+
+def _share(count: int, total: int) -> float:
+    return count / total if total else 0.0
+
+
+def evaluate(
+    dataset: Path,
+    target: Target,
+    target_name: str,
+    out: Path,
+    *,
+    strategy: str | None = None,
+    concurrency: int = 1,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Replay `dataset` through `target`, write `out/report.json`, `report.md` and the two confusion
+    matrices; the report."""
+    from taskrouter.evaluation.report import write_report
+
+    turns = turns_of(load_dataset(dataset))
+    with _progress(len(turns), enabled=progress) as advance:
+        records = run_turns(turns, target, strategy=strategy, concurrency=concurrency, on_done=advance)
+    report = {
+        "dataset": dataset.name,
+        "target": target_name,
+        "strategy": strategy,
+        "concurrency": concurrency,
+        "turns": records,
+        "metrics": measure(records),
+    }
+    write_report(report, out)
+    return report
+
+
+class _progress:
+    """A progress bar on stderr (rich), advanced from any thread."""
+
+    def __init__(self, total: int, *, enabled: bool) -> None:
+        self._total, self._enabled = total, enabled
+
+    def __enter__(self) -> Callable[[], None]:
+        if not self._enabled:
+            return lambda: None
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._bar = Progress(
+            TextColumn("routing turns"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=Console(stderr=True),
+        )
+        self._bar.start()
+        task = self._bar.add_task("turns", total=self._total)
+        return lambda: self._bar.advance(task)
+
+    def __exit__(self, *_: object) -> None:
+        if self._enabled:
+            self._bar.stop()

@@ -1,0 +1,60 @@
+"""Loading labelled conversations: every rule named with its line and field, turns expanded as the
+contract says."""
+
+import json
+
+import pytest
+
+from taskrouter.evaluation.dataset import DatasetError, load_dataset, turns_of
+
+
+def write(tmp_path, *conversations):
+    path = tmp_path / "set.jsonl"
+    path.write_text("\n".join(json.dumps(c) for c in conversations) + "\n")
+    return path
+
+
+def user(content, task, event):
+    return {"role": "user", "content": content, "expect": {"task": task, "event": event}}
+
+
+def test_turns_carry_the_history_and_the_running_task_of_the_labels_before(tmp_path):
+    conversation = {"id": "c1", "messages": [
+        user("minutes please", "prepare_meeting_minutes", "start"),
+        {"role": "assistant", "content": "here"},
+        user("now the email", "follow_up_email", "switch"),
+        {"role": "assistant", "content": "done"},
+        user("thanks", None, "end"),
+    ]}
+    turns = turns_of(load_dataset(write(tmp_path, conversation)))
+    assert [(t.index, t.current_task, t.expected.task) for t in turns] == [
+        (0, None, "prepare_meeting_minutes"), (2, "prepare_meeting_minutes", "follow_up_email"), (4, "follow_up_email", None),
+    ]
+    assert [m["role"] for m in turns[2].messages] == ["user", "assistant", "user", "assistant", "user"]
+    assert "expect" not in turns[2].messages[0]
+
+
+@pytest.mark.parametrize(
+    ("conversation", "message"),
+    [
+        ({"id": "x", "messages": [user("hi", "a_task", "continue")]}, "does not follow"),
+        ({"id": "x", "messages": [{"role": "user", "content": "hi"}]}, "needs its expect label"),
+        ({"id": "x", "messages": [{"role": "assistant", "content": "hi", "expect": {"task": None, "event": "none"}}]}, "user messages only"),
+        ({"id": "x", "messages": [user("hi", None, "maybe")]}, "event"),
+        ({"id": "x", "messages": []}, "messages"),
+        ({"messages": [user("hi", None, "none")]}, "id"),
+    ],
+)
+def test_a_bad_line_is_named(tmp_path, conversation, message):
+    with pytest.raises(DatasetError, match=rf"set.jsonl:1: .*{message}"):
+        load_dataset(write(tmp_path, conversation))
+
+
+def test_duplicate_ids_and_empty_files_are_refused(tmp_path):
+    same = {"id": "x", "messages": [user("hi", None, "none")]}
+    with pytest.raises(DatasetError, match="appears twice"):
+        load_dataset(write(tmp_path, same, same))
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(DatasetError, match="no conversation"):
+        load_dataset(empty)

@@ -1,0 +1,73 @@
+"""The evaluation's metrics, against values computed by hand and against scikit-learn."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import classification_report, confusion_matrix
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # scikit-learn on a single label
+
+from taskrouter.evaluation.metrics import classification, latency_summary, macro
+
+# By hand: labels a, b, none (a null task) and c (only predicted); d only expected.
+EXPECTED = ["a", "a", "a", "b", "none", "none", "d"]
+PREDICTED = ["a", "a", "b", "b", "none", "c", "none"]
+
+
+def test_hand_computed_fixture():
+    result = classification(EXPECTED, PREDICTED)
+    assert result["accuracy"] == pytest.approx(4 / 7)
+    assert result["confusion"] == {
+        "labels": ["a", "b", "c", "d", "none"],
+        "matrix": [
+            [2, 1, 0, 0, 0],  # a: two right, one taken for b
+            [0, 1, 0, 0, 0],
+            [0, 0, 0, 0, 0],  # c: never expected
+            [0, 0, 0, 0, 1],  # d: never predicted
+            [0, 0, 1, 0, 1],
+        ],
+    }
+    per = result["per_class"]
+    assert per["a"] == {"precision": 1.0, "recall": pytest.approx(2 / 3), "f1": pytest.approx(0.8), "support": 3}
+    assert per["b"] == {"precision": 0.5, "recall": 1.0, "f1": pytest.approx(2 / 3), "support": 1}
+    assert per["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}  # only predicted
+    assert per["d"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}  # only expected
+    assert per["none"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
+    precision, recall = macro(per)
+    assert precision == pytest.approx((1 + 0.5 + 0 + 0 + 0.5) / 5)
+    assert recall == pytest.approx((2 / 3 + 1 + 0 + 0 + 0.5) / 5)
+
+
+def test_empty_input():
+    assert classification([], []) == {"accuracy": 0.0, "per_class": {}, "confusion": {"labels": [], "matrix": []}}
+    assert macro({}) == (0.0, 0.0)
+
+
+def test_latency_nearest_rank():
+    assert latency_summary([5, 1, 3, 2, 4, 10, 9, 8, 7, 6]) == {"p50": 5, "p90": 9, "p99": 10, "max": 10}
+    assert latency_summary([7]) == {"p50": 7, "p90": 7, "p99": 7, "max": 7}
+    assert latency_summary([]) == {"p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0}
+
+
+labels = st.sampled_from(["follow_up_email", "prepare_linkedin_post", "none", "error", "qualify_lead"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(labels, labels), min_size=1, max_size=60))
+def test_agrees_with_scikit_learn(pairs):
+    expected, predicted = [e for e, _ in pairs], [p for _, p in pairs]
+    ours = classification(expected, predicted)
+    names = ours["confusion"]["labels"]
+    assert ours["confusion"]["matrix"] == confusion_matrix(expected, predicted, labels=names).tolist()
+    theirs = classification_report(expected, predicted, labels=names, output_dict=True, zero_division=0)
+    for label in names:
+        for metric in ("precision", "recall", "f1"):
+            assert ours["per_class"][label][metric] == pytest.approx(theirs[label][f"{metric}-score" if metric == "f1" else metric])
+        assert ours["per_class"][label]["support"] == theirs[label]["support"]
+    assert macro(ours["per_class"]) == pytest.approx(
+        (theirs["macro avg"]["precision"], theirs["macro avg"]["recall"])
+    )
+    accuracy = sum(e == p for e, p in pairs) / len(pairs)
+    assert ours["accuracy"] == pytest.approx(accuracy)

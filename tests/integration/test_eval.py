@@ -1,0 +1,157 @@
+"""`taskrouter eval` end to end: the in-process router and `make local`, their backends the HTTP
+doubles answering from the dataset's own labels (an oracle), wrong where a test wants them wrong."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from taskrouter.cli import main
+from taskrouter.evaluation.dataset import load_dataset, turns_of
+
+from .servers import OpenAIDouble, Received, Reply, SageMakerRuntimeDouble
+from .test_local_server import LocalServer
+
+ROOT = Path(__file__).resolve().parents[2]
+DATASET = ROOT / "datasets" / "example.jsonl"
+TASKS_FILE = ROOT / "tasks" / "default_tasks.json"
+TURNS = turns_of(load_dataset(DATASET))
+# The last user message of a turn, as the prompt fences it, to the task its label wants.
+LABELS = {turn.messages[-1]["content"]: turn.expected.task for turn in TURNS}
+_LAST_USER_MESSAGE = re.compile(r'<message role="user">([^<>]*)</message>\n</conversation>\Z')
+
+
+def last_message(received: Received) -> str:
+    """The last user message of the conversation the router was asked about."""
+    content = _LAST_USER_MESSAGE.search(received.json()["messages"][-1]["content"]).group(1)
+    return html.unescape(content.replace("&#91;", "[").replace("&#93;", "]"))
+
+
+def labelled_task(received: Received) -> str | None:
+    return LABELS[last_message(received)]
+
+
+def oracle_sagemaker(wrong: frozenset[str] = frozenset()) -> SageMakerRuntimeDouble:
+    """A primary answering each turn's label; `none` for the turns whose message holds a `wrong` phrase."""
+    double = SageMakerRuntimeDouble()
+
+    def answer(received: Received) -> Reply:
+        task = None if any(phrase in last_message(received) for phrase in wrong) else labelled_task(received)
+        return double.answer(task or "none")
+
+    double.always(answer)
+    return double
+
+
+def oracle_openai() -> OpenAIDouble:
+    """A fallback answering each turn's label, as the JSON it is asked for."""
+    double = OpenAIDouble()
+    double.always(lambda received: double.answer(labelled_task(received)))
+    return double
+
+
+def run_eval(*args: str) -> int:
+    return main(["eval", *args, "--no-progress"])
+
+
+@pytest.fixture
+def local_env(monkeypatch):
+    """The environment `--target local` reads (CONTRACT section 3): the oracle doubles as backends."""
+    sagemaker, openai = oracle_sagemaker(wrong=frozenset({"weather"})), oracle_openai()
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "eval", "AWS_SECRET_ACCESS_KEY": "eval", "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": sagemaker.url, "TASKROUTER_SAGEMAKER_ENDPOINT": "eval-endpoint",
+        "OPENAI_BASE_URL": openai.base_url, "OPENAI_API_KEY": "sk-eval", "NO_PROXY": "127.0.0.1",
+        "TASKROUTER_HEDGE_AFTER_MS": "off", "TASKROUTER_PRIMARY_TIMEOUT_MS": "2000",
+    }.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    for name in ("TASKROUTER_TABLE_NAME", "TASKROUTER_SAGEMAKER_COMPONENT", "TASKROUTER_OPENAI_SECRET_ARN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    yield sagemaker, openai
+    sagemaker.close()
+    openai.close()
+
+
+def test_eval_local_with_a_task_file_measures_the_scripted_backends(local_env, tmp_path, capsys):
+    sagemaker, _ = local_env
+    out = tmp_path / "local"
+    assert run_eval("--dataset", str(DATASET), "--target", "local", "--tasks", str(TASKS_FILE), "--out", str(out)) == 0
+    report = json.loads((out / "report.json").read_text())
+    turns = report["turns"]
+    assert [(t["conversation"], t["index"]) for t in turns] == [(t.conversation, t.index) for t in TURNS]
+    assert all(t["status"] == 200 and t["backend"] == "sagemaker" for t in turns)
+    assert sagemaker.refusals == []
+    # the primary answers none for the one "weather" turn, whose label is none too: all right
+    assert report["metrics"]["task"]["accuracy"] == 1.0 and report["metrics"]["event"]["accuracy"] == 1.0
+    assert report["metrics"]["error_rate"] == 0.0 and report["metrics"]["fallback_rate"] == 0.0
+    assert set(report["metrics"]["by_backend"]) == {"sagemaker"}
+    assert "turns in" in capsys.readouterr().out
+
+
+def test_eval_local_refuses_a_broken_dataset_in_one_line(local_env, tmp_path, capsys):
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"id": "x", "messages": [{"role": "user", "content": "hi"}]}\n')
+    assert run_eval("--dataset", str(broken), "--target", "local", "--tasks", str(TASKS_FILE), "--out", str(tmp_path / "o")) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("taskrouter eval: broken.jsonl:1: ") and err.count("\n") == 1
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """`make local` whose primary answers `none` wrongly on three turns."""
+    sagemaker = oracle_sagemaker(wrong=frozenset({"recap my chat", "is he worth pursuing", "linkedin post about closing"}))
+    openai = oracle_openai()
+    server = LocalServer(
+        tmp_path_factory.mktemp("eval"), openai,
+        TASKROUTER_SAGEMAKER_ENDPOINT="eval-endpoint", AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=sagemaker.url,
+        TASKROUTER_HEDGE_AFTER_MS="off", TASKROUTER_PRIMARY_TIMEOUT_MS="2000",
+    )
+    yield server, sagemaker, openai
+    server.stop()
+    sagemaker.close()
+    openai.close()
+
+
+def test_eval_against_make_local_sequential_and_concurrent_then_compare(served, tmp_path, capsys):
+    server = served[0]
+    runs = {}
+    for name, concurrency in (("sequential", "1"), ("concurrent", "4")):
+        out = tmp_path / name
+        assert run_eval("--dataset", str(DATASET), "--target", server.url, "--out", str(out), "--concurrency", concurrency) == 0
+        runs[name] = json.loads((out / "report.json").read_text())
+        assert (out / "report.md").read_text().startswith(f"# Evaluation of example.jsonl against {server.url}")
+        for png in ("confusion_event.png", "confusion_task.png"):
+            assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    sequential, concurrent = runs["sequential"]["turns"], runs["concurrent"]["turns"]
+    assert [(t["conversation"], t["index"], t["expected"]) for t in concurrent] == [
+        (t["conversation"], t["index"], t["expected"]) for t in sequential
+    ]
+    assert [t["predicted"] for t in concurrent] == [t["predicted"] for t in sequential]
+    metrics = runs["sequential"]["metrics"]
+    wrong = 3  # the primary's wrong "none" answers: not invalid output, so they stand
+    assert metrics["task"]["accuracy"] == pytest.approx((len(TURNS) - wrong) / len(TURNS))
+    assert metrics["task"]["per_class"]["none"]["precision"] < 1.0
+    assert set(metrics["by_backend"]) == {"sagemaker"}
+
+    capsys.readouterr()
+    table = tmp_path / "compare.md"
+    code = main(["eval", "compare", str(tmp_path / "sequential"), str(tmp_path / "concurrent"), "--out", str(table)])
+    printed = capsys.readouterr().out
+    assert code == 0 and printed == table.read_text()
+    assert printed.splitlines()[0].startswith("| run | event acc | task acc | macro P | macro R | none recall |")
+    assert printed.splitlines()[2].startswith("| sequential | ")
+
+    # a perfect baseline: the runs regress on task accuracy past the tolerance, and the gate says so
+    baseline = tmp_path / "perfect"
+    baseline.mkdir()
+    perfect = runs["sequential"] | {"metrics": dict(metrics, task=dict(metrics["task"], accuracy=1.0))}
+    (baseline / "report.json").write_text(json.dumps(perfect))
+    code = main(["eval", "compare", str(tmp_path / "sequential"), "--gate", str(baseline)])
+    err = capsys.readouterr().err
+    assert code == 1 and "sequential: task accuracy" in err and "below the baseline's 1.000" in err
+    assert main(["eval", "compare", str(tmp_path / "sequential"), "--gate", str(baseline), "--tolerance", "0.2"]) == 0
+    assert main(["eval", "compare", str(tmp_path / "sequential"), "--gate", str(tmp_path / "concurrent")]) == 0
