@@ -4,6 +4,7 @@
     taskrouter ... tasks list | get NAME | put NAME --description D [--example E]... [--if-match V | --create-only]
     taskrouter ... tasks delete NAME [--if-match V] | import FILE [--dry-run] [--prune] | export FILE
     taskrouter eval ... | eval compare ...   (taskrouter/evaluation/cli.py)
+    taskrouter data generate ...            (taskrouter/datagen/cli.py)
 
 An error is one line on stderr and a non-zero exit.
 """
@@ -55,10 +56,14 @@ def plan_import(current: list[dict[str, Any]], wanted: list[Task], *, prune: boo
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["eval"]:  # the evaluation tools have a command line of their own
+    if argv[:1] == ["eval"]:  # the evaluation and data tools have command lines of their own
         from taskrouter.evaluation.cli import main as evaluation_main
 
         return evaluation_main(argv[1:])
+    if argv[:1] == ["data"]:
+        from taskrouter.datagen.cli import main as data_main
+
+        return data_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         client = TaskRouterClient(

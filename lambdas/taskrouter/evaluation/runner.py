@@ -9,6 +9,7 @@ from typing import Any
 
 from taskrouter.evaluation.dataset import Turn, load_dataset, turns_of
 from taskrouter.evaluation.metrics import ERROR_LABEL, classification, label_of, latency_summary
+from taskrouter.evaluation.progress import progress_bar
 from taskrouter.evaluation.targets import Outcome, Target
 
 
@@ -92,7 +93,7 @@ def evaluate(
     from taskrouter.evaluation.report import write_report
 
     turns = turns_of(load_dataset(dataset))
-    with _progress(len(turns), enabled=progress) as advance:
+    with progress_bar(len(turns), "routing turns", enabled=progress) as advance:
         records = run_turns(turns, target, strategy=strategy, concurrency=concurrency, on_done=advance)
     report = {
         "dataset": dataset.name,
@@ -104,28 +105,3 @@ def evaluate(
     }
     write_report(report, out)
     return report
-
-
-class _progress:
-    """A progress bar on stderr (rich), advanced from any thread."""
-
-    def __init__(self, total: int, *, enabled: bool) -> None:
-        self._total, self._enabled = total, enabled
-
-    def __enter__(self) -> Callable[[], None]:
-        if not self._enabled:
-            return lambda: None
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self._bar = Progress(
-            TextColumn("routing turns"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=Console(stderr=True),
-        )
-        self._bar.start()
-        task = self._bar.add_task("turns", total=self._total)
-        return lambda: self._bar.advance(task)
-
-    def __exit__(self, *_: object) -> None:
-        if self._enabled:
-            self._bar.stop()
