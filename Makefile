@@ -8,7 +8,7 @@ export CDK_DISABLE_CLI_TELEMETRY := true
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 LAMBDA_SOURCES := $(shell find lambdas -name '*.py' -not -path '*/__pycache__/*')
 
-.PHONY: help setup bundle synth test local clean
+.PHONY: help setup bundle synth test local clean browser
 
 help:
 	@echo "make synth  - set up, then synthesize the dev and prod stages to cdk.out/ (offline)"
@@ -28,6 +28,12 @@ node_modules/.installed: package.json package-lock.json
 
 setup: $(VENV)/.installed node_modules/.installed
 
+# The review tool's browser test drives Debian's Chromium (Playwright cannot download its own here).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null || { echo "installing Debian's chromium for the browser test"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+
 build/lambda.stamp: $(VENV)/.installed pyproject.toml requirements.lock infra/lambda_code.py $(LAMBDA_SOURCES)
 	$(PY) -m infra.lambda_code
 	touch $@
@@ -39,7 +45,7 @@ synth: setup bundle
 	npx cdk synth --quiet
 	$(PY) -m infra.nag cdk.out/validation-report.json
 
-test: setup bundle
+test: setup bundle browser
 	$(PY) -m pytest
 
 local: setup

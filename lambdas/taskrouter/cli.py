@@ -5,6 +5,7 @@
     taskrouter ... tasks delete NAME [--if-match V] | import FILE [--dry-run] [--prune] | export FILE
     taskrouter eval ... | eval compare ...   (taskrouter/evaluation/cli.py)
     taskrouter data generate ...            (taskrouter/datagen/cli.py)
+    taskrouter review FILE ...              (taskrouter/review/server.py)
 
 An error is one line on stderr and a non-zero exit.
 """
@@ -64,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         from taskrouter.datagen.cli import main as data_main
 
         return data_main(argv[1:])
+    if argv[:1] == ["review"]:
+        from taskrouter.review.server import main as review_main
+
+        return review_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         client = TaskRouterClient(

@@ -22,7 +22,8 @@ from typing import Any
 
 from taskrouter.core.events import derive_event
 from taskrouter.core.tasks import Task
-from taskrouter.evaluation.dataset import Conversation
+from taskrouter.evaluation.dataset import Conversation, as_json
+from taskrouter.evaluation.files import write_atomically
 
 SCENARIOS = ("start", "continue", "switch", "end", "none")
 NEAR_DUPLICATE = 0.8
@@ -188,13 +189,4 @@ def generate(
 
 
 def write_jsonl(conversations: Sequence[Conversation], path: Path) -> None:
-    """The dataset format (CONTRACT section 4): `expect` on user messages only, a null task kept."""
-
-    def line(conversation: Conversation) -> str:
-        messages = [
-            {"role": m.role, "content": m.content, **({"expect": m.expect.model_dump()} if m.expect else {})}
-            for m in conversation.messages
-        ]
-        return json.dumps({"id": conversation.id, "messages": messages}, ensure_ascii=False)
-
-    path.write_text("".join(f"{line(c)}\n" for c in conversations), encoding="utf-8")
+    write_atomically(path, "".join(json.dumps(as_json(c), ensure_ascii=False) + "\n" for c in conversations))

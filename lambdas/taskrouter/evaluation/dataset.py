@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -93,6 +93,17 @@ def load_dataset(path: Path) -> list[Conversation]:
     if not conversations:
         raise DatasetError(f"{path.name}: no conversation")
     return conversations
+
+
+def as_json(conversation: Conversation) -> dict[str, Any]:
+    """A conversation as a dataset line holds it: `expect` on user messages only, a null task kept."""
+    return {
+        "id": conversation.id,
+        "messages": [
+            {"role": m.role, "content": m.content, **({"expect": m.expect.model_dump()} if m.expect else {})}
+            for m in conversation.messages
+        ],
+    }
 
 
 def turns_of(conversations: list[Conversation]) -> list[Turn]:

@@ -4,11 +4,10 @@ confusion matrix each for the event and the task."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from taskrouter.evaluation.files import write_atomically
 from taskrouter.evaluation.metrics import macro
 
 CONFUSION_FILES = {"event": "confusion_event.png", "task": "confusion_task.png"}
@@ -16,16 +15,10 @@ CONFUSION_FILES = {"event": "confusion_event.png", "task": "confusion_task.png"}
 
 def write_report(report: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomically(out / "report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    _write_atomically(out / "report.md", markdown(report))
+    write_atomically(out / "report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    write_atomically(out / "report.md", markdown(report))
     for field, name in CONFUSION_FILES.items():
         plot_confusion(report["metrics"][field]["confusion"], f"{field} ({report['dataset']}, {report['target']})", out / name)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, delete=False, suffix=".tmp") as file:
-        file.write(text)
-    os.replace(file.name, path)
 
 
 def markdown(report: dict[str, Any]) -> str:

@@ -1,0 +1,1 @@
+"""`taskrouter review`: a page on loopback to review labelled datasets; never in a Lambda."""
