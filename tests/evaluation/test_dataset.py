@@ -58,3 +58,18 @@ def test_duplicate_ids_and_empty_files_are_refused(tmp_path):
     empty.write_text("\n")
     with pytest.raises(DatasetError, match="no conversation"):
         load_dataset(empty)
+
+
+def test_a_byte_order_mark_and_crlf_lines_are_read(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    line = json.dumps({"id": "x", "messages": [user("salut\u2028ça va", None, "none")]}, ensure_ascii=False)
+    path.write_bytes(b"\xef\xbb\xbf" + line.encode() + b"\r\n")
+    (conversation,) = load_dataset(path)
+    assert conversation.messages[0].content == "salut\u2028ça va"  # U+2028 inside a string is no line break
+
+
+def test_a_file_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / "latin.jsonl"
+    path.write_bytes('{"id": "é"}'.encode("latin-1"))
+    with pytest.raises(DatasetError, match="latin.jsonl: not UTF-8"):
+        load_dataset(path)

@@ -19,17 +19,27 @@ from .servers import OpenAIDouble, Received, Reply
 
 TASKS_FILE = Path(__file__).resolve().parents[2] / "tasks" / "default_tasks.json"
 BROKEN_TASK = "answer_prospect_message"  # the fake answers plans with it off the plan (one user turn short)
+FAILING_TASK = "qualify_lead"  # the fake's server fails on plans that start with it
 
 
 def fake_model(received: Received) -> Reply:
-    """A deterministic model: its words are a function of the plan it is given and the seed."""
+    """A deterministic model: its words are a function of what it is asked (the plan's turns and
+    writer) and the seed. It writes the same words for every no-task plan, whoever writes: those
+    are near-duplicates. It fails (500) on plans that start with FAILING_TASK."""
     body = received.json()
     assert body["response_format"]["json_schema"]["strict"] is True
-    intents = json.loads(re.search(r"Plan as JSON: (\[.*\])", body["messages"][-1]["content"]).group(1))
+    prompt = body["messages"][-1]["content"]
+    intents = json.loads(re.search(r"Plan as JSON: (\[.*\])", prompt).group(1))
+    if intents[0] == FAILING_TASK:
+        return OpenAIDouble.server_error()
+    writer = re.search(r"The user: (.*)\.\n", prompt).group(1)
     messages = []
     for number, intent in enumerate(intents):
-        text = f"hey can u do the {intent.replace('_', ' ')} thing" if intent else "whats the weather tomorrow"
-        messages.append({"role": "user", "content": f"{text} (turn {number}, take {body['seed'] % 2})"})
+        if intent is None:
+            text = "whats the weather tomorrow"
+        else:
+            text = f"hey can u do the {intent.replace('_', ' ')} thing, says {writer} (turn {number}, take {body['seed'] % 7})"
+        messages.append({"role": "user", "content": text})
         if number < len(intents) - 1:
             messages.append({"role": "assistant", "content": "Sure, here it is."})
     if BROKEN_TASK in intents and len(intents) > 1:
@@ -48,16 +58,17 @@ def model(monkeypatch):
     double.close()
 
 
-def generate(out: Path, seed: int, capsys) -> str:
+def generate(out: Path, seed: int, capsys) -> tuple[str, str]:
     code = main(["data", "generate", "--out", str(out), "--per-scenario", "6", "--seed", str(seed), "--no-progress"])
     assert code == 0
-    return capsys.readouterr().out
+    captured = capsys.readouterr()
+    return captured.out, captured.err
 
 
 def test_labels_come_from_the_plan_and_near_duplicates_are_dropped(model, tmp_path, capsys):
     out = tmp_path / "synthetic.jsonl"
-    printed = generate(out, 7, capsys)
-    planned = plans(load_task_file(TASKS_FILE, updated_at=""), SCENARIOS, 6, 7)
+    printed, told = generate(out, 1, capsys)
+    planned = plans(load_task_file(TASKS_FILE, updated_at=""), SCENARIOS, 6, 1)
     conversations = load_dataset(out)  # the dataset format, every event consistent with its task
     by_id = {plan.id: plan for plan in planned}
     for conversation in conversations:
@@ -68,20 +79,17 @@ def test_labels_come_from_the_plan_and_near_duplicates_are_dropped(model, tmp_pa
         for label in labels:
             assert label.event == derive_event(running, label.task)
             running = label.task
-    # the fake writes the same words for the same plan: every repeat of an earlier plan's intents is
-    # a near-duplicate; plans with the broken task over two turns are off the plan even on a retry
-    seen, duplicates, unusable = set(), 0, 0
-    for plan in planned:
-        if BROKEN_TASK in plan.intents and len(plan.intents) > 1:
-            unusable += 1
-        elif plan.intents in seen:
-            duplicates += 1
-        else:
-            seen.add(plan.intents)
-    assert len(conversations) == len(planned) - duplicates - unusable
-    assert duplicates > 0 and unusable > 0
+    # every no-task plan after the first is a near-duplicate; plans with the broken task over two
+    # turns are off the plan even on a retry; plans starting with the failing task are lost alone
+    failed = sum(plan.intents[0] == FAILING_TASK for plan in planned)
+    unusable = sum(BROKEN_TASK in plan.intents and len(plan.intents) > 1 and plan.intents[0] != FAILING_TASK for plan in planned)
+    duplicates = sum(plan.intents == (None,) for plan in planned) - 1
+    assert len(conversations) == len(planned) - duplicates - unusable - failed
+    assert duplicates > 0 and unusable > 0 and failed > 0
     assert f"{duplicates} near-duplicates and {unusable} answers off the plan dropped" in printed
-    assert len(model.requests) == len(planned) + unusable  # one retry each for those off the plan
+    assert f"{failed} plans failed, first: InternalServerError" in told
+    writers = {plan.writer for plan in planned}
+    assert len(writers) > 10 and any("French" in writer for writer in writers)  # plans vary who writes
 
 
 def test_the_same_seed_gives_the_same_file(model, tmp_path, capsys):
@@ -96,3 +104,5 @@ def test_the_same_seed_gives_the_same_file(model, tmp_path, capsys):
 def test_bad_arguments_are_one_line(model, tmp_path, capsys):
     assert main(["data", "generate", "--out", str(tmp_path / "x.jsonl"), "--scenarios", "start,maybe"]) == 1
     assert "--scenarios" in capsys.readouterr().err
+    assert main(["data", "generate", "--out", str(tmp_path / "no" / "x.jsonl")]) == 1
+    assert "is not a folder" in capsys.readouterr().err

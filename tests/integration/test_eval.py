@@ -143,7 +143,7 @@ def test_eval_against_make_local_sequential_and_concurrent_then_compare(served, 
     printed = capsys.readouterr().out
     assert code == 0 and printed == table.read_text()
     assert printed.splitlines()[0].startswith("| run | event acc | task acc | macro P | macro R | none recall |")
-    assert printed.splitlines()[2].startswith("| sequential | ")
+    assert printed.splitlines()[2].startswith(f"| {tmp_path / 'sequential'} | ")
 
     # a perfect baseline: the runs regress on task accuracy past the tolerance, and the gate says so
     baseline = tmp_path / "perfect"
@@ -155,3 +155,38 @@ def test_eval_against_make_local_sequential_and_concurrent_then_compare(served, 
     assert code == 1 and "sequential: task accuracy" in err and "below the baseline's 1.000" in err
     assert main(["eval", "compare", str(tmp_path / "sequential"), "--gate", str(baseline), "--tolerance", "0.2"]) == 0
     assert main(["eval", "compare", str(tmp_path / "sequential"), "--gate", str(tmp_path / "concurrent")]) == 0
+
+
+def test_a_target_that_drops_connections_is_measured_not_fatal(tmp_path, capsys):
+    """Each turn that gets no answer is an `error` turn; the run goes on and writes its report."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def drop_every_connection() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            connection.recv(65536)
+            connection.close()
+
+    threading.Thread(target=drop_every_connection, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        assert run_eval("--dataset", str(DATASET), "--target", url, "--out", str(tmp_path), "--concurrency", "4") == 0
+    finally:
+        stop.set()
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert len(report["turns"]) == len(TURNS) and report["metrics"]["error_rate"] == 1.0
+    assert {t["status"] for t in report["turns"]} == {0}
+    assert report["metrics"]["task"]["confusion"]["labels"][0] == "answer_prospect_message"
+    assert "error" in report["metrics"]["task"]["confusion"]["labels"]
+    # compare reads the contract's fields alone (no invalid_output_rate needed)
+    del report["metrics"]["invalid_output_rate"]
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    assert main(["eval", "compare", str(tmp_path)]) == 0

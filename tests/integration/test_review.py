@@ -60,19 +60,24 @@ def test_edits_are_saved_at_once_and_survive_a_reload(reviewing, page):
     assert page.text_content("#conversation-id") == first
 
     # change a label with the select: the first conversation's only turn, to follow_up_email
-    page.select_option('select[aria-label="task of message 0"]', "follow_up_email")
-    page.wait_for_selector("#status >> text=saved")
+    with page.expect_response("**/api/label") as answer:
+        page.select_option('select[aria-label="task of message 0"]', "follow_up_email")
+    assert answer.value.ok
     saved = reviewed(store)[0]["messages"][0]["expect"]
     assert saved == {"task": "follow_up_email", "event": "start"}
 
     # next conversation with the keyboard, flag it, then remove the third one
     page.keyboard.press("j")
     page.wait_for_selector(f"#conversation-id >> text={second}")
-    page.keyboard.press("f")
+    with page.expect_response("**/api/flag"):
+        page.keyboard.press("f")
     page.wait_for_selector("#flag.on")
     page.keyboard.press("j")
     third = page.text_content("#conversation-id")
-    page.keyboard.press("x")
+    with page.expect_response("**/api/remove"):
+        page.keyboard.press("x")
+    page.wait_for_selector("text=3 / 42")
+    page.keyboard.press("Control+x")  # the browser's shortcut, not the page's: nothing removed
     page.wait_for_selector("text=3 / 42")
     assert third not in [c["id"] for c in reviewed(store)]
     assert json.loads(store.flags_file.read_text()) == [second]
@@ -80,8 +85,8 @@ def test_edits_are_saved_at_once_and_survive_a_reload(reviewing, page):
     # label with a digit: 0 is no task, and the events that follow are derived again
     page.keyboard.press("k")
     page.wait_for_selector(f"#conversation-id >> text={second}")
-    page.keyboard.press("0")
-    page.wait_for_selector("#status >> text=saved")
+    with page.expect_response("**/api/label"):
+        page.keyboard.press("0")
     labels = [m["expect"] for m in reviewed(store)[1]["messages"] if "expect" in m]
     assert labels[0] == {"task": None, "event": "none"}
     assert all(label["event"] != "continue" or label["task"] for label in labels)
@@ -109,6 +114,10 @@ def test_an_edit_without_the_page_token_is_refused(reviewing):
         opener.open(request, timeout=10)
     assert refused.value.code == 403
     assert "linkedin-start" in [c["id"] for c in reviewed(store)]
+    request = urllib.request.Request(url, headers={"Host": "attacker.example:80"})  # DNS rebinding
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        opener.open(request, timeout=10)
+    assert refused.value.code == 403
 
 
 def test_the_store_refuses_what_is_not_a_label(tmp_path):
@@ -121,6 +130,8 @@ def test_the_store_refuses_what_is_not_a_label(tmp_path):
         store.set_label("minutes-typo-continue", 1, None)  # an assistant message
     with pytest.raises(ValueError, match="no conversation"):
         store.remove("absent")
+    with pytest.raises(ValueError, match="another file"):
+        ReviewStore(source, TASKS, reviewed=source)
     again = ReviewStore(source, TASKS)  # a second start reads the reviewed copy, not the original
     store.remove("linkedin-start")
     assert "linkedin-start" not in [c["id"] for c in ReviewStore(source, TASKS).state()["conversations"]]

@@ -31,9 +31,11 @@ def router() -> Router:
     return build_router(RuntimeSettings.from_env())
 
 
-def build_router(settings: RuntimeSettings, registry: TaskSource | None = None) -> Router:
+def build_router(
+    settings: RuntimeSettings, registry: TaskSource | None = None, concurrent_requests: int = 1
+) -> Router:
     """A router from `settings`, its registry the settings' DynamoDB table unless one is given (the
-    evaluation's task file)."""
+    evaluation's task file), for `concurrent_requests` callers at once (one in a Lambda container)."""
     # botocore's own session: the same clients, credentials and AWS_ENDPOINT_URL_* handling as
     # boto3's, without importing boto3 itself on the cold start.
     session = botocore.session.get_session()
@@ -77,7 +79,10 @@ def build_router(settings: RuntimeSettings, registry: TaskSource | None = None) 
     }
     with contextlib.suppress(RegistryUnavailable):  # the first request reads it, should this read fail
         registry.tasks()  # the task list, fetched at start-up like the clients: not by the first request
-    return Router(registry, primary, fallback, settings.router, breakers=breakers, ops_mode=ops_mode)
+    return Router(
+        registry, primary, fallback, settings.router,
+        breakers=breakers, ops_mode=ops_mode, concurrent_requests=concurrent_requests,
+    )
 
 
 def _api_key_reader(session: Any, secret_arn: str | None) -> Callable[[], str | None]:

@@ -114,6 +114,7 @@ class Router:
         settings: RouterSettings,
         breakers: Mapping[Strategy, CircuitBreaker] | None = None,
         ops_mode: OpsModeSource | None = None,
+        concurrent_requests: int = 1,
     ) -> None:
         self._registry = registry
         self._primary = primary
@@ -123,10 +124,12 @@ class Router:
         # nothing of zero-shot's, which keeps its primary; an endpoint that is down opens them all.
         self._breakers = {strategy: (breakers or {}).get(strategy) or CircuitBreaker() for strategy in Strategy}
         self._ops_mode = ops_mode or FixedOpsMode()
-        # A Lambda container serves one request at a time: the primary and a hedged fallback, plus
-        # room for calls that outlived their deadline and are still ending (client timeouts bound them).
+        # A Lambda container serves one request at a time (`concurrent_requests` is for callers that
+        # share one router, as an evaluation does): per request, the primary and a hedged fallback,
+        # plus room for calls that outlived their deadline and are still ending (client timeouts
+        # bound them). A call must never wait for a thread: its deadline runs from its submission.
         # Threads start only when needed, so the bound costs nothing until calls pile up.
-        self._pool = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="backend")
+        self._pool = futures.ThreadPoolExecutor(max_workers=8 * concurrent_requests, thread_name_prefix="backend")
 
     def route(self, request: RouteRequest) -> Decision:
         try:

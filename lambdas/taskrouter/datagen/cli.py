@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from taskrouter.core.task_spec import load_task_file
 from taskrouter.core.validation import describe
+from taskrouter.evaluation.cli import positive_int
 
 DEFAULT_TASKS = Path(__file__).resolve().parents[3] / "tasks" / "default_tasks.json"
 
@@ -39,12 +40,20 @@ def main(argv: list[str]) -> int:
         message = describe(error) if isinstance(error, ValidationError) else str(error)
         print(f"taskrouter data generate: {args.tasks}: {message}", file=sys.stderr)
         return 1
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        print(f"taskrouter data generate: {out.parent} is not a folder", file=sys.stderr)
+        return 1
     todo = plans(tasks, scenarios, args.per_scenario, args.seed)
     import openai
 
-    client = openai.OpenAI(max_retries=2)
+    try:
+        client = openai.OpenAI(max_retries=2)
+    except openai.OpenAIError as error:  # no key
+        print(f"taskrouter data generate: {error}", file=sys.stderr)
+        return 1
 
-    def complete(messages: list[dict[str, str]], schema: dict[str, Any], seed: int) -> str:
+    def complete(messages: list[dict[str, str]], schema: dict[str, Any], seed: int) -> str | None:
         completion = client.chat.completions.create(
             model=args.model,
             messages=messages,  # type: ignore[arg-type]
@@ -53,34 +62,31 @@ def main(argv: list[str]) -> int:
             seed=seed,
             timeout=60,
         )
-        return completion.choices[0].message.content or ""
+        return completion.choices[0].message.content if completion.choices else None
 
     from taskrouter.evaluation.progress import progress_bar
 
-    try:
-        with progress_bar(len(todo), "writing conversations", enabled=not args.no_progress) as advance:
-            outcome = generate(todo, tasks, complete, seed=args.seed, concurrency=args.concurrency, on_done=advance)
-    except openai.OpenAIError as error:
-        print(f"taskrouter data generate: the model failed: {type(error).__name__}: {error}", file=sys.stderr)
-        return 1
-    out = Path(args.out)
+    with progress_bar(len(todo), "writing conversations", enabled=not args.no_progress) as advance:
+        outcome = generate(todo, tasks, complete, concurrency=args.concurrency, on_done=advance)
     write_jsonl(outcome.kept, out)
     print(
         f"{len(outcome.kept)} conversations written to {out}; {outcome.near_duplicates} near-duplicates "
         f"and {outcome.unusable} answers off the plan dropped"
     )
-    return 0
+    if outcome.failed:
+        print(f"taskrouter data generate: {outcome.failed} plans failed, first: {outcome.first_error}", file=sys.stderr)
+    return 1 if outcome.failed and not outcome.kept else 0
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="taskrouter data generate", description="synthetic labelled conversations")
     parser.add_argument("--out", required=True, help="the JSONL dataset to write")
     parser.add_argument("--tasks", default=str(DEFAULT_TASKS), help="the task file the conversations are about")
-    parser.add_argument("--per-scenario", type=int, default=10, help="conversations planned per scenario")
+    parser.add_argument("--per-scenario", type=positive_int, default=10, help="conversations planned per scenario")
     parser.add_argument("--scenarios", default="start,continue,switch,end,none")
     parser.add_argument("--seed", type=int, default=0, help="the same seed, tasks and model give the same plans")
     parser.add_argument("--model", default="gpt-4.1-mini")
     parser.add_argument("--temperature", type=float, default=0.9)
-    parser.add_argument("--concurrency", type=int, default=4, help="requests to the model in flight at once")
+    parser.add_argument("--concurrency", type=positive_int, default=4, help="requests to the model in flight at once")
     parser.add_argument("--no-progress", action="store_true")
     return parser

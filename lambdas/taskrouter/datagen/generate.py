@@ -4,9 +4,11 @@ a given task, continue it, switch to another, end it, or fit no task, from a few
 The labels never come from the model: a plan fixes, for each user turn, the task it must ask for
 (or none), and the model only writes the words. Its answer is held to a JSON schema and checked
 against the plan (as many user turns, alternating with the assistant's); a conversation that is not
-gets one more try, then is dropped and counted. Conversations too close to one already kept (their
-user turns' word trigrams, Jaccard ≥ `NEAR_DUPLICATE`) are dropped. The same seed, tasks, model and
-server give the same plans, requests and, from a deterministic server, the same file.
+gets one more try, then is dropped and counted. Each plan also draws who writes and how (role,
+manner, sometimes French) and its own model seed, so that plans of the same turns ask for different
+words. Conversations too close to one already kept (their user turns' word trigrams, Jaccard ≥
+`NEAR_DUPLICATE`) are dropped. The same seed, tasks, model and server give the same plans, requests
+and, from a deterministic server, the same file.
 """
 
 from __future__ import annotations
@@ -30,17 +32,29 @@ NEAR_DUPLICATE = 0.8
 _MAX_TRIES = 2
 
 
+# Who writes, and how: drawn for each plan, so that two plans of the same turns ask for different words.
+_WRITERS = (
+    "an account executive between two meetings", "a sales manager", "an SDR typing on a phone",
+    "a founder doing sales", "a customer success manager",
+)  # fmt: skip
+_MANNERS = ("terse", "chatty", "with a typo or two", "polite and formal", "in fragments, no punctuation")
+_FRENCH_SHARE = 0.2
+
+
 @dataclass(frozen=True)
 class Plan:
-    """What each user turn of a conversation must ask for: a task name, or None for no task."""
+    """What each user turn of a conversation must ask for (a task name, or None for no task), who
+    writes it and how, and the seed the model is asked with."""
 
     id: str
     scenario: str
     intents: tuple[str | None, ...]
+    writer: str
+    seed: int
 
 
 def plans(tasks: Sequence[Task], scenarios: Sequence[str], per_scenario: int, seed: int) -> list[Plan]:
-    """`per_scenario` plans of each scenario, tasks drawn with `seed`."""
+    """`per_scenario` plans of each scenario: tasks, writer and model seed drawn with `seed`."""
     draw = random.Random(seed)
     names = sorted(task.name for task in tasks)
     made = []
@@ -48,6 +62,8 @@ def plans(tasks: Sequence[Task], scenarios: Sequence[str], per_scenario: int, se
         for number in range(per_scenario):
             first = draw.choice(names)
             other = draw.choice([name for name in names if name != first] or [first])
+            french = ", in French" if draw.random() < _FRENCH_SHARE else ""
+            writer = f"{draw.choice(_WRITERS)}, {draw.choice(_MANNERS)}{french}"
             intents: tuple[str | None, ...] = {
                 "start": (first,),
                 "continue": (first, first),
@@ -55,7 +71,7 @@ def plans(tasks: Sequence[Task], scenarios: Sequence[str], per_scenario: int, se
                 "end": (first, None),
                 "none": (None,),
             }[scenario]
-            made.append(Plan(f"synthetic-{seed}-{scenario}-{number:03d}", scenario, intents))
+            made.append(Plan(f"synthetic-{seed}-{scenario}-{number:03d}", scenario, intents, writer, draw.randrange(2**31)))
     return made
 
 
@@ -106,7 +122,11 @@ def request_messages(plan: Plan, tasks: Sequence[Task]) -> list[dict[str, str]]:
     )
     return [
         {"role": "system", "content": _SYSTEM.format(catalogue=catalogue, examples=_EXAMPLES)},
-        {"role": "user", "content": f"Plan ({plan.scenario}):\n{steps}\nPlan as JSON: {json.dumps(list(plan.intents))}"},
+        {
+            "role": "user",
+            "content": f"The user: {plan.writer}.\nPlan ({plan.scenario}):\n{steps}\n"
+            f"Plan as JSON: {json.dumps(list(plan.intents))}",
+        },
     ]
 
 
@@ -143,31 +163,35 @@ class Outcome:
     kept: list[Conversation]
     near_duplicates: int = 0
     unusable: int = 0  # answers that did not follow the plan, twice
+    failed: int = 0  # plans whose model calls failed (the first error kept, to tell)
+    first_error: str | None = None
 
 
 def generate(
     plans_: Sequence[Plan],
     tasks: Sequence[Task],
-    complete: Callable[[list[dict[str, str]], dict[str, Any], int], str],
+    complete: Callable[[list[dict[str, str]], dict[str, Any], int], str | None],
     *,
-    seed: int,
     concurrency: int = 4,
     on_done: Callable[[], None] = lambda: None,
 ) -> Outcome:
-    """Ask `complete(messages, schema, seed)` (the model's JSON text) for each plan; keep what follows
-    its plan and is no near-duplicate of a conversation kept before it (in plan order)."""
+    """Ask `complete(messages, schema, seed)` (the model's JSON text; None for a refusal) for each
+    plan; keep what follows its plan and is no near-duplicate of a conversation kept before it (in
+    plan order). A failing call costs its plan only: the others are kept."""
 
-    def write(plan: Plan) -> Conversation | None:
+    def write(plan: Plan) -> Conversation | Exception | None:
         try:
             for attempt in range(_MAX_TRIES):
                 try:
-                    answer = json.loads(complete(request_messages(plan, tasks), _SCHEMA, seed + attempt))
+                    answer = json.loads(complete(request_messages(plan, tasks), _SCHEMA, plan.seed + attempt) or "")
                 except ValueError:
                     continue
                 conversation = labelled(plan, answer.get("messages") if isinstance(answer, dict) else None)
                 if conversation is not None:
                     return conversation
             return None
+        except Exception as error:  # the model's server refused or failed: this plan is lost, not the run
+            return error
         finally:
             on_done()
 
@@ -176,6 +200,10 @@ def generate(
     outcome = Outcome(kept=[])
     fingerprints: list[set[tuple[str, ...]]] = []
     for conversation in written:
+        if isinstance(conversation, Exception):
+            outcome.failed += 1
+            outcome.first_error = outcome.first_error or f"{type(conversation).__name__}: {conversation}"
+            continue
         if conversation is None:
             outcome.unusable += 1
             continue

@@ -26,7 +26,7 @@ def main(argv: list[str]) -> int:
 
     try:
         if args.target == "local":
-            target = LocalTarget(Path(args.tasks) if args.tasks else None)
+            target = LocalTarget(Path(args.tasks) if args.tasks else None, concurrency=args.concurrency)
         elif args.target.startswith(("http://", "https://")):
             if args.tasks:
                 raise ValueError("--tasks is for --target local: a running API has its own registry")
@@ -40,6 +40,9 @@ def main(argv: list[str]) -> int:
         )
     except (DatasetError, ValueError, OSError) as error:
         print(f"taskrouter eval: {error}", file=sys.stderr)
+        return 1
+    except Exception as error:  # botocore's (no region, no credentials) and the like: one line, no traceback
+        print(f"taskrouter eval: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
     metrics = report["metrics"]
     print(
@@ -62,7 +65,11 @@ def _compare(args: argparse.Namespace) -> int:
     text = table(rows)
     print(text, end="")
     if args.out:
-        Path(args.out).write_text(text)
+        try:
+            Path(args.out).write_text(text, encoding="utf-8")
+        except OSError as error:
+            print(f"taskrouter eval compare: {error}", file=sys.stderr)
+            return 1
     if baseline is not None:
         failures = gate(rows, baseline, args.tolerance)
         for failure in failures:
@@ -80,7 +87,7 @@ def _eval_parser() -> argparse.ArgumentParser:
     parser.add_argument("--api-key", default=os.environ.get("TASKROUTER_API_KEY"), help="the URL target's API key")
     parser.add_argument("--tasks", help="--target local: a task file to use as the registry")
     parser.add_argument("--strategy", choices=[s.value for s in Strategy], help="sent with every turn")
-    parser.add_argument("--concurrency", type=_positive, default=1, help="turns in flight at once")
+    parser.add_argument("--concurrency", type=positive_int, default=1, help="turns in flight at once")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -94,7 +101,7 @@ def _compare_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive(value: str) -> int:
+def positive_int(value: str) -> int:
     number = int(value)
     if number < 1:
         raise argparse.ArgumentTypeError("must be at least 1")

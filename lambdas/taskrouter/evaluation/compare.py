@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from taskrouter.evaluation.metrics import macro
+from taskrouter.evaluation.runner import invalid_output_rate
 
 COLUMNS = (
     "run", "event acc", "task acc", "macro P", "macro R", "none recall", "fallback", "invalid output", "p50 ms",
@@ -43,18 +44,18 @@ class Row:
 
 def load_row(run: Path) -> Row:
     try:
-        report: dict[str, Any] = json.loads((run / "report.json").read_text())
+        report: dict[str, Any] = json.loads((run / "report.json").read_text(encoding="utf-8"))
         metrics = report["metrics"]
         precision, recall = macro(metrics["task"]["per_class"])
         return Row(
-            run=run.name or str(run),
+            run=str(run),
             event_accuracy=metrics["event"]["accuracy"],
             task_accuracy=metrics["task"]["accuracy"],
             macro_precision=precision,
             macro_recall=recall,
             none_recall=metrics["task"]["per_class"].get("none", {}).get("recall", 0.0),
             fallback_rate=metrics["fallback_rate"],
-            invalid_output_rate=metrics["invalid_output_rate"],
+            invalid_output_rate=invalid_output_rate(report["turns"]),  # from the contract's fields alone
             p50_ms=metrics["latency_ms"]["p50"],
             p90_ms=metrics["latency_ms"]["p90"],
         )

@@ -78,18 +78,21 @@ class DatasetError(ValueError):
 
 def load_dataset(path: Path) -> list[Conversation]:
     conversations, seen = [], set()
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                conversation = Conversation.model_validate_json(line)
-            except ValidationError as error:
-                raise DatasetError(f"{path.name}:{number}: {describe(error)}") from None
-            if conversation.id in seen:
-                raise DatasetError(f"{path.name}:{number}: id {conversation.id!r} appears twice")
-            seen.add(conversation.id)
-            conversations.append(conversation)
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is no part of the first line
+    except UnicodeDecodeError as error:
+        raise DatasetError(f"{path.name}: not UTF-8 (byte {error.start})") from None
+    for number, line in enumerate(text.split("\n"), start=1):  # not splitlines: U+2028 may stand in a string
+        if not line.strip():
+            continue
+        try:
+            conversation = Conversation.model_validate_json(line)
+        except ValidationError as error:
+            raise DatasetError(f"{path.name}:{number}: {describe(error)}") from None
+        if conversation.id in seen:
+            raise DatasetError(f"{path.name}:{number}: id {conversation.id!r} appears twice")
+        seen.add(conversation.id)
+        conversations.append(conversation)
     if not conversations:
         raise DatasetError(f"{path.name}: no conversation")
     return conversations

@@ -45,12 +45,14 @@ def classification(expected: Sequence[str], predicted: Sequence[str]) -> dict[st
 
 
 def macro(per_class: dict[str, dict[str, float]]) -> tuple[float, float]:
-    """Macro-averaged precision and recall over every label of the matrix."""
-    if not per_class:
+    """Precision and recall averaged over the expected labels (support > 0): runs over one dataset
+    share the denominator, whatever labels each predicted (`error` is never expected)."""
+    expected = [c for c in per_class.values() if c["support"] > 0]
+    if not expected:
         return 0.0, 0.0
     return (
-        sum(c["precision"] for c in per_class.values()) / len(per_class),
-        sum(c["recall"] for c in per_class.values()) / len(per_class),
+        sum(c["precision"] for c in expected) / len(expected),
+        sum(c["recall"] for c in expected) / len(expected),
     )
 
 

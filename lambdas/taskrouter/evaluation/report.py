@@ -7,8 +7,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import matplotlib
+
 from taskrouter.evaluation.files import write_atomically
 from taskrouter.evaluation.metrics import macro
+
+matplotlib.use("Agg")  # no display: files only
 
 CONFUSION_FILES = {"event": "confusion_event.png", "task": "confusion_task.png"}
 
@@ -34,13 +38,14 @@ def markdown(report: dict[str, Any]) -> str:
         "|---|---|",
         f"| event accuracy | {metrics['event']['accuracy']:.3f} |",
         f"| task accuracy | {metrics['task']['accuracy']:.3f} |",
-        f"| task macro precision / recall | {'{:.3f} / {:.3f}'.format(*macro(metrics['task']['per_class']))} |",
-        f"| recall of none | {_none_recall(metrics):.3f} |",
-        f"| fallback rate (of decided turns) | {metrics['fallback_rate']:.3f} |",
-        f"| invalid-output rate (of decided turns) | {metrics['invalid_output_rate']:.3f} |",
-        f"| error rate (turns without a 200) | {metrics['error_rate']:.3f} |",
-        f"| latency p50 / p90 / p99 / max (ms, round trip) | {latency['p50']:.1f} / {latency['p90']:.1f} / "
-        f"{latency['p99']:.1f} / {latency['max']:.1f} |",
+        f"| task macro precision / recall (over the expected labels) | "
+        f"{'{:.3f} / {:.3f}'.format(*macro(metrics['task']['per_class']))} |",
+        f"| recall of none (no task fits, or the running task ended) | {_none_recall(metrics):.3f} |",
+        f"| fallback rate (turns the fallback decided) | {metrics['fallback_rate']:.3f} |",
+        f"| invalid-output rate (turns whose primary answered invalid output) | {metrics['invalid_output_rate']:.3f} |",
+        f"| error rate (turns without a 200, labelled `error`) | {metrics['error_rate']:.3f} |",
+        f"| latency p50 / p90 / p99 / max (ms, the decided turns' round trips) | {latency['p50']:.1f} / "
+        f"{latency['p90']:.1f} / {latency['p99']:.1f} / {latency['max']:.1f} |",
         "",
     ]
     for field in ("event", "task"):
@@ -83,9 +88,6 @@ def _confusion_table(confusion: dict[str, Any]) -> list[str]:
 def plot_confusion(confusion: dict[str, Any], title: str, path: Path) -> None:
     """A confusion matrix as a PNG: counts in the cells, colour by the share of each expected label
     (its row), so a small class's errors show as much as a large one's."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display: files only
     import matplotlib.pyplot as plt
 
     labels, matrix = confusion["labels"], confusion["matrix"]

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from taskrouter.evaluation.dataset import Turn, load_dataset, turns_of
+from taskrouter.evaluation.dataset import DatasetError, Turn, load_dataset, turns_of
 from taskrouter.evaluation.metrics import ERROR_LABEL, classification, label_of, latency_summary
 from taskrouter.evaluation.progress import progress_bar
 from taskrouter.evaluation.targets import Outcome, Target
@@ -65,13 +65,20 @@ def measure(turns: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {
         "event": classification(*_labels(turns, "event")),
         "task": classification(*_labels(turns, "task")),
-        "latency_ms": latency_summary([t["latency_ms"] for t in turns]),
-        # among the decided turns: the share the fallback decided, and the share of invalid output
-        "fallback_rate": _share(sum(t["fallback_reason"] is not None for t in decided), len(decided)),
-        "invalid_output_rate": _share(sum(t["fallback_reason"] == "invalid_output" for t in decided), len(decided)),
+        # the decided turns' round trips: a refusal's quick answer would flatter them
+        "latency_ms": latency_summary([t["latency_ms"] for t in decided]),
+        # shares of all turns: those the fallback decided, those whose primary answered invalid output,
+        # those that got no decision
+        "fallback_rate": _share(sum(t["fallback_reason"] is not None for t in turns), len(turns)),
+        "invalid_output_rate": invalid_output_rate(turns),
         "error_rate": _share(len(turns) - len(decided), len(turns)),
         "by_backend": by_backend,
     }
+
+
+def invalid_output_rate(turns: Sequence[dict[str, Any]]) -> float:
+    """The share of turns whose `fallback_reason` is `invalid_output` (CONTRACT section 4)."""
+    return _share(sum(t["fallback_reason"] == "invalid_output" for t in turns), len(turns))
 
 
 def _share(count: int, total: int) -> float:
@@ -90,9 +97,12 @@ def evaluate(
 ) -> dict[str, Any]:
     """Replay `dataset` through `target`, write `out/report.json`, `report.md` and the two confusion
     matrices; the report."""
-    from taskrouter.evaluation.report import write_report
+    from taskrouter.evaluation.report import write_report  # matplotlib: fails now, not after the run
 
     turns = turns_of(load_dataset(dataset))
+    if not turns:
+        raise DatasetError(f"{dataset.name}: no user turn to route")
+    out.mkdir(parents=True, exist_ok=True)  # an output that cannot be written fails now, too
     with progress_bar(len(turns), "routing turns", enabled=progress) as advance:
         records = run_turns(turns, target, strategy=strategy, concurrency=concurrency, on_done=advance)
     report = {

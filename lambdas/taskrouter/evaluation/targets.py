@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from pydantic import ValidationError
 
 from taskrouter.client import TaskRouterClient, TaskRouterError
 from taskrouter.core.errors import ApiError
-from taskrouter.core.request import Message, RouteRequest, Strategy
+from taskrouter.core.request import parse_route_request
 from taskrouter.core.task_spec import load_task_file
 from taskrouter.core.tasks import Task
 from taskrouter.core.validation import describe
@@ -51,7 +52,7 @@ class LocalTarget:
     section 3): the same backends, timeouts and strategies. Its registry is the task file when one
     is given, else the environment's table."""
 
-    def __init__(self, tasks_file: Path | None = None) -> None:
+    def __init__(self, tasks_file: Path | None = None, concurrency: int = 1) -> None:
         from taskrouter.adapters.runtime import build_router
         from taskrouter.adapters.settings import RuntimeSettings
 
@@ -63,16 +64,14 @@ class LocalTarget:
             except ValidationError as error:
                 raise ValueError(f"{tasks_file}: {describe(error)}") from None
             environ.setdefault("TASKROUTER_TABLE_NAME", "unused-the-task-file-is-the-registry")
-        self._router = build_router(RuntimeSettings.from_env(environ), registry)
+        self._router = build_router(RuntimeSettings.from_env(environ), registry, concurrent_requests=concurrency)
 
     def route(self, turn: Turn, strategy: str | None) -> Outcome:
-        request = RouteRequest(
-            conversation=[Message(**message) for message in turn.messages],
-            current_task=turn.current_task,
-            strategy=Strategy(strategy) if strategy else None,
-        )
         started = time.perf_counter()
-        try:
+        try:  # validated as the API validates it: a turn it would refuse is a 400 here too
+            request = parse_route_request(
+                json.dumps({"conversation": list(turn.messages), "current_task": turn.current_task, "strategy": strategy}).encode()
+            )
             decision = self._router.route(request)
         except ApiError as error:
             return Outcome(error.status, _elapsed_ms(started), error=error.code)
@@ -91,11 +90,13 @@ class ApiTarget:
         started = time.perf_counter()
         try:
             body: Any = self._client.route(list(turn.messages), turn.current_task, strategy=strategy)
+            return Outcome(
+                200, _elapsed_ms(started), body["task"], body["event"], body["backend"], body["fallback_reason"]
+            )
         except TaskRouterError as error:
             return Outcome(error.status, _elapsed_ms(started), error=error.code)
-        return Outcome(
-            200, _elapsed_ms(started), body["task"], body["event"], body["backend"], body["fallback_reason"]
-        )
+        except (OSError, ValueError, KeyError, TypeError) as error:  # a dropped connection, a body not the contract's
+            return Outcome(0, _elapsed_ms(started), error=f"transport: {type(error).__name__}")
 
 
 def _elapsed_ms(started: float) -> float:

@@ -24,8 +24,7 @@ from pydantic import ValidationError
 
 from taskrouter.core.task_spec import load_task_file
 from taskrouter.core.validation import describe
-from taskrouter.evaluation.dataset import DatasetError
-from taskrouter.review.store import ReviewError, ReviewStore
+from taskrouter.review.store import ReviewStore
 
 DEFAULT_TASKS = Path(__file__).resolve().parents[3] / "tasks" / "default_tasks.json"
 MAX_EDIT_BYTES = 64 * 1024
@@ -42,7 +41,15 @@ def make_server(store: ReviewStore, port: int = 0) -> ThreadingHTTPServer:
         disable_nagle_algorithm = True
         timeout = 30
 
+        def _local_host(self) -> bool:
+            """The page and its data only for this loopback address: a page of another site whose
+            name resolves here (DNS rebinding) sends its own name as Host."""
+            port = self.server.server_address[1]
+            return self.headers.get("Host") in (f"127.0.0.1:{port}", f"localhost:{port}")
+
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            if not self._local_host():
+                return self._json(HTTPStatus.FORBIDDEN, {"error": "ask by 127.0.0.1 or localhost"})
             if self.path == "/":
                 return self._send(HTTPStatus.OK, page.encode(), "text/html; charset=utf-8")
             if self.path == "/api/state":
@@ -50,7 +57,7 @@ def make_server(store: ReviewStore, port: int = 0) -> ThreadingHTTPServer:
             return self._json(HTTPStatus.NOT_FOUND, {"error": "no such page"})
 
         def do_POST(self) -> None:  # noqa: N802
-            if self.headers.get("X-Review-Token") != token:
+            if not self._local_host() or self.headers.get("X-Review-Token") != token:
                 return self._json(HTTPStatus.FORBIDDEN, {"error": "this page's token is missing"})
             length = self.headers.get("Content-Length", "")
             if not length.isascii() or not length.isdigit() or int(length) > MAX_EDIT_BYTES:
@@ -59,15 +66,17 @@ def make_server(store: ReviewStore, port: int = 0) -> ThreadingHTTPServer:
             try:
                 edit: dict[str, Any] = json.loads(self.rfile.read(int(length)))
                 if self.path == "/api/label":
-                    return self._json(HTTPStatus.OK, store.set_label(str(edit["id"]), int(edit["index"]), edit["task"]))
+                    return self._json(HTTPStatus.OK, store.set_label(_text(edit, "id"), _whole(edit, "index"), edit["task"]))
                 if self.path == "/api/flag":
-                    store.set_flag(str(edit["id"]), bool(edit["flagged"]))
+                    store.set_flag(_text(edit, "id"), _boolean(edit, "flagged"))
                 elif self.path == "/api/remove":
-                    store.remove(str(edit["id"]))
+                    store.remove(_text(edit, "id"))
                 else:
                     return self._json(HTTPStatus.NOT_FOUND, {"error": "no such edit"})
             except (ValueError, KeyError, TypeError) as error:  # ReviewError included
                 return self._json(HTTPStatus.BAD_REQUEST, {"error": str(error)})
+            except OSError as error:  # the reviewed copy could not be written: the edit is not made
+                return self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"not saved: {error}"})
             self._json(HTTPStatus.OK, {"saved": True})
 
         def _json(self, status: HTTPStatus, body: Any) -> None:
@@ -89,6 +98,24 @@ def make_server(store: ReviewStore, port: int = 0) -> ThreadingHTTPServer:
     return server
 
 
+def _text(edit: dict[str, Any], key: str) -> str:
+    if not isinstance(edit[key], str):
+        raise TypeError(f"{key} must be a string")
+    return edit[key]
+
+
+def _whole(edit: dict[str, Any], key: str) -> int:
+    if not isinstance(edit[key], int) or isinstance(edit[key], bool):
+        raise TypeError(f"{key} must be an integer")
+    return edit[key]
+
+
+def _boolean(edit: dict[str, Any], key: str) -> bool:
+    if not isinstance(edit[key], bool):
+        raise TypeError(f"{key} must be true or false")
+    return edit[key]
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="taskrouter review", description="review a labelled dataset in a browser")
     parser.add_argument("file", help="the dataset to review (JSONL); it is never written")
@@ -99,11 +126,11 @@ def main(argv: list[str]) -> int:
     try:
         tasks = [task.name for task in load_task_file(Path(args.tasks), updated_at="")]
         store = ReviewStore(Path(args.file), tasks, Path(args.reviewed) if args.reviewed else None)
-    except (OSError, DatasetError, ReviewError) as error:
-        print(f"taskrouter review: {error}", file=sys.stderr)
-        return 1
     except ValidationError as error:
         print(f"taskrouter review: {args.tasks}: {describe(error)}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as error:  # DatasetError and ReviewError among them
+        print(f"taskrouter review: {error}", file=sys.stderr)
         return 1
     server = make_server(store, args.port)
     print(f"reviewing {args.file}; edits saved to {store.reviewed}", flush=True)

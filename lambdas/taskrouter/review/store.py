@@ -27,15 +27,33 @@ class ReviewStore:
     def __init__(self, source: Path, tasks: list[str], reviewed: Path | None = None) -> None:
         self.source = source
         self.reviewed = reviewed or source.with_name(f"{source.stem}.reviewed.jsonl")
+        if self.reviewed.resolve() == source.resolve():
+            raise ReviewError("the reviewed copy must be another file than the original, which is never written")
         self.flags_file = self.reviewed.with_name(f"{self.reviewed.stem}.flags.json")
         self._lock = threading.Lock()
         first_start = not self.reviewed.exists()
-        self._conversations = [as_json(c) for c in load_dataset(self.source if first_start else self.reviewed)]
-        self._flagged: set[str] = set(json.loads(self.flags_file.read_text())) if self.flags_file.exists() else set()
+        if first_start:
+            self._conversations = [as_json(c) for c in load_dataset(source)]
+        elif self.reviewed.read_text(encoding="utf-8").strip():
+            self._conversations = [as_json(c) for c in load_dataset(self.reviewed)]
+        else:  # every conversation removed by an earlier review
+            self._conversations = []
+        self._flagged = self._read_flags()
         labelled = {m["expect"]["task"] for c in self._conversations for m in c["messages"] if "expect" in m}
         self.tasks = sorted(set(tasks) | {task for task in labelled if task is not None})
         if first_start:
             self._save()
+
+    def _read_flags(self) -> set[str]:
+        if not self.flags_file.exists():
+            return set()
+        try:
+            flags = json.loads(self.flags_file.read_text(encoding="utf-8"))
+        except ValueError:
+            flags = None
+        if not isinstance(flags, list) or not all(isinstance(flag, str) for flag in flags):
+            raise ReviewError(f"{self.flags_file}: not a list of conversation ids")
+        return set(flags)
 
     def state(self) -> dict[str, Any]:
         with self._lock:
