@@ -6,6 +6,7 @@
     taskrouter eval ... | eval compare ...   (taskrouter/evaluation/cli.py)
     taskrouter data generate ...            (taskrouter/datagen/cli.py)
     taskrouter review FILE ...              (taskrouter/review/server.py)
+    taskrouter adapter train ...            (taskrouter/training/cli.py)
 
 An error is one line on stderr and a non-zero exit.
 """
@@ -69,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         from taskrouter.review.server import main as review_main
 
         return review_main(argv[1:])
+    if argv[:1] == ["adapter"]:
+        from taskrouter.training.cli import main as adapter_main
+
+        return adapter_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         client = TaskRouterClient(

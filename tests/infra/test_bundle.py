@@ -17,7 +17,7 @@ def test_the_router_package_ships_with_its_sources_and_bytecode_of_the_runtime_v
     tag = f"cpython-{RUNTIME.name.removeprefix('python').replace('.', '')}"
     assert (BUNDLE_DIR / "taskrouter" / "handlers" / "router.py").exists()
     assert (BUNDLE_DIR / "taskrouter" / "handlers" / "__pycache__" / f"router.{tag}.pyc").exists()
-    assert {"local", "evaluation", "datagen", "review", "client.py", "cli.py"} <= set(OFF_LAMBDA)
+    assert {"local", "evaluation", "datagen", "review", "training", "client.py", "cli.py"} <= set(OFF_LAMBDA)
     for tool in OFF_LAMBDA:  # local mode, the client and CLI, evaluation, data generation and review
         assert not (BUNDLE_DIR / "taskrouter" / tool).exists(), f"{tool} stays off Lambda"
     assert all((ROOT / "lambdas" / "taskrouter" / tool).exists() for tool in OFF_LAMBDA)

@@ -1,0 +1,68 @@
+"""`taskrouter adapter train` (CONTRACT section 5).
+
+    taskrouter adapter train --dataset FILE.jsonl --base-model ID_OR_DIR --out DIR
+                             [--epochs N] [--max-steps N] [--seed S] [--rank R] [--tasks FILE]
+                             [--revision COMMIT] [--learning-rate LR] [--batch-size N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from taskrouter.core.task_spec import load_task_file
+from taskrouter.core.validation import describe
+from taskrouter.evaluation.cli import positive_int
+from taskrouter.evaluation.dataset import DatasetError
+
+DEFAULT_TASKS = Path(__file__).resolve().parents[3] / "tasks" / "default_tasks.json"
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] != ["train"]:
+        print("taskrouter adapter: the command is `taskrouter adapter train ...`", file=sys.stderr)
+        return 2
+    args = _parser().parse_args(argv[1:])
+    try:
+        from taskrouter.training.train import HyperParameters, train
+    except ImportError as error:  # the training extra is not installed
+        print(f"taskrouter adapter train: {error.name} is missing: pip install 'taskrouter[training]'", file=sys.stderr)
+        return 1
+    hyper = HyperParameters(
+        epochs=args.epochs, max_steps=args.max_steps, seed=args.seed, rank=args.rank,
+        learning_rate=args.learning_rate, batch_size=args.batch_size, alpha=2 * args.rank,
+    )
+    try:
+        tasks = load_task_file(Path(args.tasks), updated_at="")
+        manifest = train(Path(args.dataset), tasks, args.base_model, Path(args.out), hyper, revision=args.revision)
+    except ValidationError as error:
+        print(f"taskrouter adapter train: {args.tasks}: {describe(error)}", file=sys.stderr)
+        return 1
+    except (DatasetError, ValueError, OSError) as error:
+        print(f"taskrouter adapter train: {error}", file=sys.stderr)
+        return 1
+    result = manifest["result"]
+    print(
+        f"adapter ({manifest['method']}, rank {hyper.rank}) saved to {args.out} after {result['steps']} steps "
+        f"in {result['seconds']} s: train loss {result['final_train_loss']}, validation loss {result['validation_loss']}"
+    )
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="taskrouter adapter train", description="train a routing LoRA adapter")
+    parser.add_argument("--dataset", required=True, help="labelled conversations (CONTRACT section 4)")
+    parser.add_argument("--base-model", required=True, help="a Hugging Face model id or a local folder")
+    parser.add_argument("--revision", help="the base model's commit (a hub id); recorded in the manifest")
+    parser.add_argument("--out", required=True, help="folder for the adapter, adapter.tar.gz and manifest.json")
+    parser.add_argument("--tasks", default=str(DEFAULT_TASKS), help="the task list the router holds")
+    parser.add_argument("--epochs", type=positive_int, default=2)
+    parser.add_argument("--max-steps", type=positive_int, help="stop after this many optimizer steps")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rank", type=positive_int, default=16)
+    parser.add_argument("--learning-rate", type=float, default=2e-4)
+    parser.add_argument("--batch-size", type=positive_int, default=4)
+    return parser

@@ -1,0 +1,262 @@
+"""`taskrouter adapter train` (CONTRACT section 5): a LoRA adapter that routes, from labelled conversations.
+
+Each user turn of the dataset is one example. Its prompt is the one the router builds for that turn
+(`core.prompting.build_prompt`, zero-shot, rendered with the base model's own chat template as the
+serving container renders it); its answer is the labelled task or `none`, then the end of the
+turn. The loss is on the answer alone. On CUDA the base is loaded in 4 bits (QLoRA, bitsandbytes);
+on the CPU in full precision (plain LoRA), where the same dataset, seed and base give the same
+weights, byte for byte.
+
+A plain PyTorch loop, not a trainer: the loss mask, the order of the examples and the seeding are a
+few lines here, visible and deterministic, and the training extra stays torch + transformers + peft.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import tarfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from taskrouter.core.prompting import build_prompt
+from taskrouter.core.request import Message, Strategy
+from taskrouter.core.tasks import NO_TASK, Task
+from taskrouter.evaluation.dataset import Turn, load_dataset, turns_of
+
+PROMPT_STRATEGY = Strategy.ZERO_SHOT
+PROMPT_FORMAT = "chat-messages: core/prompting.py, the base model's chat template"
+ADAPTER_ARCHIVE = "adapter.tar.gz"  # what SageMaker takes as an adapter's ArtifactUrl
+VALIDATION_SHARE = 10  # one conversation in ten, chosen by its id's digest, is held out
+
+
+@dataclass(frozen=True)
+class HyperParameters:
+    epochs: int = 2
+    max_steps: int | None = None  # stops before the epochs end when set
+    learning_rate: float = 2e-4
+    batch_size: int = 4
+    rank: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    seed: int = 0
+    max_length: int = 8192  # serving.json's OPTION_MAX_MODEL_LEN: what the endpoint can take
+
+
+@dataclass(frozen=True)
+class Example:
+    conversation: str
+    prompt: list[dict[str, str]]  # the chat messages the router sends for this turn
+    answer: str  # the labelled task, or none
+
+
+def examples_of(turns: list[Turn], tasks: dict[str, Task]) -> list[Example]:
+    """Each turn as the router would prompt it, with the task list the router would hold."""
+    made = []
+    for turn in turns:
+        conversation = [Message(role=m["role"], content=m["content"]) for m in turn.messages]
+        current = turn.current_task if turn.current_task in tasks else None
+        prompt = build_prompt(PROMPT_STRATEGY, conversation, tasks, current)
+        made.append(Example(turn.conversation, prompt.messages(), turn.expected.task or NO_TASK))
+    return made
+
+
+def split(examples: list[Example]) -> tuple[list[Example], list[Example]]:
+    """Train and validation, by conversation (a conversation's turns stay together), stable across
+    runs and machines: a conversation is held out when its id's SHA-256 is 0 modulo VALIDATION_SHARE."""
+
+    def held_out(example: Example) -> bool:
+        return int(hashlib.sha256(example.conversation.encode()).hexdigest(), 16) % VALIDATION_SHARE == 0
+
+    return [e for e in examples if not held_out(e)], [e for e in examples if held_out(e)]
+
+
+def train(
+    dataset: Path,
+    tasks: list[Task],
+    base_model: str,
+    out: Path,
+    hyper: HyperParameters,
+    *,
+    revision: str | None = None,
+    log: Any = print,
+) -> dict[str, Any]:
+    """Train, save the adapter, its archive and its manifest in `out`; the manifest."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _seed_everything(hyper.seed)
+    turns = turns_of(load_dataset(dataset))
+    catalogue = {task.name: task for task in tasks}
+    unknown = sorted({t.expected.task for t in turns if t.expected.task and t.expected.task not in catalogue})
+    if unknown:
+        raise ValueError(f"{dataset.name}: labels {unknown} are not tasks of the task file")
+    training, validation = split(examples_of(turns, catalogue))
+    if not training:
+        raise ValueError(f"{dataset.name}: no training example once the validation share is held out")
+
+    cuda = torch.cuda.is_available()
+    tokenizer = AutoTokenizer.from_pretrained(base_model, revision=revision)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(base_model, revision=revision, **_loading(cuda))
+    if cuda:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model)
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            r=hyper.rank, lora_alpha=hyper.alpha, lora_dropout=hyper.dropout, task_type="CAUSAL_LM",
+            target_modules="all-linear",
+        ),
+    )
+    device = next(model.parameters()).device
+    encoded = [_encode(tokenizer, example, hyper.max_length) for example in training]
+    held_out = [_encode(tokenizer, example, hyper.max_length) for example in validation]
+
+    optimizer = torch.optim.AdamW((p for p in model.parameters() if p.requires_grad), lr=hyper.learning_rate)
+    order = random.Random(hyper.seed)
+    steps, started, losses = 0, time.monotonic(), []
+    model.train()
+    for epoch in range(hyper.epochs):
+        indices = list(range(len(encoded)))
+        order.shuffle(indices)
+        for first in range(0, len(indices), hyper.batch_size):
+            if hyper.max_steps is not None and steps >= hyper.max_steps:
+                break
+            batch = _batch([encoded[i] for i in indices[first : first + hyper.batch_size]], tokenizer.pad_token_id, device)
+            loss = model(**batch).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            steps += 1
+            losses.append(loss.item())
+            log(f"epoch {epoch + 1} step {steps}: loss {losses[-1]:.4f}")
+    validation_loss = _mean_loss(model, held_out, tokenizer.pad_token_id, device, hyper.batch_size)
+
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    _archive(out)
+    manifest = {
+        "base_model": {"id": base_model, "revision": revision or _local_revision(Path(base_model))},
+        "prompt": {"strategy": PROMPT_STRATEGY.value, "format": PROMPT_FORMAT, "answer": "task name or none, then EOS"},
+        "method": "qlora" if cuda else "lora",
+        "hyper_parameters": asdict(hyper),
+        "seed": hyper.seed,
+        "dataset": {"file": dataset.name, "sha256": hashlib.sha256(dataset.read_bytes()).hexdigest()},
+        "tasks": sorted(catalogue),
+        "split": {
+            "rule": f"a conversation is held out when sha256(id) % {VALIDATION_SHARE} == 0",
+            "train_examples": len(training),
+            "validation_examples": len(validation),
+        },
+        "result": {
+            "steps": steps,
+            "final_train_loss": losses[-1] if losses else None,
+            "validation_loss": validation_loss,
+            "seconds": round(time.monotonic() - started, 1),
+            "device": str(device),
+        },
+        "archive": ADAPTER_ARCHIVE,
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def _seed_everything(seed: int) -> None:
+    import numpy
+    import torch
+
+    random.seed(seed)
+    numpy.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def _loading(cuda: bool) -> dict[str, Any]:
+    import torch
+
+    if not cuda:
+        return {"dtype": torch.float32}
+    from transformers import BitsAndBytesConfig
+
+    return {
+        "quantization_config": BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        ),
+        "dtype": torch.bfloat16,
+        "device_map": {"": 0},
+    }
+
+
+def _encode(tokenizer: Any, example: Example, max_length: int) -> tuple[list[int], list[int]]:
+    """Token ids and labels: the prompt as the serving container renders it (the chat template, then
+    the assistant's turn opened), masked out of the loss; the answer and the end of the turn, learnt."""
+    prompt = tokenizer.apply_chat_template(example.prompt, add_generation_prompt=True, tokenize=False)
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer(example.answer + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
+    if len(prompt_ids) + len(answer_ids) > max_length:
+        raise ValueError(f"{example.conversation}: a prompt of {len(prompt_ids)} tokens is over {max_length}")
+    return prompt_ids + answer_ids, [-100] * len(prompt_ids) + answer_ids
+
+
+def _batch(items: list[tuple[list[int], list[int]]], pad: int, device: Any) -> dict[str, Any]:
+    import torch
+
+    width = max(len(ids) for ids, _ in items)
+    ids = [i + [pad] * (width - len(i)) for i, _ in items]
+    labels = [l + [-100] * (width - len(l)) for _, l in items]
+    mask = [[1] * len(i) + [0] * (width - len(i)) for i, _ in items]
+    return {
+        "input_ids": torch.tensor(ids, device=device),
+        "labels": torch.tensor(labels, device=device),
+        "attention_mask": torch.tensor(mask, device=device),
+    }
+
+
+def _mean_loss(model: Any, encoded: list, pad: int, device: Any, batch_size: int) -> float | None:
+    import torch
+
+    if not encoded:
+        return None
+    model.eval()
+    losses = []
+    with torch.no_grad():
+        for first in range(0, len(encoded), batch_size):
+            losses.append(float(model(**_batch(encoded[first : first + batch_size], pad, device)).loss))
+    model.train()
+    return sum(losses) / len(losses)
+
+
+def _archive(out: Path) -> None:
+    """`adapter.tar.gz` beside the adapter: its two files at the archive's root, as SageMaker wants an
+    adapter artifact; the same files give the same bytes (no time, owner or order in it)."""
+    import gzip
+    import io
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for name in ("adapter_config.json", "adapter_model.safetensors"):
+            data = (out / name).read_bytes()
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode, info.uid, info.gid = len(data), 0, 0o644, 0, 0
+            archive.addfile(info, io.BytesIO(data))
+    with open(out / ADAPTER_ARCHIVE, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as packed:
+        packed.write(buffer.getvalue())
+
+
+def _local_revision(path: Path) -> str:
+    """A local base's revision: the digest of its files (a hub model's is its commit)."""
+    if not path.is_dir():
+        return "unpinned"
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(file.relative_to(path).as_posix().encode())
+        digest.update(file.read_bytes())
+    return f"sha256:{digest.hexdigest()}"

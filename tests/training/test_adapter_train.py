@@ -1,0 +1,122 @@
+"""`taskrouter adapter train` on the CPU with a tiny random Llama and a tokenizer built here (no hub):
+two steps with the real command, the adapter and its manifest saved, the same seed giving the same
+weights, then base plus adapter reloaded with peft generating a constrained answer the router's
+parser accepts."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from taskrouter.cli import main
+from taskrouter.core.prompting import build_prompt
+from taskrouter.core.request import Message, Strategy
+from taskrouter.core.task_spec import load_task_file
+from taskrouter.evaluation.dataset import load_dataset, turns_of
+
+torch = pytest.importorskip("torch")  # the training extra; `make test` installs it
+
+ROOT = Path(__file__).resolve().parents[2]
+DATASET = ROOT / "datasets" / "example.jsonl"
+TASKS_FILE = ROOT / "tasks" / "default_tasks.json"
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory) -> Path:
+    """A 2-layer random Llama and a byte-level BPE tokenizer trained on the task list and the
+    example dataset, with a ChatML template: a base model folder as from the hub."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    corpus = [TASKS_FILE.read_text(), DATASET.read_text()] * 3
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(corpus, trainers.BpeTrainer(
+        vocab_size=2000, special_tokens=["<unk>", "<|im_start|>", "<|im_end|>", "<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    ))
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, unk_token="<unk>", eos_token="<|im_end|>", pad_token="<|endoftext|>"
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=8192,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    ))
+    folder = tmp_path_factory.mktemp("tiny-base")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def train(base: Path, out: Path, seed: int = 7) -> int:
+    return main([
+        "adapter", "train", "--dataset", str(DATASET), "--base-model", str(base), "--out", str(out),
+        "--max-steps", "2", "--epochs", "1", "--seed", str(seed), "--rank", "4", "--batch-size", "2",
+    ])
+
+
+def test_train_saves_a_reproducible_adapter_that_routes(tiny_base, tmp_path, capsys):
+    first, again, other = tmp_path / "first", tmp_path / "again", tmp_path / "other"
+    assert train(tiny_base, first) == 0
+    assert "after 2 steps" in capsys.readouterr().out
+    assert {"adapter_config.json", "adapter_model.safetensors", "manifest.json", "adapter.tar.gz"} <= {
+        p.name for p in first.iterdir()
+    }
+    manifest = json.loads((first / "manifest.json").read_text())
+    assert manifest["base_model"]["id"] == str(tiny_base) and manifest["base_model"]["revision"].startswith("sha256:")
+    assert manifest["prompt"]["strategy"] == "zero_shot" and manifest["method"] == "lora"
+    assert manifest["seed"] == 7 and manifest["hyper_parameters"]["rank"] == 4
+    assert manifest["dataset"]["file"] == "example.jsonl" and len(manifest["dataset"]["sha256"]) == 64
+    split = manifest["split"]
+    assert split["train_examples"] + split["validation_examples"] == len(turns_of(load_dataset(DATASET)))
+    assert split["validation_examples"] > 0 and manifest["result"]["steps"] == 2
+    with tarfile.open(first / "adapter.tar.gz") as archive:  # SageMaker's artifact: files at the root
+        assert sorted(archive.getnames()) == ["adapter_config.json", "adapter_model.safetensors"]
+
+    assert train(tiny_base, again) == 0
+    assert (first / "adapter_model.safetensors").read_bytes() == (again / "adapter_model.safetensors").read_bytes()
+    assert (first / "adapter.tar.gz").read_bytes() == (again / "adapter.tar.gz").read_bytes()
+    assert train(tiny_base, other, seed=8) == 0
+    assert (first / "adapter_model.safetensors").read_bytes() != (other / "adapter_model.safetensors").read_bytes()
+
+    # base plus adapter, generating under a constraint to the allowed answers, as the endpoint does
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_base), first).eval()
+    tasks = {task.name: task for task in load_task_file(TASKS_FILE, updated_at="")}
+    prompt = build_prompt(Strategy.ZERO_SHOT, [Message(role="user", content="minutes from my acme call pls")], tasks, None)
+    text = tokenizer.apply_chat_template(prompt.messages(), add_generation_prompt=True, tokenize=False)
+    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    choices = [tokenizer(choice, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for choice in prompt.choices]
+
+    def allowed(_batch: int, generated: torch.Tensor) -> list[int]:  # a trie over the choices' tokens
+        so_far = generated[ids.shape[1]:].tolist()
+        return sorted({c[len(so_far)] for c in choices if c[: len(so_far)] == so_far and len(c) > len(so_far)}) or [tokenizer.eos_token_id]
+
+    with torch.no_grad():
+        output = model.generate(ids, max_new_tokens=prompt.max_answer_tokens, prefix_allowed_tokens_fn=allowed, do_sample=False)
+    answer = tokenizer.decode(output[0, ids.shape[1]:], skip_special_tokens=True)
+    decided = prompt.parse(answer)  # raises InvalidOutput if the answer were not an allowed one
+    assert decided is None or decided in tasks
+
+
+def test_a_label_outside_the_task_file_is_refused_in_one_line(tiny_base, tmp_path, capsys):
+    tasks = tmp_path / "tasks.json"
+    tasks.write_text(json.dumps({"tasks": [{"name": "follow_up_email", "description": "e-mails"}]}))
+    code = main(["adapter", "train", "--dataset", str(DATASET), "--base-model", str(tiny_base),
+                 "--out", str(tmp_path / "out"), "--tasks", str(tasks), "--max-steps", "1"])
+    err = capsys.readouterr().err
+    assert code == 1 and "are not tasks of the task file" in err and err.count("\n") == 1
