@@ -20,7 +20,7 @@ from aws_cdk import (
 )
 from constructs import Construct
 
-from infra.config import AdapterManifest, StageConfig
+from infra.config import StageConfig
 from infra.lambda_code import ARCHITECTURE, RUNTIME, function_code
 from infra.nag import acknowledge
 from taskrouter.adapters.settings import DEFAULT_RETRY_AFTER_S
@@ -43,7 +43,6 @@ class ApiStack(Stack):
         construct_id: str,
         *,
         stage: StageConfig,
-        manifest: AdapterManifest,
         table: dynamodb.ITable,
         openai_secret: secretsmanager.ISecret,
         ops_mode: ssm.IStringParameter,
@@ -64,7 +63,7 @@ class ApiStack(Stack):
             environment={
                 "TASKROUTER_TABLE_NAME": table.table_name,
                 "TASKROUTER_SAGEMAKER_ENDPOINT": stage.endpoint_name,
-                "TASKROUTER_SAGEMAKER_COMPONENT": stage.adapter_component_name(manifest),
+                "TASKROUTER_SAGEMAKER_COMPONENT": stage.router_component_name,
                 **stage.timeout_environment(),
                 "TASKROUTER_OPENAI_MODEL": stage.openai_model,
                 "TASKROUTER_OPENAI_SECRET_ARN": openai_secret.secret_arn,

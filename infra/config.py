@@ -60,6 +60,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class BaseModelRef(_Strict):
+    id: Annotated[str, Field(pattern=r"^[\w.-]+/[\w.-]+$")]
+    revision: Annotated[str, Field(pattern=r"^[0-9a-f]{40}$")]  # a commit, never a moving branch
+
+
 class StrategyBudget(_Strict):
     """One strategy's latency budget (end to end, what alarms hold it to) and its backends' timeouts."""
 
@@ -90,7 +95,11 @@ class StageConfig(_Strict):
     api_rate_limit_rps: Annotated[int, Field(ge=1, le=10_000)]
     api_burst_limit: Annotated[int, Field(ge=1, le=5_000)]
     lmi_image_tag: Annotated[str, Field(pattern=r"^[0-9]+\.[0-9]+\.[0-9]+-lmi[0-9.]+-cu[0-9]+$")]
-    adapter_manifest: Annotated[str, Field(min_length=1)]
+    base_model: BaseModelRef
+    # Adapter manifests (model_artifacts/adapters/*.json) served as adapter components on the base;
+    # none: the stage serves the base model alone (zero-shot with constrained decoding needs none).
+    adapters: list[Annotated[str, Field(min_length=1)]] = []
+    router_adapter: str | None = None  # the adapter the router invokes; None: the base component
 
     @field_validator("alarm_emails")
     @classmethod
@@ -163,8 +172,13 @@ class StageConfig(_Strict):
     def base_component_name(self) -> str:
         return f"taskrouter-{self.name}-base"
 
-    def adapter_component_name(self, manifest: AdapterManifest) -> str:
-        return f"taskrouter-{self.name}-{manifest.name}"
+    def adapter_component_name(self, adapter: str) -> str:
+        return f"taskrouter-{self.name}-{adapter}"
+
+    @property
+    def router_component_name(self) -> str:
+        """The inference component the router invokes: the configured adapter's, or the base's."""
+        return self.adapter_component_name(self.router_adapter) if self.router_adapter else self.base_component_name
 
     @property
     def log_retention(self) -> logs.RetentionDays:
@@ -184,15 +198,27 @@ class StageConfig(_Strict):
         return self.gpu_instance_family in EBS_ONLY_FAMILIES
 
 
-class BaseModelRef(_Strict):
-    id: Annotated[str, Field(pattern=r"^[\w.-]+/[\w.-]+$")]
-    revision: Annotated[str, Field(pattern=r"^[0-9a-f]{40}$")]  # a commit, never a moving branch
-
-
 class AdapterRef(_Strict):
     method: Literal["qlora", "lora"]
     rank: Annotated[int, Field(ge=1, le=256)]
-    artifact_key: Annotated[str, Field(pattern=r"^[\w./-]+\.tar\.gz$")]
+    # Where its `.tar.gz` is (SageMaker takes a single gzip tar as an adapter's ArtifactUrl): a file of
+    # this repository that `cdk deploy` uploads (what `taskrouter adapter train` wrote, kept out of
+    # git), or an S3 URI where a training job left it. Exactly one.
+    archive_file: Annotated[str, Field(pattern=r"^[\w./-]+\.tar\.gz$")] | None = None
+    archive_s3_uri: Annotated[str, Field(pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[\w./=-]+\.tar\.gz$")] | None = None
+
+    @model_validator(mode="after")
+    def _one_archive(self) -> AdapterRef:
+        if (self.archive_file is None) == (self.archive_s3_uri is None):
+            raise ValueError("give exactly one of archive_file and archive_s3_uri")
+        return self
+
+    @property
+    def s3_bucket_and_key(self) -> tuple[str, str] | None:
+        if self.archive_s3_uri is None:
+            return None
+        bucket, _, key = self.archive_s3_uri.removeprefix("s3://").partition("/")
+        return bucket, key
 
 
 class AdapterManifest(_Strict):
@@ -212,6 +238,11 @@ class ServingSettings(_Strict):
     min_memory_mb: Annotated[int, Field(ge=1024)]
     model_data_download_timeout_s: Annotated[int, Field(ge=60, le=3600)]
     container_startup_health_check_timeout_s: Annotated[int, Field(ge=60, le=3600)]
+
+    @property
+    def max_loras(self) -> int:
+        """Adapters the engine keeps on the GPU at once (LMI's default 4, vllm_rb_properties.py)."""
+        return int(self.options.get("OPTION_MAX_LORAS", "4"))
 
     @field_validator("options")
     @classmethod
@@ -268,19 +299,36 @@ def load_serving(path: Path = SERVING_FILE) -> ServingSettings:
     return _load_json(ServingSettings, path)
 
 
-def load_adapter_manifest(stage: StageConfig) -> AdapterManifest:
-    return _load_json(AdapterManifest, ROOT / stage.adapter_manifest)
+def load_adapter_manifests(stage: StageConfig) -> list[AdapterManifest]:
+    """The stage's adapter manifests, in the order the stage lists them."""
+    return [_load_json(AdapterManifest, ROOT / path) for path in stage.adapters]
 
 
-def check_deployable(stage: StageConfig, manifest: AdapterManifest, serving: ServingSettings) -> None:
-    """What only the three files together can tell: names SageMaker takes, an adapter it can load."""
+def check_deployable(stage: StageConfig, manifests: list[AdapterManifest], serving: ServingSettings) -> None:
+    """What only the files together can tell: names SageMaker takes, adapters the base can load, and
+    the router's adapter among them."""
     problems = []
-    for name in (stage.endpoint_name, stage.base_component_name, stage.adapter_component_name(manifest)):
+    names = [manifest.name for manifest in manifests]
+    for name in (stage.endpoint_name, stage.base_component_name, *map(stage.adapter_component_name, names)):
         if not _SAGEMAKER_NAME.fullmatch(name):
             problems.append(f"SageMaker name {name!r} is over 63 characters or not [a-zA-Z0-9-]")
-    if manifest.adapter.rank > serving.max_lora_rank:
-        problems.append(
-            f"adapter.rank {manifest.adapter.rank} is over serving.json's max_lora_rank {serving.max_lora_rank}"
-        )
+    if len(set(names)) != len(names):
+        problems.append(f"adapter names repeat: {sorted(names)}")
+    for manifest in manifests:
+        if manifest.adapter.rank > serving.max_lora_rank:
+            problems.append(
+                f"{manifest.name}: adapter.rank {manifest.adapter.rank} is over serving.json's max_lora_rank "
+                f"{serving.max_lora_rank}"
+            )
+        if manifest.base_model != stage.base_model:
+            problems.append(f"{manifest.name}: trained on {manifest.base_model.id}@{manifest.base_model.revision[:12]}, "
+                            f"not the stage's base {stage.base_model.id}@{stage.base_model.revision[:12]}")
+        archive = manifest.adapter.archive_file
+        if archive is not None and not (ROOT / archive).is_file():
+            problems.append(f"{manifest.name}: {archive} is missing (`taskrouter adapter train` writes it)")
+    if stage.router_adapter is not None and stage.router_adapter not in names:
+        problems.append(f"router_adapter {stage.router_adapter!r} is not one of the stage's adapters {names}")
+    if len(manifests) > serving.max_loras:
+        problems.append(f"{len(manifests)} adapters, over serving.json's OPTION_MAX_LORAS {serving.max_loras}")
     if problems:
-        raise ConfigError(f"stage {stage.name} with {stage.adapter_manifest}: " + "; ".join(problems))
+        raise ConfigError(f"stage {stage.name}: " + "; ".join(problems))

@@ -1,5 +1,6 @@
-"""The primary backend: a SageMaker endpoint serving the base LLM from AWS's LMI container, with
-the QLoRA adapter hosted on it as an adapter inference component."""
+"""The primary backend: a SageMaker endpoint serving the base LLM from AWS's LMI container, with each
+configured LoRA adapter hosted on it as an adapter inference component (their archives shipped by
+`model_artifacts.py`)."""
 
 from __future__ import annotations
 
@@ -10,16 +11,21 @@ from aws_cdk import (
     aws_iam as iam,
     aws_kms as kms,
     aws_logs as logs,
-    aws_s3 as s3,
     aws_sagemaker as sagemaker,
 )
 from aws_cdk.region_info import FactName
 from constructs import Construct
 
 from infra.config import AdapterManifest, ServingSettings, StageConfig
+from infra.model_artifacts import AdapterArchive
 from infra.nag import acknowledge
 
 VARIANT_NAME = "AllTraffic"
+
+
+def _pascal(name: str) -> str:
+    """`sales-router-v2` as `SalesRouterV2`, for construct ids."""
+    return "".join(part.capitalize() for part in name.split("-"))
 
 
 def dlc_image_uri(stack: Stack, repository: str, tag: str) -> str:
@@ -44,14 +50,14 @@ class ModelHostingStack(Stack):
         *,
         stage: StageConfig,
         serving: ServingSettings,
-        manifest: AdapterManifest,
-        artifact_bucket: s3.IBucket,
+        manifests: list[AdapterManifest],
+        archives: dict[str, AdapterArchive],
         **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.endpoint_name = stage.endpoint_name
-        self.adapter_component_name = stage.adapter_component_name(manifest)
         base_component_name = stage.base_component_name
+        self.component_names = [base_component_name, *(stage.adapter_component_name(m.name) for m in manifests)]
 
         # SageMaker creates these groups on first start (the endpoint's, and one per inference
         # component); owning them gives them a retention and scopes the role's log writes. They
@@ -68,10 +74,13 @@ class ModelHostingStack(Stack):
             for construct_id, name in (
                 ("EndpointLogs", f"/aws/sagemaker/Endpoints/{self.endpoint_name}"),
                 ("BaseComponentLogs", f"/aws/sagemaker/InferenceComponents/{base_component_name}"),
-                ("AdapterComponentLogs", f"/aws/sagemaker/InferenceComponents/{self.adapter_component_name}"),
+                *(
+                    (f"AdapterComponentLogs{_pascal(m.name)}", f"/aws/sagemaker/InferenceComponents/{stage.adapter_component_name(m.name)}")
+                    for m in manifests
+                ),
             )
         ]
-        role = self._execution_role(serving, stage, manifest, artifact_bucket, log_groups)
+        role = self._execution_role(serving, stage, [archive.object_arn for archive in archives.values()], log_groups)
 
         image = dlc_image_uri(self, serving.image_repository, stage.lmi_image_tag)
         model = sagemaker.CfnModel(
@@ -81,8 +90,8 @@ class ModelHostingStack(Stack):
             primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(
                 image=image,
                 environment={
-                    "HF_MODEL_ID": manifest.base_model.id,
-                    "OPTION_REVISION": manifest.base_model.revision,
+                    "HF_MODEL_ID": stage.base_model.id,
+                    "OPTION_REVISION": stage.base_model.revision,
                     "OPTION_TENSOR_PARALLEL_DEGREE": str(serving.accelerators_per_copy),
                     "OPTION_MAX_LORA_RANK": str(serving.max_lora_rank),
                     **serving.options,
@@ -157,33 +166,36 @@ class ModelHostingStack(Stack):
                 copy_count=stage.gpu_instance_count
             ),
         )
-        # The adapter shares the base component's GPUs: no compute of its own, only its weights.
-        adapter = sagemaker.CfnInferenceComponent(
-            self,
-            "AdapterComponent",
-            inference_component_name=self.adapter_component_name,
-            endpoint_name=endpoint.attr_endpoint_name,
-            specification=sagemaker.CfnInferenceComponent.InferenceComponentSpecificationProperty(
-                base_inference_component_name=base_component_name,
-                container=sagemaker.CfnInferenceComponent.InferenceComponentContainerSpecificationProperty(
-                    artifact_url=artifact_bucket.s3_url_for_object(manifest.adapter.artifact_key)
+        # Each adapter shares the base component's GPUs: no compute of its own, only its weights.
+        for manifest in manifests:
+            archive = archives[manifest.name]
+            adapter = sagemaker.CfnInferenceComponent(
+                self,
+                f"AdapterComponent{_pascal(manifest.name)}",
+                inference_component_name=stage.adapter_component_name(manifest.name),
+                endpoint_name=endpoint.attr_endpoint_name,
+                specification=sagemaker.CfnInferenceComponent.InferenceComponentSpecificationProperty(
+                    base_inference_component_name=base_component_name,
+                    container=sagemaker.CfnInferenceComponent.InferenceComponentContainerSpecificationProperty(
+                        artifact_url=archive.url
+                    ),
                 ),
-            ),
-        )
-        adapter.add_resource_dependency(base)
+            )
+            adapter.add_resource_dependency(base)
+            if archive.upload is not None:
+                adapter.node.add_dependency(archive.upload)  # in the bucket before SageMaker reads it
 
         self.endpoint_arn = Stack.of(self).format_arn(
             service="sagemaker", resource="endpoint", resource_name=self.endpoint_name
         )
         CfnOutput(self, "EndpointName", value=endpoint.attr_endpoint_name)
-        CfnOutput(self, "AdapterComponentName", value=self.adapter_component_name)
+        CfnOutput(self, "RouterComponentName", value=stage.router_component_name)
 
     def _execution_role(
         self,
         serving: ServingSettings,
         stage: StageConfig,
-        manifest: AdapterManifest,
-        artifact_bucket: s3.IBucket,
+        archive_arns: list[str],
         log_groups: list[logs.LogGroup],
     ) -> iam.Role:
         role = iam.Role(
@@ -206,12 +218,8 @@ class ModelHostingStack(Stack):
         role.add_to_policy(
             iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"])  # no resource-level form
         )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["s3:GetObject"],
-                resources=[artifact_bucket.arn_for_objects(manifest.adapter.artifact_key)],
-            )
-        )
+        if archive_arns:  # each adapter's one object, nothing else
+            role.add_to_policy(iam.PolicyStatement(actions=["s3:GetObject"], resources=archive_arns))
         role.add_to_policy(
             iam.PolicyStatement(
                 actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],

@@ -47,7 +47,7 @@ class MonitoringStack(Stack):
         api: apigw.RestApi,
         router: lambda_.IFunction,
         registry: lambda_.IFunction,
-        adapter_component_name: str,
+        component_names: list[str],
         **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
@@ -160,7 +160,8 @@ class MonitoringStack(Stack):
         )
         # ModelLatency is an AWS/SageMaker invocation metric with the dimension InferenceComponentName.
         # AWS's documentation does not say whether an adapter component's invocations are counted
-        # under its own name (the one the router invokes) or its base component's: both are watched.
+        # under its own name (the one the router invokes) or its base component's: every component
+        # is watched, the base and each adapter.
         # Missing data is not breaching: an idle endpoint publishes nothing and is not a broken one
         # (a failing one shows in the fallback rate and the router's errors).
         # It has no strategy dimension and every strategy's calls are in it: it alarms past the slowest
@@ -175,7 +176,7 @@ class MonitoringStack(Stack):
             metric_groups=[
                 _alarmed(
                     f"Model latency p90 of {component} (µs)",
-                    f"ModelLatencyP90-{role}",
+                    f"ModelLatencyP90-{component.removeprefix(f'taskrouter-{stage.name}-')}",
                     cloudwatch.Metric(
                         namespace="AWS/SageMaker",
                         metric_name="ModelLatency",
@@ -186,7 +187,7 @@ class MonitoringStack(Stack):
                     ),
                     above=model_latency_alarm_us,
                 )
-                for role, component in (("Adapter", adapter_component_name), ("Base", stage.base_component_name))
+                for component in component_names
             ],
         )
 

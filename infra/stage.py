@@ -6,7 +6,7 @@ from aws_cdk import Environment, Stage, Tags
 from constructs import Construct
 
 from infra.api import ApiStack
-from infra.config import StageConfig, check_deployable, load_adapter_manifest, load_serving
+from infra.config import StageConfig, check_deployable, load_adapter_manifests, load_serving
 from infra.model_artifacts import ModelArtifactsStack
 from infra.model_hosting import ModelHostingStack
 from infra.monitoring import MonitoringStack
@@ -20,12 +20,12 @@ class TaskRouterStage(Stage):
         Tags.of(self).add("project", "taskrouter")
         Tags.of(self).add("stage", config.name)
         serving = load_serving()
-        manifest = load_adapter_manifest(config)
-        check_deployable(config, manifest, serving)
+        manifests = load_adapter_manifests(config)
+        check_deployable(config, manifests, serving)
 
         self.registry = RegistryStack(self, "Registry", stage=config, termination_protection=config.retain_on_delete)
         self.artifacts = ModelArtifactsStack(
-            self, "ModelArtifacts", stage=config, termination_protection=config.retain_on_delete
+            self, "ModelArtifacts", stage=config, manifests=manifests, termination_protection=config.retain_on_delete
         )
         self.operations = OperationsStack(self, "Operations", stage=config, termination_protection=config.retain_on_delete)
         self.hosting = ModelHostingStack(
@@ -33,14 +33,13 @@ class TaskRouterStage(Stage):
             "ModelHosting",
             stage=config,
             serving=serving,
-            manifest=manifest,
-            artifact_bucket=self.artifacts.bucket,
+            manifests=manifests,
+            archives=self.artifacts.adapter_archives,
         )
         self.api = ApiStack(
             self,
             "Api",
             stage=config,
-            manifest=manifest,
             table=self.registry.table,
             openai_secret=self.operations.openai_secret,
             ops_mode=self.operations.ops_mode,
@@ -54,5 +53,5 @@ class TaskRouterStage(Stage):
             api=self.api.api,
             router=self.api.router,
             registry=self.api.registry,
-            adapter_component_name=self.hosting.adapter_component_name,
+            component_names=self.hosting.component_names,
         )

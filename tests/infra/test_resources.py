@@ -8,7 +8,7 @@ import pytest
 from aws_cdk.assertions import Match, Template
 
 from infra.app import build_app
-from infra.config import load_adapter_manifest, load_serving
+from infra.config import load_serving
 
 SERVING = load_serving()
 
@@ -105,8 +105,8 @@ def test_artifact_buckets_are_private_encrypted_and_ssl_only(stage):
 # --- model hosting ---------------------------------------------------------------------------
 
 
-def test_model_serves_the_manifest_base_model_from_the_regional_dlc_image(stage):
-    manifest = load_adapter_manifest(stage.config)
+def test_model_serves_the_stage_base_model_from_the_regional_dlc_image(stage):
+    base = stage.config.base_model
     stage.template("ModelHosting").has_resource_properties(
         "AWS::SageMaker::Model",
         {
@@ -114,8 +114,8 @@ def test_model_serves_the_manifest_base_model_from_the_regional_dlc_image(stage)
                 "Image": f"763104351884.dkr.ecr.{stage.config.region}.amazonaws.com/djl-inference:{stage.config.lmi_image_tag}",
                 "Environment": Match.object_like(
                     {
-                        "HF_MODEL_ID": manifest.base_model.id,
-                        "OPTION_REVISION": manifest.base_model.revision,
+                        "HF_MODEL_ID": base.id,
+                        "OPTION_REVISION": base.revision,
                         "OPTION_ENABLE_LORA": "true",
                         "OPTION_ENABLE_PREFIX_CACHING": "true",
                     }
@@ -169,29 +169,24 @@ def test_ebs_instance_types_get_their_volume_encrypted_with_a_rotated_kms_key(tm
     )
 
 
-def test_adapter_is_an_inference_component_on_the_base_component(stage):
+def test_the_committed_stage_serves_the_base_component_alone(stage):
+    """No adapter yet: one command deploys the stage, and the router asks the base model."""
     config = stage.config
-    manifest = load_adapter_manifest(config)
     components = _resources(stage.templates["ModelHosting"], "AWS::SageMaker::InferenceComponent")
-    base = next(c for c in components.values() if "ModelName" in c["Properties"]["Specification"])
-    adapter = next(c for c in components.values() if "BaseInferenceComponentName" in c["Properties"]["Specification"])
+    (base,) = components.values()
     base_spec = base["Properties"]["Specification"]
+    assert base["Properties"]["InferenceComponentName"] == f"taskrouter-{config.name}-base"
     assert base_spec["ComputeResourceRequirements"] == {
         "NumberOfAcceleratorDevicesRequired": SERVING.accelerators_per_copy,
         "MinMemoryRequiredInMb": SERVING.min_memory_mb,
     }
     assert base_spec["StartupParameters"]["ContainerStartupHealthCheckTimeoutInSeconds"] >= 600
     assert base["Properties"]["RuntimeConfig"] == {"CopyCount": config.gpu_instance_count}
-    adapter_spec = adapter["Properties"]["Specification"]
-    assert adapter_spec["BaseInferenceComponentName"] == base["Properties"]["InferenceComponentName"]
-    assert "ComputeResourceRequirements" not in adapter_spec  # it shares the base's GPUs
-    assert adapter["Properties"]["InferenceComponentName"] == f"taskrouter-{config.name}-{manifest.name}"
-    artifact_url = json.dumps(adapter_spec["Container"]["ArtifactUrl"])
-    assert artifact_url.startswith('{"Fn::Join": ["", ["s3://"') and f'/{manifest.adapter.artifact_key}"' in artifact_url
-    assert adapter["DependsOn"] == [next(k for k, v in components.items() if v is base)]
+    router = next(iter(_resources(stage.templates["Api"], "AWS::Lambda::Function").values()))
+    assert router["Properties"]["Environment"]["Variables"]["TASKROUTER_SAGEMAKER_COMPONENT"] == f"taskrouter-{config.name}-base"
 
 
-def test_execution_role_pulls_only_the_dlc_image_reads_only_its_artifact_writes_only_its_logs(stage):
+def test_execution_role_pulls_only_the_dlc_image_writes_only_its_logs(stage):
     config = stage.config
     template = stage.templates["ModelHosting"]
     statements = _statements(template)
@@ -201,7 +196,6 @@ def test_execution_role_pulls_only_the_dlc_image_reads_only_its_artifact_writes_
         "ecr:GetDownloadUrlForLayer",
         "ecr:BatchCheckLayerAvailability",
         "ecr:GetAuthorizationToken",
-        "s3:GetObject",
         "logs:CreateLogGroup",
         "logs:CreateLogStream",
         "logs:PutLogEvents",
@@ -215,15 +209,11 @@ def test_execution_role_pulls_only_the_dlc_image_reads_only_its_artifact_writes_
     assert _arn(by_action["ecr:BatchGetImage"]["Resource"]) == (
         f"arn:aws:ecr:{config.region}:763104351884:repository/djl-inference"
     )
-    manifest = load_adapter_manifest(config)
-    object_arn = json.dumps(by_action["s3:GetObject"]["Resource"])
-    assert f'/{manifest.adapter.artifact_key}"' in object_arn and "*" not in object_arn  # that one object
-    log_groups = _resources(template, "AWS::Logs::LogGroup")
+    log_groups = _resources(template, "AWS::Logs::LogGroup")  # (with adapters: tests/infra/test_adapters.py)
     assert sorted(g["Properties"]["LogGroupName"] for g in log_groups.values()) == sorted(
         [
             f"/aws/sagemaker/Endpoints/taskrouter-{config.name}",
             f"/aws/sagemaker/InferenceComponents/taskrouter-{config.name}-base",
-            f"/aws/sagemaker/InferenceComponents/taskrouter-{config.name}-{manifest.name}",
         ]
     )
     assert sorted(r["Fn::GetAtt"][0] for r in by_action["logs:PutLogEvents"]["Resource"]) == sorted(log_groups)
@@ -543,7 +533,7 @@ def test_alarms_cover_latency_errors_and_throttles_and_notify_the_topic(stage):
         _alarm_dimensions(props)["InferenceComponentName"]: props
         for metric, props in _all_alarms(template) if metric == ("AWS/SageMaker", "ModelLatency", "p90")
     }
-    assert set(model) == {stage.config.base_component_name, f"taskrouter-{stage.config.name}-sales-router-v1"}
+    assert set(model) == {stage.config.base_component_name}  # each adapter's too: test_adapters.py
     slowest_primary_ms = max(budget.primary_timeout_ms for budget in budgets.values())
     for props in model.values():
         assert props["Threshold"] == slowest_primary_ms * 1000

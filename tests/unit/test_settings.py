@@ -28,8 +28,8 @@ def test_each_strategy_has_its_own_budget():
     assert (cot.primary_timeout_s, cot.fallback_timeout_s, cot.hedge_after_s) == (1.8, 6.0, None)  # no hedge
     assert (react.primary_timeout_s, react.fallback_timeout_s) == (2.6, 5.0)  # the default fallback budget
     defaults = RuntimeSettings.from_env(BASE).router
-    assert defaults.budget(Strategy.FEW_SHOT_COT).primary_timeout_s == 2.5
-    assert defaults.budget(Strategy.REACT).primary_timeout_s == 4.5
+    assert defaults.budget(Strategy.FEW_SHOT_COT).primary_timeout_s == 1.0
+    assert defaults.budget(Strategy.REACT).primary_timeout_s == 1.6
 
 
 def test_hedging_off_or_not_under_the_primary_timeout_means_none():

@@ -17,8 +17,8 @@ FALLBACK_TIMEOUT_MS = (100, 20_000)
 # Zero-shot's fit the 300 ms decision; the others reason before answering (model_artifacts/README.md).
 DEFAULT_TIMEOUTS_MS = {
     Strategy.ZERO_SHOT: (250, 3000),
-    Strategy.FEW_SHOT_COT: (2500, 5000),
-    Strategy.REACT: (4500, 5000),
+    Strategy.FEW_SHOT_COT: (1000, 5000),
+    Strategy.REACT: (1600, 5000),
 }
 DEFAULT_RETRY_AFTER_S = 2
 # The router's registry read: one try, bounded (infra sizes the function's timeout with them).

@@ -1,0 +1,111 @@
+"""A stage with adapters: one trained here (its `.tar.gz` shipped by `cdk deploy` itself), one left
+in S3 by a training job; the router pointed at the first. The committed stages serve the base alone."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from infra.app import build_app
+from infra.config import load_stages
+from infra.nag import unacknowledged_findings
+from infra.stage import TaskRouterStage
+from tests.adapters import make_adapter
+
+S3_ARCHIVE = "s3://trained-adapters-bucket/jobs/router-b/output/adapter.tar.gz"
+
+
+@pytest.fixture(scope="module")
+def adapted(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("adapters")
+    dev = load_stages()["dev"]
+    trained = make_adapter(folder, "router-a", dev)
+    in_s3 = make_adapter(folder, "router-b", dev, s3_uri=S3_ARCHIVE)
+    config = dev.model_copy(update={"adapters": [str(trained), str(in_s3)], "router_adapter": "router-a"})
+    outdir = tmp_path_factory.mktemp("cdk.out")
+    app = build_app({"dev": config}, outdir=str(outdir))
+    app.synth()  # stops on an unacknowledged cdk-nag finding
+    (stage,) = [child for child in app.node.children if isinstance(child, TaskRouterStage)]
+    assembly = stage.synth()
+    templates = {s.hierarchical_id.split("/")[-1]: s.template for s in assembly.stacks}
+    return config, templates, outdir, Path(assembly.directory), folder
+
+
+def _of_type(template: dict, kind: str) -> dict[str, dict]:
+    return {k: v for k, v in template["Resources"].items() if v["Type"] == kind}
+
+
+def test_one_adapter_component_each_on_the_base_and_the_router_pointed_at_the_configured_one(adapted):
+    config, templates, *_ = adapted
+    components = _of_type(templates["ModelHosting"], "AWS::SageMaker::InferenceComponent")
+    names = {c["Properties"]["InferenceComponentName"]: c for c in components.values()}
+    assert set(names) == {"taskrouter-dev-base", "taskrouter-dev-router-a", "taskrouter-dev-router-b"}
+    for name in ("taskrouter-dev-router-a", "taskrouter-dev-router-b"):
+        assert names[name]["Properties"]["Specification"]["BaseInferenceComponentName"] == "taskrouter-dev-base"
+    assert names["taskrouter-dev-router-b"]["Properties"]["Specification"]["Container"]["ArtifactUrl"] == S3_ARCHIVE
+    router = next(iter(_of_type(templates["Api"], "AWS::Lambda::Function").values()))
+    assert router["Properties"]["Environment"]["Variables"]["TASKROUTER_SAGEMAKER_COMPONENT"] == "taskrouter-dev-router-a"
+    metrics = [
+        alarm["Properties"]["Metrics"][0]["MetricStat"]["Metric"] if "Metrics" in alarm["Properties"] else alarm["Properties"]
+        for alarm in _of_type(templates["Monitoring"], "AWS::CloudWatch::Alarm").values()
+    ]
+    latency_alarms = {
+        d["Value"] for m in metrics if m.get("MetricName") == "ModelLatency" for d in m["Dimensions"]
+    }
+    assert latency_alarms == set(names)  # every component: the base and each adapter
+
+
+def test_a_trained_archive_is_shipped_by_cdk_deploy_as_a_tar_gz_at_a_key_of_its_digest(adapted):
+    config, templates, _, assembly_dir, folder = adapted
+    digest = hashlib.sha256((folder / "router-a.tar.gz").read_bytes()).hexdigest()
+    hosting = templates["ModelHosting"]
+    components = _of_type(hosting, "AWS::SageMaker::InferenceComponent")
+    trained = next(c for c in components.values() if c["Properties"]["InferenceComponentName"] == "taskrouter-dev-router-a")
+    url = json.dumps(trained["Properties"]["Specification"]["Container"]["ArtifactUrl"])
+    assert url.startswith('{"Fn::Join": ["", ["s3://"') and f'/adapters/router-a/{digest}/adapter.tar.gz"' in url
+    # shipped by the stateful artifact stack, beside its bucket, which the hosting stack deploys after
+    (deployment,) = _of_type(templates["ModelArtifacts"], "Custom::CDKBucketDeployment").values()
+    assert deployment["Properties"]["DestinationBucketKeyPrefix"] == f"adapters/router-a/{digest}/"
+    assert deployment["Properties"]["Prune"] is False  # earlier versions stay for a rollback
+    assert deployment["Properties"]["DestinationBucketName"] == {"Ref": next(iter(
+        k for k in _of_type(templates["ModelArtifacts"], "AWS::S3::Bucket") if k.startswith("Artifacts")
+    ))}
+    cloud = json.loads((assembly_dir / "manifest.json").read_text())["artifacts"]
+    hosting_id = next(k for k in cloud if "ModelHosting" in k and cloud[k]["type"] == "aws:cloudformation:stack")
+    assert any("ModelArtifacts" in dep and not dep.endswith(".assets") for dep in cloud[hosting_id]["dependencies"])
+    # the asset cdk deploy uploads is a folder holding the archive, unchanged
+    manifest = json.loads(next(assembly_dir.glob("*ModelArtifacts*.assets.json")).read_text())
+    staged = [assembly_dir / f["source"]["path"] for f in manifest["files"].values() if f["source"].get("packaging") == "zip"]
+    holding = [p for p in staged if (p / "adapter.tar.gz").exists()]
+    assert len(holding) == 1 and (holding[0] / "adapter.tar.gz").read_bytes() == (folder / "router-a.tar.gz").read_bytes()
+    assert sorted(path.name for path in holding[0].iterdir()) == ["adapter.tar.gz"]
+
+
+def test_the_endpoint_reads_exactly_the_two_archives(adapted):
+    _, templates, *_ = adapted
+    statements = [
+        s for policy in _of_type(templates["ModelHosting"], "AWS::IAM::Policy").values()
+        for s in policy["Properties"]["PolicyDocument"]["Statement"]
+        if s["Action"] == "s3:GetObject" or s["Action"] == ["s3:GetObject"]
+    ]
+    (statement,) = [s for s in statements if "arn:" in json.dumps(s["Resource"]) and "trained-adapters-bucket" in json.dumps(s["Resource"])]
+    resources = json.dumps(statement["Resource"])
+    assert "trained-adapters-bucket/jobs/router-b/output/adapter.tar.gz" in resources
+    assert "/adapters/router-a/" in resources and "*" not in resources
+
+
+def test_cdk_nag_stays_clean_with_adapters(adapted):
+    *_, outdir, _, _ = adapted
+    assert unacknowledged_findings(outdir / "validation-report.json") == []
+
+
+def test_cfn_lint_stays_clean_with_adapters(adapted):
+    from cfnlint.api import ManualArgs, lint_file
+
+    config, _, _, assembly_dir, _ = adapted
+    for template_file in assembly_dir.glob("*.template.json"):
+        matches = lint_file(template_file, config=ManualArgs(regions=[config.region]))
+        assert [str(m) for m in matches if m.rule.severity == "error"] == [], template_file.name
