@@ -79,12 +79,29 @@ class StrategyBudget(_Strict):
         return self
 
 
+class ScalingConfig(_Strict):
+    """Copies of the base component (one GPU each; with `ml.g5` types up to 16xlarge, one instance
+    each), scaled on invocations per copy; a minimum of 0 lets an idle stage scale to zero, the router
+    answering through the fallback meanwhile (`no_capacity`)."""
+
+    min_copies: Annotated[int, Field(ge=0, le=20)]
+    max_copies: Annotated[int, Field(ge=1, le=20)]
+    invocations_per_copy: Annotated[int, Field(ge=1, le=10_000)]  # a minute's target per copy
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ScalingConfig:
+        if self.min_copies > self.max_copies:
+            raise ValueError("min_copies must not exceed max_copies")
+        return self
+
+
 class StageConfig(_Strict):
     name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9]{1,15}$")]
     region: Annotated[str, Field(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")]
     account: Annotated[str, Field(pattern=r"^\d{12}$")] | None = None
     gpu_instance_type: Annotated[str, Field(pattern=r"^ml\.[a-z0-9]+\.[0-9]*x?large$")]
     gpu_instance_count: Annotated[int, Field(ge=1, le=20)]
+    scaling: ScalingConfig
     budgets: dict[Strategy, StrategyBudget]  # one for each strategy
     hedge_after_ms: Annotated[int, Field(ge=0)] | None = None  # zero-shot's; None: no hedging
     openai_model: Annotated[str, Field(min_length=1, max_length=100)]
@@ -126,6 +143,12 @@ class StageConfig(_Strict):
                 "whether its volume takes a KMS key: add it to INSTANCE_STORE_FAMILIES or EBS_ONLY_FAMILIES"
             )
         return instance_type
+
+    @model_validator(mode="after")
+    def _starts_within_its_scaling(self) -> StageConfig:
+        if not max(1, self.scaling.min_copies) <= self.gpu_instance_count <= self.scaling.max_copies:
+            raise ValueError("gpu_instance_count (the copies a deploy starts with) must be within scaling's bounds")
+        return self
 
     @model_validator(mode="after")
     def _timeouts_fit_the_budget(self) -> StageConfig:

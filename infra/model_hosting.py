@@ -6,8 +6,11 @@ from __future__ import annotations
 
 from aws_cdk import (
     CfnOutput,
+    Duration,
     RemovalPolicy,
     Stack,
+    aws_applicationautoscaling as autoscaling,
+    aws_cloudwatch as cloudwatch,
     aws_iam as iam,
     aws_kms as kms,
     aws_logs as logs,
@@ -129,6 +132,12 @@ class ModelHostingStack(Stack):
                     variant_name=VARIANT_NAME,
                     instance_type=stage.gpu_instance_type,
                     initial_instance_count=stage.gpu_instance_count,
+                    # Instances follow the copies the components need (a minimum of 0: none when idle).
+                    managed_instance_scaling=sagemaker.CfnEndpointConfig.ManagedInstanceScalingProperty(
+                        status="ENABLED",
+                        min_instance_count=stage.scaling.min_copies,
+                        max_instance_count=stage.scaling.max_copies,
+                    ),
                     routing_config=sagemaker.CfnEndpointConfig.RoutingConfigProperty(
                         routing_strategy="LEAST_OUTSTANDING_REQUESTS"
                     ),
@@ -165,7 +174,9 @@ class ModelHostingStack(Stack):
             runtime_config=sagemaker.CfnInferenceComponent.InferenceComponentRuntimeConfigProperty(
                 copy_count=stage.gpu_instance_count
             ),
+            deployment_config=self._rolling_update(base_component_name, stage),
         )
+        self._scale(base, base_component_name, stage)
         # Each adapter shares the base component's GPUs: no compute of its own, only its weights.
         for manifest in manifests:
             archive = archives[manifest.name]
@@ -190,6 +201,116 @@ class ModelHostingStack(Stack):
         )
         CfnOutput(self, "EndpointName", value=endpoint.attr_endpoint_name)
         CfnOutput(self, "RouterComponentName", value=stage.router_component_name)
+
+    def _rolling_update(
+        self, component: str, stage: StageConfig
+    ) -> sagemaker.CfnInferenceComponent.InferenceComponentDeploymentConfigProperty:
+        """A changed base (model, image, settings) replaces one copy at a time, the others serving, and
+        rolls back by itself when the component's own alarms fire. Those alarms live here, beside the
+        resource they protect, so that no stack depends on one that depends on it."""
+        dimensions = {"InferenceComponentName": component}
+        model_errors = cloudwatch.MathExpression(
+            expression="errors + faults",
+            using_metrics={
+                name: cloudwatch.Metric(namespace="AWS/SageMaker", metric_name=metric, dimensions_map=dimensions,
+                                        statistic="Sum", period=Duration.minutes(1))
+                for name, metric in (("errors", "InvocationModelErrors"), ("faults", "Invocation5XXErrors"))
+            },
+            period=Duration.minutes(1),
+        )
+        slowest_primary_us = max(b.primary_timeout_ms for b in stage.budgets.values()) * 1000
+        latency = cloudwatch.Metric(namespace="AWS/SageMaker", metric_name="ModelLatency", dimensions_map=dimensions,
+                                    statistic="p90", period=Duration.minutes(1))
+        alarms = [
+            cloudwatch.Alarm(self, "RollbackOnModelErrors", metric=model_errors, threshold=0, evaluation_periods=3,
+                             datapoints_to_alarm=2, comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                             alarm_description="The base component answers errors: a rolling update rolls back."),
+            cloudwatch.Alarm(self, "RollbackOnModelLatency", metric=latency, threshold=slowest_primary_us,
+                             evaluation_periods=3, datapoints_to_alarm=2,
+                             comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                             alarm_description="The base component is slower than every primary deadline: a rolling update rolls back."),
+        ]
+        one_copy = sagemaker.CfnInferenceComponent.InferenceComponentCapacitySizeProperty(type="COPY_COUNT", value=1)
+        return sagemaker.CfnInferenceComponent.InferenceComponentDeploymentConfigProperty(
+            rolling_update_policy=sagemaker.CfnInferenceComponent.InferenceComponentRollingUpdatePolicyProperty(
+                maximum_batch_size=one_copy,
+                rollback_maximum_batch_size=one_copy,
+                wait_interval_in_seconds=120,  # a batch serves this long, watched, before the next
+                maximum_execution_timeout_in_seconds=3600,
+            ),
+            auto_rollback_configuration=sagemaker.CfnInferenceComponent.AutoRollbackConfigurationProperty(
+                alarms=[sagemaker.CfnInferenceComponent.AlarmProperty(alarm_name=alarm.alarm_name) for alarm in alarms]
+            ),
+        )
+
+    def _scale(self, base: sagemaker.CfnInferenceComponent, component: str, stage: StageConfig) -> None:
+        """Copies of the base on invocations per copy, within the stage's bounds; from zero, on the
+        first request that found no copy (SageMaker's NoCapacityInvocationFailures)."""
+        role = self.format_arn(
+            service="iam", region="", resource="role",
+            resource_name="aws-service-role/sagemaker.application-autoscaling.amazonaws.com/"
+            "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint",
+        )
+        target = autoscaling.CfnScalableTarget(
+            self,
+            "BaseCopies",
+            service_namespace="sagemaker",
+            scalable_dimension="sagemaker:inference-component:DesiredCopyCount",
+            resource_id=f"inference-component/{component}",  # by name: Ref gives the ARN
+            min_capacity=stage.scaling.min_copies,
+            max_capacity=stage.scaling.max_copies,
+            role_arn=role,
+        )
+        target.add_dependency(base)
+        autoscaling.CfnScalingPolicy(
+            self,
+            "BaseCopiesOnInvocations",
+            policy_name=f"{component}-invocations-per-copy",
+            policy_type="TargetTrackingScaling",
+            scaling_target_id=target.ref,
+            target_tracking_scaling_policy_configuration=autoscaling.CfnScalingPolicy.TargetTrackingScalingPolicyConfigurationProperty(
+                target_value=stage.scaling.invocations_per_copy,
+                predefined_metric_specification=autoscaling.CfnScalingPolicy.PredefinedMetricSpecificationProperty(
+                    predefined_metric_type="SageMakerInferenceComponentInvocationsPerCopy"
+                ),
+                scale_in_cooldown=300,
+                scale_out_cooldown=60,
+            ),
+        )
+        if stage.scaling.min_copies > 0:
+            return
+        wake = autoscaling.CfnScalingPolicy(
+            self,
+            "BaseCopiesFromZero",
+            policy_name=f"{component}-from-zero",
+            policy_type="StepScaling",
+            scaling_target_id=target.ref,
+            step_scaling_policy_configuration=autoscaling.CfnScalingPolicy.StepScalingPolicyConfigurationProperty(
+                adjustment_type="ChangeInCapacity",
+                metric_aggregation_type="Maximum",
+                cooldown=60,
+                step_adjustments=[autoscaling.CfnScalingPolicy.StepAdjustmentProperty(
+                    metric_interval_lower_bound=0, scaling_adjustment=1
+                )],
+            ),
+        )
+        cloudwatch.CfnAlarm(
+            self,
+            "BaseHasNoCopy",
+            alarm_description="A request found no copy of the base: start one (scale from zero).",
+            namespace="AWS/SageMaker",
+            metric_name="NoCapacityInvocationFailures",
+            dimensions=[cloudwatch.CfnAlarm.DimensionProperty(name="InferenceComponentName", value=component)],
+            statistic="Maximum",
+            period=30,
+            evaluation_periods=1,
+            threshold=1,
+            comparison_operator="GreaterThanOrEqualToThreshold",
+            treat_missing_data="missing",
+            alarm_actions=[wake.ref],
+        )
 
     def _execution_role(
         self,

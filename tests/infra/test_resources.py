@@ -546,3 +546,50 @@ def test_alarms_cover_latency_errors_and_throttles_and_notify_the_topic(stage):
     for props in [*alarms.values(), *registry_alarms]:
         assert props["ComparisonOperator"] == "GreaterThanThreshold"
         assert props["AlarmActions"] == [{"Ref": topic_id}]
+
+
+# --- scaling and rollout -----------------------------------------------------------------------
+
+
+def test_copies_scale_on_invocations_within_the_stage_bounds(stage):
+    config = stage.config
+    template = stage.templates["ModelHosting"]
+    (target,) = _resources(template, "AWS::ApplicationAutoScaling::ScalableTarget").values()
+    props = target["Properties"]
+    assert (props["ServiceNamespace"], props["ScalableDimension"]) == ("sagemaker", "sagemaker:inference-component:DesiredCopyCount")
+    assert props["ResourceId"] == f"inference-component/taskrouter-{config.name}-base"
+    assert (props["MinCapacity"], props["MaxCapacity"]) == (config.scaling.min_copies, config.scaling.max_copies)
+    assert "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint" in json.dumps(props["RoleARN"])
+    policies = {p["Properties"]["PolicyType"]: p["Properties"] for p in _resources(template, "AWS::ApplicationAutoScaling::ScalingPolicy").values()}
+    tracking = policies["TargetTrackingScaling"]["TargetTrackingScalingPolicyConfiguration"]
+    assert tracking["PredefinedMetricSpecification"] == {"PredefinedMetricType": "SageMakerInferenceComponentInvocationsPerCopy"}
+    assert tracking["TargetValue"] == config.scaling.invocations_per_copy
+    variant = next(iter(_resources(template, "AWS::SageMaker::EndpointConfig").values()))["Properties"]["ProductionVariants"][0]
+    assert variant["ManagedInstanceScaling"] == {
+        "Status": "ENABLED", "MinInstanceCount": config.scaling.min_copies, "MaxInstanceCount": config.scaling.max_copies,
+    }
+    wake_alarms = [a for a in _resources(template, "AWS::CloudWatch::Alarm").values()
+                   if a["Properties"].get("MetricName") == "NoCapacityInvocationFailures"]
+    if config.scaling.min_copies == 0:  # dev: to zero when idle, and back on the first request
+        (wake,) = wake_alarms
+        assert wake["Properties"]["Threshold"] == 1 and wake["Properties"]["Statistic"] == "Maximum"
+        step = policies["StepScaling"]["StepScalingPolicyConfiguration"]
+        assert step["StepAdjustments"] == [{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}]
+        assert wake["Properties"]["AlarmActions"] == [{"Ref": next(k for k, v in _resources(template, "AWS::ApplicationAutoScaling::ScalingPolicy").items() if v["Properties"]["PolicyType"] == "StepScaling")}]
+    else:  # prod: never under two copies on two instances
+        assert wake_alarms == [] and "StepScaling" not in policies
+        assert config.scaling.min_copies >= 2 and variant["ManagedInstanceScaling"]["MinInstanceCount"] >= 2
+
+
+def test_a_changed_base_rolls_out_one_copy_at_a_time_and_back_on_its_own_alarms(stage):
+    template = stage.templates["ModelHosting"]
+    (base,) = _resources(template, "AWS::SageMaker::InferenceComponent").values()
+    deployment = base["Properties"]["DeploymentConfig"]
+    rolling = deployment["RollingUpdatePolicy"]
+    assert rolling["MaximumBatchSize"] == {"Type": "COPY_COUNT", "Value": 1}
+    assert rolling["RollbackMaximumBatchSize"] == {"Type": "COPY_COUNT", "Value": 1}
+    assert rolling["WaitIntervalInSeconds"] > 0
+    alarms = _resources(template, "AWS::CloudWatch::Alarm")  # in this stack: no stack depends on another for them
+    rollback = {json.dumps(a["AlarmName"]) for a in deployment["AutoRollbackConfiguration"]["Alarms"]}
+    gating = {json.dumps({"Ref": k}) for k in alarms if k.startswith(("RollbackOnModelErrors", "RollbackOnModelLatency"))}
+    assert rollback == gating and len(gating) == 2

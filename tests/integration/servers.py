@@ -392,6 +392,18 @@ class SageMakerRuntimeDouble(HttpDouble):
         """Throttled by SageMaker: HTTP 400 with error type `ThrottlingException`."""
         return cls.error(400, "ThrottlingException", "Rate exceeded")
 
+    @classmethod
+    def no_capacity(cls) -> Reply:
+        """The inference component has no copy (scaled to zero, or starting): a 400 ValidationError,
+        with the message of AWS's scale-to-zero examples."""
+        return cls.error(
+            400,
+            "ValidationError",
+            "Inference Component has no capacity to process this request. ApplicationAutoScaling may be "
+            "in-progress (if configured) or try to increase the capacity by invoking "
+            "UpdateInferenceComponentRuntimeConfig API.",
+        )
+
     @staticmethod
     def too_many_requests() -> Reply:
         """A bare HTTP 429 with no error type (botocore's code is then "429")."""

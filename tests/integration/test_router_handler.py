@@ -358,6 +358,20 @@ def test_a_hung_primary_behind_a_fast_hedge_opens_the_circuit(
     assert len(sagemaker.requests) == called
 
 
+def test_a_primary_with_no_copy_leaves_the_decision_to_the_fallback_and_the_circuit_closed(
+    invoke: Invoke, router_env: pytest.MonkeyPatch, sagemaker: SageMakerRuntimeDouble, openai_server: OpenAIDouble
+) -> None:
+    """Scaled to zero: every request still asks the primary (that is what wakes it) and gets no_capacity."""
+    router_env.setenv("TASKROUTER_BREAKER_FAILURES", "2")
+    sagemaker.always(sagemaker.no_capacity())
+    openai_server.always(openai_server.answer("follow_up_email"))
+
+    reasons = [invoke(route_body()).json()["fallback_reason"] for _ in range(5)]
+
+    assert reasons == ["no_capacity"] * 5
+    assert len(sagemaker.requests) == 5  # never circuit_open
+
+
 def test_primary_not_configured(
     invoke: Invoke, router_env: pytest.MonkeyPatch, sagemaker: SageMakerRuntimeDouble, openai_server: OpenAIDouble
 ) -> None:

@@ -8,10 +8,15 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, ReadTimeoutError
 
-from taskrouter.core.backends import BackendError, BackendThrottled, BackendTimeout
+from taskrouter.core.backends import BackendError, BackendNoCapacity, BackendThrottled, BackendTimeout
 from taskrouter.core.prompting import InvalidOutput, RoutingPrompt
 
 _THROTTLING_CODES = {"ThrottlingException", "TooManyRequestsException", "ServiceUnavailable"}
+# An inference component with no copy (scaled to zero, or starting) refuses with a 400 ValidationError
+# whose message says so (AWS's scale-to-zero notebooks, "Inference Component has no capacity to process
+# this request. ApplicationAutoScaling may be in-progress ..."). Calling it anyway is what wakes it:
+# SageMaker counts the refusal in NoCapacityInvocationFailures, on which the stage scales from zero.
+_NO_CAPACITY = "has no capacity"
 
 
 class SageMakerBackend:
@@ -66,6 +71,8 @@ class SageMakerBackend:
             status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if code in _THROTTLING_CODES or status == 429:
                 raise BackendThrottled(f"{code} {status}") from None
+            if code == "ValidationError" and _NO_CAPACITY in error.response.get("Error", {}).get("Message", ""):
+                raise BackendNoCapacity(f"{code} {status}") from None
             raise BackendError(f"{code} {status}") from None
         except BotoCoreError as error:
             raise BackendError(type(error).__name__) from None

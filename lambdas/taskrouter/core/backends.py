@@ -8,7 +8,7 @@ from taskrouter.core.prompting import RoutingPrompt
 
 BackendName = Literal["sagemaker", "openai"]
 FallbackReason = Literal[
-    "timeout", "error", "throttled", "invalid_output", "circuit_open", "ops_mode", "not_configured"
+    "timeout", "error", "throttled", "invalid_output", "circuit_open", "ops_mode", "not_configured", "no_capacity"
 ]
 
 
@@ -28,6 +28,12 @@ class BackendThrottled(BackendFailure):
 
 class BackendError(BackendFailure):
     reason = "error"
+
+
+class BackendNoCapacity(BackendFailure):
+    """The primary has no serving copy now (scaled to zero, or starting): up, but not answering."""
+
+    reason = "no_capacity"
 
 
 class Backend(Protocol):

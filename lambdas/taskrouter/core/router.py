@@ -24,8 +24,9 @@ from taskrouter.core.resilience import CircuitBreaker, FixedOpsMode, OpsMode, Op
 from taskrouter.core.tasks import RegistryUnavailable, Task, TaskSource
 
 _RETRY_JITTER_S = 0.05
-# What the breaker counts against the primary (besides a missed deadline); invalid output is not one:
-# a primary that answers, even wrongly, is up.
+# What the breaker counts against the primary (besides a missed deadline); invalid output is not one
+# (a primary that answers, even wrongly, is up), nor is no capacity (an endpoint scaled to zero is up,
+# and each call is what wakes it).
 _PRIMARY_FAULTS = frozenset({"timeout", "error", "throttled"})
 
 
