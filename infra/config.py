@@ -247,6 +247,13 @@ class AdapterRef(_Strict):
 class AdapterManifest(_Strict):
     name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$", min_length=3, max_length=40)]
     description: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _not_the_base(cls, name: str) -> str:
+        if name == "base":
+            raise ValueError("'base' names the base component")
+        return name
     base_model: BaseModelRef
     adapter: AdapterRef
 

@@ -35,3 +35,10 @@ def test_lora_and_cache_settings_cover_the_stages():
     assert serving.options["OPTION_ENABLE_LORA"] == "true" and serving.options["OPTION_ENABLE_PREFIX_CACHING"] == "true"
     for stage in load_stages().values():
         assert len(stage.adapters) <= serving.max_loras
+
+
+def test_training_takes_what_the_endpoint_takes():
+    pytest.importorskip("torch")
+    from taskrouter.training.train import HyperParameters
+
+    assert HyperParameters().max_length == int(load_serving().options["OPTION_MAX_MODEL_LEN"])

@@ -29,7 +29,8 @@ def main(argv: list[str]) -> int:
     try:
         from taskrouter.training.train import HyperParameters, train
     except ImportError as error:  # the training extra is not installed
-        print(f"taskrouter adapter train: {error.name} is missing: pip install 'taskrouter[training]'", file=sys.stderr)
+        print(f"taskrouter adapter train: {error.name} is missing: pip install 'taskrouter[training]' "
+              "(and bitsandbytes with a CUDA torch for QLoRA on a GPU: 'taskrouter[training-gpu]')", file=sys.stderr)
         return 1
     hyper = HyperParameters(
         epochs=args.epochs, max_steps=args.max_steps, seed=args.seed, rank=args.rank,

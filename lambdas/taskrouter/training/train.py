@@ -5,7 +5,7 @@ Each user turn of the dataset is one example. Its prompt is the one the router b
 serving container renders it); its answer is the labelled task or `none`, then the end of the
 turn. The loss is on the answer alone. On CUDA the base is loaded in 4 bits (QLoRA, bitsandbytes);
 on the CPU in full precision (plain LoRA), where the same dataset, seed and base give the same
-weights, byte for byte.
+weights, byte for byte (on the same CPU type and thread count: float sums depend on their order).
 
 A plain PyTorch loop, not a trainer: the loss mask, the order of the examples and the seeding are a
 few lines here, visible and deterministic, and the training extra stays torch + transformers + peft.
@@ -21,6 +21,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+import torch  # the training extra: imported with the module, so a missing one is told before any work
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from taskrouter.core.prompting import build_prompt
 from taskrouter.core.request import Message, Strategy
@@ -43,7 +47,7 @@ class HyperParameters:
     alpha: int = 32
     dropout: float = 0.05
     seed: int = 0
-    max_length: int = 8192  # serving.json's OPTION_MAX_MODEL_LEN: what the endpoint can take
+    max_length: int = 12288  # serving.json's OPTION_MAX_MODEL_LEN (a test holds them equal): what the endpoint takes
 
 
 @dataclass(frozen=True)
@@ -85,10 +89,6 @@ def train(
     log: Any = print,
 ) -> dict[str, Any]:
     """Train, save the adapter, its archive and its manifest in `out`; the manifest."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     _seed_everything(hyper.seed)
     turns = turns_of(load_dataset(dataset))
     catalogue = {task.name: task for task in tasks}
@@ -116,8 +116,11 @@ def train(
         ),
     )
     device = next(model.parameters()).device
-    encoded = [_encode(tokenizer, example, hyper.max_length) for example in training]
-    held_out = [_encode(tokenizer, example, hyper.max_length) for example in validation]
+    encoded = [e for e in (_encode(tokenizer, example, hyper.max_length) for example in training) if e]
+    held_out = [e for e in (_encode(tokenizer, example, hyper.max_length) for example in validation) if e]
+    too_long = len(training) + len(validation) - len(encoded) - len(held_out)
+    if not encoded:
+        raise ValueError(f"{dataset.name}: every training example is over {hyper.max_length} tokens")
 
     optimizer = torch.optim.AdamW((p for p in model.parameters() if p.requires_grad), lr=hyper.learning_rate)
     order = random.Random(hyper.seed)
@@ -143,17 +146,18 @@ def train(
     model.save_pretrained(out)
     _archive(out)
     manifest = {
-        "base_model": {"id": base_model, "revision": revision or _local_revision(Path(base_model))},
+        "base_model": {"id": base_model, "revision": revision or _resolved_revision(model, Path(base_model))},
         "prompt": {"strategy": PROMPT_STRATEGY.value, "format": PROMPT_FORMAT, "answer": "task name or none, then EOS"},
         "method": "qlora" if cuda else "lora",
         "hyper_parameters": asdict(hyper),
         "seed": hyper.seed,
         "dataset": {"file": dataset.name, "sha256": hashlib.sha256(dataset.read_bytes()).hexdigest()},
-        "tasks": sorted(catalogue),
+        "tasks": {"names": sorted(catalogue), "sha256": _tasks_digest(tasks)},  # the prompts embed their text
         "split": {
             "rule": f"a conversation is held out when sha256(id) % {VALIDATION_SHARE} == 0",
             "train_examples": len(training),
             "validation_examples": len(validation),
+            "skipped_over_max_length": too_long,
         },
         "result": {
             "steps": steps,
@@ -170,7 +174,6 @@ def train(
 
 def _seed_everything(seed: int) -> None:
     import numpy
-    import torch
 
     random.seed(seed)
     numpy.random.seed(seed)
@@ -179,8 +182,6 @@ def _seed_everything(seed: int) -> None:
 
 
 def _loading(cuda: bool) -> dict[str, Any]:
-    import torch
-
     if not cuda:
         return {"dtype": torch.float32}
     from transformers import BitsAndBytesConfig
@@ -195,20 +196,19 @@ def _loading(cuda: bool) -> dict[str, Any]:
     }
 
 
-def _encode(tokenizer: Any, example: Example, max_length: int) -> tuple[list[int], list[int]]:
+def _encode(tokenizer: Any, example: Example, max_length: int) -> tuple[list[int], list[int]] | None:
     """Token ids and labels: the prompt as the serving container renders it (the chat template, then
-    the assistant's turn opened), masked out of the loss; the answer and the end of the turn, learnt."""
+    the assistant's turn opened), masked out of the loss; the answer and the end of the turn, learnt.
+    None for an example longer than the endpoint takes (counted in the manifest, not trained on)."""
     prompt = tokenizer.apply_chat_template(example.prompt, add_generation_prompt=True, tokenize=False)
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     answer_ids = tokenizer(example.answer + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
     if len(prompt_ids) + len(answer_ids) > max_length:
-        raise ValueError(f"{example.conversation}: a prompt of {len(prompt_ids)} tokens is over {max_length}")
+        return None
     return prompt_ids + answer_ids, [-100] * len(prompt_ids) + answer_ids
 
 
 def _batch(items: list[tuple[list[int], list[int]]], pad: int, device: Any) -> dict[str, Any]:
-    import torch
-
     width = max(len(ids) for ids, _ in items)
     ids = [i + [pad] * (width - len(i)) for i, _ in items]
     labels = [l + [-100] * (width - len(l)) for _, l in items]
@@ -221,8 +221,6 @@ def _batch(items: list[tuple[list[int], list[int]]], pad: int, device: Any) -> d
 
 
 def _mean_loss(model: Any, encoded: list, pad: int, device: Any, batch_size: int) -> float | None:
-    import torch
-
     if not encoded:
         return None
     model.eval()
@@ -251,10 +249,19 @@ def _archive(out: Path) -> None:
         packed.write(buffer.getvalue())
 
 
-def _local_revision(path: Path) -> str:
-    """A local base's revision: the digest of its files (a hub model's is its commit)."""
+def _tasks_digest(tasks: list[Task]) -> str:
+    text = json.dumps([[t.name, t.description, list(t.examples)] for t in sorted(tasks, key=lambda t: t.name)])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _resolved_revision(model: Any, path: Path) -> str:
+    """The base's revision when none was given: the commit the hub resolved, or a local folder's
+    files' digest."""
+    commit = getattr(getattr(model, "config", None), "_commit_hash", None)
+    if commit:
+        return commit
     if not path.is_dir():
-        return "unpinned"
+        return "unknown"
     digest = hashlib.sha256()
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         digest.update(file.relative_to(path).as_posix().encode())
