@@ -27,7 +27,7 @@ _PROVIDED_BY_THE_RUNTIME = {"boto3"}
 
 # The tools that never run in a function: local mode, the client and its command line, evaluation,
 # data generation, review and training.
-OFF_LAMBDA = ("local", "client.py", "cli.py", "evaluation", "datagen", "review", "training")
+OFF_LAMBDA = ("local", "client.py", "cli.py", "evaluation", "datagen", "review", "training", "repository.py")
 
 
 def runtime_requirements(*, with_runtime_provided: bool = False) -> list[str]:

@@ -18,8 +18,7 @@ from pydantic import ValidationError
 from taskrouter.core.task_spec import load_task_file
 from taskrouter.core.validation import describe
 from taskrouter.evaluation.cli import positive_int
-
-DEFAULT_TASKS = Path(__file__).resolve().parents[3] / "tasks" / "default_tasks.json"
+from taskrouter.repository import DEFAULT_TASKS_FILE
 
 
 def main(argv: list[str]) -> int:
@@ -81,7 +80,7 @@ def main(argv: list[str]) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="taskrouter data generate", description="synthetic labelled conversations")
     parser.add_argument("--out", required=True, help="the JSONL dataset to write")
-    parser.add_argument("--tasks", default=str(DEFAULT_TASKS), help="the task file the conversations are about")
+    parser.add_argument("--tasks", default=str(DEFAULT_TASKS_FILE), help="the task file the conversations are about")
     parser.add_argument("--per-scenario", type=positive_int, default=10, help="conversations planned per scenario")
     parser.add_argument("--scenarios", default="start,continue,switch,end,none")
     parser.add_argument("--seed", type=int, default=0, help="the same seed, tasks and model give the same plans")

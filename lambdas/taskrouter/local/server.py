@@ -24,9 +24,8 @@ from taskrouter.local.apigw import LambdaContext
 from taskrouter.local.containers import Containers
 from taskrouter.local.console import say
 from taskrouter.local.gateway import Server, handler_class
+from taskrouter.repository import DEFAULT_TASKS_FILE, ROOT
 
-ROOT = Path(__file__).resolve().parents[3]
-DEFAULT_TASKS_FILE = ROOT / "tasks" / "default_tasks.json"
 DYNALITE = ROOT / "node_modules" / ".bin" / "dynalite"
 
 _LOCAL_DEFAULTS = {

@@ -25,8 +25,8 @@ from pydantic import ValidationError
 from taskrouter.core.task_spec import load_task_file
 from taskrouter.core.validation import describe
 from taskrouter.review.store import ReviewStore
+from taskrouter.repository import DEFAULT_TASKS_FILE
 
-DEFAULT_TASKS = Path(__file__).resolve().parents[3] / "tasks" / "default_tasks.json"
 MAX_EDIT_BYTES = 64 * 1024
 
 
@@ -119,7 +119,7 @@ def _boolean(edit: dict[str, Any], key: str) -> bool:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="taskrouter review", description="review a labelled dataset in a browser")
     parser.add_argument("file", help="the dataset to review (JSONL); it is never written")
-    parser.add_argument("--tasks", default=str(DEFAULT_TASKS), help="the task file whose names a label may take")
+    parser.add_argument("--tasks", default=str(DEFAULT_TASKS_FILE), help="the task file whose names a label may take")
     parser.add_argument("--reviewed", help="the reviewed copy (default: FILE.reviewed.jsonl beside it)")
     parser.add_argument("--port", type=int, default=0, help="the loopback port (default: any free one)")
     args = parser.parse_args(argv)

@@ -17,8 +17,7 @@ from taskrouter.core.task_spec import load_task_file
 from taskrouter.core.validation import describe
 from taskrouter.evaluation.cli import positive_int
 from taskrouter.evaluation.dataset import DatasetError
-
-DEFAULT_TASKS = Path(__file__).resolve().parents[3] / "tasks" / "default_tasks.json"
+from taskrouter.repository import DEFAULT_TASKS_FILE
 
 
 def main(argv: list[str]) -> int:
@@ -59,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--base-model", required=True, help="a Hugging Face model id or a local folder")
     parser.add_argument("--revision", help="the base model's commit (a hub id); recorded in the manifest")
     parser.add_argument("--out", required=True, help="folder for the adapter, adapter.tar.gz and manifest.json")
-    parser.add_argument("--tasks", default=str(DEFAULT_TASKS), help="the task list the router holds")
+    parser.add_argument("--tasks", default=str(DEFAULT_TASKS_FILE), help="the task list the router holds")
     parser.add_argument("--epochs", type=positive_int, default=2)
     parser.add_argument("--max-steps", type=positive_int, help="stop after this many optimizer steps")
     parser.add_argument("--seed", type=int, default=0)
