@@ -56,6 +56,16 @@ API_GATEWAY_INTEGRATION_TIMEOUT_S = 29
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
+def _check_storage_known(instance_type: str) -> str:
+    family = instance_type.split(".")[1]
+    if family not in INSTANCE_STORE_FAMILIES | EBS_ONLY_FAMILIES:
+        raise ValueError(
+            f"instance family {family!r} is not known to have (or lack) local NVMe storage, which decides "
+            "whether its volume takes a KMS key: add it to INSTANCE_STORE_FAMILIES or EBS_ONLY_FAMILIES"
+        )
+    return instance_type
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -95,6 +105,36 @@ class ScalingConfig(_Strict):
         return self
 
 
+class TrainingConfig(_Strict):
+    """SageMaker training jobs of `taskrouter adapter launch`: a GPU instance, managed spot (up to
+    ~70 % cheaper; an interrupted job resumes from its last checkpoint), and hard limits on time."""
+
+    instance_type: Annotated[str, Field(pattern=r"^ml\.[a-z0-9]+\.[0-9]*x?large$")]
+    # AWS's PyTorch training image (DLC, GPU); the job installs the training extra's other pins on it.
+    image_tag: Annotated[str, Field(pattern=r"^[0-9]+\.[0-9]+\.[0-9]+-gpu-py[0-9]+-cu[0-9]+-[a-z0-9.]+-sagemaker$")]
+    spot: bool = True
+    max_run_hours: Annotated[int, Field(ge=1, le=120)]  # training alone; the job stops there
+    max_wait_hours: Annotated[int, Field(ge=1, le=240)]  # spot: run time plus waiting for capacity
+    checkpoint_every_steps: Annotated[int, Field(ge=1, le=100_000)] = 50
+
+    @field_validator("instance_type")
+    @classmethod
+    def _known_storage(cls, instance_type: str) -> str:
+        return _check_storage_known(instance_type)
+
+    @model_validator(mode="after")
+    def _wait_covers_run(self) -> TrainingConfig:
+        if self.spot and self.max_wait_hours < self.max_run_hours:
+            raise ValueError("max_wait_hours must be at least max_run_hours (SageMaker's rule for spot jobs)")
+        return self
+
+    @property
+    def volume_kms_supported(self) -> bool:
+        """Instances with local NVMe storage encrypt it in hardware; CreateTrainingJob refuses a
+        VolumeKmsKeyId for them."""
+        return self.instance_type.split(".")[1] in EBS_ONLY_FAMILIES
+
+
 class StageConfig(_Strict):
     name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9]{1,15}$")]
     region: Annotated[str, Field(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")]
@@ -117,6 +157,10 @@ class StageConfig(_Strict):
     # none: the stage serves the base model alone (zero-shot with constrained decoding needs none).
     adapters: list[Annotated[str, Field(min_length=1)]] = []
     router_adapter: str | None = None  # the adapter the router invokes; None: the base component
+    # The endpoint's containers reach nothing outside AWS: the weights come from the stage's bucket
+    # (staged there at the pinned revision on deploy), never from the hub at run time.
+    network_isolation: bool = True
+    training: TrainingConfig
 
     @field_validator("alarm_emails")
     @classmethod
@@ -136,13 +180,12 @@ class StageConfig(_Strict):
     @field_validator("gpu_instance_type")
     @classmethod
     def _known_storage(cls, instance_type: str) -> str:
-        family = instance_type.split(".")[1]
-        if family not in INSTANCE_STORE_FAMILIES | EBS_ONLY_FAMILIES:
-            raise ValueError(
-                f"instance family {family!r} is not known to have (or lack) local NVMe storage, which decides "
-                "whether its volume takes a KMS key: add it to INSTANCE_STORE_FAMILIES or EBS_ONLY_FAMILIES"
-            )
-        return instance_type
+        return _check_storage_known(instance_type)
+
+    @property
+    def base_weights_prefix(self) -> str:
+        """Where the base's weights lie in the artifact bucket, one folder per pinned revision."""
+        return f"base/{self.base_model.id}/{self.base_model.revision}/"
 
     @model_validator(mode="after")
     def _starts_within_its_scaling(self) -> StageConfig:

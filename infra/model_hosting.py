@@ -20,8 +20,8 @@ from aws_cdk.region_info import FactName
 from constructs import Construct
 
 from infra.config import AdapterManifest, ServingSettings, StageConfig
-from infra.model_artifacts import AdapterArchive
-from infra.nag import acknowledge
+from infra.model_artifacts import AdapterArchive, ModelArtifactsStack, artifact_bucket_name
+from infra.nag import acknowledge, as_nag_shows
 
 VARIANT_NAME = "AllTraffic"
 
@@ -54,10 +54,13 @@ class ModelHostingStack(Stack):
         stage: StageConfig,
         serving: ServingSettings,
         manifests: list[AdapterManifest],
-        archives: dict[str, AdapterArchive],
+        artifacts: ModelArtifactsStack,
         **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
+        # The base's weights are staged and the archives shipped by that stack's deploy: it goes first.
+        self.add_stack_dependency(artifacts)
+        archives: dict[str, AdapterArchive] = artifacts.adapter_archives
         self.endpoint_name = stage.endpoint_name
         base_component_name = stage.base_component_name
         self.component_names = [base_component_name, *(stage.adapter_component_name(m.name) for m in manifests)]
@@ -84,17 +87,35 @@ class ModelHostingStack(Stack):
             )
         ]
         role = self._execution_role(serving, stage, [archive.object_arn for archive in archives.values()], log_groups)
+        # The base's weights and the adapters: objects of the artifact bucket, under its key.
+        weights = f"arn:{self.partition}:s3:::{artifact_bucket_name(stage, self)}/{artifacts.base_weights.prefix}*"
+        role.add_to_policy(iam.PolicyStatement(actions=["s3:GetObject"], resources=[weights]))
+        acknowledge(role, f"AwsSolutions-IAM5[Resource::{as_nag_shows(self, weights)}]",
+                    "the base model's files: every object of its one pinned revision's folder, SageMaker reads them all")
+        role.add_to_policy(iam.PolicyStatement(
+            actions=["s3:ListBucket"], resources=[artifacts.bucket.bucket_arn],
+            conditions={"StringLike": {"s3:prefix": [artifacts.base_weights.prefix + "*"]}},
+        ))
+        artifacts.key.grant_decrypt(role)
 
         image = dlc_image_uri(self, serving.image_repository, stage.lmi_image_tag)
         model = sagemaker.CfnModel(
             self,
             "BaseModel",
             execution_role_arn=role.role_arn,
+            enable_network_isolation=stage.network_isolation,
             primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(
                 image=image,
+                # The weights staged at the pinned revision (base_weights.py), copied as they are into
+                # /opt/ml/model, LMI's model store (djl-serving serving/docker/config.properties); with
+                # no HF_MODEL_ID, LMI serves the model it finds there (ModelStore.initialize).
+                model_data_source=sagemaker.CfnModel.ModelDataSourceProperty(
+                    s3_data_source=sagemaker.CfnModel.S3DataSourceProperty(
+                        s3_uri=artifacts.base_weights.s3_uri, s3_data_type="S3Prefix", compression_type="None"
+                    )
+                ),
                 environment={
-                    "HF_MODEL_ID": stage.base_model.id,
-                    "OPTION_REVISION": stage.base_model.revision,
+                    "HF_HUB_OFFLINE": "1",  # nothing is fetched from the hub at run time, isolated or not
                     "OPTION_TENSOR_PARALLEL_DEGREE": str(serving.accelerators_per_copy),
                     "OPTION_MAX_LORA_RANK": str(serving.max_lora_rank),
                     **serving.options,
@@ -125,6 +146,9 @@ class ModelHostingStack(Stack):
             self,
             "EndpointConfig",
             execution_role_arn=role.role_arn,
+            # Every container of the endpoint (the base and its adapters' components): no network in or
+            # out; SageMaker itself fetches the weights and archives from S3 beforehand.
+            enable_network_isolation=stage.network_isolation,
             # Instance types with local NVMe storage encrypt it in hardware and refuse a KmsKeyId.
             kms_key_id=self.volume_key.key_arn if self.volume_key else None,
             production_variants=[

@@ -9,12 +9,22 @@ import json
 import sys
 from pathlib import Path
 
-from aws_cdk import Acknowledgment, Validations
+from aws_cdk import Acknowledgment, Stack, Token, Validations
 from constructs import IConstruct
 
 
 def acknowledge(scope: IConstruct, finding: str, reason: str) -> None:
     Validations.of(scope).acknowledge(Acknowledgment(id=finding, reason=reason))
+
+
+def as_nag_shows(stack: Stack, text: str) -> str:
+    """`text` (an ARN built from the stack's pseudo parameters) as cdk-nag writes it in a finding's id:
+    an unresolved account, region or partition as `<AWS::AccountId>`, `<AWS::Region>`, `<AWS::Partition>`."""
+    for value, shown in ((stack.account, "<AWS::AccountId>"), (stack.region, "<AWS::Region>"),
+                         (stack.partition, "<AWS::Partition>")):
+        if Token.is_unresolved(value):
+            text = text.replace(value, shown)
+    return text
 
 
 def unacknowledged_findings(report_file: Path) -> list[str]:

@@ -34,7 +34,7 @@ class TaskRouterStage(Stage):
             stage=config,
             serving=serving,
             manifests=manifests,
-            archives=self.artifacts.adapter_archives,
+            artifacts=self.artifacts,
         )
         self.api = ApiStack(
             self,

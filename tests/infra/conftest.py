@@ -20,6 +20,7 @@ class SynthesizedStage:
     config: StageConfig
     templates: dict[str, dict]  # stack id ("Registry", "Api", ...) -> template
     template_files: dict[str, Path]
+    dependencies: dict[str, set[str]]  # stack id -> the stack ids it deploys after
 
     def template(self, stack_id: str) -> Template:
         return Template.from_json(self.templates[stack_id])
@@ -45,6 +46,10 @@ def synthesized(tmp_path_factory: pytest.TempPathFactory) -> SynthesizedApp:
                 config=STAGES[child.stage_name],
                 templates={name: stack.template for name, stack in stacks.items()},
                 template_files={name: Path(assembly.directory) / stack.template_file for name, stack in stacks.items()},
+                dependencies={
+                    name: {d.hierarchical_id.split("/")[-1] for d in stack.dependencies if "/" in d.hierarchical_id}
+                    for name, stack in stacks.items()
+                },
             )
     return SynthesizedApp(outdir=outdir, stages=stages)
 

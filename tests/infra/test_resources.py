@@ -31,6 +31,8 @@ def _arn(value) -> str:
         return value
     if "Ref" in value:
         return "${%s}" % value["Ref"]
+    if "Fn::GetAtt" in value:
+        return "${%s.%s}" % tuple(value["Fn::GetAtt"])
     return "".join(_arn(part) for part in value["Fn::Join"][1])
 
 
@@ -76,12 +78,15 @@ def test_registry_stack_holds_the_table_alone(stage):
 def test_artifact_buckets_are_private_encrypted_and_ssl_only(stage):
     template = stage.template("ModelArtifacts")
     template.resource_count_is("AWS::S3::Bucket", 2)
+    encryption = {
+        logical_id: bucket["Properties"]["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]["SSEAlgorithm"]
+        for logical_id, bucket in _resources(stage.templates["ModelArtifacts"], "AWS::S3::Bucket").items()
+    }
+    # the artifacts under the stage's key; the access logs SSE-S3 (the only encryption S3's log delivery takes)
+    assert sorted(encryption.values()) == ["AES256", "aws:kms"]
     template.all_resources_properties(
         "AWS::S3::Bucket",
         {
-            "BucketEncryption": {
-                "ServerSideEncryptionConfiguration": [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
-            },
             "PublicAccessBlockConfiguration": {
                 "BlockPublicAcls": True,
                 "BlockPublicPolicy": True,
@@ -105,22 +110,107 @@ def test_artifact_buckets_are_private_encrypted_and_ssl_only(stage):
 # --- model hosting ---------------------------------------------------------------------------
 
 
-def test_model_serves_the_stage_base_model_from_the_regional_dlc_image(stage):
+def test_model_serves_the_staged_base_weights_from_s3_with_the_regional_dlc_image_isolated(stage):
+    """The base's pinned revision, uncompressed under its folder of the artifact bucket (CreateModel's
+    ModelDataSource: S3Prefix, CompressionType None, the URI a folder), never from the hub: no
+    HF_MODEL_ID, and the containers isolated from the network (model and endpoint configuration)."""
     base = stage.config.base_model
-    stage.template("ModelHosting").has_resource_properties(
+    hosting = stage.template("ModelHosting")
+    hosting.has_resource_properties(
         "AWS::SageMaker::Model",
         {
+            "EnableNetworkIsolation": True,
             "PrimaryContainer": {
                 "Image": f"763104351884.dkr.ecr.{stage.config.region}.amazonaws.com/djl-inference:{stage.config.lmi_image_tag}",
-                "Environment": Match.object_like(
-                    {
-                        "HF_MODEL_ID": base.id,
-                        "OPTION_REVISION": base.revision,
-                        "OPTION_ENABLE_LORA": "true",
-                        "OPTION_ENABLE_PREFIX_CACHING": "true",
+                "ModelDataSource": {
+                    "S3DataSource": {
+                        "S3Uri": Match.any_value(),
+                        "S3DataType": "S3Prefix",
+                        "CompressionType": "None",
                     }
+                },
+                "Environment": Match.object_like(
+                    {"HF_HUB_OFFLINE": "1", "OPTION_ENABLE_LORA": "true", "OPTION_ENABLE_PREFIX_CACHING": "true"}
                 ),
-            }
+            },
+        },
+    )
+    model = next(iter(_resources(stage.templates["ModelHosting"], "AWS::SageMaker::Model").values()))
+    container = model["Properties"]["PrimaryContainer"]
+    assert "HF_MODEL_ID" not in container["Environment"] and "OPTION_REVISION" not in container["Environment"]
+    uri = json.dumps(container["ModelDataSource"]["S3DataSource"]["S3Uri"])
+    assert f"/base/{base.id}/{base.revision}/" in uri  # a folder: SageMaker copies every object under it
+    hosting.has_resource_properties("AWS::SageMaker::EndpointConfig", {"EnableNetworkIsolation": True})
+    assert stage.config.network_isolation  # both committed stages; prod must be
+
+
+def test_the_base_weights_are_staged_on_deploy_once_per_revision(stage):
+    """A CodeBuild project copies the pinned revision into the bucket, started by a custom resource whose
+    identity is the revision (a new one replaces it, the same one finds its marker and stops)."""
+    base = stage.config.base_model
+    artifacts = stage.template("ModelArtifacts")
+    staged = next(iter(_resources(stage.templates["ModelArtifacts"], "Custom::BaseWeights").values()))
+    assert staged["Properties"]["ModelId"] == base.id and staged["Properties"]["Revision"] == base.revision
+    project = next(iter(_resources(stage.templates["ModelArtifacts"], "AWS::CodeBuild::Project").values()))["Properties"]
+    variables = {v["Name"]: v.get("Value") for v in project["Environment"]["EnvironmentVariables"]}
+    assert variables["MODEL_ID"] == base.id and variables["REVISION"] == base.revision
+    assert variables["PREFIX"] == f"base/{base.id}/{base.revision}/"
+    assert variables["MARKER"] == f"base/{base.id}/{base.revision}.staged"  # outside the folder the endpoint copies
+    spec = project["Source"]["BuildSpec"]
+    assert "head-object" in spec and "snapshot_download" in spec and 'aws s3 sync /tmp/weights' in spec
+    assert spec.index("aws s3 sync") < spec.index("s3://$BUCKET/$MARKER")  # the marker last
+    assert "EncryptionKey" in project and project["TimeoutInMinutes"] == 60
+    # the endpoint's model waits for the staging: its stack deploys after the artifacts'
+    hosting_stack_deps = stage.dependencies["ModelHosting"]
+    assert "ModelArtifacts" in hosting_stack_deps
+
+
+def test_training_jobs_get_a_role_of_their_own_folders_and_the_launcher_finds_it(stage):
+    """`taskrouter adapter launch` reads the stack's outputs; its jobs' role reads the base and training/,
+    writes training/ only, under the artifact key."""
+    template = stage.templates["ModelArtifacts"]
+    assert {"ArtifactBucketName", "ArtifactKeyArn", "BaseWeightsS3Uri", "TrainingRoleArn"} <= set(template["Outputs"])
+    roles = _resources(template, "AWS::IAM::Role")
+    (training_role,) = [logical for logical, role in roles.items() if logical.startswith("TrainingRole")]
+    statements = [
+        statement
+        for policy in _resources(template, "AWS::IAM::Policy").values()
+        if policy["Properties"]["Roles"] == [{"Ref": training_role}]
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+    ]
+    by_action = {action: s for s in statements for action in _actions(s)}
+    base = stage.config.base_model
+    writes = {_arn(r) for r in _as_list(by_action["s3:PutObject"]["Resource"])}
+    reads = {_arn(r) for r in _as_list(by_action["s3:GetObject"]["Resource"])}
+    assert writes == {"${Artifacts82DD59A1.Arn}/training/*"}
+    assert reads == {"${Artifacts82DD59A1.Arn}/training/*", f"${{Artifacts82DD59A1.Arn}}/base/{base.id}/{base.revision}/*"}
+    assert {"kms:Decrypt", "kms:GenerateDataKey", "kms:CreateGrant"} <= set(by_action)
+    assert _arn(by_action["ecr:BatchGetImage"]["Resource"]) == (
+        f"arn:aws:ecr:{stage.config.region}:763104351884:repository/pytorch-training"
+    )
+    unscoped = {a for s in statements if "*" in _as_list(s["Resource"]) for a in _actions(s)}
+    assert unscoped == {"ecr:GetAuthorizationToken", "cloudwatch:PutMetricData"}  # no resource-level form
+    assert by_action["cloudwatch:PutMetricData"]["Condition"] == {
+        "StringEquals": {"cloudwatch:namespace": "/aws/sagemaker/TrainingJobs"}
+    }
+    assert "sagemaker:" not in json.dumps(statements) and "iam:PassRole" not in json.dumps(statements)
+
+
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def test_the_artifact_bucket_is_encrypted_with_the_stage_key(stage):
+    (name,) = [b["Properties"]["BucketName"] for b in _resources(stage.templates["ModelArtifacts"], "AWS::S3::Bucket").values()
+               if "BucketName" in b["Properties"]]
+    assert _arn(name) == f"taskrouter-{stage.config.name}-models-${{AWS::AccountId}}-{stage.config.region}"
+    stage.template("ModelArtifacts").has_resource_properties(
+        "AWS::S3::Bucket",
+        {
+            "BucketEncryption": {"ServerSideEncryptionConfiguration": [Match.object_like({
+                "ServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": Match.any_value()},
+                "BucketKeyEnabled": True,
+            })]},
         },
     )
 
@@ -201,10 +291,16 @@ def test_execution_role_pulls_only_the_dlc_image_writes_only_its_logs(stage):
         "logs:PutLogEvents",
         "logs:DescribeLogStreams",
         "cloudwatch:PutMetricData",
+        "s3:GetObject",  # the base's weights (test_model_serves_the_staged_base_weights...)
+        "s3:ListBucket",
+        "kms:Decrypt",  # the artifact key
     }
     assert by_action["cloudwatch:PutMetricData"]["Condition"] == {
         "StringEquals": {"cloudwatch:namespace": ["/aws/sagemaker/Endpoints", "/aws/sagemaker/InferenceComponents"]}
     }
+    base = config.base_model
+    assert _arn(by_action["s3:GetObject"]["Resource"]).endswith(f"-models-${{AWS::AccountId}}-{config.region}/base/{base.id}/{base.revision}/*")
+    assert by_action["s3:ListBucket"]["Condition"] == {"StringLike": {"s3:prefix": [f"base/{base.id}/{base.revision}/*"]}}
     # AWS's registry account, not this one
     assert _arn(by_action["ecr:BatchGetImage"]["Resource"]) == (
         f"arn:aws:ecr:{config.region}:763104351884:repository/djl-inference"

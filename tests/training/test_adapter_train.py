@@ -120,3 +120,39 @@ def test_a_label_outside_the_task_file_is_refused_in_one_line(tiny_base, tmp_pat
                  "--out", str(tmp_path / "out"), "--tasks", str(tasks), "--max-steps", "1"])
     err = capsys.readouterr().err
     assert code == 1 and "are not tasks of the task file" in err and err.count("\n") == 1
+
+
+def test_a_run_interrupted_and_resumed_from_its_checkpoint_ends_with_the_same_weights(tiny_base, tmp_path, capsys):
+    """A managed-spot job is stopped and restarted by SageMaker with its checkpoint folder restored:
+    4 steps straight and 2 + 2 resumed agree (3 batches an epoch: the resumed run crosses into the
+    second epoch; dropout on)."""
+
+    def run(out: Path, max_steps: int, checkpoints: Path | None) -> int:
+        extra = ["--checkpoint-dir", str(checkpoints), "--checkpoint-every", "1"] if checkpoints else []
+        return main([
+            "adapter", "train", "--dataset", str(DATASET), "--base-model", str(tiny_base), "--out", str(out),
+            "--max-steps", str(max_steps), "--epochs", "2", "--seed", "3", "--rank", "4", "--batch-size", "32",
+            "--no-archive", *extra,
+        ])
+
+    assert run(tmp_path / "straight", 4, None) == 0
+    state = tmp_path / "checkpoints"
+    assert run(tmp_path / "interrupted", 2, state) == 0 and (state / "training-state.pt").is_file()
+    assert run(tmp_path / "resumed", 4, state) == 0
+    out = capsys.readouterr().out
+    assert "resumed from" in out and "after step 2" in out and "epoch 1 step 1" not in out.split("resumed from")[1]
+    assert (tmp_path / "resumed" / "adapter_model.safetensors").read_bytes() == (
+        tmp_path / "straight" / "adapter_model.safetensors"
+    ).read_bytes()
+    assert (tmp_path / "interrupted" / "adapter_model.safetensors").read_bytes() != (
+        tmp_path / "straight" / "adapter_model.safetensors"
+    ).read_bytes()
+    assert not (tmp_path / "resumed" / "adapter.tar.gz").exists()  # --no-archive: SageMaker archives a job's output
+    assert json.loads((tmp_path / "resumed" / "manifest.json").read_text())["result"]["steps"] == 4
+
+    # another run's checkpoint is never resumed silently
+    code = main(["adapter", "train", "--dataset", str(DATASET), "--base-model", str(tiny_base),
+                 "--out", str(tmp_path / "other"), "--max-steps", "1", "--seed", "4", "--rank", "4",
+                 "--batch-size", "32", "--epochs", "2", "--checkpoint-dir", str(state)])
+    err = capsys.readouterr().err
+    assert code == 1 and "checkpoint of another run" in err

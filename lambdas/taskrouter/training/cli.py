@@ -3,6 +3,7 @@
     taskrouter adapter train --dataset FILE.jsonl --base-model ID_OR_DIR --out DIR
                              [--epochs N] [--max-steps N] [--seed S] [--rank R] [--tasks FILE]
                              [--revision COMMIT] [--learning-rate LR] [--batch-size N]
+                             [--checkpoint-dir DIR [--checkpoint-every N]] [--no-archive]
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def main(argv: list[str]) -> int:
         return 2
     args = _parser().parse_args(argv[1:])
     try:
-        from taskrouter.training.train import HyperParameters, train
+        from taskrouter.training.train import Checkpoints, HyperParameters, train
     except ImportError as error:  # the training extra is not installed
         print(f"taskrouter adapter train: {error.name} is missing: pip install 'taskrouter[training]' "
               "(and bitsandbytes with a CUDA torch for QLoRA on a GPU: 'taskrouter[training-gpu]')", file=sys.stderr)
@@ -37,7 +38,11 @@ def main(argv: list[str]) -> int:
     )
     try:
         tasks = load_task_file(Path(args.tasks), updated_at="")
-        manifest = train(Path(args.dataset), tasks, args.base_model, Path(args.out), hyper, revision=args.revision)
+        manifest = train(
+            Path(args.dataset), tasks, args.base_model, Path(args.out), hyper, revision=args.revision,
+            checkpoints=Checkpoints(Path(args.checkpoint_dir), args.checkpoint_every) if args.checkpoint_dir else None,
+            archive=args.archive,
+        )
     except ValidationError as error:
         print(f"taskrouter adapter train: {args.tasks}: {describe(error)}", file=sys.stderr)
         return 1
@@ -65,4 +70,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rank", type=positive_int, default=16)
     parser.add_argument("--learning-rate", type=float, default=2e-4)
     parser.add_argument("--batch-size", type=positive_int, default=4)
+    parser.add_argument(
+        "--checkpoint-dir",
+        help="save the training state here every --checkpoint-every steps, and resume from it when it holds "
+        "one (a spot job interrupted and restarted: SageMaker syncs /opt/ml/checkpoints with S3)",
+    )
+    parser.add_argument("--checkpoint-every", type=positive_int, default=50, help="steps between checkpoints")
+    parser.add_argument(
+        "--archive", action=argparse.BooleanOptionalAction, default=True,
+        help="also write adapter.tar.gz (SageMaker's adapter artifact); a training job's output is archived by SageMaker",
+    )
     return parser

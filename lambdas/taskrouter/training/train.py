@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import tarfile
 import time
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch  # the training extra: imported with the module, so a missing one is told before any work
-from peft import LoraConfig, get_peft_model
+from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from taskrouter.core.prompting import build_prompt
@@ -48,6 +49,20 @@ class HyperParameters:
     dropout: float = 0.05
     seed: int = 0
     max_length: int = 12288  # serving.json's OPTION_MAX_MODEL_LEN (a test holds them equal): what the endpoint takes
+
+
+@dataclass(frozen=True)
+class Checkpoints:
+    """Where the training state is saved every `every` steps and resumed from: a managed-spot job
+    that SageMaker interrupts and restarts finds its last checkpoint there (/opt/ml/checkpoints,
+    synced with S3) and goes on, to the same weights as a run that was never interrupted."""
+
+    folder: Path
+    every: int = 50
+
+    @property
+    def file(self) -> Path:
+        return self.folder / "training-state.pt"
 
 
 @dataclass(frozen=True)
@@ -86,9 +101,12 @@ def train(
     hyper: HyperParameters,
     *,
     revision: str | None = None,
+    checkpoints: Checkpoints | None = None,
+    archive: bool = True,
     log: Any = print,
 ) -> dict[str, Any]:
-    """Train, save the adapter, its archive and its manifest in `out`; the manifest."""
+    """Train, save the adapter, its manifest and (unless `archive` is off: a SageMaker job's output
+    is archived by SageMaker) its archive in `out`; the manifest."""
     _seed_everything(hyper.seed)
     turns = turns_of(load_dataset(dataset))
     catalogue = {task.name: task for task in tasks}
@@ -124,12 +142,23 @@ def train(
 
     optimizer = torch.optim.AdamW((p for p in model.parameters() if p.requires_grad), lr=hyper.learning_rate)
     order = random.Random(hyper.seed)
-    steps, started, losses = 0, time.monotonic(), []
+    # What a checkpoint must share with this run to be resumed (max_steps aside: a later stop is fine).
+    run = {"hyper_parameters": {**asdict(hyper), "max_steps": None}, "dataset_sha256": hashlib.sha256(dataset.read_bytes()).hexdigest(),
+           "base_model": base_model, "revision": revision}
+    progress = {"steps": 0, "epoch": 0, "next_batch": 0, "losses": []}
+    if checkpoints is not None and checkpoints.file.is_file():
+        progress = _resume(checkpoints.file, run, model, optimizer, order)
+        log(f"resumed from {checkpoints.file} after step {progress['steps']}")
+    steps, losses, started = progress["steps"], progress["losses"], time.monotonic()
     model.train()
-    for epoch in range(hyper.epochs):
+    for epoch in range(progress["epoch"], hyper.epochs):
+        epoch_order = order.getstate()  # what a resumed run replays this epoch's shuffle from
         indices = list(range(len(encoded)))
         order.shuffle(indices)
-        for first in range(0, len(indices), hyper.batch_size):
+        first_batch = progress["next_batch"] if epoch == progress["epoch"] else 0
+        for batch_number, first in enumerate(range(0, len(indices), hyper.batch_size)):
+            if batch_number < first_batch:
+                continue
             if hyper.max_steps is not None and steps >= hyper.max_steps:
                 break
             batch = _batch([encoded[i] for i in indices[first : first + hyper.batch_size]], tokenizer.pad_token_id, device)
@@ -140,11 +169,15 @@ def train(
             steps += 1
             losses.append(loss.item())
             log(f"epoch {epoch + 1} step {steps}: loss {losses[-1]:.4f}")
+            if checkpoints is not None and steps % checkpoints.every == 0:
+                at = {"steps": steps, "epoch": epoch, "next_batch": batch_number + 1, "losses": losses}
+                _save_state(checkpoints.file, run, at, epoch_order, model, optimizer)
     validation_loss = _mean_loss(model, held_out, tokenizer.pad_token_id, device, hyper.batch_size)
 
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
-    _archive(out)
+    if archive:
+        _archive(out)
     manifest = {
         "base_model": {"id": base_model, "revision": revision or _resolved_revision(model, Path(base_model))},
         "prompt": {"strategy": PROMPT_STRATEGY.value, "format": PROMPT_FORMAT, "answer": "task name or none, then EOS"},
@@ -166,10 +199,42 @@ def train(
             "seconds": round(time.monotonic() - started, 1),
             "device": str(device),
         },
-        "archive": ADAPTER_ARCHIVE,
+        "archive": ADAPTER_ARCHIVE if archive else None,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def _save_state(file: Path, run: dict, progress: dict, epoch_order: Any, model: Any, optimizer: Any) -> None:
+    """Everything a resumed run needs to continue as if never stopped, written whole or not at all
+    (an interruption mid-write leaves the previous checkpoint)."""
+    state = {
+        "run": run,
+        "progress": progress,
+        "epoch_order": epoch_order,
+        "adapter": get_peft_model_state_dict(model),
+        "optimizer": optimizer.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+    file.parent.mkdir(parents=True, exist_ok=True)
+    partial = file.with_suffix(".partial")
+    torch.save(state, partial)
+    os.replace(partial, file)
+
+
+def _resume(file: Path, run: dict, model: Any, optimizer: Any, order: random.Random) -> dict:
+    state = torch.load(file, weights_only=False)  # our own file, in the job's own checkpoint folder
+    if state["run"] != run:
+        raise ValueError(f"{file} is the checkpoint of another run (hyper-parameters, dataset or base differ): "
+                         "give this run its own --checkpoint-dir")
+    set_peft_model_state_dict(model, state["adapter"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    order.setstate(state["epoch_order"])
+    return state["progress"]
 
 
 def _seed_everything(seed: int) -> None:
