@@ -256,12 +256,12 @@ class ModelHostingStack(Stack):
             cloudwatch.Alarm(self, "RollbackOnModelErrors", metric=model_errors, threshold=0, evaluation_periods=1,
                              comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
                              treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-                             alarm_description="The base component answers errors: a rolling update rolls back."),
+                             alarm_description="The base component answers errors: a rolling update rolls back. Runbook: docs/runbook.md#rolling-update-rollback"),
             cloudwatch.Alarm(self, "RollbackOnModelLatency", metric=latency, threshold=slowest_primary_us,
                              evaluation_periods=1,
                              comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
                              treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-                             alarm_description="The base component is slower than every primary deadline: a rolling update rolls back."),
+                             alarm_description="The base component is slower than every primary deadline: a rolling update rolls back. Runbook: docs/runbook.md#rolling-update-rollback"),
         ]
         one_copy = sagemaker.CfnInferenceComponent.InferenceComponentCapacitySizeProperty(type="COPY_COUNT", value=1)
         return sagemaker.CfnInferenceComponent.InferenceComponentDeploymentConfigProperty(
@@ -344,7 +344,7 @@ class ModelHostingStack(Stack):
         no_copy = cloudwatch.Alarm(
             self,
             "BaseHasNoCopy",
-            alarm_description="A request found no copy of the base: start one (scale from zero).",
+            alarm_description="A request found no copy of the base: start one (scale from zero). Runbook: docs/runbook.md#base-has-no-copy",
             metric=cloudwatch.MathExpression(
                 expression=f"MAX([{', '.join(f'FILL({key}, 0)' for key in refused)}])",
                 using_metrics=refused,

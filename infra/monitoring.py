@@ -6,16 +6,19 @@ import functools
 
 from aws_cdk import (
     ArnFormat,
+    CfnOutput,
     Duration,
     Stack,
     aws_apigateway as apigw,
     aws_cloudwatch as cloudwatch,
+    aws_cloudwatch_actions as cw_actions,
     aws_iam as iam,
     aws_kms as kms,
     aws_lambda as lambda_,
     aws_sns as sns,
     aws_sns_subscriptions as subscriptions,
 )
+from aws_cdk import aws_events as events, aws_events_targets as targets, aws_ssm as ssm
 from cdk_monitoring_constructs import (
     AlarmFactoryDefaults,
     CustomMetricGroup,
@@ -30,6 +33,19 @@ from constructs import Construct
 
 from infra.api import METRICS_NAMESPACE, ROUTER_SERVICE
 from infra.config import StageConfig
+from infra.functions import bundled_function
+from taskrouter.operations.failover import DEFAULT_HOLD_S
+
+RUNBOOK = "docs/runbook.md"
+# Share of the primary's answers that failed (timeout, error, throttled, invalid output) over the
+# requests it was asked: past a quarter, the router is better served by OpenAI alone.
+PRIMARY_FAILURE_RATE_ALARM = 0.25
+ALARM_HANDLER_SERVICE = "taskrouter-alarm-handling"
+
+
+def runbook(slug: str) -> str:
+    """The runbook section an alarm's description links (tests/infra/test_runbook.py holds them)."""
+    return f"{RUNBOOK}#{slug}"
 
 SAGEMAKER_MODEL_LATENCY_ALARM_US_FACTOR = 1000  # ModelLatency is published in microseconds
 # Share of decisions the fallback made (the router's `Fallback` metric is 0 or 1 per decision):
@@ -48,6 +64,9 @@ class MonitoringStack(Stack):
         router: lambda_.IFunction,
         registry: lambda_.IFunction,
         component_names: list[str],
+        ops_mode: ssm.IStringParameter,
+        failover_state: ssm.IStringParameter,
+        endpoint_arn: str,
         **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
@@ -56,7 +75,7 @@ class MonitoringStack(Stack):
         backstop = Duration.millis(max(budget.latency_ms for budget in stage.budgets.values()))
 
         # CloudWatch must be able to use the topic's key, which an AWS-managed key does not allow.
-        topic_key = kms.Key(
+        self.topic_key = topic_key = kms.Key(
             self,
             "AlarmTopicKey",
             description=f"TaskRouter {stage.name}: alarm topic",
@@ -91,6 +110,7 @@ class MonitoringStack(Stack):
                 },
             )
         )
+        CfnOutput(self, "AlarmTopicArn", value=self.alarm_topic.topic_arn)  # `taskrouter ops` announces on it
         for email in stage.alarm_emails:
             self.alarm_topic.add_subscription(subscriptions.EmailSubscription(email))
 
@@ -109,20 +129,20 @@ class MonitoringStack(Stack):
             api=api,
             alarm_friendly_name="Api",
             api_stage=api.deployment_stage.stage_name,
-            add_latency_p90_alarm={"Budget": LatencyThreshold(max_latency=backstop)},
-            add5_xx_fault_count_alarm={"Faults": ErrorCountThreshold(max_error_count=0)},
+            add_latency_p90_alarm={"Budget": LatencyThreshold(max_latency=backstop, runbook_link=runbook("api-latency"))},
+            add5_xx_fault_count_alarm={"Faults": ErrorCountThreshold(max_error_count=0, runbook_link=runbook("api-5xx-faults"))},
         )
         facade.monitor_lambda_function(
             lambda_function=router,
             alarm_friendly_name="Router",
-            add_latency_p99_alarm={"Budget": LatencyThreshold(max_latency=backstop)},
-            add_fault_count_alarm={"Errors": ErrorCountThreshold(max_error_count=0)},
-            add_throttles_count_alarm={"Throttles": ErrorCountThreshold(max_error_count=0)},
+            add_latency_p99_alarm={"Budget": LatencyThreshold(max_latency=backstop, runbook_link=runbook("router-latency"))},
+            add_fault_count_alarm={"Errors": ErrorCountThreshold(max_error_count=0, runbook_link=runbook("router-errors"))},
+            add_throttles_count_alarm={"Throttles": ErrorCountThreshold(max_error_count=0, runbook_link=runbook("router-throttles"))},
         )
         facade.monitor_lambda_function(
             lambda_function=registry,
             alarm_friendly_name="Registry",
-            add_fault_count_alarm={"Errors": ErrorCountThreshold(max_error_count=0)},
+            add_fault_count_alarm={"Errors": ErrorCountThreshold(max_error_count=0, runbook_link=runbook("registry-errors"))},
         )
         router_metric = functools.partial(
             cloudwatch.Metric,
@@ -144,18 +164,26 @@ class MonitoringStack(Stack):
                     period=Duration.minutes(5),
                 ),
                 above=budget.latency_ms,
+                runbook_slug="decision-latency",
             )
             for strategy, budget in stage.budgets.items()
         ]
+        primary_failure = _alarmed(
+            "Primary failure rate (its answers that failed)", "PrimaryFailureRate",
+            router_metric(metric_name="PrimaryFailure", statistic="Average", period=Duration.minutes(1)),
+            above=PRIMARY_FAILURE_RATE_ALARM, runbook_slug="primary-failure-rate",
+        )
         facade.monitor_custom(
             alarm_friendly_name="Router",
             human_readable_name="Router decisions",
             metric_groups=[
                 *decision_latency,
                 _alarmed("Fallback rate", "FallbackRate", router_metric(metric_name="Fallback", statistic="Average"),
-                         above=FALLBACK_RATE_ALARM),
+                         above=FALLBACK_RATE_ALARM, runbook_slug="fallback-rate"),
+                primary_failure,
                 _alarmed("Unexpected errors (bugs, bad configuration)", "UnexpectedErrors",
-                         router_metric(metric_name="UnexpectedError", statistic="Sum"), above=0),
+                         router_metric(metric_name="UnexpectedError", statistic="Sum"), above=0,
+                         runbook_slug="unexpected-errors"),
             ],
         )
         # ModelLatency is an AWS/SageMaker invocation metric with the dimension InferenceComponentName.
@@ -186,13 +214,103 @@ class MonitoringStack(Stack):
                         label=f"ModelLatency p90 of {component} (microseconds)",
                     ),
                     above=model_latency_alarm_us,
+                    runbook_slug="model-latency",
+                )
+                for component in component_names
+            ] + [
+                _alarmed(
+                    f"Model errors of {component} (4xx from the model, 5xx)",
+                    f"ModelErrors-{component.removeprefix(f'taskrouter-{stage.name}-')}",
+                    cloudwatch.MathExpression(
+                        expression="FILL(model, 0) + FILL(faults, 0)",
+                        using_metrics={
+                            key: cloudwatch.Metric(namespace="AWS/SageMaker", metric_name=name,
+                                                   dimensions_map={"InferenceComponentName": component},
+                                                   statistic="Sum", period=Duration.minutes(1))
+                            for key, name in (("model", "InvocationModelErrors"), ("faults", "Invocation5XXErrors"))
+                        },
+                        period=Duration.minutes(1),
+                        label=f"Model errors of {component}",
+                    ),
+                    above=0,
+                    runbook_slug="model-errors",
                 )
                 for component in component_names
             ],
         )
+        self.degraded = self._primary_degraded(stage, facade)
+        self._alarm_handling(stage, ops_mode, failover_state, endpoint_arn)
+
+    def _primary_degraded(self, stage: StageConfig, facade: MonitoringFacade) -> cloudwatch.CompositeAlarm:
+        """The primary's own health: its model latency, its model errors, or the share of its answers
+        that failed. Fallbacks it did not cause (ops_mode, circuit_open: consequences of a failover;
+        no_capacity: scaled to zero) are not in PrimaryFailure, so they never feed it."""
+        feeding = [
+            created.alarm for created in facade.created_alarms()
+            if any(part in created.alarm_name for part in ("ModelLatencyP90-", "ModelErrors-", "PrimaryFailureRate"))
+        ]
+        degraded = cloudwatch.CompositeAlarm(
+            self,
+            "PrimaryDegraded",
+            composite_alarm_name=f"taskrouter-{stage.name}-primary-degraded",
+            alarm_description="The self-hosted model is slow, failing or answering wrongly: the alarm handling "
+            f"routes through OpenAI until it clears. Runbook: {runbook('primary-degraded')}",
+            alarm_rule=cloudwatch.AlarmRule.any_of(
+                *(cloudwatch.AlarmRule.from_alarm(alarm, cloudwatch.AlarmState.ALARM) for alarm in feeding)
+            ),
+        )
+        degraded.add_alarm_action(cw_actions.SnsAction(self.alarm_topic))
+        degraded.add_ok_action(cw_actions.SnsAction(self.alarm_topic))
+        return degraded
+
+    def _alarm_handling(
+        self, stage: StageConfig, ops_mode: ssm.IStringParameter, failover_state: ssm.IStringParameter, endpoint_arn: str
+    ) -> None:
+        """handlers/alarms.py: the composite alarm's changes move the router's mode; a schedule applies
+        held fail-backs and probes the primary while failed over. One at a time (reserved concurrency 1)."""
+        function, role = bundled_function(
+            self,
+            stage,
+            "AlarmHandler",
+            description="TaskRouter: alarm handling (operations mode on the primary-degraded alarm; primary probe)",
+            handler="taskrouter.handlers.alarms.handler",
+            memory_size=512,
+            timeout=Duration.seconds(30),
+            reserved_concurrent_executions=1,
+            environment={
+                "POWERTOOLS_SERVICE_NAME": ALARM_HANDLER_SERVICE,
+                "TASKROUTER_STAGE": stage.name,
+                "TASKROUTER_OPS_MODE_PARAMETER": ops_mode.parameter_name,
+                "TASKROUTER_FAILOVER_STATE_PARAMETER": failover_state.parameter_name,
+                "TASKROUTER_ALARM_TOPIC_ARN": self.alarm_topic.topic_arn,
+                "TASKROUTER_DEGRADED_ALARM_NAME": f"taskrouter-{stage.name}-primary-degraded",
+                "TASKROUTER_FAILBACK_HOLD_S": str(int(DEFAULT_HOLD_S)),
+                "TASKROUTER_SAGEMAKER_ENDPOINT": stage.endpoint_name,
+                "TASKROUTER_SAGEMAKER_COMPONENT": stage.router_component_name,
+                "TASKROUTER_PRIMARY_TIMEOUT_MS": str(stage.zero_shot.primary_timeout_ms),
+                "TASKROUTER_PRIMARY_METRICS_SERVICE": ROUTER_SERVICE,
+            },
+        )
+        # Its state and the mode, nothing else of SSM; the topic, nothing else of SNS; the endpoint.
+        role.add_to_policy(iam.PolicyStatement(
+            actions=["ssm:GetParameter", "ssm:PutParameter"],
+            resources=[ops_mode.parameter_arn, failover_state.parameter_arn],
+        ))
+        role.add_to_policy(iam.PolicyStatement(actions=["sns:Publish"], resources=[self.alarm_topic.topic_arn]))
+        self.topic_key.grant(role, "kms:GenerateDataKey", "kms:Decrypt")  # the topic is encrypted
+        role.add_to_policy(iam.PolicyStatement(actions=["sagemaker:InvokeEndpoint"], resources=[endpoint_arn]))
+        self.alarm_topic.add_subscription(subscriptions.LambdaSubscription(function))
+        events.Rule(
+            self,
+            "AlarmHandlingSchedule",
+            description=f"TaskRouter {stage.name}: held fail-backs, and the primary's probe while failed over",
+            schedule=events.Schedule.rate(Duration.minutes(1)),
+            targets=[targets.LambdaFunction(function, retry_attempts=0)],
+        )
+        self.alarm_handler = function
 
 
-def _alarmed(title: str, name: str, metric: cloudwatch.Metric, *, above: float) -> CustomMetricGroup:
+def _alarmed(title: str, name: str, metric: cloudwatch.IMetric, *, above: float, runbook_slug: str) -> CustomMetricGroup:
     """A dashboard group of one metric, alarming when it is above `above` (no data: no alarm)."""
     return CustomMetricGroup(
         title=title,
@@ -205,6 +323,7 @@ def _alarmed(title: str, name: str, metric: cloudwatch.Metric, *, above: float) 
                         threshold=above,
                         comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
                         treat_missing_data_override=cloudwatch.TreatMissingData.NOT_BREACHING,
+                        runbook_link=runbook(runbook_slug),
                     )
                 },
             )

@@ -9,6 +9,7 @@ from constructs import Construct
 from infra.config import StageConfig
 from infra.nag import acknowledge
 from taskrouter.core.resilience import OpsMode
+from taskrouter.operations.failover import FailoverState
 
 
 class OperationsStack(Stack):
@@ -34,5 +35,15 @@ class OperationsStack(Stack):
             string_value=OpsMode.PRIMARY_FIRST.value,
             allowed_pattern=f"^({'|'.join(mode.value for mode in OpsMode)})$",
         )
+        # The alarm handling's state (handlers/alarms.py): the last alarm change applied, a held
+        # fail-back, an operator's override. Written by the handler and `taskrouter ops mode set`.
+        self.failover_state = ssm.StringParameter(
+            self,
+            "FailoverState",
+            parameter_name=f"/taskrouter/{stage.name}/failover-state",
+            description="TaskRouter alarm handling state (JSON): last alarm change, pending fail-back, override",
+            string_value=FailoverState().to_json(),
+        )
         CfnOutput(self, "OpenAISecretArn", value=self.openai_secret.secret_arn)
+        CfnOutput(self, "FailoverStateParameter", value=self.failover_state.parameter_name)
         CfnOutput(self, "OpsModeParameter", value=self.ops_mode.parameter_name)

@@ -54,4 +54,7 @@ class TaskRouterStage(Stage):
             router=self.api.router,
             registry=self.api.registry,
             component_names=self.hosting.component_names,
+            ops_mode=self.operations.ops_mode,
+            failover_state=self.operations.failover_state,
+            endpoint_arn=self.hosting.endpoint_arn,
         )

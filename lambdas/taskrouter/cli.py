@@ -7,6 +7,7 @@
     taskrouter data generate ...            (taskrouter/datagen/cli.py)
     taskrouter review FILE ...              (taskrouter/review/server.py)
     taskrouter adapter train ...            (taskrouter/training/cli.py)
+    taskrouter ops mode show|set ...        (taskrouter/operations/cli.py)
 
 An error is one line on stderr and a non-zero exit.
 """
@@ -70,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         from taskrouter.review.server import main as review_main
 
         return review_main(argv[1:])
+    if argv[:1] == ["ops"]:
+        from taskrouter.operations.cli import main as ops_main
+
+        return ops_main(argv[1:])
     if argv[:1] == ["adapter"]:
         from taskrouter.training.cli import main as adapter_main
 

@@ -49,7 +49,8 @@ def test_one_adapter_component_each_on_the_base_and_the_router_pointed_at_the_co
     router = next(iter(_of_type(templates["Api"], "AWS::Lambda::Function").values()))
     assert router["Properties"]["Environment"]["Variables"]["TASKROUTER_SAGEMAKER_COMPONENT"] == "taskrouter-dev-router-a"
     metrics = [
-        alarm["Properties"]["Metrics"][0]["MetricStat"]["Metric"] if "Metrics" in alarm["Properties"] else alarm["Properties"]
+        next(m["MetricStat"]["Metric"] for m in alarm["Properties"]["Metrics"] if "MetricStat" in m)
+        if "Metrics" in alarm["Properties"] else alarm["Properties"]
         for alarm in _of_type(templates["Monitoring"], "AWS::CloudWatch::Alarm").values()
     ]
     latency_alarms = {

@@ -31,6 +31,8 @@ EXPECTED_ACKNOWLEDGEMENTS = {
     "Api/Api/Default/tasks/{name}/GET": {"AwsSolutions-APIG4", "AwsSolutions-COG4"},
     "Api/Api/Default/tasks/{name}/PUT": {"AwsSolutions-COG4"},
     "Api/Api/Default/tasks/{name}/DELETE": {"AwsSolutions-COG4"},
+    "Monitoring/AlarmHandlerRole": {"AwsSolutions-IAM5[Resource::*]"},
+    "Monitoring/AlarmHandler": {"AwsSolutions-L1"},
     "ModelHosting/ExecutionRole": {
         "AwsSolutions-IAM5[Resource::*]",
         "AwsSolutions-IAM5[Resource::arn:aws:s3:::taskrouter-{stage}-models-<AWS::AccountId>-{region}/base/{base}/*]",

@@ -28,6 +28,16 @@ _RETRY_JITTER_S = 0.05
 # (a primary that answers, even wrongly, is up), nor is no capacity (an endpoint scaled to zero is up,
 # and each call is what wakes it).
 _PRIMARY_FAULTS = frozenset({"timeout", "error", "throttled"})
+# The fallback reasons by which the primary, asked, failed; the others (circuit_open, ops_mode,
+# not_configured: not asked; no_capacity: no copy serving, as when scaled to zero) say nothing of its health.
+PRIMARY_FAILURES = _PRIMARY_FAULTS | {"invalid_output"}
+
+
+def primary_failed(fallback_reason: str | None) -> bool | None:
+    """Whether the primary, asked, failed this decision; None when the decision says nothing of it."""
+    if fallback_reason is None:
+        return False
+    return True if fallback_reason in PRIMARY_FAILURES else None
 
 
 @dataclass(frozen=True)

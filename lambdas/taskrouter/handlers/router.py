@@ -18,7 +18,7 @@ from taskrouter.adapters import runtime
 from taskrouter.adapters.settings import DEFAULT_RETRY_AFTER_S
 from taskrouter.core.errors import ApiError, NoBackendAvailable, NotFound
 from taskrouter.core.request import decode_body, parse_route_request
-from taskrouter.core.router import Decision
+from taskrouter.core.router import Decision, primary_failed
 
 # Service and namespace come from POWERTOOLS_SERVICE_NAME / POWERTOOLS_METRICS_NAMESPACE.
 # Log lines carry the request id and decision fields, never the conversation.
@@ -93,6 +93,9 @@ def _record(decision: Decision, latency_ms: float) -> None:
     metrics.add_metric(
         name="InvalidOutput", unit=MetricUnit.Count, value=int(decision.fallback_reason == "invalid_output")
     )
+    failed = primary_failed(decision.fallback_reason)
+    if failed is not None:  # the primary's health: the alarm handling's "primary degraded" reads it
+        metrics.add_metric(name="PrimaryFailure", unit=MetricUnit.Count, value=int(failed))
     by_dimensions = [
         ("DecisionLatency", MetricUnit.Milliseconds, latency_ms, {"strategy": decision.strategy.value}),
         ("Decisions", MetricUnit.Count, 1, {"backend": decision.backend, "event": decision.event}),

@@ -1,0 +1,56 @@
+"""A function of the shared bundle, as every TaskRouter function is made: its own role, log group
+(stage retention), JSON logs and X-Ray tracing; the role may write its logs and nothing else until
+the caller grants more."""
+
+from __future__ import annotations
+
+from aws_cdk import aws_iam as iam, aws_lambda as lambda_, aws_logs as logs
+from constructs import Construct
+
+from infra.config import StageConfig
+from infra.lambda_code import ARCHITECTURE, RUNTIME, function_code
+from infra.nag import acknowledge
+
+METRICS_NAMESPACE = "TaskRouter"  # Powertools' metrics namespace of every function
+
+
+def bundled_function(
+    scope: Construct, stage: StageConfig, construct_id: str, *, environment: dict[str, str], **props
+) -> tuple[lambda_.Function, iam.Role]:
+    log_group = logs.LogGroup(
+        scope, f"{construct_id}Logs", retention=stage.log_retention, removal_policy=stage.removal_policy
+    )
+    role = iam.Role(
+        scope,
+        f"{construct_id}Role",
+        assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+        description=f"TaskRouter {stage.name}: {construct_id.lower()} function",
+    )
+    role.add_to_policy(
+        iam.PolicyStatement(actions=["logs:CreateLogStream", "logs:PutLogEvents"], resources=[log_group.log_group_arn])
+    )
+    function = lambda_.Function(
+        scope,
+        construct_id,
+        runtime=RUNTIME,
+        architecture=ARCHITECTURE,
+        code=function_code(),
+        role=role,
+        tracing=lambda_.Tracing.ACTIVE,
+        log_group=log_group,
+        logging_format=lambda_.LoggingFormat.JSON,
+        environment={"POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE, **environment},
+        **props,
+    )
+    acknowledge(
+        role,
+        "AwsSolutions-IAM5[Resource::*]",
+        "X-Ray's PutTraceSegments/PutTelemetryRecords (added by active tracing) have no resource-level form",
+    )
+    acknowledge(
+        function,
+        "AwsSolutions-L1",
+        "python3.11 on purpose: the bundle ships bytecode compiled by the build's CPython 3.11, since "
+        "/var/task is read-only and uncompiled modules cost ~1 s per cold start (infra/lambda_code.py)",
+    )
+    return function, role

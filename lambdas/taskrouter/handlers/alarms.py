@@ -1,0 +1,155 @@
+"""Alarm handling: subscribed to the stage's alarm topic, and called every minute by a schedule.
+
+- A state change of the "primary degraded" composite alarm moves the router's operations mode
+  (operations/failover.py: hysteresis, order, duplicates, operator overrides); every transition is
+  logged and announced on the topic. Other alarms, and the handling's own announcements, are skipped.
+- The schedule applies a fail-back held by the hysteresis once due, and, while the router is failed
+  over, probes the primary with one fixed request (no user content) so that its health data keeps
+  coming: the same `PrimaryFailure` metric the router publishes, which lets the alarm clear.
+
+Its concurrency is reserved to one (infra/monitoring.py): notifications are applied one at a time,
+so the state's read-then-write needs no lock.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import botocore.session
+from aws_lambda_powertools import Logger, single_metric
+from aws_lambda_powertools.metrics import MetricUnit
+from botocore.config import Config
+
+from taskrouter.core.backends import BackendFailure, BackendNoCapacity
+from taskrouter.core.prompting import InvalidOutput, build_prompt
+from taskrouter.core.request import Message, Strategy
+from taskrouter.core.resilience import OpsMode
+from taskrouter.core.tasks import Task
+from taskrouter.operations import failover
+from taskrouter.operations.store import Operations
+
+logger = Logger()
+
+_session = botocore.session.get_session()
+_config = Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard", "max_attempts": 3})
+OPERATIONS = Operations(
+    ssm=_session.create_client("ssm", config=_config),
+    sns=_session.create_client("sns", config=_config),
+    mode_parameter=os.environ.get("TASKROUTER_OPS_MODE_PARAMETER", ""),
+    state_parameter=os.environ.get("TASKROUTER_FAILOVER_STATE_PARAMETER", ""),
+    topic_arn=os.environ.get("TASKROUTER_ALARM_TOPIC_ARN"),
+    stage=os.environ.get("TASKROUTER_STAGE", ""),
+)
+DEGRADED_ALARM = os.environ.get("TASKROUTER_DEGRADED_ALARM_NAME", "")
+HOLD_S = float(os.environ.get("TASKROUTER_FAILBACK_HOLD_S", failover.DEFAULT_HOLD_S))
+PRIMARY_METRICS_SERVICE = os.environ.get("TASKROUTER_PRIMARY_METRICS_SERVICE", "taskrouter-router")
+
+# The probe: a fixed conversation and task list, built into the router's own prompt.
+PROBE_TASKS = {
+    task.name: task
+    for task in (
+        Task(name="meeting_recap", description="Summarise a sales meeting: attendees, decisions, next steps.",
+             examples=("recap my call with Acme",), version=1, updated_at=""),
+        Task(name="follow_up_email", description="Draft a follow-up e-mail to a prospect after a meeting.",
+             examples=("write a follow-up to Dana",), version=1, updated_at=""),
+    )
+}
+PROBE_CONVERSATION = [Message(role="user", content="Can you write up a recap of this morning's call with Acme?")]
+_probe_backend: Any = None
+
+
+def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
+    now = time.time()
+    if event.get("source") == "aws.events":  # the schedule
+        return _tick(now)
+    applied = 0
+    for record in event.get("Records", []):
+        message = (record.get("Sns") or {}).get("Message", "")
+        try:
+            change = failover.AlarmChange.parse(message)
+        except failover.NotAnAlarmNotification as skipped:
+            logger.info("skipped a message of the topic", extra={"why": str(skipped)})
+            continue
+        if change.alarm_name != DEGRADED_ALARM:
+            logger.info("skipped another alarm", extra={"alarm": change.alarm_name, "state": change.new_state})
+            continue
+        _apply(failover.on_alarm_change(OPERATIONS.state(), change, now, HOLD_S), change.new_state)
+        applied += 1
+    return {"applied": applied}
+
+
+def _tick(now: float) -> dict[str, Any]:
+    outcome = failover.on_tick(OPERATIONS.state(), now, HOLD_S)
+    if outcome.transition is not None:
+        _apply(outcome, "tick")
+    probed = None
+    if OPERATIONS.mode() is OpsMode.OPENAI_ONLY:
+        probed = probe_primary()
+    return {"transition": outcome.transition.to_mode if outcome.transition else None, "probed": probed}
+
+
+def _apply(outcome: failover.Outcome, cause: str) -> None:
+    if outcome.transition is not None:
+        # The mode first: should the state's write fail, the next notification (or the operator)
+        # finds the mode right and the state behind, which the mode's value corrects.
+        OPERATIONS.set_mode(OpsMode(outcome.transition.to_mode))
+    OPERATIONS.save(outcome.state)
+    if outcome.transition is not None:
+        logger.warning(
+            "operations mode changed",
+            extra={"from": outcome.transition.from_mode, "to": outcome.transition.to_mode,
+                   "why": outcome.transition.why, "cause": cause},
+        )
+        subject = ("routing failed over to OpenAI" if outcome.transition.to_mode == OpsMode.OPENAI_ONLY.value
+                   else "routing back on the primary")
+        OPERATIONS.announce(subject, {"from": outcome.transition.from_mode, "to": outcome.transition.to_mode,
+                                      "why": outcome.transition.why, "runbook": "docs/runbook.md#primary-degraded"})
+    else:
+        logger.info("no change of mode", extra={"note": outcome.note, "cause": cause})
+        if outcome.announce_note:
+            OPERATIONS.announce("alarm handling held back by an override", {"note": outcome.note})
+
+
+def probe_primary() -> bool | None:
+    """One routing request to the primary, its answer checked by the router's own parser; the
+    outcome published as the router's `PrimaryFailure` (1 failed, 0 answered). None: no primary, or
+    no copy serving (scaled to zero is not degraded, and is not counted)."""
+    backend = _primary()
+    if backend is None:
+        return None
+    prompt = build_prompt(Strategy.ZERO_SHOT, PROBE_CONVERSATION, PROBE_TASKS, None)
+    timeout_s = float(os.environ.get("TASKROUTER_PRIMARY_TIMEOUT_MS", "250")) / 1000
+    started = time.perf_counter()
+    try:
+        backend.decide(prompt, timeout_s)  # parsed by the router's own parser: a wrong format raises
+        failed = False
+    except BackendNoCapacity:
+        logger.info("probe: the primary has no serving copy")
+        return None
+    except (BackendFailure, InvalidOutput) as error:
+        logger.info("probe: the primary failed", extra={"error": type(error).__name__})
+        failed = True
+    latency_ms = round((time.perf_counter() - started) * 1000, 3)
+    with single_metric(name="PrimaryFailure", unit=MetricUnit.Count, value=int(failed)) as metric:
+        metric.add_dimension(name="service", value=PRIMARY_METRICS_SERVICE)
+    logger.info("probe", extra={"failed": failed, "latency_ms": latency_ms})
+    return not failed
+
+
+def _primary() -> Any:
+    global _probe_backend
+    endpoint = os.environ.get("TASKROUTER_SAGEMAKER_ENDPOINT")
+    if not endpoint:
+        return None
+    if _probe_backend is None:
+        from taskrouter.adapters.sagemaker_backend import SageMakerBackend
+
+        timeout_s = float(os.environ.get("TASKROUTER_PRIMARY_TIMEOUT_MS", "250")) / 1000
+        client = _session.create_client(
+            "sagemaker-runtime",
+            config=Config(connect_timeout=timeout_s, read_timeout=timeout_s, retries={"total_max_attempts": 1}),
+        )
+        _probe_backend = SageMakerBackend({timeout_s: client}, endpoint, os.environ.get("TASKROUTER_SAGEMAKER_COMPONENT"))
+    return _probe_backend

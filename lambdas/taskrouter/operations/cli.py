@@ -1,0 +1,123 @@
+"""`taskrouter ops mode show|set`: the router's operations mode and the alarm handling's state.
+
+    taskrouter ops mode show --stage S [--region R]
+    taskrouter ops mode set primary_first|openai_only --stage S --reason TEXT [--region R]
+    taskrouter ops mode set auto --stage S [--region R]     (hand back to the alarm handling)
+
+A mode set by an operator is an override: the alarm handling records the alarm's changes but never
+undoes it; `set auto` ends it, and the mode becomes what the alarm's last state calls for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+import time
+from datetime import datetime, timezone
+
+from taskrouter.core.resilience import OpsMode
+from taskrouter.operations.failover import clear_override, set_override
+from taskrouter.operations.store import Operations
+
+AUTO = "auto"
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        import boto3
+        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
+    except ImportError as error:  # pragma: no cover - boto3 is a runtime dependency
+        print(f"taskrouter ops: {error}", file=sys.stderr)
+        return 1
+    try:
+        session = boto3.session.Session(region_name=args.region or _stage_region(args.stage))
+        outputs = _outputs(session, f"{args.stage}-Operations")
+        topic = _outputs(session, f"{args.stage}-Monitoring").get("AlarmTopicArn") if args.action == "set" else None
+        ops = Operations(
+            ssm=session.client("ssm"), sns=session.client("sns") if topic else None,
+            mode_parameter=outputs["OpsModeParameter"], state_parameter=outputs["FailoverStateParameter"],
+            topic_arn=topic, stage=args.stage,
+        )
+        if args.action == "show":
+            return _show(ops)
+        return _set(ops, args)
+    except NoCredentialsError:
+        print("taskrouter ops: no AWS credentials: set AWS_PROFILE or run `aws configure`", file=sys.stderr)
+    except NoRegionError:
+        print("taskrouter ops: no region: give --region", file=sys.stderr)
+    except KeyError as missing:
+        print(f"taskrouter ops: the stage's stacks have no output {missing}: deploy the stage first", file=sys.stderr)
+    except (ClientError, BotoCoreError) as error:
+        hint = " (is the stage deployed, in this region? `npx cdk deploy '<stage>/*'`)" if "does not exist" in str(error) else ""
+        print(f"taskrouter ops: {error}{hint}", file=sys.stderr)
+    return 1
+
+
+def _show(ops: Operations) -> int:
+    state = ops.state()
+    print(json.dumps({
+        "mode": ops.mode().value,
+        "set_by": "operator" if state.override else "alarm handling",
+        "override": state.override.__dict__ if state.override else None,
+        "alarm_state": state.alarm_state,
+        "alarm_changed_at": state.alarm_changed_at,
+        "pending_failback": state.pending_failback,
+    }, indent=2))
+    return 0
+
+
+def _set(ops: Operations, args: argparse.Namespace) -> int:
+    state = ops.state()
+    if args.mode == AUTO:
+        state, mode = clear_override(state, time.time())
+        why = "override ended: the alarm handling decides again"
+    else:
+        if not args.reason:
+            print("taskrouter ops mode set: give --reason (it is announced and kept with the override)", file=sys.stderr)
+            return 2
+        mode = OpsMode(args.mode)
+        at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        state = set_override(state, mode, args.by or getpass.getuser(), args.reason, at)
+        why = f"operator override: {args.reason}"
+    previous = ops.mode()
+    ops.set_mode(mode)
+    ops.save(state)
+    ops.announce(f"operations mode {mode.value} (operator)", {"from": previous.value, "to": mode.value, "why": why})
+    print(f"{args.stage}: operations mode {previous.value} -> {mode.value} ({why})")
+    return 0
+
+
+def _outputs(session, stack: str) -> dict[str, str]:
+    stacks = session.client("cloudformation").describe_stacks(StackName=stack)["Stacks"]
+    return {output["OutputKey"]: output["OutputValue"] for output in stacks[0].get("Outputs", [])}
+
+
+def _stage_region(stage: str) -> str | None:
+    """The stage's region from infra/stages.toml when run from the repository (None otherwise)."""
+    import tomllib
+
+    from taskrouter.repository import ROOT
+
+    try:
+        return tomllib.loads((ROOT / "infra" / "stages.toml").read_text())[stage]["region"]
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="taskrouter ops", description="operations of a deployed stage")
+    commands = parser.add_subparsers(dest="command", required=True)
+    mode = commands.add_parser("mode", help="the router's operations mode").add_subparsers(dest="action", required=True)
+    for action, help_text in (("show", "the mode, who set it, and the alarm handling's state"),
+                              ("set", "override the mode (or `auto`: hand back to the alarm handling)")):
+        sub = mode.add_parser(action, help=help_text)
+        sub.add_argument("--stage", required=True, help="the stage (infra/stages.toml), e.g. dev")
+        sub.add_argument("--region", help="AWS region (default: the stage's, from infra/stages.toml)")
+        if action == "set":
+            sub.add_argument("mode", choices=[m.value for m in OpsMode] + [AUTO])
+            sub.add_argument("--reason", help="why (required for an override; announced on the alarm topic)")
+            sub.add_argument("--by", help="who (default: your user name)")
+    return parser

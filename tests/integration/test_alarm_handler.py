@@ -1,0 +1,241 @@
+"""The alarm handling (handlers/alarms.py) against moto's SSM and SNS, fed CloudWatch alarm
+notifications as SNS delivers them to Lambda.
+
+The payloads follow AWS's documented shapes: the Lambda event of an SNS subscription
+(`Records[].Sns.Message`, Lambda Developer Guide, "Using Lambda with Amazon SNS"), whose `Message`
+is the JSON CloudWatch publishes for an alarm state change (CloudWatch User Guide, "Using Amazon SNS
+to notify": AlarmName, NewStateValue, OldStateValue, NewStateReason, StateChangeTime as
+`2026-11-25T17:00:00.000+0000`, `Trigger` for a metric alarm; `AlarmRule` and `TriggeringChildren`
+for a composite alarm)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from datetime import datetime, timedelta, timezone
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from tests.integration.conftest import COMPONENT_NAME
+from tests.integration.servers import SageMakerRuntimeDouble
+
+STAGE = "qa"
+DEGRADED = f"taskrouter-{STAGE}-primary-degraded"
+T0 = datetime(2026, 11, 25, 17, 0, tzinfo=timezone.utc)
+HOLD_S = 900
+
+
+def _time(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}+0000"
+
+
+def composite(state: str, at: datetime, old: str = "OK", name: str = DEGRADED) -> dict:
+    return {
+        "AlarmName": name,
+        "AlarmDescription": "The self-hosted model is slow... Runbook: docs/runbook.md#primary-degraded",
+        "AWSAccountId": "123456789012",
+        "AlarmConfigurationUpdatedTimestamp": _time(T0 - timedelta(days=1)),
+        "NewStateValue": state,
+        "NewStateReason": f"arn:aws:cloudwatch:us-east-1:123456789012:alarm:{STAGE}-ModelLatencyP90-base transitioned to {state}",
+        "StateChangeTime": _time(at),
+        "Region": "US East (N. Virginia)",
+        "AlarmArn": f"arn:aws:cloudwatch:us-east-1:123456789012:alarm:{name}",
+        "OldStateValue": old,
+        "OKActions": ["arn:aws:sns:us-east-1:123456789012:alarms"],
+        "AlarmActions": ["arn:aws:sns:us-east-1:123456789012:alarms"],
+        "InsufficientDataActions": [],
+        "AlarmRule": f'ALARM("taskrouter-{STAGE}-SageMaker-ModelLatencyP90-base-Threshold")',
+        "TriggeringChildren": [{
+            "Arn": f"arn:aws:cloudwatch:us-east-1:123456789012:alarm:taskrouter-{STAGE}-SageMaker-ModelLatencyP90-base-Threshold",
+            "State": {"Value": state, "Timestamp": _time(at)},
+        }],
+    }
+
+
+def metric_alarm(state: str, at: datetime) -> dict:
+    return {
+        "AlarmName": f"taskrouter-{STAGE}-Api-Fault-Count-Faults", "AWSAccountId": "123456789012",
+        "NewStateValue": state, "OldStateValue": "OK", "NewStateReason": "Threshold Crossed", "StateChangeTime": _time(at),
+        "Region": "US East (N. Virginia)", "AlarmArn": "arn:aws:cloudwatch:us-east-1:123456789012:alarm:x",
+        "Trigger": {"MetricName": "5XXError", "Namespace": "AWS/ApiGateway", "StatisticType": "Statistic",
+                    "Statistic": "SUM", "Period": 300, "EvaluationPeriods": 5, "ComparisonOperator": "GreaterThanThreshold",
+                    "Threshold": 0.0, "TreatMissingData": "notBreaching", "Dimensions": []},
+    }
+
+
+def sns_event(*messages: dict | str) -> dict:
+    return {"Records": [{
+        "EventSource": "aws:sns", "EventVersion": "1.0",
+        "EventSubscriptionArn": "arn:aws:sns:us-east-1:123456789012:alarms:0b6941c3-f04d-4d3e-a66d-b1df00e1e381",
+        "Sns": {
+            "Type": "Notification", "MessageId": f"95df01b4-ee98-5cb9-9903-4c221d41eb5{n}",
+            "TopicArn": "arn:aws:sns:us-east-1:123456789012:alarms", "Subject": "ALARM: ...",
+            "Message": message if isinstance(message, str) else json.dumps(message),
+            "Timestamp": "2026-11-25T17:00:01.000Z", "SignatureVersion": "1", "Signature": "EXAMPLE",
+            "SigningCertUrl": "https://sns.us-east-1.amazonaws.com/cert.pem", "UnsubscribeUrl": "https://sns/unsubscribe",
+            "MessageAttributes": {},
+        },
+    } for n, message in enumerate(messages)]}
+
+
+SCHEDULE = {"version": "0", "source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0.timestamp()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def world(monkeypatch):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    env = {
+        "TASKROUTER_STAGE": STAGE, "TASKROUTER_OPS_MODE_PARAMETER": f"/taskrouter/{STAGE}/ops-mode",
+        "TASKROUTER_FAILOVER_STATE_PARAMETER": f"/taskrouter/{STAGE}/failover-state",
+        "TASKROUTER_DEGRADED_ALARM_NAME": DEGRADED, "TASKROUTER_FAILBACK_HOLD_S": str(HOLD_S),
+        "POWERTOOLS_METRICS_NAMESPACE": "TaskRouter", "POWERTOOLS_SERVICE_NAME": "taskrouter-alarm-handling",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("TASKROUTER_SAGEMAKER_ENDPOINT", raising=False)
+    with mock_aws():
+        sns = boto3.client("sns")
+        topic = sns.create_topic(Name="alarms")["TopicArn"]
+        sqs = boto3.client("sqs")
+        queue = sqs.create_queue(QueueName="inbox")["QueueUrl"]  # what the topic's subscribers receive
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
+        monkeypatch.setenv("TASKROUTER_ALARM_TOPIC_ARN", topic)
+        ssm = boto3.client("ssm")
+        ssm.put_parameter(Name=env["TASKROUTER_OPS_MODE_PARAMETER"], Value="primary_first", Type="String")
+        from taskrouter.handlers import alarms
+
+        module = importlib.reload(alarms)
+        clock = Clock()
+        monkeypatch.setattr(module.time, "time", clock)
+
+        class World:
+            handler = module
+            time = clock
+
+            @staticmethod
+            def mode() -> str:
+                return ssm.get_parameter(Name=env["TASKROUTER_OPS_MODE_PARAMETER"])["Parameter"]["Value"]
+
+            @staticmethod
+            def announcements() -> list[dict]:
+                got = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", [])
+                for message in got:
+                    sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+                return [json.loads(message["Body"]) for message in got]
+
+            @staticmethod
+            def deliver(*messages) -> dict:
+                return module.handler(sns_event(*messages), None)
+
+        yield World
+
+
+def test_alarm_fails_over_at_once_and_ok_fails_back_only_after_the_hold(world):
+    world.deliver(composite("ALARM", T0))
+    assert world.mode() == "openai_only"
+    (said,) = world.announcements()
+    assert said["source"] == "taskrouter-alarm-handling" and said["to"] == "openai_only" and said["from"] == "primary_first"
+    world.time.now += 60
+    world.deliver(composite("OK", T0 + timedelta(minutes=1), old="ALARM"))
+    assert world.mode() == "openai_only" and world.announcements() == []  # held: 60 s < 900 s
+    world.time.now += HOLD_S - 120
+    world.handler.handler(SCHEDULE, None)
+    assert world.mode() == "openai_only"  # not due yet
+    world.time.now += 120
+    world.handler.handler(SCHEDULE, None)
+    assert world.mode() == "primary_first"
+    (said,) = world.announcements()
+    assert said["to"] == "primary_first"
+
+
+def test_duplicates_and_out_of_order_notifications_change_nothing(world):
+    world.deliver(composite("ALARM", T0 + timedelta(minutes=5)))
+    world.announcements()
+    world.time.now += 2 * HOLD_S
+    # an OK older than the ALARM applied (SNS delivered it late), then the ALARM again (a duplicate)
+    world.deliver(composite("OK", T0 + timedelta(minutes=4)), composite("ALARM", T0 + timedelta(minutes=5)))
+    assert world.mode() == "openai_only" and world.announcements() == []
+    world.deliver(composite("OK", T0 + timedelta(minutes=40), old="ALARM"))
+    assert world.mode() == "primary_first"
+
+
+def test_flapping_inside_the_hold_keeps_the_router_on_openai(world):
+    world.deliver(composite("ALARM", T0))
+    for minute in range(1, 10):
+        world.time.now += 60
+        state = "OK" if minute % 2 else "ALARM"
+        world.deliver(composite(state, T0 + timedelta(minutes=minute)))
+        world.handler.handler(SCHEDULE, None)
+        assert world.mode() == "openai_only"
+    assert len(world.announcements()) == 1  # one transition, announced once
+    # the last change was an ALARM (minute 8) then OK (minute 9): due a hold after the failover
+    world.time.now = T0.timestamp() + HOLD_S
+    world.handler.handler(SCHEDULE, None)
+    assert world.mode() == "primary_first"
+
+
+def test_other_alarms_own_announcements_and_junk_are_skipped(world):
+    world.deliver(composite("ALARM", T0))
+    (own,) = world.announcements()
+    result = world.deliver(metric_alarm("ALARM", T0 + timedelta(minutes=1)), json.dumps(own), "not json", {"x": 1},
+                           composite("ALARM", T0 + timedelta(minutes=1), name="taskrouter-qa-other"))
+    assert result == {"applied": 0} and world.announcements() == []
+
+
+def test_an_idle_endpoints_insufficient_data_is_not_degraded(world):
+    world.deliver(composite("INSUFFICIENT_DATA", T0, old="OK"))
+    assert world.mode() == "primary_first" and world.announcements() == []
+
+
+def test_an_operators_override_is_never_undone_by_the_handler(world):
+    from taskrouter.core.resilience import OpsMode
+    from taskrouter.operations.failover import set_override
+
+    ops = world.handler.OPERATIONS
+    ops.set_mode(OpsMode.OPENAI_ONLY)
+    ops.save(set_override(ops.state(), OpsMode.OPENAI_ONLY, "oncall@example.com", "model upgrade", _time(T0)))
+    world.time.now += 2 * HOLD_S
+    world.deliver(composite("OK", T0 + timedelta(minutes=1), old="ALARM"))
+    world.handler.handler(SCHEDULE, None)
+    assert world.mode() == "openai_only"
+    (said,) = world.announcements()
+    assert "override" in said["note"] and said["subject"] == "alarm handling held back by an override"
+    assert ops.state().alarm_state == "OK"  # recorded, for when the operator hands back
+
+
+def test_a_failed_over_router_keeps_producing_the_primarys_health_data(world, sagemaker, monkeypatch, capsys):
+    """While openai_only, each tick probes the primary through the router's own prompt and parser and
+    publishes PrimaryFailure under the router's service, the metric the composite alarm reads."""
+    monkeypatch.setenv("TASKROUTER_SAGEMAKER_ENDPOINT", "taskrouter-qa")
+    monkeypatch.setenv("TASKROUTER_SAGEMAKER_COMPONENT", COMPONENT_NAME)
+    monkeypatch.setenv("TASKROUTER_PRIMARY_TIMEOUT_MS", "2000")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", sagemaker.url)
+    monkeypatch.setattr(world.handler, "_probe_backend", None)
+    world.handler.handler(SCHEDULE, None)
+    assert sagemaker.requests == []  # primary_first: the router's own traffic measures it
+    world.deliver(composite("ALARM", T0))
+    capsys.readouterr()
+    sagemaker.script(SageMakerRuntimeDouble.answer("meeting_recap"), SageMakerRuntimeDouble.model_error())
+    assert world.handler.handler(SCHEDULE, None)["probed"] is True
+    assert world.handler.handler(SCHEDULE, None)["probed"] is False
+    (probe, *_) = sagemaker.requests
+    body = json.loads(probe.raw_body)
+    assert body["messages"][-1]["role"] == "user" and "structured_outputs" in body
+    metrics = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    published = [m for m in metrics if "PrimaryFailure" in m]
+    assert [m["PrimaryFailure"] for m in published] == [[0.0], [1.0]]  # answered, then failed
+    assert all(m["service"] == "taskrouter-router" for m in published)  # the router's metric, as it publishes it
+    assert all(m["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "TaskRouter" for m in published)
