@@ -21,7 +21,7 @@ from aws_cdk import (
 from constructs import Construct
 
 from infra.config import StageConfig
-from infra.lambda_code import ARCHITECTURE, RUNTIME, function_code
+from infra.functions import METRICS_NAMESPACE, bundled_function
 from infra.nag import acknowledge
 from taskrouter.adapters.settings import DEFAULT_RETRY_AFTER_S
 from taskrouter.core.errors import ApiError, InvalidRequest, NoBackendAvailable, RequestTooLarge
@@ -33,7 +33,6 @@ API_STAGE_NAME = "v1"
 # Powertools' service names and metrics namespace of the functions: their logs and custom metrics.
 ROUTER_SERVICE = "taskrouter-router"
 REGISTRY_SERVICE = "taskrouter-registry"
-METRICS_NAMESPACE = "TaskRouter"
 
 
 class ApiStack(Stack):
@@ -249,47 +248,7 @@ class ApiStack(Stack):
     def _function(
         self, stage: StageConfig, construct_id: str, *, environment: dict[str, str], **props
     ) -> tuple[lambda_.Function, iam.Role]:
-        """A function of the bundle, with its own role, log group (stage retention), JSON logs and
-        X-Ray tracing; the role may write its logs and nothing else until the caller grants more."""
-        log_group = logs.LogGroup(
-            self, f"{construct_id}Logs", retention=stage.log_retention, removal_policy=stage.removal_policy
-        )
-        role = iam.Role(
-            self,
-            f"{construct_id}Role",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description=f"TaskRouter {stage.name}: {construct_id.lower()} function",
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["logs:CreateLogStream", "logs:PutLogEvents"], resources=[log_group.log_group_arn]
-            )
-        )
-        function = lambda_.Function(
-            self,
-            construct_id,
-            runtime=RUNTIME,
-            architecture=ARCHITECTURE,
-            code=function_code(),
-            role=role,
-            tracing=lambda_.Tracing.ACTIVE,
-            log_group=log_group,
-            logging_format=lambda_.LoggingFormat.JSON,
-            environment={"POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE, **environment},
-            **props,
-        )
-        acknowledge(
-            role,
-            "AwsSolutions-IAM5[Resource::*]",
-            "X-Ray's PutTraceSegments/PutTelemetryRecords (added by active tracing) have no resource-level form",
-        )
-        acknowledge(
-            function,
-            "AwsSolutions-L1",
-            "python3.11 on purpose: the bundle ships bytecode compiled by the build's CPython 3.11, since "
-            "/var/task is read-only and uncompiled modules cost ~1 s per cold start (infra/lambda_code.py)",
-        )
-        return function, role
+        return bundled_function(self, stage, construct_id, environment=environment, **props)
 
 
 def _error_json(error: ApiError) -> str:
