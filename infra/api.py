@@ -1,5 +1,10 @@
 """The public API: REST API Gateway with an API key; the router function behind `POST /route` and
-the registry function behind `/tasks` (reads with the API key, writes with IAM)."""
+the registry function behind `/tasks` (reads with the API key, writes with IAM).
+
+API Gateway invokes each function through its alias `live`, on a published version: the router's
+concurrency is reserved (both stages) and, in prod, provisioned on the alias and scaled on its
+utilization; in prod a new version reaches each alias through a CodeDeploy canary that rolls back
+on this stack's deploy alarms."""
 
 from __future__ import annotations
 
@@ -11,6 +16,8 @@ from aws_cdk import (
     RemovalPolicy,
     Stack,
     aws_apigateway as apigw,
+    aws_cloudwatch as cloudwatch,
+    aws_codedeploy as codedeploy,
     aws_dynamodb as dynamodb,
     aws_iam as iam,
     aws_lambda as lambda_,
@@ -33,6 +40,9 @@ API_STAGE_NAME = "v1"
 # Powertools' service names and metrics namespace of the functions: their logs and custom metrics.
 ROUTER_SERVICE = "taskrouter-router"
 REGISTRY_SERVICE = "taskrouter-registry"
+# The alias API Gateway invokes: the version that serves, moved by a deploy (CodeDeploy in prod).
+LIVE_ALIAS = "live"
+RUNBOOK = "docs/runbook.md"
 
 
 class ApiStack(Stack):
@@ -59,6 +69,8 @@ class ApiStack(Stack):
             # CPU scales with memory: 1769 MB is one full vCPU, for the cold start and the decision.
             memory_size=1769,
             timeout=Duration.seconds(stage.router_timeout_s),
+            # a burst is throttled here, not by the account's pool or the OpenAI quota (stages.toml)
+            reserved_concurrent_executions=stage.router_concurrency.reserved,
             environment={
                 "TASKROUTER_TABLE_NAME": table.table_name,
                 "TASKROUTER_SAGEMAKER_ENDPOINT": stage.endpoint_name,
@@ -95,6 +107,31 @@ class ApiStack(Stack):
             environment={"TASKROUTER_TABLE_NAME": table.table_name, "POWERTOOLS_SERVICE_NAME": REGISTRY_SERVICE},
         )
         table.grant(registry_role, "dynamodb:Query", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem")
+
+        # Each function serves through its alias, on the version its code and configuration publish.
+        concurrency = stage.router_concurrency
+        self.router_alias = lambda_.Alias(
+            self,
+            "RouterLive",
+            alias_name=LIVE_ALIAS,
+            version=self.router.current_version,
+            description="The router version POST /route invokes",
+            # the floor Application Auto Scaling starts from; none in a stage that may cold start
+            provisioned_concurrent_executions=concurrency.provisioned_min if concurrency.provisioned else None,
+        )
+        if concurrency.provisioned:
+            self.router_alias.add_auto_scaling(
+                min_capacity=concurrency.provisioned_min, max_capacity=concurrency.provisioned_max
+            ).scale_on_utilization(utilization_target=concurrency.utilization_target)
+        self.registry_alias = lambda_.Alias(
+            self,
+            "RegistryLive",
+            alias_name=LIVE_ALIAS,
+            version=self.registry.current_version,
+            description="The registry version /tasks invokes",
+        )
+        if concurrency.canary != "off":
+            self._deploy_by_canary(stage)
 
         access_logs = logs.LogGroup(self, "ApiAccessLogs", retention=retention, removal_policy=stage.removal_policy)
         self.api = apigw.RestApi(
@@ -173,7 +210,7 @@ class ApiStack(Stack):
         route = self.api.root.add_resource("route")
         route_post = route.add_method(
             "POST",
-            apigw.LambdaIntegration(self.router),
+            apigw.LambdaIntegration(self.router_alias),
             api_key_required=True,
             request_validator=validator,
             request_models={"application/json": self._model("RouteRequest", RouteRequest)},
@@ -187,7 +224,7 @@ class ApiStack(Stack):
         # /tasks: reads with the API key, writes signed with IAM credentials (SigV4).
         tasks = self.api.root.add_resource("tasks")
         task = tasks.add_resource("{name}")
-        registry_integration = apigw.LambdaIntegration(self.registry)
+        registry_integration = apigw.LambdaIntegration(self.registry_alias)
         reads = [
             tasks.add_method("GET", registry_integration, api_key_required=True),
             task.add_method("GET", registry_integration, api_key_required=True),
@@ -236,6 +273,94 @@ class ApiStack(Stack):
         # the resource a writer's IAM policy names to be allowed PUT and DELETE on /tasks
         CfnOutput(self, "TasksWriteArn", value=self.api.arn_for_execute_api("*", "/tasks/*", API_STAGE_NAME))
 
+    def _deploy_by_canary(self, stage: StageConfig) -> None:
+        """A new version of each function takes a tenth of its alias's traffic first, then all of it;
+        CodeDeploy moves the alias back if the deployment fails or is stopped, or if one of the
+        function's deploy alarms fires meanwhile. The alarms live here, beside the aliases they
+        protect, so that no stack depends on one that depends on it; they notify no one (the
+        monitoring stack's alarms page), they gate deploys."""
+        config = getattr(codedeploy.LambdaDeploymentConfig, f"CANARY_{stage.router_concurrency.canary.upper()}")
+        application = codedeploy.LambdaApplication(
+            self, "Deployments", application_name=f"taskrouter-{stage.name}"
+        )
+        unexpected_errors = cloudwatch.Metric(
+            namespace=METRICS_NAMESPACE,
+            metric_name="UnexpectedError",
+            dimensions_map={"service": ROUTER_SERVICE},
+            statistic="Sum",
+            period=Duration.minutes(1),
+        )
+        gates = {
+            "Router": (
+                self.router_alias,
+                [
+                    self._deploy_alarm(
+                        stage, "Router", "Errors", self.router_alias.metric_errors(period=Duration.minutes(1)),
+                        "The router's live alias ended invocations in an unhandled error or a timeout.",
+                        "Router deploy errors",
+                    ),
+                    self._deploy_alarm(
+                        stage, "Router", "Throttles", self.router_alias.metric_throttles(period=Duration.minutes(1)),
+                        "The router's live alias throttled invocations: its reserved concurrency was exhausted.",
+                        "Router deploy throttles",
+                    ),
+                    self._deploy_alarm(
+                        stage, "Router", "UnexpectedErrors", unexpected_errors,
+                        "The router counted unexpected errors (a bug or bad configuration) in its decisions.",
+                        "Router deploy unexpected errors",
+                    ),
+                ],
+            ),
+            "Registry": (
+                self.registry_alias,
+                [
+                    self._deploy_alarm(
+                        stage, "Registry", "Errors", self.registry_alias.metric_errors(period=Duration.minutes(1)),
+                        "The registry's live alias ended invocations in an unhandled error or a timeout.",
+                        "Registry deploy errors",
+                    ),
+                ],
+            ),
+        }
+        for name, (alias, alarms) in gates.items():
+            group = codedeploy.LambdaDeploymentGroup(
+                self,
+                f"{name}Deployment",
+                application=application,
+                deployment_group_name=f"taskrouter-{stage.name}-{name.lower()}",
+                alias=alias,
+                deployment_config=config,
+                alarms=alarms,
+                auto_rollback=codedeploy.AutoRollbackConfig(
+                    failed_deployment=True, stopped_deployment=True, deployment_in_alarm=True
+                ),
+            )
+            acknowledge(
+                group.role,
+                "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSCodeDeployRoleForLambdaLimited]",
+                "CodeDeploy's service role as CDK's LambdaDeploymentGroup makes it: AWSCodeDeployRoleForLambdaLimited, "
+                "AWS's managed policy for Lambda deployments (get and update an alias, read its provisioned "
+                "concurrency and the alarms, S3 objects under CodeDeploy/ and CodeDeployHook_* functions only); "
+                "only codedeploy.amazonaws.com assumes it",
+            )
+
+    def _deploy_alarm(
+        self, stage: StageConfig, function: str, name: str, metric: cloudwatch.IMetric, meaning: str, heading: str
+    ) -> cloudwatch.Alarm:
+        """Any count above 0 in a minute: a canary serves for minutes, one bad minute rolls it back.
+        No data is no failure (a quiet canary is not a broken one)."""
+        slug = heading.lower().replace(" ", "-")
+        return cloudwatch.Alarm(
+            self,
+            f"{function}Deploy{name}",
+            alarm_name=f"taskrouter-{stage.name}-{function}-Deploy-{name}",
+            alarm_description=f"{meaning} A deployment in progress rolls back. Runbook: {RUNBOOK}#{slug}",
+            metric=metric,
+            threshold=0,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=1,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
 
     def _model(self, name: str, model: type) -> apigw.IModel:
         """An API Gateway model from the request model the function validates with."""

@@ -105,6 +105,50 @@ class ScalingConfig(_Strict):
         return self
 
 
+# CodeDeploy's canary configurations for Lambda (LambdaDeploymentConfig.CANARY_10_PERCENT_*): a tenth of
+# the traffic on the new version for that long, then all of it; "off": CloudFormation moves the alias
+# at once, no CodeDeploy.
+CanaryName = Literal["off", "10_percent_5_minutes", "10_percent_10_minutes", "10_percent_15_minutes",
+                     "10_percent_30_minutes"]
+
+
+class RouterConcurrency(_Strict):
+    """The router's Lambda concurrency (its alias `live`) and how new versions reach it.
+
+    `reserved` caps the router's concurrent executions: a burst is throttled (API Gateway answers
+    503 with Retry-After) rather than draining the account's pool or the OpenAI quota. Provisioned
+    concurrency keeps `provisioned_min` to `provisioned_max` environments initialized on the alias
+    (no cold start on the user's path), scaled by Application Auto Scaling to hold
+    LambdaProvisionedConcurrencyUtilization at `utilization_target`; a `provisioned_max` of 0 means
+    none (the stage may cold start). It counts within `reserved`. `canary` applies to the registry
+    function's alias too: both deploy the same way."""
+
+    # Lambda refuses a reservation that leaves the account fewer than 100 unreserved executions: 900
+    # is the default account quota (1,000) less those; a raised quota would lift it.
+    reserved: Annotated[int, Field(ge=1, le=900)]
+    provisioned_min: Annotated[int, Field(ge=0)] = 0
+    provisioned_max: Annotated[int, Field(ge=0)] = 0
+    # Application Auto Scaling's target for the share of provisioned environments busy (0.1 to 0.9).
+    utilization_target: Annotated[float, Field(ge=0.1, le=0.9)] = 0.7
+    canary: CanaryName = "off"
+
+    @model_validator(mode="after")
+    def _provisioned_within_reserved(self) -> RouterConcurrency:
+        if self.provisioned_min > self.provisioned_max:
+            raise ValueError("provisioned_min must not exceed provisioned_max")
+        if self.provisioned_max > self.reserved:
+            raise ValueError(
+                "provisioned_max must not exceed reserved: provisioned concurrency is taken from the reserved"
+            )
+        if self.provisioned_max > 0 and self.provisioned_min < 1:
+            raise ValueError("provisioned_min must be at least 1 where provisioned_max is set (0: none at all)")
+        return self
+
+    @property
+    def provisioned(self) -> bool:
+        return self.provisioned_max > 0
+
+
 class TrainingConfig(_Strict):
     """SageMaker training jobs of `taskrouter adapter launch`: a GPU instance, managed spot (up to
     ~70 % cheaper; an interrupted job resumes from its last checkpoint), and hard limits on time."""
@@ -161,6 +205,7 @@ class StageConfig(_Strict):
     # (staged there at the pinned revision on deploy), never from the hub at run time.
     network_isolation: bool = True
     training: TrainingConfig
+    router_concurrency: RouterConcurrency
 
     @field_validator("alarm_emails")
     @classmethod
@@ -204,6 +249,20 @@ class StageConfig(_Strict):
             raise ValueError(
                 f"the slowest strategy's primary_timeout_ms + fallback_timeout_ms leave the router "
                 f"{self.router_timeout_s} s, over API Gateway's {API_GATEWAY_INTEGRATION_TIMEOUT_S} s"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _reserved_carries_the_api_rate(self) -> StageConfig:
+        # concurrency = requests per second x seconds per request: at the API's rate limit, with every
+        # decision within zero-shot's budget, this many executions are busy at once.
+        if Strategy.ZERO_SHOT not in self.budgets:
+            return self  # _timeouts_fit_the_budget names the missing budget
+        needed = math.ceil(self.api_rate_limit_rps * self.zero_shot.latency_ms / 1000)
+        if self.router_concurrency.reserved < needed:
+            raise ValueError(
+                f"router_concurrency.reserved must be at least {needed}: api_rate_limit_rps "
+                f"{self.api_rate_limit_rps} x zero-shot's latency_ms {self.zero_shot.latency_ms} ms"
             )
         return self
 

@@ -69,6 +69,14 @@ EXPECTED_ACKNOWLEDGEMENTS = {
         )),
     },
 }
+# Only in a stage whose router deploys by canary (stages.toml, router_concurrency.canary): CodeDeploy's
+# service role of each deployment group (infra/api.py), with the AWS managed policy CDK attaches to it.
+CANARY_ACKNOWLEDGEMENTS = {
+    f"Api/{function}Deployment/ServiceRole": {
+        "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSCodeDeployRoleForLambdaLimited]"
+    }
+    for function in ("Router", "Registry")
+}
 
 
 def _acknowledgements(outdir):
@@ -103,7 +111,10 @@ def test_each_acknowledgement_is_expected_and_gives_its_reason(synthesized):
         }
         config = STAGES[stage]
         names = {"{stage}": stage, "{region}": config.region, "{base}": f"{config.base_model.id}/{config.base_model.revision}"}
-        expected = {path: {_fill(rule, names) for rule in rules} for path, rules in EXPECTED_ACKNOWLEDGEMENTS.items()}
+        expected_here = EXPECTED_ACKNOWLEDGEMENTS | (
+            CANARY_ACKNOWLEDGEMENTS if config.router_concurrency.canary != "off" else {}
+        )
+        expected = {path: {_fill(rule, names) for rule in rules} for path, rules in expected_here.items()}
         assert {path: {rule.removeprefix("Annotation::") for rule in rules} for path, rules in in_stage.items()} == expected
         for rules in in_stage.values():
             for rule, reason in rules.items():

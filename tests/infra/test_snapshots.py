@@ -10,7 +10,8 @@ from syrupy.extensions.json import JSONSnapshotExtension
 from tests.infra.conftest import STAGES
 
 STACKS = ("Registry", "ModelArtifacts", "Operations", "ModelHosting", "Api", "Monitoring")
-_ASSET_HASH = re.compile(r"\b[0-9a-f]{64}\b")
+# 64 hex: asset hashes; 32 hex after `CurrentVersion<8 hex>`: a Lambda version's id, a digest of its code
+_ASSET_HASH = re.compile(r"\b[0-9a-f]{64}\b|(?<=CurrentVersion[0-9A-F]{8})[0-9a-f]{32}\b")
 
 
 def _without_asset_hashes(value):

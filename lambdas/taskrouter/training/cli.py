@@ -4,6 +4,7 @@
                              [--epochs N] [--max-steps N] [--seed S] [--rank R] [--tasks FILE]
                              [--revision COMMIT] [--learning-rate LR] [--batch-size N]
                              [--checkpoint-dir DIR [--checkpoint-every N]] [--no-archive]
+    taskrouter adapter launch ...   (taskrouter/training/launch.py: the same, as a SageMaker training job)
 """
 
 from __future__ import annotations
@@ -22,8 +23,13 @@ from taskrouter.repository import DEFAULT_TASKS_FILE
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["launch"]:  # its module imports no SageMaker SDK until a job is launched
+        from taskrouter.training.launch import main as launch_main
+
+        return launch_main(argv[1:])
     if argv[:1] != ["train"]:
-        print("taskrouter adapter: the command is `taskrouter adapter train ...`", file=sys.stderr)
+        print("taskrouter adapter: the command is `taskrouter adapter train ...` or `taskrouter adapter launch ...`",
+              file=sys.stderr)
         return 2
     args = _parser().parse_args(argv[1:])
     try:
