@@ -28,6 +28,7 @@ from aws_cdk import (
 from constructs import Construct
 
 from infra.config import StageConfig
+from infra.default_tasks import DefaultTasks
 from infra.functions import METRICS_NAMESPACE, bundled_function
 from infra.nag import acknowledge
 from taskrouter.adapters.settings import DEFAULT_RETRY_AFTER_S
@@ -107,6 +108,7 @@ class ApiStack(Stack):
             environment={"TASKROUTER_TABLE_NAME": table.table_name, "POWERTOOLS_SERVICE_NAME": REGISTRY_SERVICE},
         )
         table.grant(registry_role, "dynamodb:Query", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem")
+        DefaultTasks(self, "DefaultTasks", stage=stage, table=table)  # a new stage starts with them
 
         # Each function serves through its alias, on the version its code and configuration publish.
         concurrency = stage.router_concurrency

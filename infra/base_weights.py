@@ -36,7 +36,9 @@ HUGGINGFACE_HUB = "huggingface_hub==2.4.0"
 # What the engine loads (safetensors weights, configs, tokenizer); other formats of the same weights
 # (PyTorch pickles, GGUF, ONNX, original checkpoints) only cost copy time and disk.
 IGNORED = ["*.bin", "*.pth", "*.pt", "*.gguf", "*.onnx", "*.msgpack", "*.h5", "original/*"]
-# A 7B base (~15 GB) copies in a few minutes; an hour covers a slow hub without hanging a deploy for ever.
+# A 7B base (~15 GB) copies in a few minutes; the build stops before the deploy gives up waiting, so a
+# retried deploy never finds an earlier copy still running.
+BUILD_TIMEOUT = Duration.minutes(50)
 STAGING_TIMEOUT = Duration.hours(1)
 
 
@@ -46,23 +48,28 @@ def marker_key(prefix: str) -> str:
     return prefix.rstrip("/") + ".staged"
 
 
-def buildspec(stage: StageConfig) -> dict:
-    """Copy the revision from the hub unless its marker says it is there already; the marker last."""
-    script = "\n".join([
-        "set -euo pipefail",
+def staging_script() -> str:
+    """Copy the revision from the hub unless its marker says it is there already; the marker last, so
+    a copy that failed half-way is never taken for a complete one. POSIX sh: CodeBuild runs buildspec
+    commands with /bin/sh, which is dash on its Ubuntu images (no `pipefail`)."""
+    return "\n".join([
+        "set -eu",
         'if aws s3api head-object --bucket "$BUCKET" --key "$MARKER" >/dev/null 2>&1; then',
         '  echo "s3://$BUCKET/$PREFIX holds $MODEL_ID@$REVISION already"',
         "else",
         f"  pip install --quiet --disable-pip-version-check '{HUGGINGFACE_HUB}'",
         "  python3 -c 'import json, os; from huggingface_hub import snapshot_download; "
-        'snapshot_download(os.environ["MODEL_ID"], revision=os.environ["REVISION"], local_dir="/tmp/weights", '
+        'snapshot_download(os.environ["MODEL_ID"], revision=os.environ["REVISION"], local_dir=os.environ["WEIGHTS"], '
         'ignore_patterns=json.loads(os.environ["IGNORED"]))\'',
-        "  rm -rf /tmp/weights/.cache",
-        '  aws s3 sync /tmp/weights "s3://$BUCKET/$PREFIX" --only-show-errors',
+        '  rm -rf "$WEIGHTS/.cache"',
+        '  aws s3 sync "$WEIGHTS" "s3://$BUCKET/$PREFIX" --only-show-errors',
         '  echo "{\\"model_id\\": \\"$MODEL_ID\\", \\"revision\\": \\"$REVISION\\"}" | aws s3 cp - "s3://$BUCKET/$MARKER"',
         "fi",
     ])
-    return {"version": "0.2", "phases": {"build": {"commands": [script]}}}
+
+
+def buildspec() -> dict:
+    return {"version": "0.2", "phases": {"build": {"commands": [staging_script()]}}}
 
 
 class BaseWeights(Construct):
@@ -83,7 +90,7 @@ class BaseWeights(Construct):
             "Copy",
             description=f"TaskRouter {stage.name}: copies {stage.base_model.id}@{stage.base_model.revision[:12]} "
             "from the hub into the artifact bucket",
-            build_spec=codebuild.BuildSpec.from_object(buildspec(stage)),
+            build_spec=codebuild.BuildSpec.from_object(buildspec()),
             environment=codebuild.BuildEnvironment(
                 build_image=codebuild.LinuxBuildImage.STANDARD_7_0,
                 compute_type=codebuild.ComputeType.SMALL,  # 64 GB of disk: a 7B base fits four times over
@@ -97,10 +104,11 @@ class BaseWeights(Construct):
                     "PREFIX": prefix,
                     "MARKER": marker_key(prefix),
                     "IGNORED": json.dumps(IGNORED),
+                    "WEIGHTS": "/tmp/weights",
                 }.items()
             },
             encryption_key=key,
-            timeout=STAGING_TIMEOUT,
+            timeout=BUILD_TIMEOUT,
             logging=codebuild.LoggingOptions(cloud_watch=codebuild.CloudWatchLoggingOptions(log_group=log_group)),
         )
         # The revision's folder and marker, nothing else of the bucket.

@@ -62,7 +62,6 @@ class ModelArtifactsStack(Stack):
             enforce_ssl=True,
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
             removal_policy=stage.removal_policy,
-            auto_delete_objects=False,
         )
         self.access_logs = s3.Bucket(
             self,
@@ -88,6 +87,9 @@ class ModelArtifactsStack(Stack):
             bucket_key_enabled=True,  # one data key per object batch, not a KMS call per object
             server_access_logs_bucket=self.access_logs,
             server_access_logs_prefix="artifacts/",
+            # A stage not retained on delete (dev) empties it on `cdk destroy`, so that the bucket's name,
+            # fixed, is free for the next deploy; prod retains it (README, troubleshooting).
+            auto_delete_objects=not stage.retain_on_delete,
             **common,
         )
         self.base_weights = BaseWeights(self, "BaseWeights", stage=stage, bucket=self.bucket, key=self.key)

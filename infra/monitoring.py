@@ -24,6 +24,7 @@ from cdk_monitoring_constructs import (
     CustomMetricGroup,
     CustomMetricWithAlarm,
     CustomThreshold,
+    DefaultDashboardFactory,
     ErrorCountThreshold,
     LatencyThreshold,
     MonitoringFacade,
@@ -34,6 +35,7 @@ from constructs import Construct
 from infra.api import METRICS_NAMESPACE, ROUTER_SERVICE
 from infra.config import StageConfig
 from infra.functions import bundled_function
+from infra.nag import acknowledge
 from taskrouter.operations.failover import DEFAULT_HOLD_S
 
 RUNBOOK = "docs/runbook.md"
@@ -41,6 +43,11 @@ RUNBOOK = "docs/runbook.md"
 # requests it was asked: past a quarter, the router is better served by OpenAI alone.
 PRIMARY_FAILURE_RATE_ALARM = 0.25
 ALARM_HANDLER_SERVICE = "taskrouter-alarm-handling"
+
+
+def primary_degraded_name(stage: StageConfig) -> str:
+    """The composite alarm's name: known at synth, so the handler's subscription filters on it."""
+    return f"taskrouter-{stage.name}-primary-degraded"
 
 
 def runbook(slug: str) -> str:
@@ -123,6 +130,11 @@ class MonitoringStack(Stack):
                 action=SnsAlarmActionStrategy(on_alarm_topic=self.alarm_topic, on_ok_topic=self.alarm_topic),
                 datapoints_to_alarm=3,
                 evaluation_periods=5,
+            ),
+            # One dashboard per stage, named after it (two stages in one region never share one).
+            dashboard_factory=DefaultDashboardFactory(
+                self, "Dashboards", dashboard_name_prefix=f"taskrouter-{stage.name}",
+                create_dashboard=True, create_summary_dashboard=False, create_alarm_dashboard=False,
             ),
         )
         facade.monitor_api_gateway(
@@ -238,6 +250,21 @@ class MonitoringStack(Stack):
                 for component in component_names
             ],
         )
+        facade.monitor_custom(
+            alarm_friendly_name="SageMakerGpu",
+            human_readable_name="GPU memory of each component (%)",
+            metric_groups=[
+                CustomMetricGroup(
+                    title=f"GPU memory of {component} (%)",
+                    metrics=[cloudwatch.Metric(
+                        namespace="/aws/sagemaker/InferenceComponents", metric_name="GPUMemoryUtilizationNormalized",
+                        dimensions_map={"InferenceComponentName": component}, statistic="Maximum",
+                        period=Duration.minutes(1),
+                    )],
+                )
+                for component in component_names
+            ],
+        )
         self.degraded = self._primary_degraded(stage, facade)
         self._alarm_handling(stage, ops_mode, failover_state, endpoint_arn)
 
@@ -252,7 +279,7 @@ class MonitoringStack(Stack):
         degraded = cloudwatch.CompositeAlarm(
             self,
             "PrimaryDegraded",
-            composite_alarm_name=f"taskrouter-{stage.name}-primary-degraded",
+            composite_alarm_name=primary_degraded_name(stage),
             alarm_description="The self-hosted model is slow, failing or answering wrongly: the alarm handling "
             f"routes through OpenAI until it clears. Runbook: {runbook('primary-degraded')}",
             alarm_rule=cloudwatch.AlarmRule.any_of(
@@ -266,8 +293,9 @@ class MonitoringStack(Stack):
     def _alarm_handling(
         self, stage: StageConfig, ops_mode: ssm.IStringParameter, failover_state: ssm.IStringParameter, endpoint_arn: str
     ) -> None:
-        """handlers/alarms.py: the composite alarm's changes move the router's mode; a schedule applies
-        held fail-backs and probes the primary while failed over. One at a time (reserved concurrency 1)."""
+        """handlers/alarms.py: the composite alarm's changes move the router's mode; a schedule reconciles,
+        applies held fail-backs and probes the primary while failed over. One at a time (reserved concurrency 1)."""
+        degraded_name = primary_degraded_name(stage)
         function, role = bundled_function(
             self,
             stage,
@@ -283,7 +311,7 @@ class MonitoringStack(Stack):
                 "TASKROUTER_OPS_MODE_PARAMETER": ops_mode.parameter_name,
                 "TASKROUTER_FAILOVER_STATE_PARAMETER": failover_state.parameter_name,
                 "TASKROUTER_ALARM_TOPIC_ARN": self.alarm_topic.topic_arn,
-                "TASKROUTER_DEGRADED_ALARM_NAME": f"taskrouter-{stage.name}-primary-degraded",
+                "TASKROUTER_DEGRADED_ALARM_NAME": degraded_name,
                 "TASKROUTER_FAILBACK_HOLD_S": str(int(DEFAULT_HOLD_S)),
                 "TASKROUTER_SAGEMAKER_ENDPOINT": stage.endpoint_name,
                 "TASKROUTER_SAGEMAKER_COMPONENT": stage.router_component_name,
@@ -299,7 +327,20 @@ class MonitoringStack(Stack):
         role.add_to_policy(iam.PolicyStatement(actions=["sns:Publish"], resources=[self.alarm_topic.topic_arn]))
         self.topic_key.grant(role, "kms:GenerateDataKey", "kms:Decrypt")  # the topic is encrypted
         role.add_to_policy(iam.PolicyStatement(actions=["sagemaker:InvokeEndpoint"], resources=[endpoint_arn]))
-        self.alarm_topic.add_subscription(subscriptions.LambdaSubscription(function))
+        # The composite alarm's state, at each tick: DescribeAlarms returns composite alarms only to a
+        # caller allowed it on every resource (CloudWatch API reference, DescribeAlarms).
+        role.add_to_policy(iam.PolicyStatement(actions=["cloudwatch:DescribeAlarms"], resources=["*"]))
+        acknowledge(role, "AwsSolutions-IAM5[Resource::*]",
+                    "X-Ray's PutTraceSegments/PutTelemetryRecords have no resource-level form, and DescribeAlarms "
+                    "returns composite alarms only to a caller allowed it on every resource (read-only)")
+        # Only the composite alarm's notifications reach it (its concurrency is one): not the other
+        # alarms firing with it, nor its own announcements.
+        self.alarm_topic.add_subscription(subscriptions.LambdaSubscription(
+            function,
+            filter_policy_with_message_body={
+                "AlarmName": sns.FilterOrPolicy.filter(sns.SubscriptionFilter.string_filter(allowlist=[degraded_name]))
+            },
+        ))
         events.Rule(
             self,
             "AlarmHandlingSchedule",

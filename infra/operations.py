@@ -9,7 +9,6 @@ from constructs import Construct
 from infra.config import StageConfig
 from infra.nag import acknowledge
 from taskrouter.core.resilience import OpsMode
-from taskrouter.operations.failover import FailoverState
 
 
 class OperationsStack(Stack):
@@ -36,13 +35,11 @@ class OperationsStack(Stack):
             allowed_pattern=f"^({'|'.join(mode.value for mode in OpsMode)})$",
         )
         # The alarm handling's state (handlers/alarms.py): the last alarm change applied, a held
-        # fail-back, an operator's override. Written by the handler and `taskrouter ops mode set`.
-        self.failover_state = ssm.StringParameter(
-            self,
-            "FailoverState",
-            parameter_name=f"/taskrouter/{stage.name}/failover-state",
-            description="TaskRouter alarm handling state (JSON): last alarm change, pending fail-back, override",
-            string_value=FailoverState().to_json(),
+        # fail-back, an operator's override. Written by the handler and `taskrouter ops mode set`, who
+        # create it on their first write; never by CloudFormation, whose updates would put its
+        # template value back over the live state (an override included).
+        self.failover_state = ssm.StringParameter.from_string_parameter_name(
+            self, "FailoverState", f"/taskrouter/{stage.name}/failover-state"
         )
         CfnOutput(self, "OpenAISecretArn", value=self.openai_secret.secret_arn)
         CfnOutput(self, "FailoverStateParameter", value=self.failover_state.parameter_name)

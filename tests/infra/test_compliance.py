@@ -32,6 +32,13 @@ EXPECTED_ACKNOWLEDGEMENTS = {
     "Api/Api/Default/tasks/{name}/PUT": {"AwsSolutions-COG4"},
     "Api/Api/Default/tasks/{name}/DELETE": {"AwsSolutions-COG4"},
     "Monitoring/AlarmHandlerRole": {"AwsSolutions-IAM5[Resource::*]"},
+    "Api/DefaultTasks/SeedRole": {"AwsSolutions-IAM5[Resource::*]"},
+    "Api/DefaultTasks/Seed": {"AwsSolutions-L1"},
+    "Api/DefaultTasks/Provider": {
+        "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]",
+        "AwsSolutions-L1",
+        "AwsSolutions-IAM5[Resource::<DefaultTasksSeedBB8F0EA5.Arn>:*]",
+    },
     "Monitoring/AlarmHandler": {"AwsSolutions-L1"},
     "ModelHosting/ExecutionRole": {
         "AwsSolutions-IAM5[Resource::*]",

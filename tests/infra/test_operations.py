@@ -63,7 +63,7 @@ def test_the_alarm_handler_is_subscribed_scheduled_and_least_privileged(stage):
     functions = _resources(monitoring, "AWS::Lambda::Function")
     (logical, handler) = [(k, f) for k, f in functions.items() if f["Properties"]["Handler"] == "taskrouter.handlers.alarms.handler"][0]
     assert handler["Properties"]["ReservedConcurrentExecutions"] == 1  # notifications applied one at a time
-    (subscription,) = _resources(monitoring, "AWS::SNS::Subscription").values() and [
+    (subscription,) = [
         s for s in _resources(monitoring, "AWS::SNS::Subscription").values() if s["Properties"]["Protocol"] == "lambda"
     ]
     assert subscription["Properties"]["Endpoint"] == {"Fn::GetAtt": [logical, "Arn"]}
@@ -76,11 +76,16 @@ def test_the_alarm_handler_is_subscribed_scheduled_and_least_privileged(stage):
     ]
     by_action = {a: s for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
     assert {"ssm:GetParameter", "ssm:PutParameter", "sns:Publish", "sagemaker:InvokeEndpoint"} <= set(by_action)
-    ssm_resources = json.dumps(by_action["ssm:PutParameter"]["Resource"])
+    ssm_resources = json.dumps(by_action["ssm:PutParameter"]["Resource"])  # both named; the state created by its writers
     assert "ops-mode" in ssm_resources or "OpsMode" in ssm_resources
     assert "failover-state" in ssm_resources or "FailoverState" in ssm_resources
     assert len(by_action["ssm:PutParameter"]["Resource"]) == 2
     for action in ("ssm:PutParameter", "sns:Publish", "sagemaker:InvokeEndpoint", "kms:Decrypt"):
         assert by_action[action]["Resource"] != "*", action
     wildcard = {a for s in statements if s["Resource"] == "*" for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
-    assert wildcard <= {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}  # no resource-level form
+    # no resource-level form; DescribeAlarms shows composite alarms only when allowed on "*"
+    assert wildcard <= {"xray:PutTraceSegments", "xray:PutTelemetryRecords", "cloudwatch:DescribeAlarms"}
+    (subscription_props,) = [s["Properties"] for s in _resources(monitoring, "AWS::SNS::Subscription").values()
+                             if s["Properties"]["Protocol"] == "lambda"]
+    assert subscription_props["FilterPolicyScope"] == "MessageBody"
+    assert subscription_props["FilterPolicy"] == {"AlarmName": [f"taskrouter-{stage.config.name}-primary-degraded"]}

@@ -157,9 +157,10 @@ def test_the_base_weights_are_staged_on_deploy_once_per_revision(stage):
     assert variables["PREFIX"] == f"base/{base.id}/{base.revision}/"
     assert variables["MARKER"] == f"base/{base.id}/{base.revision}.staged"  # outside the folder the endpoint copies
     spec = project["Source"]["BuildSpec"]
-    assert "head-object" in spec and "snapshot_download" in spec and 'aws s3 sync /tmp/weights' in spec
+    assert "head-object" in spec and "snapshot_download" in spec and "aws s3 sync" in spec  # run: test_base_weights_script.py
+    assert variables["WEIGHTS"] == "/tmp/weights" and spec.startswith('{\n  "version": "0.2"')
     assert spec.index("aws s3 sync") < spec.index("s3://$BUCKET/$MARKER")  # the marker last
-    assert "EncryptionKey" in project and project["TimeoutInMinutes"] == 60
+    assert "EncryptionKey" in project and project["TimeoutInMinutes"] == 50  # ends before the deploy stops waiting (60)
     # the endpoint's model waits for the staging: its stack deploys after the artifacts'
     hosting_stack_deps = stage.dependencies["ModelHosting"]
     assert "ModelArtifacts" in hosting_stack_deps

@@ -17,7 +17,8 @@ _ASSET_HASH = re.compile(r"\b[0-9a-f]{64}\b|(?<=CurrentVersion[0-9A-F]{8})[0-9a-
 def _without_asset_hashes(value):
     """Asset hashes change with every code edit; the template around them is what is reviewed."""
     if isinstance(value, dict):
-        return {key: _without_asset_hashes(item) for key, item in value.items()}
+        # keys too: a Lambda version's logical id carries its digest
+        return {_ASSET_HASH.sub("<asset-hash>", key): _without_asset_hashes(item) for key, item in value.items()}
     if isinstance(value, list):
         return [_without_asset_hashes(item) for item in value]
     if isinstance(value, str):

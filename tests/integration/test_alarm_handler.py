@@ -181,8 +181,11 @@ def test_flapping_inside_the_hold_keeps_the_router_on_openai(world):
         world.handler.handler(SCHEDULE, None)
         assert world.mode() == "openai_only"
     assert len(world.announcements()) == 1  # one transition, announced once
-    # the last change was an ALARM (minute 8) then OK (minute 9): due a hold after the failover
-    world.time.now = T0.timestamp() + HOLD_S
+    # the last ALARM came at minute 8, then OK at minute 9: due a hold after that ALARM, not before
+    world.time.now = T0.timestamp() + 8 * 60 + HOLD_S - 1
+    world.handler.handler(SCHEDULE, None)
+    assert world.mode() == "openai_only"
+    world.time.now += 1
     world.handler.handler(SCHEDULE, None)
     assert world.mode() == "primary_first"
 
@@ -228,14 +231,74 @@ def test_a_failed_over_router_keeps_producing_the_primarys_health_data(world, sa
     assert sagemaker.requests == []  # primary_first: the router's own traffic measures it
     world.deliver(composite("ALARM", T0))
     capsys.readouterr()
-    sagemaker.script(SageMakerRuntimeDouble.answer("meeting_recap"), SageMakerRuntimeDouble.model_error())
-    assert world.handler.handler(SCHEDULE, None)["probed"] is True
+    answered = SageMakerRuntimeDouble.answer("meeting_recap")
+    sagemaker.script(answered, answered, answered, SageMakerRuntimeDouble.model_error(), answered, answered)
+    assert world.handler.handler(SCHEDULE, None)["probed"] is True  # three probes a tick
     assert world.handler.handler(SCHEDULE, None)["probed"] is False
     (probe, *_) = sagemaker.requests
     body = json.loads(probe.raw_body)
     assert body["messages"][-1]["role"] == "user" and "structured_outputs" in body
     metrics = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
     published = [m for m in metrics if "PrimaryFailure" in m]
-    assert [m["PrimaryFailure"] for m in published] == [[0.0], [1.0]]  # answered, then failed
+    assert [m["PrimaryFailure"] for m in published] == [[0.0]] * 3 + [[1.0], [0.0], [0.0]]
     assert all(m["service"] == "taskrouter-router" for m in published)  # the router's metric, as it publishes it
     assert all(m["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "TaskRouter" for m in published)
+
+
+def _cloudwatch_alarm(state: str) -> None:
+    """The composite alarm as CloudWatch reports it to DescribeAlarms. moto implements no
+    PutCompositeAlarm, so a metric alarm of the same name stands in: DescribeAlarms gives both kinds
+    the same StateValue and StateUpdatedTimestamp (botocore's CloudWatch model)."""
+    cloudwatch = boto3.client("cloudwatch")
+    cloudwatch.put_metric_alarm(AlarmName=DEGRADED, MetricName="PrimaryFailure", Namespace="TaskRouter", Statistic="Average",
+                                Period=60, EvaluationPeriods=1, Threshold=0.25, ComparisonOperator="GreaterThanThreshold")
+    cloudwatch.set_alarm_state(AlarmName=DEGRADED, StateValue=state, StateReason="test")
+
+
+def test_a_lost_ok_notification_is_put_right_by_the_tick(world):
+    world.deliver(composite("ALARM", T0 - timedelta(hours=1)))
+    _cloudwatch_alarm("OK")  # its OK notification never arrived (dropped after Lambda's retries)
+    world.time.now += HOLD_S + 1
+    world.handler.handler(SCHEDULE, None)
+    assert world.mode() == "primary_first"
+
+
+def test_a_mode_changed_behind_the_handlings_back_is_put_right(world):
+    _cloudwatch_alarm("ALARM")
+    world.time.now = datetime.now(timezone.utc).timestamp()  # moto stamps the alarm with the real clock
+    world.handler.handler(SCHEDULE, None)
+    assert world.mode() == "openai_only"  # the lost ALARM, seen at a tick
+    world.announcements()
+    # the mode written by hand (not by `taskrouter ops mode set`), the alarm still in ALARM
+    boto3.client("ssm").put_parameter(Name=f"/taskrouter/{STAGE}/ops-mode", Value="primary_first", Type="String", Overwrite=True)
+    world.time.now += 60
+    world.handler.handler(SCHEDULE, None)
+    assert world.mode() == "openai_only"
+
+
+def test_the_hold_counts_from_the_last_alarm_too(world):
+    world.deliver(composite("ALARM", T0))
+    world.time.now += 60
+    world.deliver(composite("OK", T0 + timedelta(minutes=1)))
+    world.time.now = T0.timestamp() + 14 * 60
+    world.deliver(composite("ALARM", T0 + timedelta(minutes=14)))
+    world.time.now = T0.timestamp() + 15.5 * 60
+    world.deliver(composite("OK", T0 + timedelta(minutes=15, seconds=30)))
+    world.handler.handler(SCHEDULE, None)
+    assert world.mode() == "openai_only"  # 90 s after an ALARM: held
+    world.time.now = T0.timestamp() + 14 * 60 + HOLD_S
+    world.handler.handler(SCHEDULE, None)
+    assert world.mode() == "primary_first"
+
+
+def test_no_probe_under_an_operators_override(world, sagemaker, monkeypatch):
+    from taskrouter.core.resilience import OpsMode
+    from taskrouter.operations.failover import set_override
+
+    monkeypatch.setenv("TASKROUTER_SAGEMAKER_ENDPOINT", "taskrouter-qa")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", sagemaker.url)
+    monkeypatch.setattr(world.handler, "_probe_backend", None)
+    ops = world.handler.OPERATIONS
+    ops.save(set_override(ops.state(), OpsMode.OPENAI_ONLY, "dana", "maintenance", _time(T0)))
+    ops.set_mode(OpsMode.OPENAI_ONLY)
+    assert world.handler.handler(SCHEDULE, None)["probed"] is None and sagemaker.requests == []

@@ -108,6 +108,15 @@ class DynamoDBTaskStore:
                 continue
         raise WriteContention(f"task {name} kept changing under this write")
 
+    def seed(self, name: str, body: TaskBody) -> Task | None:
+        """Create the task only where its name never held one (no item, not even a deleted task's
+        tombstone): a default task never overwrites nor resurrects what users did. The task created,
+        or None when the name was taken."""
+        try:
+            return self._write(name, body, _Stored(exists=False, deleted=False, version=0, task=None))
+        except _ItemChanged:
+            return None
+
     def delete(self, name: str, *, if_match: int | None) -> None:
         for _ in self._rounds():
             stored = self._read(name)

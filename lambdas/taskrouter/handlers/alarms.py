@@ -3,8 +3,10 @@
 - A state change of the "primary degraded" composite alarm moves the router's operations mode
   (operations/failover.py: hysteresis, order, duplicates, operator overrides); every transition is
   logged and announced on the topic. Other alarms, and the handling's own announcements, are skipped.
-- The schedule applies a fail-back held by the hysteresis once due, and, while the router is failed
-  over, probes the primary with one fixed request (no user content) so that its health data keeps
+- The schedule reconciles with what is observed (the alarm's state in CloudWatch, the mode parameter),
+  so a lost notification or a failed write is put right; applies a fail-back held by the hysteresis
+  once due; and, while the router is failed over by the handling (not by an operator's override),
+  probes the primary with a few fixed requests (no user content) so that its health data keeps
   coming: the same `PrimaryFailure` metric the router publishes, which lets the alarm clear.
 
 Its concurrency is reserved to one (infra/monitoring.py): notifications are applied one at a time,
@@ -44,6 +46,8 @@ OPERATIONS = Operations(
 )
 DEGRADED_ALARM = os.environ.get("TASKROUTER_DEGRADED_ALARM_NAME", "")
 HOLD_S = float(os.environ.get("TASKROUTER_FAILBACK_HOLD_S", failover.DEFAULT_HOLD_S))
+PROBES_PER_TICK = 3  # one slow handshake is then a third of a minute's datapoint, not all of it
+_cloudwatch = _session.create_client("cloudwatch", config=_config)
 PRIMARY_METRICS_SERVICE = os.environ.get("TASKROUTER_PRIMARY_METRICS_SERVICE", "taskrouter-router")
 
 # The probe: a fixed conversation and task list, built into the router's own prompt.
@@ -81,19 +85,39 @@ def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
 
 
 def _tick(now: float) -> dict[str, Any]:
-    outcome = failover.on_tick(OPERATIONS.state(), now, HOLD_S)
-    if outcome.transition is not None:
+    state = OPERATIONS.state()
+    outcome = failover.on_tick(state, now, _observe(), HOLD_S)
+    if outcome.transition is not None or outcome.state != state:
         _apply(outcome, "tick")
     probed = None
-    if OPERATIONS.mode() is OpsMode.OPENAI_ONLY:
-        probed = probe_primary()
+    if outcome.state.mode == OpsMode.OPENAI_ONLY.value and outcome.state.override is None:
+        # not under an override: the operator may have taken the primary away on purpose (and a probe
+        # would wake a dev endpoint scaled to zero)
+        results = [probe_primary() for _ in range(PROBES_PER_TICK)]
+        probed = None if all(r is None for r in results) else all(r is not False for r in results)
     return {"transition": outcome.transition.to_mode if outcome.transition else None, "probed": probed}
+
+
+def _observe() -> failover.Observed:
+    """The mode parameter and the alarm's state as CloudWatch has it (DescribeAlarms)."""
+    mode = OPERATIONS.mode().value
+    try:
+        found = _cloudwatch.describe_alarms(AlarmNames=[DEGRADED_ALARM], AlarmTypes=["CompositeAlarm", "MetricAlarm"])
+    except Exception as error:  # CloudWatch unreadable: the notifications and the hold still apply
+        logger.warning("alarm state unreadable", extra={"error": type(error).__name__, "detail": str(error)[:200]})
+        return failover.Observed(mode=mode)
+    alarms = [*found.get("CompositeAlarms", []), *found.get("MetricAlarms", [])]
+    if not alarms:
+        return failover.Observed(mode=mode)
+    alarm = alarms[0]
+    changed = alarm.get("StateTransitionedTimestamp") or alarm.get("StateUpdatedTimestamp")
+    return failover.Observed(mode=mode, alarm_state=alarm["StateValue"], alarm_changed_at=changed)
 
 
 def _apply(outcome: failover.Outcome, cause: str) -> None:
     if outcome.transition is not None:
-        # The mode first: should the state's write fail, the next notification (or the operator)
-        # finds the mode right and the state behind, which the mode's value corrects.
+        # The mode first: users are protected even if the state's write fails; the next tick reads the
+        # mode parameter and puts the state right (failover.on_tick).
         OPERATIONS.set_mode(OpsMode(outcome.transition.to_mode))
     OPERATIONS.save(outcome.state)
     if outcome.transition is not None:

@@ -83,8 +83,11 @@ def _set(ops: Operations, args: argparse.Namespace) -> int:
         state = set_override(state, mode, args.by or getpass.getuser(), args.reason, at)
         why = f"operator override: {args.reason}"
     previous = ops.mode()
-    ops.set_mode(mode)
+    # The override first: should the mode's write then fail, the handler already leaves the mode alone,
+    # and the command can be run again. (The handler may write the state in between: the override is
+    # re-read by it at its next event, the last writer's state wins; an operator acts rarely.)
     ops.save(state)
+    ops.set_mode(mode)
     ops.announce(f"operations mode {mode.value} (operator)", {"from": previous.value, "to": mode.value, "why": why})
     print(f"{args.stage}: operations mode {previous.value} -> {mode.value} ({why})")
     return 0
@@ -107,6 +110,12 @@ def _stage_region(stage: str) -> str | None:
         return None
 
 
+def _reason(text: str) -> str:
+    if not 1 <= len(text) <= 300:
+        raise argparse.ArgumentTypeError("give a reason of 1 to 300 characters")
+    return text
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="taskrouter ops", description="operations of a deployed stage")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -118,6 +127,7 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--region", help="AWS region (default: the stage's, from infra/stages.toml)")
         if action == "set":
             sub.add_argument("mode", choices=[m.value for m in OpsMode] + [AUTO])
-            sub.add_argument("--reason", help="why (required for an override; announced on the alarm topic)")
+            sub.add_argument("--reason", type=_reason, help="why, up to 300 characters (required for an override; "
+                             "announced on the alarm topic)")
             sub.add_argument("--by", help="who (default: your user name)")
     return parser

@@ -2,9 +2,12 @@
 composite alarm changes state, and when a held change becomes due.
 
 - ALARM fails over at once (`openai_only`): users are protected first.
-- OK fails back (`primary_first`) only once the failover has held `hold_s`; an OK sooner is kept
-  pending and applied by the next tick (the handler's schedule) if no ALARM came since. So a
+- OK fails back (`primary_first`) only once `hold_s` has passed since the failover and since the
+  last ALARM; an OK sooner is kept pending and applied by a later tick (the handler's schedule). So a
   flapping alarm cannot flap the router.
+- Each tick also reconciles with what is observed (the alarm's state as CloudWatch reports it, the
+  mode parameter's value): a lost notification, a failed write or a mode changed by hand is put right,
+  so the router can never stay failed over for good.
 - A notification not newer than the last one applied (a duplicate, or one delivered out of order:
   SNS promises neither order nor once-only delivery) changes nothing.
 - An operator's override is never undone: while one is set, the handler records the alarm's state
@@ -78,6 +81,7 @@ class FailoverState:
     alarm_changed_at: str | None = None  # the last applied notification's StateChangeTime (ISO)
     mode: str = OpsMode.PRIMARY_FIRST.value  # the mode the handling last set
     mode_set_at: float | None = None  # epoch seconds
+    last_alarm_at: float | None = None  # epoch seconds of the last ALARM applied: the hold counts from it too
     pending_failback: bool = False
     override: Override | None = None
 
@@ -89,8 +93,10 @@ class FailoverState:
         if not text:
             return cls()
         data = json.loads(text)
+        known = {name for name in cls.__dataclass_fields__}  # a field added or dropped by a later version
         override = data.pop("override", None)
-        return cls(**data, override=Override(**override) if override else None)
+        return cls(**{k: v for k, v in data.items() if k in known and k != "override"},
+                   override=Override(**override) if override else None)
 
 
 @dataclass(frozen=True)
@@ -118,6 +124,8 @@ def on_alarm_change(state: FailoverState, change: AlarmChange, now: float, hold_
         return Outcome(recorded, None, f"recorded {change.new_state}: no change of mode")
     recorded = replace(state, alarm_state=change.new_state, alarm_changed_at=change.changed_at.isoformat())
     if state.override is not None:
+        if change.new_state == ALARM:
+            recorded = replace(recorded, last_alarm_at=now)
         wanted = OpsMode.OPENAI_ONLY.value if change.new_state == ALARM else OpsMode.PRIMARY_FIRST.value
         return Outcome(
             replace(recorded, pending_failback=False), None,
@@ -126,18 +134,44 @@ def on_alarm_change(state: FailoverState, change: AlarmChange, now: float, hold_
             announce_note=True,
         )
     if change.new_state == ALARM:
-        recorded = replace(recorded, pending_failback=False)
+        recorded = replace(recorded, pending_failback=False, last_alarm_at=now)
         if state.mode == OpsMode.OPENAI_ONLY.value:
             return Outcome(recorded, None, "alarm again while failed over: held on OpenAI")
         return _set(recorded, OpsMode.OPENAI_ONLY, now, f"{change.alarm_name} in ALARM: {change.reason}")
     return _fail_back_when_due(replace(recorded, pending_failback=state.mode == OpsMode.OPENAI_ONLY.value), now, hold_s)
 
 
-def on_tick(state: FailoverState, now: float, hold_s: float = DEFAULT_HOLD_S) -> Outcome:
-    """The schedule's call: a fail-back held by the hysteresis, applied once due."""
-    if not state.pending_failback or state.override is not None:
-        return Outcome(state, None, "nothing due")
-    return _fail_back_when_due(state, now, hold_s)
+@dataclass(frozen=True)
+class Observed:
+    """What is true now, read at each tick: the alarm as CloudWatch reports it (None: unreadable) and
+    the mode parameter's value, which is what the router does."""
+
+    mode: str
+    alarm_state: str | None = None
+    alarm_changed_at: datetime | None = None
+
+
+def on_tick(state: FailoverState, now: float, observed: Observed, hold_s: float = DEFAULT_HOLD_S) -> Outcome:
+    """The schedule's call: reconcile with what is observed, then apply a fail-back once due."""
+    notes = []
+    if observed.mode != state.mode:
+        notes.append(f"the mode parameter says {observed.mode}, the state {state.mode}: the parameter is what the router does")
+        state = replace(state, mode=observed.mode, mode_set_at=now)
+    if (observed.alarm_state in (ALARM, OK) and observed.alarm_changed_at is not None
+            and observed.alarm_state != state.alarm_state
+            and (state.alarm_changed_at is None or observed.alarm_changed_at > _timestamp(state.alarm_changed_at))):
+        notes.append(f"the alarm is {observed.alarm_state} since {observed.alarm_changed_at.isoformat()}: a notification was lost")
+        missed = AlarmChange("observed", observed.alarm_state, state.alarm_state, observed.alarm_changed_at, "observed at a tick")
+        outcome = on_alarm_change(state, missed, now, hold_s)
+        return replace(outcome, note="; ".join([*notes, outcome.note]))
+    if state.override is not None:
+        return Outcome(state, None, "; ".join([*notes, "an override is in force"]))
+    if state.alarm_state == ALARM and state.mode != OpsMode.OPENAI_ONLY.value:
+        return _set(replace(state, pending_failback=False), OpsMode.OPENAI_ONLY, now, "; ".join([*notes, "the alarm is in ALARM"]))
+    if state.alarm_state == OK and state.mode == OpsMode.OPENAI_ONLY.value:
+        outcome = _fail_back_when_due(state, now, hold_s)
+        return replace(outcome, note="; ".join([*notes, outcome.note]))
+    return Outcome(state, None, "; ".join([*notes, "nothing due"]))
 
 
 def set_override(state: FailoverState, mode: OpsMode, by: str, reason: str, at: str) -> FailoverState:
@@ -154,7 +188,7 @@ def clear_override(state: FailoverState, now: float) -> tuple[FailoverState, Ops
 def _fail_back_when_due(state: FailoverState, now: float, hold_s: float) -> Outcome:
     if state.mode != OpsMode.OPENAI_ONLY.value:
         return Outcome(replace(state, pending_failback=False), None, "alarm OK: already primary_first")
-    held = now - (state.mode_set_at or 0.0)
+    held = now - max(state.mode_set_at or 0.0, state.last_alarm_at or 0.0)
     if held < hold_s:
         return Outcome(replace(state, pending_failback=True), None,
                        f"alarm OK after {held:.0f} s on OpenAI: fail-back held until {hold_s:.0f} s")

@@ -406,9 +406,12 @@ def start(trainer: Any, plan: JobPlan) -> None:
     """Uploads the job's inputs and creates the training job (CreateTrainingJob)."""
     with _sdk_scope():
         trainer.train(wait=False, logs=False)
-    started = trainer._latest_training_job.training_job_name  # the resource ModelTrainer created
+    job = trainer._latest_training_job  # the resource ModelTrainer created
+    started = job.training_job_name
     if started != plan.job_name:  # the SDK named it after all: its keys and checkpoints would not match
-        raise LaunchError(f"the SageMaker SDK named the job {started}, not {plan.job_name}: check the sagemaker-train pin")
+        job.stop()  # never leave a job billing whose inputs and checkpoints are somewhere else
+        raise LaunchError(f"the SageMaker SDK named the job {started}, not {plan.job_name}, and it was stopped: "
+                          "check the sagemaker-train pin")
 
 
 @contextmanager

@@ -143,11 +143,15 @@ def train(
     optimizer = torch.optim.AdamW((p for p in model.parameters() if p.requires_grad), lr=hyper.learning_rate)
     order = random.Random(hyper.seed)
     # What a checkpoint must share with this run to be resumed (max_steps aside: a later stop is fine).
-    run = {"hyper_parameters": {**asdict(hyper), "max_steps": None}, "dataset_sha256": hashlib.sha256(dataset.read_bytes()).hexdigest(),
+    run = {"hyper_parameters": {**asdict(hyper), "max_steps": None}, "tasks_sha256": _tasks_digest(tasks),
+           "method": "qlora" if cuda else "lora", "dataset_sha256": hashlib.sha256(dataset.read_bytes()).hexdigest(),
            "base_model": base_model, "revision": revision}
     progress = {"steps": 0, "epoch": 0, "next_batch": 0, "losses": []}
     if checkpoints is not None and checkpoints.file.is_file():
         progress = _resume(checkpoints.file, run, model, optimizer, order)
+        if hyper.max_steps is not None and progress["steps"] > hyper.max_steps:
+            raise ValueError(f"{checkpoints.file} is past step {hyper.max_steps} already ({progress['steps']}): "
+                             "raise --max-steps or give another --checkpoint-dir")
         log(f"resumed from {checkpoints.file} after step {progress['steps']}")
     steps, losses, started = progress["steps"], progress["losses"], time.monotonic()
     model.train()
@@ -224,7 +228,9 @@ def _save_state(file: Path, run: dict, progress: dict, epoch_order: Any, model: 
 
 
 def _resume(file: Path, run: dict, model: Any, optimizer: Any, order: random.Random) -> dict:
-    state = torch.load(file, weights_only=False)  # our own file, in the job's own checkpoint folder
+    # weights_only: tensors and plain containers, never arbitrary objects (another job could have
+    # written under training/, which every job's role may write)
+    state = torch.load(file, weights_only=True)
     if state["run"] != run:
         raise ValueError(f"{file} is the checkpoint of another run (hyper-parameters, dataset or base differ): "
                          "give this run its own --checkpoint-dir")
