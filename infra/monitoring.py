@@ -12,6 +12,7 @@ from aws_cdk import (
     aws_apigateway as apigw,
     aws_cloudwatch as cloudwatch,
     aws_cloudwatch_actions as cw_actions,
+    aws_dynamodb as dynamodb,
     aws_iam as iam,
     aws_kms as kms,
     aws_lambda as lambda_,
@@ -29,6 +30,7 @@ from cdk_monitoring_constructs import (
     LatencyThreshold,
     MonitoringFacade,
     SnsAlarmActionStrategy,
+    ThrottledEventsThreshold,
 )
 from constructs import Construct
 
@@ -42,6 +44,10 @@ RUNBOOK = "docs/runbook.md"
 # Share of the primary's answers that failed (timeout, error, throttled, invalid output) over the
 # requests it was asked: past a quarter, the router is better served by OpenAI alone.
 PRIMARY_FAILURE_RATE_ALARM = 0.25
+# Share of decisions whose primary answer was in no allowed form: constrained decoding makes it rare, so
+# a few percent means the model, its adapter or the serving settings regressed.
+INVALID_OUTPUT_RATE_ALARM = 0.05
+API_4XX_SHARE_ALARM = 0.25
 ALARM_HANDLER_SERVICE = "taskrouter-alarm-handling"
 
 
@@ -70,6 +76,7 @@ class MonitoringStack(Stack):
         api: apigw.RestApi,
         router: lambda_.IFunction,
         registry: lambda_.IFunction,
+        table: dynamodb.ITable,
         component_names: list[str],
         ops_mode: ssm.IStringParameter,
         failover_state: ssm.IStringParameter,
@@ -156,6 +163,27 @@ class MonitoringStack(Stack):
             alarm_friendly_name="Registry",
             add_fault_count_alarm={"Errors": ErrorCountThreshold(max_error_count=0, runbook_link=runbook("registry-errors"))},
         )
+        # The table: DynamoDB's own failures (on-demand capacity throttles only on sudden bursts).
+        facade.monitor_dynamo_table(
+            table=table,
+            alarm_friendly_name="RegistryTable",
+            add_system_error_count_alarm={"Errors": ErrorCountThreshold(max_error_count=0, runbook_link=runbook("registry-table"))},
+            add_read_throttled_events_count_alarm={"Throttles": ThrottledEventsThreshold(max_throttled_events_threshold=0, runbook_link=runbook("registry-table"))},
+            add_write_throttled_events_count_alarm={"Throttles": ThrottledEventsThreshold(max_throttled_events_threshold=0, runbook_link=runbook("registry-table"))},
+        )
+        # A share of requests API Gateway answered with a 4xx (its 4XXError metric's average): clients
+        # with a wrong key or body, in numbers that mean an integration broke, not one bad request.
+        facade.monitor_custom(
+            alarm_friendly_name="Api",
+            human_readable_name="API client errors",
+            metric_groups=[_alarmed(
+                "API 4xx share of requests", "ClientErrorShare",
+                cloudwatch.Metric(namespace="AWS/ApiGateway", metric_name="4XXError", statistic="Average",
+                                  dimensions_map={"ApiName": api.rest_api_name, "Stage": api.deployment_stage.stage_name},
+                                  period=Duration.minutes(5)),
+                above=API_4XX_SHARE_ALARM, runbook_slug="api-4xx-share",
+            )],
+        )
         router_metric = functools.partial(
             cloudwatch.Metric,
             namespace=METRICS_NAMESPACE,
@@ -193,6 +221,9 @@ class MonitoringStack(Stack):
                 _alarmed("Fallback rate", "FallbackRate", router_metric(metric_name="Fallback", statistic="Average"),
                          above=FALLBACK_RATE_ALARM, runbook_slug="fallback-rate"),
                 primary_failure,
+                _alarmed("Invalid output rate (answers in no allowed form)", "InvalidOutputRate",
+                         router_metric(metric_name="InvalidOutput", statistic="Average"),
+                         above=INVALID_OUTPUT_RATE_ALARM, runbook_slug="invalid-output-rate"),
                 _alarmed("Unexpected errors (bugs, bad configuration)", "UnexpectedErrors",
                          router_metric(metric_name="UnexpectedError", statistic="Sum"), above=0,
                          runbook_slug="unexpected-errors"),
@@ -246,6 +277,25 @@ class MonitoringStack(Stack):
                     ),
                     above=0,
                     runbook_slug="model-errors",
+                )
+                for component in component_names
+            ] + [
+                _alarmed(
+                    f"Requests {component} refused (4xx, no-capacity aside)",
+                    f"RefusedRequests-{component.removeprefix(f'taskrouter-{stage.name}-')}",
+                    cloudwatch.MathExpression(
+                        expression="MAX([FILL(refused, 0) - FILL(asleep, 0), 0])",
+                        using_metrics={
+                            key: cloudwatch.Metric(namespace="AWS/SageMaker", metric_name=name,
+                                                   dimensions_map={"InferenceComponentName": component},
+                                                   statistic="Sum", period=Duration.minutes(5))
+                            for key, name in (("refused", "Invocation4XXErrors"), ("asleep", "NoCapacityInvocationFailures"))
+                        },
+                        period=Duration.minutes(5),
+                        label=f"Requests {component} refused",
+                    ),
+                    above=0,
+                    runbook_slug="model-requests-refused",
                 )
                 for component in component_names
             ],

@@ -53,6 +53,7 @@ class TaskRouterStage(Stage):
             api=self.api.api,
             router=self.api.router,
             registry=self.api.registry,
+            table=self.registry.table,
             component_names=self.hosting.component_names,
             ops_mode=self.operations.ops_mode,
             failover_state=self.operations.failover_state,

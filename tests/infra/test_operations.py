@@ -89,3 +89,12 @@ def test_the_alarm_handler_is_subscribed_scheduled_and_least_privileged(stage):
                              if s["Properties"]["Protocol"] == "lambda"]
     assert subscription_props["FilterPolicyScope"] == "MessageBody"
     assert subscription_props["FilterPolicy"] == {"AlarmName": [f"taskrouter-{stage.config.name}-primary-degraded"]}
+
+
+def test_one_dashboard_per_stage_shows_routing_and_the_model(stage):
+    (dashboard,) = _resources(stage.templates["Monitoring"], "AWS::CloudWatch::Dashboard").values()
+    assert dashboard["Properties"]["DashboardName"] == f"taskrouter-{stage.config.name}"
+    body = json.dumps(dashboard["Properties"]["DashboardBody"])
+    for shown in ("Decision latency p90, zero_shot", "Fallback rate", "Primary failure rate", "Invalid output rate",
+                  "Model latency p90 of", "Model errors of", "GPU memory of", "DecisionLatency", "GPUMemoryUtilizationNormalized"):
+        assert shown in body, shown

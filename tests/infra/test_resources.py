@@ -617,8 +617,14 @@ def test_alarms_cover_latency_errors_and_throttles_and_notify_the_topic(stage):
         ("TaskRouter", "Fallback", "Average"): 0.5,  # share of decisions made by the fallback
         ("TaskRouter", "UnexpectedError", "Sum"): 0,
         ("TaskRouter", "PrimaryFailure", "Average"): 0.25,  # share of the primary's answers that failed
+        ("TaskRouter", "InvalidOutput", "Average"): 0.05,  # share of decisions whose primary answer had no allowed form
+        ("AWS/ApiGateway", "4XXError", "Average"): 0.25,  # share of requests refused with a 4xx
+        ("AWS/DynamoDB", "ReadThrottleEvents", "Sum"): 0,
+        ("AWS/DynamoDB", "WriteThrottleEvents", "Sum"): 0,
+        ("AWS/DynamoDB", "+".join(["SystemErrors"] * 9), "Sum"): 0,  # one per table operation, summed
     }
-    per_component = ("DecisionLatency", "ModelLatency", "Invocation5XXErrors+InvocationModelErrors")
+    per_component = ("DecisionLatency", "ModelLatency", "Invocation5XXErrors+InvocationModelErrors",
+                     "Invocation4XXErrors+NoCapacityInvocationFailures")
     by_metric = {metric: props["Threshold"] for metric, props in alarms.items() if metric[1] not in per_component}
     assert by_metric == expected
     # each strategy held to its own budget
