@@ -15,8 +15,10 @@ METRICS_NAMESPACE = "TaskRouter"  # Powertools' metrics namespace of every funct
 
 
 def bundled_function(
-    scope: Construct, stage: StageConfig, construct_id: str, *, environment: dict[str, str], **props
+    scope: Construct, stage: StageConfig, construct_id: str, *, environment: dict[str, str], traced: bool = True, **props
 ) -> tuple[lambda_.Function, iam.Role]:
+    """`traced`: X-Ray active tracing, whose two actions have no resource-level form (a role that must
+    name every resource it touches goes without)."""
     log_group = logs.LogGroup(
         scope, f"{construct_id}Logs", retention=stage.log_retention, removal_policy=stage.removal_policy
     )
@@ -36,17 +38,18 @@ def bundled_function(
         architecture=ARCHITECTURE,
         code=function_code(),
         role=role,
-        tracing=lambda_.Tracing.ACTIVE,
+        tracing=lambda_.Tracing.ACTIVE if traced else lambda_.Tracing.DISABLED,
         log_group=log_group,
         logging_format=lambda_.LoggingFormat.JSON,
         environment={"POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE, **environment},
         **props,
     )
-    acknowledge(
-        role,
-        "AwsSolutions-IAM5[Resource::*]",
-        "X-Ray's PutTraceSegments/PutTelemetryRecords (added by active tracing) have no resource-level form",
-    )
+    if traced:
+        acknowledge(
+            role,
+            "AwsSolutions-IAM5[Resource::*]",
+            "X-Ray's PutTraceSegments/PutTelemetryRecords (added by active tracing) have no resource-level form",
+        )
     acknowledge(
         function,
         "AwsSolutions-L1",

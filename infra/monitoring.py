@@ -37,7 +37,6 @@ from constructs import Construct
 from infra.api import METRICS_NAMESPACE, ROUTER_SERVICE
 from infra.config import StageConfig
 from infra.functions import bundled_function
-from infra.nag import acknowledge
 from taskrouter.operations.failover import DEFAULT_HOLD_S
 
 RUNBOOK = "docs/runbook.md"
@@ -326,6 +325,7 @@ class MonitoringStack(Stack):
             created.alarm for created in facade.created_alarms()
             if any(part in created.alarm_name for part in ("ModelLatencyP90-", "ModelErrors-", "PrimaryFailureRate"))
         ]
+        self.degraded_children = feeding
         degraded = cloudwatch.CompositeAlarm(
             self,
             "PrimaryDegraded",
@@ -355,6 +355,7 @@ class MonitoringStack(Stack):
             memory_size=512,
             timeout=Duration.seconds(30),
             reserved_concurrent_executions=1,
+            traced=False,  # X-Ray's actions take no resource: this role names every one it may touch
             environment={
                 "POWERTOOLS_SERVICE_NAME": ALARM_HANDLER_SERVICE,
                 "TASKROUTER_STAGE": stage.name,
@@ -362,6 +363,7 @@ class MonitoringStack(Stack):
                 "TASKROUTER_FAILOVER_STATE_PARAMETER": failover_state.parameter_name,
                 "TASKROUTER_ALARM_TOPIC_ARN": self.alarm_topic.topic_arn,
                 "TASKROUTER_DEGRADED_ALARM_NAME": degraded_name,
+                "TASKROUTER_DEGRADED_CHILD_ALARMS": ",".join(alarm.alarm_name for alarm in self.degraded_children),
                 "TASKROUTER_FAILBACK_HOLD_S": str(int(DEFAULT_HOLD_S)),
                 "TASKROUTER_SAGEMAKER_ENDPOINT": stage.endpoint_name,
                 "TASKROUTER_SAGEMAKER_COMPONENT": stage.router_component_name,
@@ -377,12 +379,12 @@ class MonitoringStack(Stack):
         role.add_to_policy(iam.PolicyStatement(actions=["sns:Publish"], resources=[self.alarm_topic.topic_arn]))
         self.topic_key.grant(role, "kms:GenerateDataKey", "kms:Decrypt")  # the topic is encrypted
         role.add_to_policy(iam.PolicyStatement(actions=["sagemaker:InvokeEndpoint"], resources=[endpoint_arn]))
-        # The composite alarm's state, at each tick: DescribeAlarms returns composite alarms only to a
-        # caller allowed it on every resource (CloudWatch API reference, DescribeAlarms).
-        role.add_to_policy(iam.PolicyStatement(actions=["cloudwatch:DescribeAlarms"], resources=["*"]))
-        acknowledge(role, "AwsSolutions-IAM5[Resource::*]",
-                    "X-Ray's PutTraceSegments/PutTelemetryRecords have no resource-level form, and DescribeAlarms "
-                    "returns composite alarms only to a caller allowed it on every resource (read-only)")
+        # The composite alarm's state, read at each tick through its children's: DescribeAlarms returns a
+        # composite alarm only to a caller allowed it on every resource (CloudWatch API reference), and
+        # this role names each resource it touches.
+        role.add_to_policy(iam.PolicyStatement(
+            actions=["cloudwatch:DescribeAlarms"], resources=[alarm.alarm_arn for alarm in self.degraded_children],
+        ))
         # Only the composite alarm's notifications reach it (its concurrency is one): not the other
         # alarms firing with it, nor its own announcements.
         self.alarm_topic.add_subscription(subscriptions.LambdaSubscription(

@@ -6,10 +6,14 @@
     client.tasks.put("book_meeting", "Book a meeting with a prospect", if_match=3)
 
 `/tasks` writes are signed with the caller's AWS credentials (SigV4), as the API requires in AWS.
+
+Every answer other than success is a `TaskRouterError`: the API's status, code and message, or status
+0 when no answer came (`unreachable`, `timeout`). A stage's AWS look-ups raise botocore's own errors.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -20,11 +24,17 @@ _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 class TaskRouterError(Exception):
-    """An answer other than success, as the API's error shape gives it."""
+    """An answer other than success, as the API's error shape gives it; status 0: no answer came.
+    `method` and `url` name the request that failed, when there was one."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, *, method: str | None = None, url: str | None = None) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status, self.code, self.message = status, code, message
+        self.method, self.url = method, url
+
+
+def has_http_scheme(url: str) -> bool:
+    return url.lower().startswith(("http://", "https://"))
 
 
 class TaskRouterClient:
@@ -39,15 +49,25 @@ class TaskRouterClient:
         timeout_s: float = 30.0,
     ) -> None:
         if base_url is None and stage is None:
-            raise ValueError("give a stage (the API is found from its stack) or a base_url")
+            raise ValueError(
+                "give a stage (stage=: a deployed stage, whose API is found from its stack) "
+                "or a base_url (base_url=: e.g. http://127.0.0.1:8080, `make local`'s)"
+            )
         self._session = session
         self._region = region
         self._timeout_s = timeout_s
+        self.stage = stage
+        self.stack = API_STACK.format(stage=stage) if stage is not None else None
+        self.api_key_id: str | None = None  # with a stage and no api_key: the API Gateway key used
         if base_url is None:
-            outputs = self._stack_outputs(API_STACK.format(stage=stage))
+            outputs = self._stack_outputs(self.stack)
             base_url = outputs["ApiUrl"]
             if api_key is None:
-                api_key = self._aws("apigateway").get_api_key(apiKey=outputs["ApiKeyId"], includeValue=True)["value"]
+                self.api_key_id = outputs["ApiKeyId"]
+                api_key = self._aws("apigateway").get_api_key(apiKey=self.api_key_id, includeValue=True)["value"]
+        if not has_http_scheme(base_url):
+            raise ValueError(f"base_url {base_url!r} is not an http:// or https:// URL: add the scheme, e.g. "
+                             f"'http://{base_url.split('://', 1)[-1]}'")
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
         self._signed = stage is not None  # deployed: writes need SigV4
@@ -79,15 +99,29 @@ class TaskRouterClient:
             all_headers["x-api-key"] = self._api_key
         if sign and self._signed:
             all_headers = self._sigv4(method, self.base_url + path, data, all_headers)
-        request = urllib.request.Request(self.base_url + path, data=data, method=method, headers=all_headers)
+        url = self.base_url + path
+        request = urllib.request.Request(url, data=data, method=method, headers=all_headers)
+        where = {"method": method, "url": url}
         try:
             with _NO_PROXY.open(request, timeout=self._timeout_s) as response:
-                raw = response.read()
+                raw, status = response.read(), response.status
         except urllib.error.HTTPError as error:
-            raise _error_of(error.code, error.read()) from None
+            raise _error_of(error.code, error.read(), **where) from None
         except urllib.error.URLError as error:
-            raise TaskRouterError(0, "unreachable", f"{self.base_url}: {error.reason}") from None
-        return json.loads(raw) if raw else None
+            reason = getattr(error.reason, "strerror", None) or error.reason
+            message = f"the server at {self.base_url} could not be reached ({reason})"
+            raise TaskRouterError(0, "unreachable", message, **where) from None
+        except TimeoutError:
+            message = f"the server at {self.base_url} did not answer within {self._timeout_s:g} s"
+            raise TaskRouterError(0, "timeout", message, **where) from None
+        except (http.client.HTTPException, ConnectionError) as error:
+            message = f"the server at {self.base_url} closed the connection without answering ({type(error).__name__})"
+            raise TaskRouterError(0, "unreachable", message, **where) from None
+        try:
+            return json.loads(raw) if raw else None
+        except ValueError:
+            message = f"the server at {self.base_url} answered with something other than JSON: is it TaskRouter's API?"
+            raise TaskRouterError(status, "invalid_response", message, **where) from None
 
     # -- AWS -------------------------------------------------------------------------------------
     def _aws(self, service: str) -> Any:
@@ -149,10 +183,16 @@ def _if_match(version: int | None) -> dict[str, str]:
     return {} if version is None else {"If-Match": str(version)}
 
 
-def _error_of(status: int, raw: bytes) -> TaskRouterError:
+def _error_of(status: int, raw: bytes, **where: Any) -> TaskRouterError:
     try:
-        error = json.loads(raw)["error"]
-        return TaskRouterError(status, error["code"], error["message"])
-    except (ValueError, KeyError, TypeError):
-        message = raw.decode("utf-8", errors="replace").strip()[:200]  # API Gateway's own answers
-        return TaskRouterError(status, "http_error", message or "no body")
+        body = json.loads(raw)
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):  # the API's error shape
+        error = body["error"]
+        if isinstance(error.get("code"), str):
+            return TaskRouterError(status, error["code"], str(error.get("message", "")), **where)
+    if isinstance(body, dict) and isinstance(body.get("message"), str):  # API Gateway's own: {"message": ...}
+        return TaskRouterError(status, "http_error", body["message"], **where)
+    message = raw.decode("utf-8", errors="replace").strip()[:200]
+    return TaskRouterError(status, "http_error", message or "no body", **where)

@@ -31,7 +31,6 @@ EXPECTED_ACKNOWLEDGEMENTS = {
     "Api/Api/Default/tasks/{name}/GET": {"AwsSolutions-APIG4", "AwsSolutions-COG4"},
     "Api/Api/Default/tasks/{name}/PUT": {"AwsSolutions-COG4"},
     "Api/Api/Default/tasks/{name}/DELETE": {"AwsSolutions-COG4"},
-    "Monitoring/AlarmHandlerRole": {"AwsSolutions-IAM5[Resource::*]"},
     "Api/DefaultTasks/SeedRole": {"AwsSolutions-IAM5[Resource::*]"},
     "Api/DefaultTasks/Seed": {"AwsSolutions-L1"},
     "Api/DefaultTasks/Provider": {

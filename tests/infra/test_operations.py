@@ -83,8 +83,10 @@ def test_the_alarm_handler_is_subscribed_scheduled_and_least_privileged(stage):
     for action in ("ssm:PutParameter", "sns:Publish", "sagemaker:InvokeEndpoint", "kms:Decrypt"):
         assert by_action[action]["Resource"] != "*", action
     wildcard = {a for s in statements if s["Resource"] == "*" for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
-    # no resource-level form; DescribeAlarms shows composite alarms only when allowed on "*"
-    assert wildcard <= {"xray:PutTraceSegments", "xray:PutTelemetryRecords", "cloudwatch:DescribeAlarms"}
+    assert wildcard == set()  # no wildcard resource: X-Ray off, DescribeAlarms on the composite's children
+    children = json.dumps(by_action["cloudwatch:DescribeAlarms"]["Resource"])
+    assert "ModelLatencyP90" in children and "PrimaryFailureRate" in children and "ModelErrors" in children
+    assert handler["Properties"].get("TracingConfig", {}).get("Mode", "PassThrough") == "PassThrough"
     (subscription_props,) = [s["Properties"] for s in _resources(monitoring, "AWS::SNS::Subscription").values()
                              if s["Properties"]["Protocol"] == "lambda"]
     assert subscription_props["FilterPolicyScope"] == "MessageBody"

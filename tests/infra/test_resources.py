@@ -651,7 +651,13 @@ def test_alarms_cover_latency_errors_and_throttles_and_notify_the_topic(stage):
     assert [_alarm_metric({"Properties": a}) for a in registry_alarms] == [("AWS/Lambda", "Errors", "Sum")]
     for props in [*alarms.values(), *registry_alarms]:
         assert props["ComparisonOperator"] == "GreaterThanThreshold"
-        assert props["AlarmActions"] == [{"Ref": topic_id}]
+        assert props["AlarmActions"] == [{"Ref": topic_id}] and props["OKActions"] == [{"Ref": topic_id}]
+        assert (props["EvaluationPeriods"], props["DatapointsToAlarm"]) == (5, 3)  # 3 of 5: no page for one blip
+    # periods: a minute where the failover needs to act soon (the primary's own health), else five
+    one_minute = {"PrimaryFailure", "ModelLatency", "Invocation5XXErrors+InvocationModelErrors"}
+    for (_, metric, _), props in _all_alarms(template):
+        periods = {props["Period"]} if "Period" in props else {m["MetricStat"]["Period"] for m in props["Metrics"] if "MetricStat" in m}
+        assert periods == ({60} if metric in one_minute else {300}), (metric, periods)
 
 
 # --- scaling and rollout -----------------------------------------------------------------------

@@ -100,6 +100,7 @@ def world(monkeypatch):
         "TASKROUTER_STAGE": STAGE, "TASKROUTER_OPS_MODE_PARAMETER": f"/taskrouter/{STAGE}/ops-mode",
         "TASKROUTER_FAILOVER_STATE_PARAMETER": f"/taskrouter/{STAGE}/failover-state",
         "TASKROUTER_DEGRADED_ALARM_NAME": DEGRADED, "TASKROUTER_FAILBACK_HOLD_S": str(HOLD_S),
+        "TASKROUTER_DEGRADED_CHILD_ALARMS": ",".join(CHILDREN),
         "POWERTOOLS_METRICS_NAMESPACE": "TaskRouter", "POWERTOOLS_SERVICE_NAME": "taskrouter-alarm-handling",
     }
     for name, value in env.items():
@@ -245,14 +246,17 @@ def test_a_failed_over_router_keeps_producing_the_primarys_health_data(world, sa
     assert all(m["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "TaskRouter" for m in published)
 
 
+CHILDREN = [f"taskrouter-{STAGE}-Router-PrimaryFailureRate-Threshold", f"taskrouter-{STAGE}-SageMaker-ModelLatencyP90-base-Threshold"]
+
+
 def _cloudwatch_alarm(state: str) -> None:
-    """The composite alarm as CloudWatch reports it to DescribeAlarms. moto implements no
-    PutCompositeAlarm, so a metric alarm of the same name stands in: DescribeAlarms gives both kinds
-    the same StateValue and StateUpdatedTimestamp (botocore's CloudWatch model)."""
+    """The composite alarm's children as CloudWatch reports them to DescribeAlarms (moto): `state` on
+    the first, OK on the others."""
     cloudwatch = boto3.client("cloudwatch")
-    cloudwatch.put_metric_alarm(AlarmName=DEGRADED, MetricName="PrimaryFailure", Namespace="TaskRouter", Statistic="Average",
-                                Period=60, EvaluationPeriods=1, Threshold=0.25, ComparisonOperator="GreaterThanThreshold")
-    cloudwatch.set_alarm_state(AlarmName=DEGRADED, StateValue=state, StateReason="test")
+    for name in CHILDREN:
+        cloudwatch.put_metric_alarm(AlarmName=name, MetricName="PrimaryFailure", Namespace="TaskRouter", Statistic="Average",
+                                    Period=60, EvaluationPeriods=1, Threshold=0.25, ComparisonOperator="GreaterThanThreshold")
+        cloudwatch.set_alarm_state(AlarmName=name, StateValue=state if name == CHILDREN[0] else "OK", StateReason="test")
 
 
 def test_a_lost_ok_notification_is_put_right_by_the_tick(world):

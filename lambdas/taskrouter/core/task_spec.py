@@ -42,9 +42,15 @@ class TaskFile(BaseModel):
 
 def load_task_file(path: Path, *, updated_at: str) -> list[Task]:
     """The tasks of a JSON task file (`{"tasks": [...]}`), validated; names must be unique."""
-    specs = TaskFile.model_validate_json(path.read_bytes()).tasks
+    return parse_task_file(path.read_bytes(), path.name, updated_at=updated_at)
+
+
+def parse_task_file(raw: bytes, source: str, *, updated_at: str) -> list[Task]:
+    """A task file's bytes (from `source`, which errors name): pydantic's ValidationError for a
+    broken rule, ValueError for repeated names."""
+    specs = TaskFile.model_validate_json(raw).tasks
     names = [spec.name for spec in specs]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
-        raise ValueError(f"{path.name}: duplicate task names {duplicates}")
+        raise ValueError(f"{source}: duplicate task names {duplicates}")
     return [spec.to_task(version=1, updated_at=updated_at) for spec in specs]

@@ -45,6 +45,8 @@ OPERATIONS = Operations(
     stage=os.environ.get("TASKROUTER_STAGE", ""),
 )
 DEGRADED_ALARM = os.environ.get("TASKROUTER_DEGRADED_ALARM_NAME", "")
+# The metric alarms its rule is the OR of: their states say the composite's (see _observe)
+DEGRADED_CHILDREN = [name for name in os.environ.get("TASKROUTER_DEGRADED_CHILD_ALARMS", "").split(",") if name]
 HOLD_S = float(os.environ.get("TASKROUTER_FAILBACK_HOLD_S", failover.DEFAULT_HOLD_S))
 PROBES_PER_TICK = 3  # one slow handshake is then a third of a minute's datapoint, not all of it
 _cloudwatch = _session.create_client("cloudwatch", config=_config)
@@ -99,19 +101,23 @@ def _tick(now: float) -> dict[str, Any]:
 
 
 def _observe() -> failover.Observed:
-    """The mode parameter and the alarm's state as CloudWatch has it (DescribeAlarms)."""
+    """The mode parameter, and the composite alarm's state as its rule makes it from its children's
+    (any in ALARM: ALARM; else OK), read with DescribeAlarms on the children by name: the handler's
+    role may read them, and no composite alarm is returned to a caller not allowed every alarm."""
     mode = OPERATIONS.mode().value
+    if not DEGRADED_CHILDREN:
+        return failover.Observed(mode=mode)
     try:
-        found = _cloudwatch.describe_alarms(AlarmNames=[DEGRADED_ALARM], AlarmTypes=["CompositeAlarm", "MetricAlarm"])
+        children = _cloudwatch.describe_alarms(AlarmNames=DEGRADED_CHILDREN, AlarmTypes=["MetricAlarm"])["MetricAlarms"]
     except Exception as error:  # CloudWatch unreadable: the notifications and the hold still apply
         logger.warning("alarm state unreadable", extra={"error": type(error).__name__, "detail": str(error)[:200]})
         return failover.Observed(mode=mode)
-    alarms = [*found.get("CompositeAlarms", []), *found.get("MetricAlarms", [])]
-    if not alarms:
+    if not children:
         return failover.Observed(mode=mode)
-    alarm = alarms[0]
-    changed = alarm.get("StateTransitionedTimestamp") or alarm.get("StateUpdatedTimestamp")
-    return failover.Observed(mode=mode, alarm_state=alarm["StateValue"], alarm_changed_at=changed)
+    alarming = [c for c in children if c["StateValue"] == failover.ALARM]
+    deciding = alarming or children  # the latest change among those that make the state
+    changed = max(c.get("StateTransitionedTimestamp") or c["StateUpdatedTimestamp"] for c in deciding)
+    return failover.Observed(mode=mode, alarm_state=failover.ALARM if alarming else failover.OK, alarm_changed_at=changed)
 
 
 def _apply(outcome: failover.Outcome, cause: str) -> None:
