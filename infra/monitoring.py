@@ -260,41 +260,19 @@ class MonitoringStack(Stack):
                 )
                 for component in component_names
             ] + [
-                _alarmed(
-                    f"Model errors of {component} (4xx from the model, 5xx)",
-                    f"ModelErrors-{component.removeprefix(f'taskrouter-{stage.name}-')}",
-                    cloudwatch.MathExpression(
-                        expression="FILL(model, 0) + FILL(faults, 0)",
-                        using_metrics={
-                            key: cloudwatch.Metric(namespace="AWS/SageMaker", metric_name=name,
-                                                   dimensions_map={"InferenceComponentName": component},
-                                                   statistic="Sum", period=Duration.minutes(1))
-                            for key, name in (("model", "InvocationModelErrors"), ("faults", "Invocation5XXErrors"))
-                        },
-                        period=Duration.minutes(1),
-                        label=f"Model errors of {component}",
-                    ),
-                    above=0,
-                    runbook_slug="model-errors",
+                _component_sum(
+                    stage, component, f"Model errors of {component} (4xx from the model, 5xx)", "ModelErrors",
+                    "FILL(model, 0) + FILL(faults, 0)",
+                    {"model": "InvocationModelErrors", "faults": "Invocation5XXErrors"},
+                    Duration.minutes(1), "model-errors",
                 )
                 for component in component_names
             ] + [
-                _alarmed(
-                    f"Requests {component} refused (4xx, no-capacity aside)",
-                    f"RefusedRequests-{component.removeprefix(f'taskrouter-{stage.name}-')}",
-                    cloudwatch.MathExpression(
-                        expression="MAX([FILL(refused, 0) - FILL(asleep, 0), 0])",
-                        using_metrics={
-                            key: cloudwatch.Metric(namespace="AWS/SageMaker", metric_name=name,
-                                                   dimensions_map={"InferenceComponentName": component},
-                                                   statistic="Sum", period=Duration.minutes(5))
-                            for key, name in (("refused", "Invocation4XXErrors"), ("asleep", "NoCapacityInvocationFailures"))
-                        },
-                        period=Duration.minutes(5),
-                        label=f"Requests {component} refused",
-                    ),
-                    above=0,
-                    runbook_slug="model-requests-refused",
+                _component_sum(
+                    stage, component, f"Requests {component} refused (4xx, no-capacity aside)", "RefusedRequests",
+                    "MAX([FILL(refused, 0) - FILL(asleep, 0), 0])",
+                    {"refused": "Invocation4XXErrors", "asleep": "NoCapacityInvocationFailures"},
+                    Duration.minutes(5), "model-requests-refused",
                 )
                 for component in component_names
             ],
@@ -401,6 +379,30 @@ class MonitoringStack(Stack):
             targets=[targets.LambdaFunction(function, retry_attempts=0)],
         )
         self.alarm_handler = function
+
+
+def _component_sum(
+    stage: StageConfig, component: str, title: str, name: str, expression: str, metrics: dict[str, str],
+    period: Duration, runbook_slug: str,
+) -> CustomMetricGroup:
+    """An alarm on an expression over SageMaker's per-component counts (Sum), above zero."""
+    return _alarmed(
+        title,
+        f"{name}-{component.removeprefix(f'taskrouter-{stage.name}-')}",
+        cloudwatch.MathExpression(
+            expression=expression,
+            using_metrics={
+                key: cloudwatch.Metric(namespace="AWS/SageMaker", metric_name=metric,
+                                       dimensions_map={"InferenceComponentName": component},
+                                       statistic="Sum", period=period)
+                for key, metric in metrics.items()
+            },
+            period=period,
+            label=title,
+        ),
+        above=0,
+        runbook_slug=runbook_slug,
+    )
 
 
 def _alarmed(title: str, name: str, metric: cloudwatch.IMetric, *, above: float, runbook_slug: str) -> CustomMetricGroup:

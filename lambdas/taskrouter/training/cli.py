@@ -63,12 +63,8 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="taskrouter adapter train", description="train a routing LoRA adapter")
-    parser.add_argument("--dataset", required=True, help="labelled conversations (CONTRACT section 4)")
-    parser.add_argument("--base-model", required=True, help="a Hugging Face model id or a local folder")
-    parser.add_argument("--revision", help="the base model's commit (a hub id); recorded in the manifest")
-    parser.add_argument("--out", required=True, help="folder for the adapter, adapter.tar.gz and manifest.json")
+def add_training_options(parser: argparse.ArgumentParser) -> None:
+    """The task list and hyper-parameters, the same for `train` and `launch` (which passes them on)."""
     parser.add_argument("--tasks", default=str(DEFAULT_TASKS_FILE), help="the task list the router holds")
     parser.add_argument("--epochs", type=positive_int, default=2)
     parser.add_argument("--max-steps", type=positive_int, help="stop after this many optimizer steps")
@@ -76,6 +72,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rank", type=positive_int, default=16)
     parser.add_argument("--learning-rate", type=float, default=2e-4)
     parser.add_argument("--batch-size", type=positive_int, default=4)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="taskrouter adapter train", description="train a routing LoRA adapter")
+    parser.add_argument("--dataset", required=True, help="labelled conversations (CONTRACT section 4)")
+    parser.add_argument("--base-model", required=True, help="a Hugging Face model id or a local folder")
+    parser.add_argument("--revision", help="the base model's commit (a hub id); recorded in the manifest")
+    parser.add_argument("--out", required=True, help="folder for the adapter, adapter.tar.gz and manifest.json")
+    add_training_options(parser)
     parser.add_argument(
         "--checkpoint-dir",
         help="save the training state here every --checkpoint-every steps, and resume from it when it holds "

@@ -46,9 +46,9 @@ from pydantic import ValidationError
 
 from taskrouter.core.task_spec import load_task_file
 from taskrouter.core.validation import describe
-from taskrouter.evaluation.cli import positive_int
 from taskrouter.evaluation.dataset import DatasetError, load_dataset, turns_of
-from taskrouter.repository import DEFAULT_TASKS_FILE, ROOT
+from taskrouter.repository import ROOT
+from taskrouter.training.cli import add_training_options
 
 PROG = "taskrouter adapter launch"
 STACK = "{stage}-ModelArtifacts"
@@ -621,13 +621,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--stage", required=True, help="a stage of infra/stages.toml, deployed")
     parser.add_argument("--name", required=True, help="the adapter's name (its manifest's), e.g. sales-router-v2")
     parser.add_argument("--dataset", required=True, help="labelled conversations (CONTRACT section 4)")
-    parser.add_argument("--tasks", default=str(DEFAULT_TASKS_FILE), help="the task list the router holds")
-    parser.add_argument("--epochs", type=positive_int, default=2)
-    parser.add_argument("--max-steps", type=positive_int, help="stop after this many optimizer steps")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--rank", type=positive_int, default=16)
-    parser.add_argument("--learning-rate", type=float, default=2e-4)
-    parser.add_argument("--batch-size", type=positive_int, default=4)
+    add_training_options(parser)
     parser.add_argument("--region", help="default: the stage's")
     follow_group = parser.add_mutually_exclusive_group()
     follow_group.add_argument(
