@@ -252,6 +252,9 @@ def invoke(router_env: pytest.MonkeyPatch) -> Invoke:
     # Powertools' Logger keeps the sys.stdout of its creation (possibly another test's capture, since
     # closed): make it write to whatever sys.stdout is at the time, so capsys sees the handler's logs.
     router_handler.logger.registered_handler.setStream(_CurrentStdout())
+    # the handler's first import builds a router (the init phase) before the test's own setup: start
+    # each test from a router built on its own state
+    _clear_router_caches()
 
     def call(body: Any, *, overrides: dict[str, Any] | None = None, **kwargs: Any) -> HttpResult:
         event = route_event(body, **kwargs)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from taskrouter.core.request import Strategy
 from taskrouter.core.resilience import DEFAULT_COOLDOWN_S, DEFAULT_FAILURES, DEFAULT_WINDOW_S
-from taskrouter.core.router import Budget, RouterSettings
+from taskrouter.core.router import Budget, Explanations, RouterSettings
 
 # Bounds shared with the stage configuration (infra/config.py), in milliseconds.
 PRIMARY_TIMEOUT_MS = (10, 10_000)
@@ -25,6 +25,8 @@ DEFAULT_RETRY_AFTER_S = 2
 REGISTRY_CONNECT_TIMEOUT_S = 1
 REGISTRY_READ_TIMEOUT_S = 1
 DEFAULT_HEDGE_AFTER_MS = 150
+DEFAULT_OPENAI_MODEL = "gpt-4.1-mini"
+DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"  # the official client's, when OPENAI_BASE_URL is unset
 
 
 class SettingsError(ValueError):
@@ -60,7 +62,7 @@ class RuntimeSettings:
             table_name=cls.table_name_from_env(env),
             sagemaker_endpoint=env.get("TASKROUTER_SAGEMAKER_ENDPOINT") or None,
             sagemaker_component=env.get("TASKROUTER_SAGEMAKER_COMPONENT") or None,
-            openai_model=env.get("TASKROUTER_OPENAI_MODEL", "gpt-4.1-mini"),
+            openai_model=env.get("TASKROUTER_OPENAI_MODEL", DEFAULT_OPENAI_MODEL),
             openai_secret_arn=secret_arn,
             # Locally the official client reads OPENAI_API_KEY / OPENAI_BASE_URL itself.
             openai_configured=bool(secret_arn or env.get("OPENAI_API_KEY")),
@@ -78,8 +80,47 @@ class RuntimeSettings:
                 hedge_after_s=zero_shot.hedge_after_s,
                 retry_after_s=int(_number(env, "TASKROUTER_RETRY_AFTER_S", DEFAULT_RETRY_AFTER_S, 1, 3600)),
                 strategy_budgets=budgets,
+                explanations=_explanations(env),
             ),
         )
+
+
+def timeout_setting(kind: str, strategy: Strategy) -> str:
+    """The variable holding a strategy's `kind` ("PRIMARY" or "FALLBACK") timeout."""
+    suffix = "" if strategy is Strategy.ZERO_SHOT else f"_{strategy.value.upper()}"
+    return f"TASKROUTER_{kind}_TIMEOUT_MS{suffix}"
+
+
+def _explanations(env: Mapping[str, str]) -> Explanations:
+    """What a 503 says to change, in this environment's names (read once, at start-up)."""
+    endpoint = env.get("TASKROUTER_SAGEMAKER_ENDPOINT") or None
+    component = env.get("TASKROUTER_SAGEMAKER_COMPONENT") or None
+    base_url = env.get("OPENAI_BASE_URL") or DEFAULT_OPENAI_BASE_URL
+    if env.get("AWS_LAMBDA_FUNCTION_NAME"):  # in AWS the stack sets the key's secret
+        fallback_unset = "fallback not configured (TASKROUTER_OPENAI_SECRET_ARN unset)"
+        key_hint = "check the OpenAI key in the secret TASKROUTER_OPENAI_SECRET_ARN names"
+    else:
+        fallback_unset = (
+            "fallback not configured (set OPENAI_API_KEY, or OPENAI_BASE_URL for a local OpenAI-compatible server)"
+        )
+        key_hint = "check OPENAI_API_KEY"
+    model = env.get("TASKROUTER_OPENAI_MODEL", DEFAULT_OPENAI_MODEL)
+    return Explanations(
+        primary_not_configured="primary not configured (TASKROUTER_SAGEMAKER_ENDPOINT unset)",
+        fallback_not_configured=fallback_unset,
+        primary_location=(
+            f"SageMaker endpoint {endpoint}" + (f", component {component}" if component else "") if endpoint else None
+        ),
+        fallback_location=base_url,
+        primary_timeout_settings={strategy: timeout_setting("PRIMARY", strategy) for strategy in Strategy},
+        fallback_timeout_settings={strategy: timeout_setting("FALLBACK", strategy) for strategy in Strategy},
+        fallback_status_hints={
+            400: "does the server take response_format json_schema (structured output)?",
+            401: key_hint,
+            403: key_hint,
+            404: f"does it serve the model TASKROUTER_OPENAI_MODEL names ({model})?",
+        },
+    )
 
 
 def _required(env: Mapping[str, str], name: str) -> str:
@@ -112,10 +153,9 @@ def _budgets(env: Mapping[str, str]) -> dict[Strategy, Budget]:
     cost; their fallback starts when the primary fails or misses its deadline."""
     timeouts = {}
     for strategy, (primary_ms, fallback_ms) in DEFAULT_TIMEOUTS_MS.items():
-        suffix = "" if strategy is Strategy.ZERO_SHOT else f"_{strategy.value.upper()}"
         timeouts[strategy] = (
-            _number(env, f"TASKROUTER_PRIMARY_TIMEOUT_MS{suffix}", primary_ms, *PRIMARY_TIMEOUT_MS),
-            _number(env, f"TASKROUTER_FALLBACK_TIMEOUT_MS{suffix}", fallback_ms, *FALLBACK_TIMEOUT_MS),
+            _number(env, timeout_setting("PRIMARY", strategy), primary_ms, *PRIMARY_TIMEOUT_MS),
+            _number(env, timeout_setting("FALLBACK", strategy), fallback_ms, *FALLBACK_TIMEOUT_MS),
         )
     hedge_after_s = None
     if env.get("TASKROUTER_HEDGE_AFTER_MS", "").lower() != "off":

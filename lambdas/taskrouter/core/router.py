@@ -4,13 +4,16 @@ Policy, in order: no primary configured, the operations mode, or an open circuit
 straight to the fallback. Otherwise the primary is asked; if it has not answered after the hedge
 delay, the fallback is asked too and the first valid answer wins. A primary that fails, answers
 invalid output or misses its deadline leaves the decision to the fallback, which is retried once,
-with jitter, while its budget allows. When nothing decides, the answer is a 503 with Retry-After.
+with jitter, while its budget allows. When nothing decides, the answer is a 503 with Retry-After
+whose message says why, in the words of `Explanations` (what to set to change it); it is composed
+only then, so a decided request costs nothing more.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as futures
 import random
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -50,6 +53,23 @@ class Budget:
 
 
 @dataclass(frozen=True)
+class Explanations:
+    """How a 503 names its cause and what to change. The core knows no environment variable: the
+    adapter that reads the settings (`adapters.settings`) gives these in its own names; without them
+    the causes are still stated, only with no setting to point at."""
+
+    primary_not_configured: str = "primary not configured"
+    fallback_not_configured: str = "fallback not configured"
+    primary_location: str | None = None  # e.g. "SageMaker endpoint taskrouter-dev"
+    fallback_location: str | None = None  # e.g. "https://api.openai.com/v1"
+    # The setting that holds each strategy's timeout, e.g. "TASKROUTER_FALLBACK_TIMEOUT_MS".
+    primary_timeout_settings: Mapping[Strategy, str] = field(default_factory=dict)
+    fallback_timeout_settings: Mapping[Strategy, str] = field(default_factory=dict)
+    # What to check when the fallback answers an HTTP status, e.g. {401: "check OPENAI_API_KEY"}.
+    fallback_status_hints: Mapping[int, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class RouterSettings:
     """Read from the environment by `adapters.settings`, which holds the defaults and bounds.
 
@@ -63,6 +83,7 @@ class RouterSettings:
     hedge_after_s: float | None = None  # None: the fallback starts only once the primary failed
     fallback_retry_min_s: float = 0.5  # a retry needs at least this much of the fallback's budget
     strategy_budgets: Mapping[Strategy, Budget] = field(default_factory=dict)
+    explanations: Explanations = field(default_factory=Explanations)
 
     def budget(self, strategy: Strategy) -> Budget:
         default = Budget(self.primary_timeout_s, self.fallback_timeout_s, self.hedge_after_s)
@@ -214,7 +235,7 @@ class Router:
         """The fallback's answer; a hedged call already started counts as its first attempt."""
         fallback = self._fallback
         if fallback is None:
-            raise self._unavailable(f"primary: {reason}; no fallback is configured")
+            raise self._no_decision(prompt.strategy, budget, reason, detail, None)
         deadline = time.monotonic() + budget.fallback_timeout_s
         answer: _Attempt | None = None
         attempts = 2
@@ -226,7 +247,7 @@ class Router:
                 answer = _Attempt(failure="timeout")
         while answer is None or answer.failure is not None:
             if answer is not None and not self._may_retry(answer, attempts, deadline):
-                raise self._unavailable(f"primary: {reason}; fallback: {answer.failure}")
+                raise self._no_decision(prompt.strategy, budget, reason, detail, answer)
             if answer is not None:
                 time.sleep(random.uniform(0, _RETRY_JITTER_S))
             attempts -= 1
@@ -243,6 +264,76 @@ class Router:
 
     def _unavailable(self, message: str) -> NoBackendAvailable:
         return NoBackendAvailable(message, retry_after_s=self._settings.retry_after_s)
+
+    def _no_decision(
+        self, strategy: Strategy, budget: Budget, reason: FallbackReason, detail: str | None, fallback: _Attempt | None
+    ) -> NoBackendAvailable:
+        """The 503 when neither backend decided, its message naming each one's cause (never any
+        content of the request: backend details are status codes and exception names)."""
+        explain = self._settings.explanations
+        primary = _primary_cause(explain, strategy, budget, reason, detail)
+        if fallback is None:
+            second = explain.fallback_not_configured
+        else:
+            second = _fallback_cause(explain, strategy, budget, fallback)
+        return self._unavailable(f"no backend could decide: {primary}; {second}")
+
+
+_HTTP_STATUS = re.compile(r"(?:^|\s)([1-5][0-9]{2})$")  # a backend's detail ending in one: "openai 401"
+_STATUS_NAMES = {
+    400: "bad request", 401: "authentication error", 403: "permission denied", 404: "not found",
+    408: "request timeout", 409: "conflict", 413: "request too large", 422: "unprocessable request",
+    429: "rate limited",
+}  # fmt: skip
+
+
+def _http_status(detail: str | None) -> int | None:
+    match = _HTTP_STATUS.search(detail or "")
+    return int(match.group(1)) if match else None
+
+
+def _where(location: str | None) -> str:
+    return f" from {location}" if location else ""
+
+
+def _timed_out(who: str, timeout_s: float, setting: str | None) -> str:
+    return f"{who} timed out after {timeout_s * 1000:.0f} ms" + (f" ({setting})" if setting else "")
+
+
+def _primary_cause(
+    explain: Explanations, strategy: Strategy, budget: Budget, reason: FallbackReason, detail: str | None
+) -> str:
+    if reason == "not_configured":
+        return explain.primary_not_configured
+    if reason == "ops_mode":
+        return "primary skipped: the operations mode is openai_only"
+    if reason == "circuit_open":
+        return "primary skipped: its circuit breaker is open after repeated failures"
+    if reason == "timeout":
+        return _timed_out("primary", budget.primary_timeout_s, explain.primary_timeout_settings.get(strategy))
+    where = f" ({explain.primary_location})" if explain.primary_location else ""
+    if reason == "no_capacity":
+        return f"primary has no capacity now: scaled to zero, or starting{where}"
+    what = {"error": "failed", "throttled": "throttled", "invalid_output": "answered invalid output"}.get(reason, reason)
+    return f"primary {what}" + (f": {detail}" if detail else "") + where
+
+
+def _fallback_cause(explain: Explanations, strategy: Strategy, budget: Budget, answer: _Attempt) -> str:
+    """The fallback's last attempt, in words: an HTTP status by its name, where it came from and
+    what to check; a timeout with the setting that bounds it."""
+    where = _where(explain.fallback_location)
+    if answer.failure == "timeout":
+        return _timed_out("fallback", budget.fallback_timeout_s, explain.fallback_timeout_settings.get(strategy))
+    if answer.failure == "invalid_output":
+        return "fallback answered invalid output" + (f": {answer.detail}" if answer.detail else "")
+    status = _http_status(answer.detail)
+    if status is not None:
+        name = _STATUS_NAMES.get(status, "server error" if status >= 500 else "error")
+        hint = explain.fallback_status_hints.get(status)
+        return f"fallback failed: {name} (HTTP {status}{where}" + (f"; {hint})" if hint else ")")
+    if answer.detail == "APIConnectionError":
+        return f"fallback failed: could not connect to {explain.fallback_location or 'its server'}"
+    return "fallback failed: " + (answer.detail or answer.failure or "error")
 
 
 def _allowed_tasks(

@@ -111,7 +111,10 @@ def _record(decision: Decision, latency_ms: float) -> None:
 def _refused(error: ApiError) -> dict[str, Any]:
     refusal = "NoBackendAvailable" if isinstance(error, NoBackendAvailable) else "InvalidRequest"
     metrics.add_metric(name=refusal, unit=MetricUnit.Count, value=1)
-    logger.info("refused", extra={"status": error.status, "code": error.code, "reason": error.message})
+    # A 503's message says why no backend decided (never the conversation): the log carries the same
+    # cause, as a warning, so that an operator sees it without the client's answer.
+    log = logger.warning if isinstance(error, NoBackendAvailable) else logger.info
+    log("refused", extra={"status": error.status, "code": error.code, "reason": error.message})
     return _response(error.status, error.body(), error.headers)
 
 

@@ -12,14 +12,16 @@ Gateway answers a failed integration.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import queue
 import signal
+import sys
 import threading
 from multiprocessing.connection import Connection
 from typing import Any
 
 from taskrouter.local.apigw import LambdaContext
-from taskrouter.local.console import say
+from taskrouter.local.console import ReadableLog, say
 
 _READY = "ready"
 REGISTRY_RESOURCES = ("/tasks", "/tasks/{name}")  # the registry function's; any other path is the router's
@@ -28,6 +30,11 @@ REGISTRY_RESOURCES = ("/tasks", "/tasks/{name}")  # the registry function's; any
 def _container_main(connection: Connection) -> None:
     """A container's life: the init phase (imports, clients), then one invocation after another."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle
+    if os.environ.get("TASKROUTER_LOCAL_LOG_FORMAT", "text") != "json":
+        # Before the handlers import: their Powertools loggers take the sys.stdout of their creation.
+        # The JSON they write is what a Lambda writes; here it reaches the terminal as text.
+        metrics = os.environ.get("POWERTOOLS_METRICS_DISABLED", "").lower() not in ("true", "1")
+        sys.stdout = ReadableLog(sys.stdout, metrics=metrics)
     from taskrouter.handlers import registry, router
 
     connection.send(_READY)

@@ -173,7 +173,14 @@ def handler_class(containers: Containers, client_timeout_s: float) -> type[BaseH
             """The body; None if the client hung up or ran out of time (nobody left to answer)."""
             try:
                 body = self.rfile.read(length) if length else b""
-            except (TimeoutError, OSError):
+            except TimeoutError:
+                # The socket's own time limit (the same length) can run out just before the request's
+                # deadline fires: then the answer is given here, as the deadline would have given it.
+                if self._stop_deadline():
+                    self.send_error(HTTPStatus.REQUEST_TIMEOUT, "the request did not arrive in time")
+                self.close_connection = True
+                return None
+            except OSError:
                 body = b""
             if len(body) < length:
                 self.close_connection = True
@@ -216,7 +223,8 @@ def handler_class(containers: Containers, client_timeout_s: float) -> type[BaseH
             except ContainerFailed as failure:
                 say(f"{self.command} {path}: {failure}")
                 unavailable = RegistryUnavailableError if is_registry else NoBackendAvailable
-                return self._answer_error(unavailable("the service is unavailable", retry_after_s=DEFAULT_RETRY_AFTER_S))
+                message = f"the function's Lambda container failed: {failure}"
+                return self._answer_error(unavailable(message, retry_after_s=DEFAULT_RETRY_AFTER_S))
             payload = response.get("body") or ""
             raw = base64.b64decode(payload) if response.get("isBase64Encoded") else payload.encode("utf-8")
             headers = dict(response.get("headers") or {})

@@ -5,12 +5,16 @@ API Gateway's part is `gateway.py` (a thread and a time limit per connection, st
 the handlers run in a few Lambda containers (`containers.py`): requests are served concurrently,
 and a slow, idle or malformed client is answered (or let go) without holding up anyone else.
 
-Backends come from the environment with the Lambda's own names (CONTRACT section 3).
+Backends come from the environment with the Lambda's own names (CONTRACT section 3); every variable
+and its default is in docs/configuration.md. At start it prints a banner: the URL, which backends
+can decide (and what to set to change that), whether the API key check is on, the timeouts in force
+and where the state lives. The functions' JSON log lines are shown as text (`console.py`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import socket
@@ -18,15 +22,22 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
+from taskrouter.adapters.settings import RuntimeSettings, SettingsError
 from taskrouter.local.apigw import LambdaContext
+from taskrouter.local.console import LOG_FORMATS, banner, say
 from taskrouter.local.containers import Containers
-from taskrouter.local.console import say
 from taskrouter.local.gateway import Server, handler_class
 from taskrouter.repository import DEFAULT_TASKS_FILE, ROOT
 
 DYNALITE = ROOT / "node_modules" / ".bin" / "dynalite"
+DEFAULT_PORT = 8080
+DEFAULT_STATE_DIR = ROOT / ".local"
+# Sent as the key when OPENAI_BASE_URL names a server and OPENAI_API_KEY is unset: the `openai` client
+# refuses to start without one, and local servers (Ollama, llama.cpp, vLLM) take any.
+PLACEHOLDER_OPENAI_KEY = "unused-local-placeholder"
 
 _LOCAL_DEFAULTS = {
     "TASKROUTER_TABLE_NAME": "taskrouter-local-tasks",
@@ -37,31 +48,90 @@ _LOCAL_DEFAULTS = {
 }
 
 
+class _NotReady(BaseHTTPRequestHandler):
+    """The listening socket's handler until the containers are up (serving starts only then)."""
+
+
 def main() -> None:
+    """`make local`. A setting it cannot use, a port in use or a missing tool ends it with one line
+    on stderr and a non-zero status, not a traceback."""
+    try:
+        _serve()
+    except KeyboardInterrupt:  # Ctrl-C while starting
+        raise SystemExit(130) from None
+
+
+def _serve() -> None:
     for name, value in _LOCAL_DEFAULTS.items():
         os.environ.setdefault(name, value)
-    port = int(os.environ.get("PORT", "8080"))
-    state_dir = Path(os.environ.get("TASKROUTER_LOCAL_DIR", ROOT / ".local"))
-    containers = int(os.environ.get("TASKROUTER_LOCAL_CONTAINERS", "4"))
-    client_timeout_s = float(os.environ.get("TASKROUTER_LOCAL_CLIENT_TIMEOUT_S", "10"))
-    if containers < 1 or client_timeout_s <= 0:
-        raise SystemExit("TASKROUTER_LOCAL_CONTAINERS must be at least 1, TASKROUTER_LOCAL_CLIENT_TIMEOUT_S above 0")
+    port = _integer("PORT", DEFAULT_PORT, 0, 65535)
+    state_dir = Path(os.environ.get("TASKROUTER_LOCAL_DIR") or DEFAULT_STATE_DIR)
+    containers = _integer("TASKROUTER_LOCAL_CONTAINERS", 4, 1, 64)
+    client_timeout_s = _seconds("TASKROUTER_LOCAL_CLIENT_TIMEOUT_S", 10.0)
+    log_format = os.environ.get("TASKROUTER_LOCAL_LOG_FORMAT") or "text"
+    if log_format not in LOG_FORMATS:
+        raise SystemExit(f"TASKROUTER_LOCAL_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
+    placeholder_key = bool(os.environ.get("OPENAI_BASE_URL")) and not os.environ.get("OPENAI_API_KEY")
+    if placeholder_key:
+        os.environ["OPENAI_API_KEY"] = PLACEHOLDER_OPENAI_KEY
+    try:  # the containers read the same settings: a bad one is said here, once, not in every 503
+        settings = RuntimeSettings.from_env()
+    except SettingsError as error:
+        raise SystemExit(f"cannot start: {error} (every setting: docs/configuration.md)") from None
+    server = _listen(port)  # first: a port in use is said at once, before anything starts
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    with _registry(state_dir):
-        seeded = ensure_registry(os.environ["TASKROUTER_TABLE_NAME"], DEFAULT_TASKS_FILE)
-        if seeded:
-            say(f"registry seeded with {seeded} default tasks")
-        # The containers start once the environment is complete: they inherit it.
-        pool = Containers(containers, timeout_s=LambdaContext.timeout_s)
-        server = Server(("127.0.0.1", port), handler_class(pool, client_timeout_s))
-        say(f"TaskRouter listening on http://127.0.0.1:{server.server_port} ({containers} Lambda containers)")
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            server.server_close()
-            pool.close()
+    try:
+        with _registry(state_dir):
+            seeded = ensure_registry(os.environ["TASKROUTER_TABLE_NAME"], DEFAULT_TASKS_FILE)
+            if seeded:
+                say(f"registry seeded with {seeded} default tasks")
+            # The containers start once the environment is complete: they inherit it.
+            pool = Containers(containers, timeout_s=LambdaContext.timeout_s)
+            try:
+                server.RequestHandlerClass = handler_class(pool, client_timeout_s)
+                url = f"http://127.0.0.1:{server.server_port}"
+                lines = banner(url, settings, os.environ, state_dir, containers, placeholder_key=placeholder_key)
+                print("\n".join(lines), flush=True)
+                with contextlib.suppress(KeyboardInterrupt):
+                    server.serve_forever()
+            finally:
+                pool.close()
+    finally:
+        server.server_close()
+
+
+def _listen(port: int) -> Server:
+    """The API's socket, bound and listening; a port that cannot be had ends `make local` in one line."""
+    try:
+        return Server(("127.0.0.1", port), _NotReady)
+    except OSError as error:
+        free = _free_port()
+        if error.errno == errno.EADDRINUSE:
+            raise SystemExit(f"port {port} is in use: set PORT to a free one, e.g. PORT={free} make local") from None
+        reason = error.strerror or type(error).__name__
+        raise SystemExit(f"cannot listen on 127.0.0.1:{port} ({reason}): set PORT, e.g. PORT={free} make local") from None
+
+
+def _integer(name: str, default: int, low: int, high: int) -> int:
+    raw = os.environ.get(name) or str(default)
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise SystemExit(f"{name} must be a whole number from {low} to {high}, got {raw!r}")
+    return value
+
+
+def _seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name) or str(default)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise SystemExit(f"{name} must be a number of seconds above 0, got {raw!r}")
+    return value
 
 
 @contextlib.contextmanager
@@ -70,6 +140,8 @@ def _registry(state_dir: Path) -> Iterator[None]:
     if os.environ.get("AWS_ENDPOINT_URL_DYNAMODB"):
         yield
         return
+    if not DYNALITE.exists():
+        raise SystemExit(f"{DYNALITE.relative_to(ROOT)} not found: run `make local` (it installs it), or `npm ci`")
     # dynalite checks no signature; boto3 still wants credentials to sign with.
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
