@@ -13,7 +13,7 @@ LAMBDA_SOURCES := $(shell find lambdas -name '*.py' -not -path '*/__pycache__/*'
 help:
 	@echo "make synth  - set up, then synthesize the dev and prod stages to cdk.out/ (offline)"
 	@echo "make test   - set up, then run every test"
-	@echo "make local  - set up, then serve the API on http://127.0.0.1:\$${PORT:-8080} (CONTRACT section 3)"
+	@echo "make local  - set up, then serve the API on http://127.0.0.1:\$${PORT:-8080} (README: Running locally)"
 	@echo "make bundle - build the Lambda asset into build/lambda"
 	@echo "make clean  - remove build outputs (keeps .venv and node_modules)"
 

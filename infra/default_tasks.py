@@ -3,6 +3,8 @@ resource: in the stateless Api stack, so that the registry's stack holds its tab
 
 from __future__ import annotations
 
+import json
+
 from aws_cdk import CustomResource, Duration, RemovalPolicy, Stack, aws_dynamodb as dynamodb, aws_logs as logs, custom_resources as cr
 from constructs import Construct
 
@@ -13,15 +15,22 @@ from taskrouter.core.task_spec import load_task_file
 from taskrouter.repository import DEFAULT_TASKS_FILE
 
 
+MAX_PROPERTIES_BYTES = 32 * 1024
+
+
 class DefaultTasks(Construct):
-    """Written when this resource is created, the stage's first deploy, and never again
-    (handlers/seed_tasks.py acts on Create only): an update of the file or a later deploy changes
-    nothing. Even on Create, a name that holds a task, or held one users deleted, is left as it is, so
-    a rebuilt Api stack adds at most the default tasks that never existed."""
+    """Written into a registry that never held a task (handlers/seed_tasks.py), on the resource's
+    creation (the stage's first deploy) or its table's replacement: a registry in use is never
+    written, whatever later deploys, a rebuilt Api stack or a changed task file do."""
 
     def __init__(self, scope: Construct, construct_id: str, *, stage: StageConfig, table: dynamodb.ITable) -> None:
         super().__init__(scope, construct_id)
         tasks = load_task_file(DEFAULT_TASKS_FILE, updated_at="")
+        listed = [{"name": t.name, "description": t.description, "examples": list(t.examples)} for t in tasks]
+        # CloudFormation sends the properties twice on an update (old and new) in one request to the
+        # provider: keep them far under its limits, or the deploy fails with no clear error.
+        if len(json.dumps(listed)) > MAX_PROPERTIES_BYTES:
+            raise ValueError(f"{DEFAULT_TASKS_FILE.name}: over {MAX_PROPERTIES_BYTES} bytes of default tasks")
         function, role = bundled_function(
             self,
             stage,
@@ -32,7 +41,7 @@ class DefaultTasks(Construct):
             timeout=Duration.seconds(60),
             environment={"TASKROUTER_TABLE_NAME": table.table_name, "POWERTOOLS_SERVICE_NAME": "taskrouter-seed"},
         )
-        table.grant(role, "dynamodb:GetItem", "dynamodb:UpdateItem")
+        table.grant(role, "dynamodb:Query", "dynamodb:UpdateItem")  # is it new? then the conditional writes
         provider = cr.Provider(
             self,
             "Provider",
@@ -46,7 +55,7 @@ class DefaultTasks(Construct):
             resource_type="Custom::DefaultTasks",
             properties={
                 "TableName": table.table_name,
-                "Tasks": [{"name": t.name, "description": t.description, "examples": list(t.examples)} for t in tasks],
+                "Tasks": listed,
             },
         )
         stack = Stack.of(self)

@@ -62,6 +62,9 @@ class ModelArtifactsStack(Stack):
             enforce_ssl=True,
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
             removal_policy=stage.removal_policy,
+            # A stage not retained on delete (dev) empties its buckets on `cdk destroy`: the artifact
+            # bucket's fixed name is then free for the next deploy; prod retains both.
+            auto_delete_objects=not stage.retain_on_delete,
         )
         self.access_logs = s3.Bucket(
             self,
@@ -87,9 +90,6 @@ class ModelArtifactsStack(Stack):
             bucket_key_enabled=True,  # one data key per object batch, not a KMS call per object
             server_access_logs_bucket=self.access_logs,
             server_access_logs_prefix="artifacts/",
-            # A stage not retained on delete (dev) empties it on `cdk destroy`, so that the bucket's name,
-            # fixed, is free for the next deploy; prod retains it (README, troubleshooting).
-            auto_delete_objects=not stage.retain_on_delete,
             **common,
         )
         self.base_weights = BaseWeights(self, "BaseWeights", stage=stage, bucket=self.bucket, key=self.key)

@@ -29,11 +29,11 @@ def test_the_default_tasks_are_seeded_by_a_create_only_custom_resource(stage, mo
     from taskrouter.handlers import seed_tasks
 
     for kind in ("Update", "Delete"):  # what CloudFormation sends on later deploys and on removal
-        assert seed_tasks.on_event({"RequestType": kind, "PhysicalResourceId": "default-tasks",
-                                    "ResourceProperties": props}) == {"PhysicalResourceId": "default-tasks"}
+        assert seed_tasks.on_event({"RequestType": kind, "PhysicalResourceId": "default-tasks", "ResourceProperties": props,
+                                    "OldResourceProperties": props}) == {"PhysicalResourceId": "default-tasks"}
     seed_role = functions[seed_id]["Properties"]["Role"]["Fn::GetAtt"][0]
     statements = [s for p in _resources(registry, "AWS::IAM::Policy").values() if p["Properties"]["Roles"] == [{"Ref": seed_role}]
                   for s in p["Properties"]["PolicyDocument"]["Statement"]
                   if "dynamodb" in json.dumps(s["Action"])]
     assert {a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])} == {
-        "dynamodb:GetItem", "dynamodb:UpdateItem"}
+        "dynamodb:Query", "dynamodb:UpdateItem"}

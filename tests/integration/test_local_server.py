@@ -35,7 +35,7 @@ def _free_port() -> int:
 
 
 class LocalServer:
-    def __init__(self, state_dir: Path, openai: OpenAIDouble, **env: str) -> None:
+    def __init__(self, state_dir: Path, openai: OpenAIDouble, *, unset: tuple[str, ...] = (), **env: str) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         environment = {
@@ -49,6 +49,8 @@ class LocalServer:
             NO_PROXY="127.0.0.1,localhost",
             **env,
         )
+        for name in unset:
+            environment.pop(name, None)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "taskrouter.local.server"],
             env=environment,

@@ -1,4 +1,4 @@
-"""README.md's local sessions, run as written: `make local`'s server (as in test_local_server.py),
+"""README.md's local sessions, run as written (the server's address aside): `make local`'s server (as in test_local_server.py),
 its fallback a tiny OpenAI-compatible server of the test (OpenAIDouble) that answers like a model
 would for these turns; then the README's curl session and its command-line session, each command
 taken from the README's own code blocks, its answer compared with the README's `# {...}` line
@@ -84,13 +84,19 @@ def test_the_curl_session_answers_as_the_readme_says(local):
 
 
 def test_the_registry_sessions_run_as_written(local):
-    """The /tasks curl calls and the command line against the local server (the `--stage` lines need
-    an AWS account: tests/integration/test_client_cli.py runs them against moto)."""
+    """The /tasks curl calls, the Python client and the command line against the local server (the
+    `--stage` lines need a deployed stage; the same commands run against moto in test_client_cli.py)."""
     blocks = _blocks("## The task registry")
     curl_block = next(block for block in blocks if block.lstrip().startswith("curl"))
     for command, _ in _commands_and_answers(curl_block, "curl "):
         done = subprocess.run(["bash", "-c", command.replace(README_URL, local.url)], capture_output=True, text=True, timeout=30)
         assert done.returncode == 0, (command, done.stderr)
+        if "| head" in command:  # a listing cut short on purpose
+            assert done.stdout.startswith('{"tasks":['), done.stdout
+            continue
+        answer = json.loads(done.stdout) if done.stdout.strip() else {}
+        if "error" in answer:  # curl -s exits 0 on any status: the body tells
+            assert answer["error"]["code"] == "version_conflict" and "409" in command, (command, done.stdout)
     text = README.read_text()
     section = text[text.index("## The task registry"):]
     (snippet,) = re.findall(r"```python\n(.*?)```", section[: section.find("\n## ", 1)], flags=re.S)
@@ -109,3 +115,26 @@ def test_the_registry_sessions_run_as_written(local):
         assert done.stdout.strip(), command
         ran += 1
     assert ran >= 2
+
+
+def test_the_local_servers_steps_start_a_server_that_decides(tmp_path):
+    """The README's block for a local OpenAI-compatible server, its variables exported as written (the
+    base URL pointed at this test's tiny server, standing for Ollama), with no OPENAI_API_KEY."""
+    (block,) = [b for b in _blocks("## Running locally") if "OPENAI_BASE_URL=" in b and "make local" in b]
+    exported = dict(re.findall(r"^export (\w+)=(\S+)", block, flags=re.M))
+    assert set(exported) == {"OPENAI_BASE_URL", "TASKROUTER_OPENAI_MODEL", "TASKROUTER_FALLBACK_TIMEOUT_MS"}
+    model = OpenAIDouble()
+    model.always(_model)
+    others = {name: value for name, value in exported.items() if name != "OPENAI_BASE_URL"}  # the double's URL
+    server = LocalServer(tmp_path, model, unset=("OPENAI_API_KEY",), **others)
+    try:
+        banner = "".join(server.output)
+        assert exported["TASKROUTER_OPENAI_MODEL"] in banner and "20000" in banner, banner
+        status, decision = server.request("POST", "/route", {"conversation": [
+            {"role": "user", "content": "Can you write up the minutes of my call with Acme?"}]})
+        assert status == 200 and decision["task"] == "prepare_meeting_minutes", decision
+        (sent, *_) = model.requests
+        assert json.loads(sent.raw_body)["model"] == exported["TASKROUTER_OPENAI_MODEL"]
+    finally:
+        server.stop()
+        model.close()

@@ -1,6 +1,6 @@
-"""The default tasks' seeding (handlers/seed_tasks.py) against moto's DynamoDB: the resource's
-creation writes every default task whose name never held one; an update or a delete writes nothing;
-a task users edited or deleted is left as it is."""
+"""The default tasks' seeding (handlers/seed_tasks.py) against moto's DynamoDB: a registry that never
+held a task gets every default task when the resource is created (or its table replaced); a registry
+in use, an update or a delete get nothing."""
 
 from __future__ import annotations
 
@@ -29,14 +29,14 @@ def _event(kind: str) -> dict:
     event = {"RequestType": kind, "ResourceProperties": {"TableName": "tasks", "Tasks": TASKS}}
     if kind != "Create":
         event["PhysicalResourceId"] = "default-tasks"
+    if kind == "Update":  # CloudFormation sends the properties before the update too
+        event["OldResourceProperties"] = dict(event["ResourceProperties"])
     return event
 
 
 def test_the_first_deploy_writes_every_default_task(seeding):
     handler, store = seeding
-    assert handler.on_event(_event("Create")) == {
-        "PhysicalResourceId": "default-tasks", "Data": {"Created": len(TASKS), "Kept": 0}
-    }
+    assert handler.on_event(_event("Create")) == {"PhysicalResourceId": "default-tasks", "Data": {"Created": len(TASKS)}}
     stored = {task.name: task for task in store.list()}
     assert sorted(stored) == sorted(task["name"] for task in TASKS)
     first = TASKS[0]
@@ -50,14 +50,22 @@ def test_updates_and_deletes_of_the_resource_write_nothing(seeding):
     assert store.list() == []
 
 
-def test_a_task_users_changed_or_deleted_is_never_overwritten_nor_resurrected(seeding):
+@pytest.mark.parametrize("used", ["edited", "deleted"])
+def test_a_registry_in_use_is_never_written(seeding, used):
+    """The construct added to a stage already in use, or its stack rebuilt: a registry that holds a
+    task, or held one and had it deleted (its tombstone), is its users'."""
     handler, store = seeding
-    edited, deleted = TASKS[0]["name"], TASKS[1]["name"]
-    store.put(edited, TaskBody(description="our own wording", examples=[]), if_match=None)
-    store.put(deleted, TaskBody(description="soon gone", examples=[]), if_match=None)
-    store.delete(deleted, if_match=None)
-    result = handler.on_event(_event("Create"))  # e.g. the construct added to a stage already in use
-    assert result["Data"] == {"Created": len(TASKS) - 2, "Kept": 2}
-    names = {task.name: task for task in store.list()}
-    assert names[edited].description == "our own wording" and names[edited].version == 1
-    assert deleted not in names
+    name = TASKS[0]["name"]
+    store.put(name, TaskBody(description="our own wording", examples=[]), if_match=None)
+    if used == "deleted":
+        store.delete(name, if_match=None)
+    assert handler.on_event(_event("Create"))["Data"] == {"Created": 0}
+    tasks = store.list()
+    assert [(t.name, t.description) for t in tasks] == ([] if used == "deleted" else [(name, "our own wording")])
+
+
+def test_a_replaced_empty_table_is_seeded(seeding):
+    handler, store = seeding
+    event = {**_event("Update"), "OldResourceProperties": {"TableName": "the-old-table", "Tasks": TASKS}}
+    assert handler.on_event(event)["Data"] == {"Created": len(TASKS)}
+    assert len(store.list()) == len(TASKS)

@@ -108,6 +108,18 @@ class DynamoDBTaskStore:
                 continue
         raise WriteContention(f"task {name} kept changing under this write")
 
+    def never_held_a_task(self) -> bool:
+        """Whether the registry is new: no task, and no deleted task's tombstone either."""
+        found = self._client.query(
+            TableName=self._table,
+            KeyConditionExpression="#pk = :pk",
+            ExpressionAttributeNames={"#pk": PARTITION_KEY},
+            ExpressionAttributeValues={":pk": {"S": TASK_PARTITION}},
+            Limit=1,
+            ConsistentRead=True,
+        )
+        return not found.get("Items")
+
     def seed(self, name: str, body: TaskBody) -> Task | None:
         """Create the task only where its name never held one (no item, not even a deleted task's
         tombstone): a default task never overwrites nor resurrects what users did. The task created,

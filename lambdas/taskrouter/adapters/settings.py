@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -95,8 +96,9 @@ def _explanations(env: Mapping[str, str]) -> Explanations:
     """What a 503 says to change, in this environment's names (read once, at start-up)."""
     endpoint = env.get("TASKROUTER_SAGEMAKER_ENDPOINT") or None
     component = env.get("TASKROUTER_SAGEMAKER_COMPONENT") or None
-    base_url = env.get("OPENAI_BASE_URL") or DEFAULT_OPENAI_BASE_URL
-    if env.get("AWS_LAMBDA_FUNCTION_NAME"):  # in AWS the stack sets the key's secret
+    base_url = _without_credentials(env.get("OPENAI_BASE_URL") or DEFAULT_OPENAI_BASE_URL)
+    in_aws = bool(env.get("AWS_LAMBDA_FUNCTION_NAME"))
+    if in_aws:  # in AWS the stack sets the key's secret
         fallback_unset = "fallback not configured (TASKROUTER_OPENAI_SECRET_ARN unset)"
         key_hint = "check the OpenAI key in the secret TASKROUTER_OPENAI_SECRET_ARN names"
     else:
@@ -108,10 +110,13 @@ def _explanations(env: Mapping[str, str]) -> Explanations:
     return Explanations(
         primary_not_configured="primary not configured (TASKROUTER_SAGEMAKER_ENDPOINT unset)",
         fallback_not_configured=fallback_unset,
+        # Locally the 503 names where each backend is; in AWS its readers are API-key holders, to whom
+        # the deployment's resource names are none of their business (the stack's outputs hold them).
         primary_location=(
-            f"SageMaker endpoint {endpoint}" + (f", component {component}" if component else "") if endpoint else None
+            f"SageMaker endpoint {endpoint}" + (f", component {component}" if component else "")
+            if endpoint and not in_aws else None
         ),
-        fallback_location=base_url,
+        fallback_location=None if in_aws else base_url,
         primary_timeout_settings={strategy: timeout_setting("PRIMARY", strategy) for strategy in Strategy},
         fallback_timeout_settings={strategy: timeout_setting("FALLBACK", strategy) for strategy in Strategy},
         fallback_status_hints={
@@ -121,6 +126,15 @@ def _explanations(env: Mapping[str, str]) -> Explanations:
             404: f"does it serve the model TASKROUTER_OPENAI_MODEL names ({model})?",
         },
     )
+
+
+def _without_credentials(url: str) -> str:
+    """A URL as it may be shown: any user and password taken out."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    return urllib.parse.urlunsplit(parts._replace(netloc=host + (f":{parts.port}" if parts.port else "")))
 
 
 def _required(env: Mapping[str, str], name: str) -> str:

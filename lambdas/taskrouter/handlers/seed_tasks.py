@@ -1,7 +1,8 @@
-"""Custom resource that gives a new stage the default tasks (infra/registry.py), called by CDK's
-Provider framework. Only on the resource's creation, the stage's first deploy: an update or a delete
-of the resource writes nothing. Even then, a name that holds a task, or held one that users deleted,
-is left as it is (DynamoDBTaskStore.seed): seeding never overwrites the registry."""
+"""Custom resource that gives a new stage the default tasks (infra/default_tasks.py), called by CDK's
+Provider framework. A registry is seeded only while it has never held a task (not even a deleted
+task's tombstone): on the stage's first deploy, or when its table was replaced by a new, empty one.
+A registry in use is never written, whatever happens to this resource (added to a stage already in
+use, its stack rebuilt, the task file changed): it belongs to its users."""
 
 from __future__ import annotations
 
@@ -22,13 +23,17 @@ _client = botocore.session.get_session().create_client(
 
 
 def on_event(event: dict[str, Any], _context: Any = None) -> dict[str, Any]:
-    if event["RequestType"] != "Create":
-        return {"PhysicalResourceId": event.get("PhysicalResourceId", PHYSICAL_ID)}
     props = event["ResourceProperties"]
-    store = DynamoDBTaskStore(_client, props.get("TableName") or os.environ["TASKROUTER_TABLE_NAME"])
-    created, kept = [], []
-    for task in props["Tasks"]:
-        body = TaskBody(description=task["description"], examples=list(task.get("examples", [])))
-        (created if store.seed(task["name"], body) is not None else kept).append(task["name"])
-    print(f"default tasks: created {created}, left as they were {kept}")  # names only, never their text
-    return {"PhysicalResourceId": PHYSICAL_ID, "Data": {"Created": len(created), "Kept": len(kept)}}
+    table = props.get("TableName") or os.environ["TASKROUTER_TABLE_NAME"]
+    kind = event["RequestType"]
+    new_table = kind == "Update" and (event.get("OldResourceProperties") or {}).get("TableName") != table
+    if kind != "Create" and not new_table:
+        return {"PhysicalResourceId": event.get("PhysicalResourceId", PHYSICAL_ID)}
+    store = DynamoDBTaskStore(_client, table)
+    if not store.never_held_a_task():
+        print("default tasks: the registry is in use; nothing written")
+        return {"PhysicalResourceId": PHYSICAL_ID, "Data": {"Created": 0}}
+    created = [task["name"] for task in props["Tasks"]
+               if store.seed(task["name"], TaskBody(description=task["description"], examples=list(task.get("examples", []))))]
+    print(f"default tasks: created {created}")  # names only, never their text
+    return {"PhysicalResourceId": PHYSICAL_ID, "Data": {"Created": len(created)}}
