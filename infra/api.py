@@ -30,6 +30,7 @@ from constructs import Construct
 from infra.config import StageConfig
 from infra.default_tasks import DefaultTasks
 from infra.functions import METRICS_NAMESPACE, bundled_function
+from infra.runbook import runbook, slug
 from infra.nag import acknowledge
 from taskrouter.adapters.settings import DEFAULT_RETRY_AFTER_S
 from taskrouter.core.errors import ApiError, InvalidRequest, NoBackendAvailable, RequestTooLarge
@@ -43,7 +44,6 @@ ROUTER_SERVICE = "taskrouter-router"
 REGISTRY_SERVICE = "taskrouter-registry"
 # The alias API Gateway invokes: the version that serves, moved by a deploy (CodeDeploy in prod).
 LIVE_ALIAS = "live"
-RUNBOOK = "docs/runbook.md"
 
 
 class ApiStack(Stack):
@@ -351,12 +351,11 @@ class ApiStack(Stack):
     ) -> cloudwatch.Alarm:
         """Any count above 0 in a minute: a canary serves for minutes, one bad minute rolls it back.
         No data is no failure (a quiet canary is not a broken one)."""
-        slug = heading.lower().replace(" ", "-")
         return cloudwatch.Alarm(
             self,
             f"{function}Deploy{name}",
             alarm_name=f"taskrouter-{stage.name}-{function}-Deploy-{name}",
-            alarm_description=f"{meaning} A deployment in progress rolls back. Runbook: {RUNBOOK}#{slug}",
+            alarm_description=f"{meaning} A deployment in progress rolls back. Runbook: {runbook(slug(heading))}",
             metric=metric,
             threshold=0,
             comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,

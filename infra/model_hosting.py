@@ -22,6 +22,7 @@ from constructs import Construct
 from infra.config import AdapterManifest, ServingSettings, StageConfig
 from infra.model_artifacts import AdapterArchive, ModelArtifactsStack, artifact_bucket_name
 from infra.nag import acknowledge, as_nag_shows
+from infra.runbook import runbook
 
 VARIANT_NAME = "AllTraffic"
 
@@ -256,12 +257,12 @@ class ModelHostingStack(Stack):
             cloudwatch.Alarm(self, "RollbackOnModelErrors", metric=model_errors, threshold=0, evaluation_periods=1,
                              comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
                              treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-                             alarm_description="The base component answers errors: a rolling update rolls back. Runbook: docs/runbook.md#rolling-update-rollback"),
+                             alarm_description=f"The base component answers errors: a rolling update rolls back. Runbook: {runbook('rolling-update-rollback')}"),
             cloudwatch.Alarm(self, "RollbackOnModelLatency", metric=latency, threshold=slowest_primary_us,
                              evaluation_periods=1,
                              comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
                              treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-                             alarm_description="The base component is slower than every primary deadline: a rolling update rolls back. Runbook: docs/runbook.md#rolling-update-rollback"),
+                             alarm_description=f"The base component is slower than every primary deadline: a rolling update rolls back. Runbook: {runbook('rolling-update-rollback')}"),
         ]
         one_copy = sagemaker.CfnInferenceComponent.InferenceComponentCapacitySizeProperty(type="COPY_COUNT", value=1)
         return sagemaker.CfnInferenceComponent.InferenceComponentDeploymentConfigProperty(
@@ -344,7 +345,7 @@ class ModelHostingStack(Stack):
         no_copy = cloudwatch.Alarm(
             self,
             "BaseHasNoCopy",
-            alarm_description="A request found no copy of the base: start one (scale from zero). Runbook: docs/runbook.md#base-has-no-copy",
+            alarm_description=f"A request found no copy of the base: start one (scale from zero). Runbook: {runbook('base-has-no-copy')}",
             metric=cloudwatch.MathExpression(
                 expression=f"MAX([{', '.join(f'FILL({key}, 0)' for key in refused)}])",
                 using_metrics=refused,

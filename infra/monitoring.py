@@ -37,9 +37,9 @@ from constructs import Construct
 from infra.api import METRICS_NAMESPACE, ROUTER_SERVICE
 from infra.config import StageConfig
 from infra.functions import bundled_function
+from infra.runbook import runbook
 from taskrouter.operations.failover import DEFAULT_HOLD_S
 
-RUNBOOK = "docs/runbook.md"
 # Share of the primary's answers that failed (timeout, error, throttled, invalid output) over the
 # requests it was asked: past a quarter, the router is better served by OpenAI alone.
 PRIMARY_FAILURE_RATE_ALARM = 0.25
@@ -54,10 +54,6 @@ def primary_degraded_name(stage: StageConfig) -> str:
     """The composite alarm's name: known at synth, so the handler's subscription filters on it."""
     return f"taskrouter-{stage.name}-primary-degraded"
 
-
-def runbook(slug: str) -> str:
-    """The runbook section an alarm's description links (tests/infra/test_runbook.py holds them)."""
-    return f"{RUNBOOK}#{slug}"
 
 SAGEMAKER_MODEL_LATENCY_ALARM_US_FACTOR = 1000  # ModelLatency is published in microseconds
 # Share of decisions the fallback made (the router's `Fallback` metric is 0 or 1 per decision):
