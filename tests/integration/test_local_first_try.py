@@ -6,93 +6,34 @@ functions' log lines are text a person reads (the Lambda's JSON stays for AWS)."
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import subprocess
-import sys
-import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from .local_mode import SERVER, LocalServer, free_port as _free_port, fresh_environment as _environment
 from .servers import OpenAIDouble
 
-OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 ROUTE_BODY = {"conversation": [{"role": "user", "content": "Write up the minutes of my call with Acme"}]}
 CONTENT = "minutes of my call with Acme"  # never in a 503 or a log line
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _environment(state_dir: Path, port: int, **env: str) -> dict[str, str]:
-    """This process's environment with no AWS, TaskRouter or OpenAI setting: a fresh shell's."""
-    environment = {
-        key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "TASKROUTER_", "OPENAI_"))
-    }
-    environment.update(PORT=str(port), TASKROUTER_LOCAL_DIR=str(state_dir), NO_PROXY="127.0.0.1,localhost", **env)
-    return environment
-
-
-class Local:
-    """`make local`'s server (`python -m taskrouter.local.server`, as the Makefile runs it)."""
+class Local(LocalServer):
+    """The server with no backend of this test's unless given in `env`."""
 
     def __init__(self, state_dir: Path, **env: str) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "taskrouter.local.server"],
-            env=_environment(state_dir, self.port, **env),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: list[str] = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = self.process.stdout.readline() if self.process.stdout else ""
-            if not line and self.process.poll() is not None:
-                raise AssertionError("local server exited:\n" + "".join(self.lines))
-            self.lines.append(line)
-            if "listening on" in line:
-                break
-        self.banner = "".join(self.lines)
-        threading.Thread(target=self._drain, daemon=True).start()
+        super().__init__(state_dir, None, **env)
 
-    def _drain(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line)
+    @property
+    def lines(self) -> list[str]:
+        return self.output
 
     def route(self, body: Any = ROUTE_BODY) -> tuple[int, dict[str, Any]]:
-        request = urllib.request.Request(self.url + "/route", data=json.dumps(body).encode(), method="POST")
-        try:
-            with OPENER.open(request, timeout=20) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read())
-
-    def log_line(self, needle: str, timeout_s: float = 10) -> str:
-        """The first output line holding `needle` (log lines come a moment after the answer)."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
-                if needle in line:
-                    return line
-            time.sleep(0.05)
-        raise AssertionError(f"no line with {needle!r} in:\n" + "".join(self.lines))
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=15)
+        return self.request("POST", "/route", body)
 
 
 def _assert_readable(lines: list[str]) -> None:
@@ -205,8 +146,7 @@ def test_a_port_in_use_is_one_line_and_a_failure_status(tmp_path):
         port = taken.getsockname()[1]
         started = time.monotonic()
         result = subprocess.run(
-            [sys.executable, "-m", "taskrouter.local.server"],
-            env=_environment(tmp_path, port), capture_output=True, text=True, timeout=60,
+            SERVER, env=_environment(tmp_path, port), capture_output=True, text=True, timeout=60,
         )  # fmt: skip
     assert result.returncode != 0
     assert result.stdout == ""
@@ -230,7 +170,7 @@ def test_a_setting_it_cannot_use_is_one_line(tmp_path, env, said):
     environment = _environment(tmp_path, _free_port())
     environment.update(env)
     result = subprocess.run(
-        [sys.executable, "-m", "taskrouter.local.server"], env=environment, capture_output=True, text=True, timeout=60
+        SERVER, env=environment, capture_output=True, text=True, timeout=60
     )
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert len(result.stderr.splitlines()) == 1 and said in result.stderr, result.stderr

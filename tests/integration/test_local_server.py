@@ -9,93 +9,20 @@ import json
 import os
 import re
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import boto3
 import pytest
 
+from .local_mode import OPENER, LocalServer
 from .servers import OpenAIDouble, SageMakerRuntimeDouble
 
-OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 ROUTE_BODY = {"conversation": [{"role": "user", "content": "Write up the minutes of my call"}]}  # current_task: absent
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class LocalServer:
-    def __init__(self, state_dir: Path, openai: OpenAIDouble, *, unset: tuple[str, ...] = (), **env: str) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        environment = {
-            key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "TASKROUTER_", "OPENAI_"))
-        }
-        environment.update(
-            PORT=str(self.port),
-            TASKROUTER_LOCAL_DIR=str(state_dir),
-            OPENAI_BASE_URL=openai.base_url,
-            OPENAI_API_KEY="sk-local-test",
-            NO_PROXY="127.0.0.1,localhost",
-            **env,
-        )
-        for name in unset:
-            environment.pop(name, None)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "taskrouter.local.server"],
-            env=environment,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.output: list[str] = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = self.process.stdout.readline() if self.process.stdout else ""
-            if not line and self.process.poll() is not None:
-                raise AssertionError("local server exited:\n" + "".join(self.output))
-            self.output.append(line)
-            if "listening on" in line:
-                break
-        # Keep reading its output: a full pipe would block the server on its next log line.
-        self._drain = threading.Thread(target=self._read_output, daemon=True)
-        self._drain.start()
-        assert self.request("GET", "/health") == (200, {"status": "ok"})
-
-    def _read_output(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.output.append(line)
-
-    @property
-    def dynamodb_endpoint(self) -> str:
-        match = re.search(r"dynalite at (http://127\.0\.0\.1:\d+)", "".join(self.output))
-        assert match, self.output
-        return match.group(1)
-
-    def request(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None):
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers or {})
-        try:
-            with OPENER.open(request, timeout=10) as response:
-                raw = response.read()
-                return response.status, json.loads(raw) if raw else None
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read())
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=15)
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from .servers import OpenAIDouble, Received
-from .test_local_server import LocalServer
+from .local_mode import LocalServer
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 README_URL = "http://127.0.0.1:8080"
