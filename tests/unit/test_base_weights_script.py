@@ -14,7 +14,7 @@ import pytest
 
 from infra.base_weights import IGNORED, marker_key, staging_script
 
-SH = shutil.which("dash")  # Debian's /bin/sh; bash-only options (pipefail) stop it on the first line
+SH = shutil.which("dash") or "/bin/sh"  # CodeBuild's (and Debian's) /bin/sh is dash: bash-only options stop it
 PREFIX = "base/org/model/" + "a" * 40 + "/"
 
 
