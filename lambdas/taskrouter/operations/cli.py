@@ -64,7 +64,8 @@ def _show(ops: Operations) -> int:
         "override": state.override.__dict__ if state.override else None,
         "alarm_state": state.alarm_state,
         "alarm_changed_at": state.alarm_changed_at,
-        "pending_failback": state.pending_failback,
+        # a fail-back the hold still keeps back (applied by the handler's schedule once due)
+        "pending_failback": state.override is None and state.alarm_state == "OK" and state.mode == OpsMode.OPENAI_ONLY.value,
     }, indent=2))
     return 0
 

@@ -82,7 +82,6 @@ class FailoverState:
     mode: str = OpsMode.PRIMARY_FIRST.value  # the mode the handling last set
     mode_set_at: float | None = None  # epoch seconds
     last_alarm_at: float | None = None  # epoch seconds of the last ALARM applied: the hold counts from it too
-    pending_failback: bool = False
     override: Override | None = None
 
     def to_json(self) -> str:
@@ -128,17 +127,17 @@ def on_alarm_change(state: FailoverState, change: AlarmChange, now: float, hold_
             recorded = replace(recorded, last_alarm_at=now)
         wanted = OpsMode.OPENAI_ONLY.value if change.new_state == ALARM else OpsMode.PRIMARY_FIRST.value
         return Outcome(
-            replace(recorded, pending_failback=False), None,
+            recorded, None,
             f"alarm {change.new_state}: would set {wanted}, but the operator's override "
             f"({state.override.mode}, by {state.override.by}) stays in force",
             announce_note=True,
         )
     if change.new_state == ALARM:
-        recorded = replace(recorded, pending_failback=False, last_alarm_at=now)
+        recorded = replace(recorded, last_alarm_at=now)
         if state.mode == OpsMode.OPENAI_ONLY.value:
             return Outcome(recorded, None, "alarm again while failed over: held on OpenAI")
         return _set(recorded, OpsMode.OPENAI_ONLY, now, f"{change.alarm_name} in ALARM: {change.reason}")
-    return _fail_back_when_due(replace(recorded, pending_failback=state.mode == OpsMode.OPENAI_ONLY.value), now, hold_s)
+    return _fail_back_when_due(recorded, now, hold_s)
 
 
 @dataclass(frozen=True)
@@ -167,7 +166,7 @@ def on_tick(state: FailoverState, now: float, observed: Observed, hold_s: float 
     if state.override is not None:
         return Outcome(state, None, "; ".join([*notes, "an override is in force"]))
     if state.alarm_state == ALARM and state.mode != OpsMode.OPENAI_ONLY.value:
-        return _set(replace(state, pending_failback=False), OpsMode.OPENAI_ONLY, now, "; ".join([*notes, "the alarm is in ALARM"]))
+        return _set(state, OpsMode.OPENAI_ONLY, now, "; ".join([*notes, "the alarm is in ALARM"]))
     if state.alarm_state == OK and state.mode == OpsMode.OPENAI_ONLY.value:
         outcome = _fail_back_when_due(state, now, hold_s)
         return replace(outcome, note="; ".join([*notes, outcome.note]))
@@ -175,24 +174,24 @@ def on_tick(state: FailoverState, now: float, observed: Observed, hold_s: float 
 
 
 def set_override(state: FailoverState, mode: OpsMode, by: str, reason: str, at: str) -> FailoverState:
-    return replace(state, override=Override(mode.value, by, reason, at), pending_failback=False)
+    return replace(state, override=Override(mode.value, by, reason, at))
 
 
 def clear_override(state: FailoverState, now: float) -> tuple[FailoverState, OpsMode]:
     """Back to the alarm handling: the mode the alarm's state calls for, set now (no hold: an operator
     chose to hand back)."""
     mode = OpsMode.OPENAI_ONLY if state.alarm_state == ALARM else OpsMode.PRIMARY_FIRST
-    return replace(state, override=None, mode=mode.value, mode_set_at=now, pending_failback=False), mode
+    return replace(state, override=None, mode=mode.value, mode_set_at=now), mode
 
 
 def _fail_back_when_due(state: FailoverState, now: float, hold_s: float) -> Outcome:
     if state.mode != OpsMode.OPENAI_ONLY.value:
-        return Outcome(replace(state, pending_failback=False), None, "alarm OK: already primary_first")
+        return Outcome(state, None, "alarm OK: already primary_first")
     held = now - max(state.mode_set_at or 0.0, state.last_alarm_at or 0.0)
     if held < hold_s:
-        return Outcome(replace(state, pending_failback=True), None,
+        return Outcome(state, None,
                        f"alarm OK after {held:.0f} s on OpenAI: fail-back held until {hold_s:.0f} s")
-    return _set(replace(state, pending_failback=False), OpsMode.PRIMARY_FIRST, now,
+    return _set(state, OpsMode.PRIMARY_FIRST, now,
                 f"alarm OK and held {held:.0f} s: the primary serves again")
 
 
