@@ -92,10 +92,8 @@ class Clock:
 
 
 @pytest.fixture
-def world(monkeypatch):
+def world(monkeypatch, fake_aws_credentials):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.setenv(name, "testing")
     env = {
         "TASKROUTER_STAGE": STAGE, "TASKROUTER_OPS_MODE_PARAMETER": f"/taskrouter/{STAGE}/ops-mode",
         "TASKROUTER_FAILOVER_STATE_PARAMETER": f"/taskrouter/{STAGE}/failover-state",

@@ -13,10 +13,8 @@ from taskrouter.cli import main
 
 
 @pytest.fixture
-def deployed(monkeypatch):
+def deployed(monkeypatch, fake_aws_credentials):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.setenv(name, "testing")
     with mock_aws():
         ssm, sns, sqs = boto3.client("ssm"), boto3.client("sns"), boto3.client("sqs")
         ssm.put_parameter(Name="/taskrouter/qa/ops-mode", Value="primary_first", Type="String")

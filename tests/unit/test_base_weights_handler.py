@@ -26,10 +26,8 @@ PROPS = {
 
 
 @pytest.fixture
-def handler(monkeypatch):
+def handler(monkeypatch, fake_aws_credentials):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.setenv(name, "testing")
     with mock_aws():
         from taskrouter.handlers import base_weights
 
