@@ -1,38 +1,35 @@
 """`taskrouter review` in a real browser (Debian's headless Chromium, driven by Playwright): edits
-made on the page are in the reviewed file at once and survive a reload; the original is untouched."""
+made on the page are in the reviewed file at once and survive a reload; the original is untouched; a
+copy changed on disk is told on the page, never written over; labels the task file lacks are flagged,
+never offered; no other page can frame the review."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from taskrouter.review.server import make_server
 from taskrouter.review.store import ReviewStore
 
-ROOT = Path(__file__).resolve().parents[2]
+from .reviewing import TASKS, example_copy, ids, reviewed, serving
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
     "--disable-background-networking", "--disable-component-update",
 ]  # fmt: skip
-TASKS = [t["name"] for t in json.loads((ROOT / "tasks" / "default_tasks.json").read_text())["tasks"]]
 
 
 @pytest.fixture
 def reviewing(tmp_path):
-    source = tmp_path / "set.jsonl"
-    shutil.copy(ROOT / "datasets" / "example.jsonl", source)
+    source = example_copy(tmp_path)
     store = ReviewStore(source, TASKS)
-    server = make_server(store)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield source, store, f"http://127.0.0.1:{server.server_port}/"
-    server.shutdown()
-    server.server_close()
+    with serving(store) as server:
+        yield source, store, server.url
 
 
 @pytest.fixture
@@ -45,10 +42,6 @@ def page():
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         yield browser.new_page()
         browser.close()
-
-
-def reviewed(store: ReviewStore) -> list[dict]:
-    return [json.loads(line) for line in store.reviewed.read_text().splitlines()]
 
 
 def test_edits_are_saved_at_once_and_survive_a_reload(reviewing, page):
@@ -101,38 +94,77 @@ def test_edits_are_saved_at_once_and_survive_a_reload(reviewing, page):
     assert source.read_bytes() == original  # the original is never written
 
 
-def test_an_edit_without_the_page_token_is_refused(reviewing):
-    import urllib.error
-    import urllib.request
-
+def test_another_page_cannot_frame_the_review(reviewing, page):
+    """A page on another local port frames the review under a lure: one click would remove a
+    conversation. The browser refuses to show the review in any frame."""
     _, store, url = reviewing
-    request = urllib.request.Request(
-        url + "api/remove", data=b'{"id": "linkedin-start"}', method="POST", headers={"Content-Type": "application/json"}
-    )
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        opener.open(request, timeout=10)
-    assert refused.value.code == 403
-    assert "linkedin-start" in [c["id"] for c in reviewed(store)]
-    request = urllib.request.Request(url, headers={"Host": "attacker.example:80"})  # DNS rebinding
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        opener.open(request, timeout=10)
-    assert refused.value.code == 403
+
+    class Lure(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            body = f'<p>win a prize: click the button</p><iframe src="{url}" width="900" height="400"></iframe>'.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    lure = ThreadingHTTPServer(("127.0.0.1", 0), Lure)
+    threading.Thread(target=lure.serve_forever, daemon=True).start()
+    try:
+        page.goto(f"http://127.0.0.1:{lure.server_port}/", wait_until="load")  # the frame's load included
+        (framed,) = page.main_frame.child_frames
+        assert framed.query_selector("#remove") is None
+        assert framed.query_selector("#messages") is None
+    finally:
+        lure.shutdown()
+        lure.server_close()
+    assert len(reviewed(store)) == 43
 
 
-def test_the_store_refuses_what_is_not_a_label(tmp_path):
-    source = tmp_path / "set.jsonl"
-    shutil.copy(ROOT / "datasets" / "example.jsonl", source)
+def test_the_page_says_the_copy_changed_on_disk_and_writes_nothing(reviewing, page):
+    source, store, url = reviewing
+    page.goto(url)
+    page.wait_for_selector("text=1 / 43")
+    first = page.text_content("#conversation-id")
+    ReviewStore(source, TASKS).remove("linkedin-start")  # a second review of the same file, meanwhile
+
+    with page.expect_response("**/api/remove") as answer:
+        page.keyboard.press("x")
+    assert answer.value.status == 409
+    page.wait_for_selector("#notice >> text=changed on disk")
+    assert page.is_visible("#notice")
+    page.wait_for_selector("text=1 / 42")  # the page shows the copy as it is now
+    assert page.text_content("#conversation-id") == first  # nothing removed here
+    assert first in ids(reviewed(store)) and "linkedin-start" not in ids(reviewed(store))
+
+    with page.expect_response("**/api/remove") as answer:  # an edit on the view shown now is saved
+        page.keyboard.press("x")
+    assert answer.value.ok
+    assert first not in ids(reviewed(store)) and "linkedin-start" not in ids(reviewed(store))
+
+
+def test_a_label_the_task_file_lacks_is_flagged_and_never_offered(tmp_path, page):
+    source = example_copy(tmp_path)
+    lines = source.read_text().splitlines(keepends=True)
+    source.write_text("".join(
+        line.replace('"prepare_linkedin_post"', '"ghost_task"') if '"linkedin-start"' in line else line for line in lines
+    ))  # fmt: skip
     store = ReviewStore(source, TASKS)
-    with pytest.raises(ValueError, match="not a task"):
-        store.set_label("linkedin-start", 0, "hack")
-    with pytest.raises(ValueError, match="not a labelled user turn"):
-        store.set_label("minutes-typo-continue", 1, None)  # an assistant message
-    with pytest.raises(ValueError, match="no conversation"):
-        store.remove("absent")
-    with pytest.raises(ValueError, match="another file"):
-        ReviewStore(source, TASKS, reviewed=source)
-    again = ReviewStore(source, TASKS)  # a second start reads the reviewed copy, not the original
-    store.remove("linkedin-start")
-    assert "linkedin-start" not in [c["id"] for c in ReviewStore(source, TASKS).state()["conversations"]]
-    assert "linkedin-start" in [c["id"] for c in again.state()["conversations"]]  # (its own, older view)
+    with serving(store) as server:
+        page.goto(server.url + "#linkedin-start")
+        page.wait_for_selector("#conversation-id >> text=linkedin-start")
+        assert page.is_visible(".label.unknown")
+        assert "ghost_task" in page.text_content("#notice")
+        select = 'select[aria-label="task of message 0"]'
+        assert page.input_value(select) == "ghost_task"  # shown as it is
+        assert page.eval_on_selector(f'{select} option[value="ghost_task"]', "option => option.disabled")
+        offered = page.eval_on_selector_all(f"{select} option:not([disabled])", "options => options.map(o => o.value)")
+        assert offered == ["", *TASKS]
+
+        with page.expect_response("**/api/label"):
+            page.keyboard.press("4")  # the fourth task of the task file, whatever the dataset holds
+        assert reviewed(store)[ids(reviewed(store)).index("linkedin-start")]["messages"][0]["expect"]["task"] == TASKS[3]
+        page.wait_for_selector(".label:not(.unknown)")

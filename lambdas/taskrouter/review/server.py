@@ -4,8 +4,9 @@ for another look, remove. Every edit is saved at once in the reviewed copy (`sto
 
     taskrouter review FILE.jsonl [--tasks FILE] [--port P] [--reviewed FILE]
 
-The page's edits carry a token that only the page knows, so another site open in the same browser
-cannot post edits to this loopback server.
+Only the page itself may edit: an edit carries a token that only the page knows and must come from
+the page's own origin, and no other page may frame the review (a framed page can be clicked through
+a lure). docs/review.md tells the whole of it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import json
 import secrets
 import sys
+from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -22,12 +24,56 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from taskrouter.cli import _Parser
+from taskrouter.core.errors import ApiError, InvalidRequest, NotFound, RequestTooLarge
 from taskrouter.core.task_spec import load_task_file
 from taskrouter.core.validation import describe
-from taskrouter.review.store import ReviewStore
 from taskrouter.repository import DEFAULT_TASKS_FILE
+from taskrouter.review.store import ChangedOnDisk, ReviewError, ReviewStore
 
 MAX_EDIT_BYTES = 64 * 1024
+# On every answer: no page of another origin may frame it, sniff it into another type, or learn its URL.
+SECURITY_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+DATA_POLICY = "default-src 'none'; frame-ancestors 'none'"
+
+
+def page_policy(nonce: str) -> str:
+    """The page runs its own inline script and style (tagged with the nonce of this answer), nothing else."""
+    return (
+        f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; connect-src 'self'; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+
+
+class Forbidden(ApiError):
+    status = 403
+    code = "forbidden"
+
+
+class EditConflict(ApiError):
+    status = 409
+    code = "conflict"
+
+
+class NotSaved(ApiError):
+    status = 500
+    code = "not_saved"
+
+
+class ReviewServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A request that failed midway: one line, never a traceback; nothing for a client that left."""
+        error = sys.exc_info()[1]
+        if not isinstance(error, ConnectionError):
+            print(f"taskrouter review: a request failed: {error!r}", file=sys.stderr)
 
 
 def make_server(store: ReviewStore, port: int = 0) -> ThreadingHTTPServer:
@@ -41,99 +87,188 @@ def make_server(store: ReviewStore, port: int = 0) -> ThreadingHTTPServer:
         disable_nagle_algorithm = True
         timeout = 30
 
-        def _local_host(self) -> bool:
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            self._answer(self._get)
+
+        def do_POST(self) -> None:  # noqa: N802
+            self._answer(self._post)
+
+        def _answer(self, handle: Callable[[], None]) -> None:
+            try:
+                handle()
+            except ApiError as error:
+                self._json(HTTPStatus(error.status), error.body())
+
+        def _get(self) -> None:
+            self._require_local_host()
+            if self.path == "/":
+                nonce = secrets.token_urlsafe(16)
+                body = page.replace("__CSP_NONCE__", nonce).encode()
+                return self._send(HTTPStatus.OK, body, "text/html; charset=utf-8", page_policy(nonce))
+            if self.path == "/api/state":
+                return self._json(HTTPStatus.OK, _from_store(store.state))
+            raise NotFound("no such page")
+
+        def _post(self) -> None:
+            self._require_local_host()
+            self._require_same_origin()
+            if self.headers.get("X-Review-Token") != token:
+                raise Forbidden("this page's token is missing")
+            edit = self._read_edit()
+            if self.path == "/api/label":
+                task = _field(edit, "task", (str, type(None)), "a task name or null")
+                self._json(HTTPStatus.OK, _from_store(store.set_label, _field(edit, "id"), _field(edit, "index", (int,)), task))
+            elif self.path == "/api/flag":
+                _from_store(store.set_flag, _field(edit, "id"), _field(edit, "flagged", (bool,), "true or false"))
+                self._json(HTTPStatus.OK, {"saved": True})
+            elif self.path == "/api/remove":
+                _from_store(store.remove, _field(edit, "id"))
+                self._json(HTTPStatus.OK, {"saved": True})
+            else:
+                raise NotFound("no such edit")
+
+        def _require_local_host(self) -> None:
             """The page and its data only for this loopback address: a page of another site whose
             name resolves here (DNS rebinding) sends its own name as Host."""
             port = self.server.server_address[1]
-            return self.headers.get("Host") in (f"127.0.0.1:{port}", f"localhost:{port}")
+            if self.headers.get("Host") not in (f"127.0.0.1:{port}", f"localhost:{port}"):
+                raise Forbidden("ask by 127.0.0.1 or localhost")
 
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-            if not self._local_host():
-                return self._json(HTTPStatus.FORBIDDEN, {"error": "ask by 127.0.0.1 or localhost"})
-            if self.path == "/":
-                return self._send(HTTPStatus.OK, page.encode(), "text/html; charset=utf-8")
-            if self.path == "/api/state":
-                return self._json(HTTPStatus.OK, store.state())
-            return self._json(HTTPStatus.NOT_FOUND, {"error": "no such page"})
+        def _require_same_origin(self) -> None:
+            """Edits from the page's own origin only. A page on another port of this host is the same
+            site (Sec-Fetch-Site: same-site) but not the same origin; clients other than browsers
+            send neither header, and still need the token."""
+            origin, site = self.headers.get("Origin"), self.headers.get("Sec-Fetch-Site")
+            if (origin is not None and origin != f"http://{self.headers['Host']}") or site not in (None, "same-origin"):
+                raise Forbidden(f"an edit from another origin ({origin or site}) is refused: edit on the review page")
 
-        def do_POST(self) -> None:  # noqa: N802
-            if not self._local_host() or self.headers.get("X-Review-Token") != token:
-                return self._json(HTTPStatus.FORBIDDEN, {"error": "this page's token is missing"})
+        def _read_edit(self) -> dict[str, Any]:
             length = self.headers.get("Content-Length", "")
-            if not length.isascii() or not length.isdigit() or int(length) > MAX_EDIT_BYTES:
+            if not length.isascii() or not length.isdigit():
+                self.close_connection = True  # the body's end is unknown
+                raise InvalidRequest("an edit is a JSON body with a Content-Length")
+            if int(length) > MAX_EDIT_BYTES:
                 self.close_connection = True
-                return self._json(HTTPStatus.BAD_REQUEST, {"error": "a JSON body with a Content-Length"})
+                raise RequestTooLarge(f"an edit is at most {MAX_EDIT_BYTES} bytes")
             try:
-                edit: dict[str, Any] = json.loads(self.rfile.read(int(length)))
-                if self.path == "/api/label":
-                    return self._json(HTTPStatus.OK, store.set_label(_text(edit, "id"), _whole(edit, "index"), edit["task"]))
-                if self.path == "/api/flag":
-                    store.set_flag(_text(edit, "id"), _boolean(edit, "flagged"))
-                elif self.path == "/api/remove":
-                    store.remove(_text(edit, "id"))
-                else:
-                    return self._json(HTTPStatus.NOT_FOUND, {"error": "no such edit"})
-            except (ValueError, KeyError, TypeError) as error:  # ReviewError included
-                return self._json(HTTPStatus.BAD_REQUEST, {"error": str(error)})
-            except OSError as error:  # the reviewed copy could not be written: the edit is not made
-                return self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"not saved: {error}"})
-            self._json(HTTPStatus.OK, {"saved": True})
+                edit = json.loads(self.rfile.read(int(length)))
+            except (ValueError, RecursionError) as error:  # RecursionError: nested deeper than the parser goes
+                raise InvalidRequest(f"the body is not JSON the server reads: {error}") from None
+            if not isinstance(edit, dict):
+                raise InvalidRequest("the body must be a JSON object")
+            return edit
+
+        def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+            """http.server's own answers (a request line it cannot read, a method with no do_*): the
+            same error shape and headers as every other answer."""
+            self.close_connection = True
+            status = HTTPStatus(code)
+            name = "invalid_request" if status == HTTPStatus.BAD_REQUEST else status.phrase.lower().replace(" ", "_")
+            self._json(status, {"error": {"code": name, "message": message or status.phrase}})
 
         def _json(self, status: HTTPStatus, body: Any) -> None:
             self._send(status, json.dumps(body, ensure_ascii=False).encode(), "application/json")
 
-        def _send(self, status: HTTPStatus, body: bytes, content_type: str) -> None:
+        def _send(self, status: HTTPStatus, body: bytes, content_type: str, policy: str = DATA_POLICY) -> None:
             self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
+            headers = {"Content-Type": content_type, "Content-Length": str(len(body)), "Content-Security-Policy": policy}
+            for name, value in (headers | SECURITY_HEADERS).items():
+                self.send_header(name, value)
             self.end_headers()
-            self.wfile.write(body)
+            if self.command != "HEAD":
+                self.wfile.write(body)
 
         def log_message(self, format: str, *args: Any) -> None:
             pass  # the page's own requests: nothing to tell the reviewer
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    server.daemon_threads = True
-    return server
+    return ReviewServer(("127.0.0.1", port), Handler)
 
 
-def _text(edit: dict[str, Any], key: str) -> str:
-    if not isinstance(edit[key], str):
-        raise TypeError(f"{key} must be a string")
+def _from_store(call: Callable[..., Any], *args: Any) -> Any:
+    """A store call, its errors as answers: a file changed on disk (409), an edit that does not apply
+    (400), a write the disk refused (500: the edit is not made, in memory either)."""
+    try:
+        return call(*args)
+    except ChangedOnDisk as error:
+        raise EditConflict(str(error)) from None
+    except ReviewError as error:
+        raise InvalidRequest(str(error)) from None
+    except OSError as error:
+        raise NotSaved(f"not saved: {error}") from None
+
+
+def _field(edit: dict[str, Any], key: str, kinds: tuple[type, ...] = (str,), what: str = "") -> Any:
+    if key not in edit:
+        raise InvalidRequest(f"{key} is missing")
+    if type(edit[key]) not in kinds:  # exactly: true is no index
+        raise InvalidRequest(f"{key} must be {what or ' or '.join(kind.__name__ for kind in kinds)}")
     return edit[key]
 
 
-def _whole(edit: dict[str, Any], key: str) -> int:
-    if not isinstance(edit[key], int) or isinstance(edit[key], bool):
-        raise TypeError(f"{key} must be an integer")
-    return edit[key]
+def port_number(value: str) -> int:
+    if not value.isascii() or not value.isdigit() or int(value) > 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is no port: give 0 (any free one) to 65535")
+    return int(value)
 
 
-def _boolean(edit: dict[str, Any], key: str) -> bool:
-    if not isinstance(edit[key], bool):
-        raise TypeError(f"{key} must be true or false")
-    return edit[key]
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="taskrouter review", description="review a labelled dataset in a browser (docs/review.md)")
+    parser.add_argument("file", metavar="FILE", help="the dataset to review (JSONL); it is never written")
+    parser.add_argument("--tasks", default=str(DEFAULT_TASKS_FILE), help="the task file whose names a label may take")
+    parser.add_argument("--reviewed", help="the reviewed copy (default: FILE.reviewed.jsonl beside it)")
+    parser.add_argument("--port", type=port_number, default=0, help="the loopback port (default: any free one)")
+    return parser
+
+
+def _path_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with a path given, naming its flag and what to give instead; None: nothing."""
+    for flag, path, wanted in (
+        ("FILE", Path(args.file), "a JSONL dataset, e.g. datasets/example.jsonl"),
+        ("--tasks", Path(args.tasks), "a JSON task file, e.g. tasks/default_tasks.json"),
+    ):
+        if path.is_dir():
+            return f"{flag} {path}: a folder; give {wanted}"
+        if not path.is_file():
+            return f"{flag} {path}: no such file; give {wanted}"
+    if args.reviewed and Path(args.reviewed).is_dir():
+        return f"--reviewed {args.reviewed}: a folder; give the file to write the reviewed copy to (JSONL)"
+    return None
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="taskrouter review", description="review a labelled dataset in a browser")
-    parser.add_argument("file", help="the dataset to review (JSONL); it is never written")
-    parser.add_argument("--tasks", default=str(DEFAULT_TASKS_FILE), help="the task file whose names a label may take")
-    parser.add_argument("--reviewed", help="the reviewed copy (default: FILE.reviewed.jsonl beside it)")
-    parser.add_argument("--port", type=int, default=0, help="the loopback port (default: any free one)")
-    args = parser.parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as done:  # --help (0), or a usage error already printed on one line (2)
+        return done.code if isinstance(done.code, int) else 0
+    problem = _path_problem(args)
+    if problem:
+        print(f"taskrouter review: {problem}", file=sys.stderr)
+        return 1
     try:
         tasks = [task.name for task in load_task_file(Path(args.tasks), updated_at="")]
-        store = ReviewStore(Path(args.file), tasks, Path(args.reviewed) if args.reviewed else None)
     except ValidationError as error:
-        print(f"taskrouter review: {args.tasks}: {describe(error)}", file=sys.stderr)
+        print(f"taskrouter review: --tasks {args.tasks}: {describe(error)}", file=sys.stderr)
         return 1
+    except (OSError, ValueError) as error:
+        print(f"taskrouter review: --tasks {args.tasks}: {error}", file=sys.stderr)
+        return 1
+    try:
+        store = ReviewStore(Path(args.file), tasks, Path(args.reviewed) if args.reviewed else None)
     except (OSError, ValueError) as error:  # DatasetError and ReviewError among them
         print(f"taskrouter review: {error}", file=sys.stderr)
         return 1
-    server = make_server(store, args.port)
+    try:
+        server = make_server(store, args.port)
+    except OSError as error:
+        print(
+            f"taskrouter review: --port {args.port}: {error.strerror or error}; choose another port, "
+            "or leave --port out for any free one",
+            file=sys.stderr,
+        )
+        return 1
     print(f"reviewing {args.file}; edits saved to {store.reviewed}", flush=True)
+    for notice in store.state()["notices"]:
+        print(f"note: {notice}", flush=True)
     print(f"open http://127.0.0.1:{server.server_port}/  (Ctrl-C to stop)", flush=True)
     try:
         server.serve_forever()
