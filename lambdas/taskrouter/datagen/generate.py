@@ -13,19 +13,17 @@ and, from a deterministic server, the same file.
 
 from __future__ import annotations
 
-import concurrent.futures
+import asyncio
 import json
 import random
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from taskrouter.core.events import derive_event
 from taskrouter.core.tasks import Task
 from taskrouter.evaluation.dataset import Conversation, as_json
-from taskrouter.evaluation.files import write_atomically
 
 SCENARIOS = ("start", "continue", "switch", "end", "none")
 NEAR_DUPLICATE = 0.8
@@ -165,43 +163,75 @@ class Outcome:
     unusable: int = 0  # answers that did not follow the plan, twice
     failed: int = 0  # plans whose model calls failed (the first error kept, to tell)
     first_error: str | None = None
+    timed_out: int = 0  # of the failed: a request that got no whole answer within its deadline
+    unfinished: int = 0  # plans the run's deadline cut off, asked or not
 
 
-def generate(
+Complete = Callable[[list[dict[str, str]], dict[str, Any], int], Awaitable[str | None]]
+
+
+class RequestTimedOut(Exception):
+    """A request to the model that got no whole answer within its deadline."""
+
+
+async def generate(
     plans_: Sequence[Plan],
     tasks: Sequence[Task],
-    complete: Callable[[list[dict[str, str]], dict[str, Any], int], str | None],
+    complete: Complete,
     *,
+    request_timeout_s: float,
+    deadline_s: float | None = None,
     concurrency: int = 4,
     on_done: Callable[[], None] = lambda: None,
 ) -> Outcome:
-    """Ask `complete(messages, schema, seed)` (the model's JSON text; None for a refusal) for each
-    plan; keep what follows its plan and is no near-duplicate of a conversation kept before it (in
-    plan order). A failing call costs its plan only: the others are kept."""
+    """Ask `await complete(messages, schema, seed)` (the model's JSON text; None for a refusal) for
+    each plan; keep what follows its plan and is no near-duplicate of a conversation kept before it
+    (in plan order). A failing call costs its plan only: the others are kept.
 
-    def write(plan: Plan) -> Conversation | Exception | None:
+    Each call has `request_timeout_s` in all, however its answer arrives: an HTTP client's timeout
+    bounds each read, which a server sending a byte now and then never exceeds. The run has
+    `deadline_s`: then the plans not done are cancelled and counted `unfinished`, and what the done
+    ones gave is kept as usual."""
+    slots = asyncio.Semaphore(concurrency)
+
+    async def ask(plan: Plan, attempt: int) -> str | None:
+        try:
+            async with asyncio.timeout(request_timeout_s):
+                return await complete(request_messages(plan, tasks), _SCHEMA, plan.seed + attempt)
+        except TimeoutError:
+            raise RequestTimedOut(f"no whole answer within {request_timeout_s:g} s") from None
+
+    async def write(plan: Plan) -> Conversation | Exception | None:
         try:
             for attempt in range(_MAX_TRIES):
                 try:
-                    answer = json.loads(complete(request_messages(plan, tasks), _SCHEMA, plan.seed + attempt) or "")
+                    answer = json.loads(await ask(plan, attempt) or "")
                 except ValueError:
                     continue
                 conversation = labelled(plan, answer.get("messages") if isinstance(answer, dict) else None)
                 if conversation is not None:
                     return conversation
             return None
-        except Exception as error:  # the model's server refused or failed: this plan is lost, not the run
+        except Exception as error:  # the model's server refused, failed or stalled: this plan is lost, not the run
             return error
-        finally:
-            on_done()
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="generate") as pool:
-        written = list(pool.map(write, plans_))  # in plan order, whatever finished first
-    outcome = Outcome(kept=[])
+    async def write_in_turn(plan: Plan) -> Conversation | Exception | None:
+        async with slots:
+            written = await write(plan)
+        on_done()  # not for a plan the deadline cancels
+        return written
+
+    running = [asyncio.create_task(write_in_turn(plan)) for plan in plans_]
+    done, cut = await asyncio.wait(running, timeout=deadline_s) if running else (set(), set())
+    for task in cut:
+        task.cancel()
+    await asyncio.gather(*cut, return_exceptions=True)  # each closes its connection before the run ends
+    outcome = Outcome(kept=[], unfinished=len(cut))
     fingerprints: list[set[tuple[str, ...]]] = []
-    for conversation in written:
+    for conversation in (task.result() for task in running if task in done):  # in plan order
         if isinstance(conversation, Exception):
             outcome.failed += 1
+            outcome.timed_out += isinstance(conversation, RequestTimedOut)
             outcome.first_error = outcome.first_error or f"{type(conversation).__name__}: {conversation}"
             continue
         if conversation is None:
@@ -216,5 +246,5 @@ def generate(
     return outcome
 
 
-def write_jsonl(conversations: Sequence[Conversation], path: Path) -> None:
-    write_atomically(path, "".join(json.dumps(as_json(c), ensure_ascii=False) + "\n" for c in conversations))
+def as_jsonl(conversations: Sequence[Conversation]) -> str:
+    return "".join(json.dumps(as_json(c), ensure_ascii=False) + "\n" for c in conversations)
