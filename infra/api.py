@@ -32,7 +32,7 @@ from infra.default_tasks import DefaultTasks
 from infra.functions import METRICS_NAMESPACE, bundled_function
 from infra.runbook import runbook, slug
 from infra.nag import acknowledge
-from taskrouter.adapters.settings import DEFAULT_RETRY_AFTER_S
+from taskrouter.adapters.settings import DEFAULT_RETRY_AFTER_S, SERVING_MAX_TOKENS
 from taskrouter.core.errors import ApiError, InvalidRequest, NoBackendAvailable, RequestTooLarge
 from taskrouter.core.request import RouteRequest
 from taskrouter.core.task_spec import TaskBody
@@ -57,10 +57,14 @@ class ApiStack(Stack):
         openai_secret: secretsmanager.ISecret,
         ops_mode: ssm.IStringParameter,
         endpoint_arn: str,
+        serving_max_tokens: int,
         **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         retention = stage.log_retention
+        # The endpoint's serving length: the router fits, and the registry bounds, the task catalogue
+        # to the budget derived from it (taskrouter.core.catalogue).
+        serving = {SERVING_MAX_TOKENS: str(serving_max_tokens)}
 
         self.router, router_role = self._function(
             stage,
@@ -82,6 +86,7 @@ class ApiStack(Stack):
                 "TASKROUTER_DEFAULT_STRATEGY": stage.default_strategy.value,
                 "TASKROUTER_HEDGE_AFTER_MS": str(stage.hedge_after_ms) if stage.hedge_after_ms is not None else "off",
                 "TASKROUTER_OPS_MODE_PARAMETER": ops_mode.parameter_name,
+                **serving,
                 "POWERTOOLS_SERVICE_NAME": ROUTER_SERVICE,
             },
         )
@@ -105,7 +110,11 @@ class ApiStack(Stack):
             memory_size=512,
             # the worst write against a hung DynamoDB ends in a 503 within it (handlers/registry.py)
             timeout=Duration.seconds(20),
-            environment={"TASKROUTER_TABLE_NAME": table.table_name, "POWERTOOLS_SERVICE_NAME": REGISTRY_SERVICE},
+            environment={
+                "TASKROUTER_TABLE_NAME": table.table_name,
+                **serving,
+                "POWERTOOLS_SERVICE_NAME": REGISTRY_SERVICE,
+            },
         )
         table.grant(registry_role, "dynamodb:Query", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem")
         DefaultTasks(self, "DefaultTasks", stage=stage, table=table)  # a new stage starts with them

@@ -19,12 +19,14 @@ from taskrouter.adapters.settings import (
     REGISTRY_CONNECT_TIMEOUT_S,
     REGISTRY_READ_TIMEOUT_S,
 )
+from taskrouter.core.catalogue import catalogue_budget, catalogue_bytes
 from taskrouter.core.request import Strategy
+from taskrouter.core.task_spec import load_task_file
+from taskrouter.repository import DEFAULT_TASKS_FILE, SERVING_FILE
 from taskrouter.core.validation import field_path
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGES_FILE = ROOT / "infra" / "stages.toml"
-SERVING_FILE = ROOT / "model_artifacts" / "serving.json"
 
 # The retentions CloudWatch Logs accepts, in days.
 _RETENTIONS = logs.RetentionDays
@@ -372,6 +374,11 @@ class ServingSettings(_Strict):
     container_startup_health_check_timeout_s: Annotated[int, Field(ge=60, le=3600)]
 
     @property
+    def max_model_len(self) -> int:
+        """The longest sequence the engine serves, in tokens: the task catalogue's budget derives from it."""
+        return int(self.options["OPTION_MAX_MODEL_LEN"])
+
+    @property
     def max_loras(self) -> int:
         """Adapters the engine keeps on the GPU at once (LMI's default 4, vllm_rb_properties.py)."""
         return int(self.options.get("OPTION_MAX_LORAS", "4"))
@@ -388,6 +395,9 @@ class ServingSettings(_Strict):
         # constant part first for this cache (vLLM 0.12 enables it by default; say so explicitly).
         if options.get("OPTION_ENABLE_PREFIX_CACHING") != "true":
             raise ValueError("OPTION_ENABLE_PREFIX_CACHING must be \"true\"")
+        # The registry's catalogue budget derives from it (taskrouter.core.catalogue), so it is explicit.
+        if not options.get("OPTION_MAX_MODEL_LEN", "").isdigit():
+            raise ValueError("OPTION_MAX_MODEL_LEN must be set to a number of tokens")
         return options
 
 
@@ -462,5 +472,11 @@ def check_deployable(stage: StageConfig, manifests: list[AdapterManifest], servi
         problems.append(f"router_adapter {stage.router_adapter!r} is not one of the stage's adapters {names}")
     if len(manifests) > serving.max_loras:
         problems.append(f"{len(manifests)} adapters, over serving.json's OPTION_MAX_LORAS {serving.max_loras}")
+    default_catalogue = catalogue_bytes(load_task_file(DEFAULT_TASKS_FILE, updated_at=""))
+    if default_catalogue > (budget := catalogue_budget(serving.max_model_len)):
+        problems.append(
+            f"the default tasks' catalogue ({default_catalogue} bytes) is over the budget serving.json's "
+            f"OPTION_MAX_MODEL_LEN leaves ({budget} bytes)"
+        )
     if problems:
         raise ConfigError(f"stage {stage.name}: " + "; ".join(problems))

@@ -44,6 +44,7 @@ class TaskRouterStage(Stage):
             openai_secret=self.operations.openai_secret,
             ops_mode=self.operations.ops_mode,
             endpoint_arn=self.hosting.endpoint_arn,
+            serving_max_tokens=serving.max_model_len,
         )
         self.api.add_stack_dependency(self.hosting)  # the router names the endpoint: deploy it first
         self.monitoring = MonitoringStack(

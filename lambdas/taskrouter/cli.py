@@ -31,11 +31,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from taskrouter.adapters.settings import catalogue_budget_from_env
 from taskrouter.client import API_STACK, TaskRouterClient, TaskRouterError, has_http_scheme
+from taskrouter.core.catalogue import catalogue_bytes, check_write
 from taskrouter.core.request import Strategy
 from taskrouter.core.task_spec import parse_task_file
 from taskrouter.core.tasks import Task
 from taskrouter.core.validation import describe
+from taskrouter.repository import set_serving_defaults
 
 STDIO = "-"  # standard input or output, wherever a file is taken
 STAGES_FILE = "infra/stages.toml"  # under the repository's root: each stage's region
@@ -91,6 +94,7 @@ def plan_import(current: list[dict[str, Any]], wanted: list[Task], *, prune: boo
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    set_serving_defaults()  # every tool bounds the task catalogue as a deployed stage does
     if argv[:1] == ["eval"]:  # the evaluation and data tools have command lines of their own
         from taskrouter.evaluation.cli import main as evaluation_main
 
@@ -368,8 +372,10 @@ def _delete(client: TaskRouterClient, args: argparse.Namespace) -> int:
 
 def _import(client: TaskRouterClient, args: argparse.Namespace) -> int:
     wanted = args.input
-    changes = plan_import(client.tasks.list(), wanted, prune=args.prune)
-    for change in changes:
+    current = client.tasks.list()
+    changes = plan_import(current, wanted, prune=args.prune)
+    _check_catalogue(current, changes, args.file)
+    for change in _in_catalogue_order(current, changes):
         print(f"{'would ' if args.dry_run else ''}{change.action} {change.name}")
         if args.dry_run:
             continue
@@ -383,6 +389,38 @@ def _import(client: TaskRouterClient, args: argparse.Namespace) -> int:
     if not changes:
         print("nothing to change")
     return 0
+
+
+def _as_task(stored: Mapping[str, Any]) -> Task:
+    return Task(stored["name"], stored["description"], tuple(stored["examples"]))
+
+
+def _check_catalogue(current: list[dict[str, Any]], changes: list[Change], source: str) -> None:
+    """The whole import against the catalogue budget, before its first write: the registry would
+    refuse the write that takes it past the budget, leaving the import half done."""
+    budget = catalogue_budget_from_env()
+    if budget is None:
+        return
+    written = [change.task for change in changes if change.task is not None]
+    removed = [change.name for change in changes if change.task is None]
+    check = check_write(map(_as_task, current), written, removed, budget)
+    if check.refused:
+        name = "standard input" if source == STDIO else source
+        raise CliError(f"{name}: {check.message}: nothing imported (shorten or remove tasks, or add --prune)")
+
+
+def _in_catalogue_order(current: list[dict[str, Any]], changes: list[Change]) -> list[Change]:
+    """Deletions first, then the changes that shrink the catalogue, then those that grow it: no write
+    on the way takes the catalogue past the size it ends at."""
+    stored = {task["name"]: _as_task(task) for task in current}
+
+    def growth(change: Change) -> int:
+        if change.task is None:
+            return -catalogue_bytes([stored[change.name]])
+        before = catalogue_bytes([stored[change.name]]) if change.name in stored else 0
+        return catalogue_bytes([change.task]) - before
+
+    return sorted(changes, key=lambda change: (change.task is not None, growth(change) > 0))
 
 
 def _export(client: TaskRouterClient, args: argparse.Namespace) -> int:

@@ -93,7 +93,7 @@ def document() -> dict[str, Any]:
     )
     return {
         "openapi": "3.1.0",
-        "info": {"title": "TaskRouter", "version": "1.0.0", "description": "CONTRACT.md, sections 1 and 2"},
+        "info": {"title": "TaskRouter", "version": "1.0.0", "description": "Routing and the task registry: docs/api.md in the repository"},
         "components": {
             "schemas": schemas["$defs"],
             "securitySchemes": {
@@ -144,6 +144,9 @@ def document() -> dict[str, Any]:
                         "201": answer("created", TaskOut),
                         **errors,
                         "409": conflict,
+                        "413": answer("body over 64 KiB", ErrorBody),
+                        "422": answer("the task catalogue would exceed its budget; nothing was written", ErrorBody),
+                        "503": answer("the registry is unavailable; Retry-After is set", ErrorBody),
                     },
                 },
                 "delete": {

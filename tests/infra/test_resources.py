@@ -350,6 +350,16 @@ def test_router_function_runtime_tracing_and_environment(stage):
     assert not any("API_KEY" in name for name in variables), "the OpenAI key comes from Secrets Manager only"
 
 
+@pytest.mark.parametrize("handler", ["taskrouter.handlers.router.handler", "taskrouter.handlers.registry.handler"])
+def test_router_and_registry_bound_the_catalogue_by_the_serving_length(stage, handler):
+    """Both derive the catalogue budget from the endpoint's serving length (serving.json), which the
+    registry enforces on writes and the router on reads."""
+    functions = _resources(stage.templates["Api"], "AWS::Lambda::Function").values()
+    function = next(f for f in functions if f["Properties"]["Handler"] == handler)
+    variables = function["Properties"]["Environment"]["Variables"]
+    assert variables["TASKROUTER_SERVING_MAX_TOKENS"] == str(load_serving().max_model_len)
+
+
 def test_router_role_is_least_privilege(stage):
     template = stage.templates["Api"]
     router_role_id = next(k for k in _resources(template, "AWS::IAM::Role") if k.startswith("RouterRole"))

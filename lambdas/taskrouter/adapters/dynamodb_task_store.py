@@ -21,7 +21,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from taskrouter.adapters.dynamodb_registry import read_all_tasks, task_from_item
-from taskrouter.core.errors import NotFound, VersionConflict
+from taskrouter.core.catalogue import check_write
+from taskrouter.core.errors import CatalogueTooLarge, NotFound, VersionConflict
 from taskrouter.core.task_spec import TaskBody
 from taskrouter.core.tasks import Task
 from taskrouter.registry_schema import DELETED, PARTITION_KEY, SORT_KEY, TASK_PARTITION
@@ -70,12 +71,14 @@ class DynamoDBTaskStore:
         clock: Callable[[], str] = utc_now,
         round_budget_s: float = DEFAULT_ROUND_BUDGET_S,
         timer: Callable[[], float] = time.monotonic,
+        catalogue_budget: int | None = None,
     ) -> None:
         self._client = client
         self._table = table_name
         self._clock = clock
         self._round_budget_s = round_budget_s
         self._timer = timer
+        self._catalogue_budget = catalogue_budget  # rendered bytes (core.catalogue); None: unbounded
 
     def _rounds(self) -> Iterator[int]:
         """The rounds a write may take: at most MAX_WRITE_ROUNDS, each starting within the budget."""
@@ -102,11 +105,22 @@ class DynamoDBTaskStore:
                 raise VersionConflict(f"If-None-Match: task {name} exists")
             if if_match is not None and (live is None or live.version != if_match):
                 raise VersionConflict(f"If-Match: task {name} is not at version {if_match}")
+            self._check_catalogue(name, body)
             try:
                 return self._write(name, body, stored), live is None
             except _ItemChanged:
                 continue
         raise WriteContention(f"task {name} kept changing under this write")
+
+    def _check_catalogue(self, name: str, body: TaskBody) -> None:
+        """Refuse a write that would take the catalogue past its budget. Two writers may each fit alone
+        and not together: the router fits an over-budget registry at read time (core.catalogue)."""
+        if self._catalogue_budget is None:
+            return
+        written = Task(name, body.description, tuple(body.examples))
+        check = check_write(self.list(), [written], [], self._catalogue_budget)
+        if check.refused:
+            raise CatalogueTooLarge(check.message)
 
     def never_held_a_task(self) -> bool:
         """Whether the registry is new: no task, and no deleted task's tombstone either."""

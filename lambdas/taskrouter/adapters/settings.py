@@ -7,6 +7,7 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from taskrouter.core.catalogue import catalogue_budget
 from taskrouter.core.request import Strategy
 from taskrouter.core.resilience import DEFAULT_COOLDOWN_S, DEFAULT_FAILURES, DEFAULT_WINDOW_S
 from taskrouter.core.router import Budget, Explanations, RouterSettings
@@ -82,8 +83,24 @@ class RuntimeSettings:
                 retry_after_s=int(_number(env, "TASKROUTER_RETRY_AFTER_S", DEFAULT_RETRY_AFTER_S, 1, 3600)),
                 strategy_budgets=budgets,
                 explanations=_explanations(env),
+                catalogue_budget=catalogue_budget_from_env(env),
             ),
         )
+
+
+SERVING_MAX_TOKENS = "TASKROUTER_SERVING_MAX_TOKENS"
+# What the catalogue budget needs at least: the prompt's other parts (core.catalogue) and some room.
+_SERVING_MAX_TOKENS_BOUNDS = (16_384, 1_048_576)
+
+
+def catalogue_budget_from_env(environ: Mapping[str, str] | None = None) -> int | None:
+    """The task catalogue's budget in rendered bytes, derived from the endpoint's serving length
+    (TASKROUTER_SERVING_MAX_TOKENS, which the stack sets from model_artifacts/serving.json); None when
+    unset: no budget is enforced."""
+    env = os.environ if environ is None else environ
+    if not env.get(SERVING_MAX_TOKENS):
+        return None
+    return catalogue_budget(int(_number(env, SERVING_MAX_TOKENS, 0, *_SERVING_MAX_TOKENS_BOUNDS)))
 
 
 def timeout_setting(kind: str, strategy: Strategy) -> str:

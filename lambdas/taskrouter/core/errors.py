@@ -33,6 +33,13 @@ class VersionConflict(ApiError):
     code = "version_conflict"
 
 
+class CatalogueTooLarge(ApiError):
+    """A registry write that would take the task catalogue past its budget (core.catalogue)."""
+
+    status = 422
+    code = "catalogue_too_large"
+
+
 class _Retryable(ApiError):
     """A 503: the caller may try again after `retry_after_s` (the Retry-After header)."""
 

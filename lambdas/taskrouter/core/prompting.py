@@ -23,8 +23,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from taskrouter.core.request import Message, Strategy
-from taskrouter.core.tasks import NO_TASK, Task
+from taskrouter.core.request import MAX_MESSAGES, Message, Strategy
+from taskrouter.core.tasks import MAX_TASK_NAME_CHARS, NO_TASK, Task
 
 # The conversation shown is its most recent messages whose contents, as rendered (escaped, UTF-8),
 # add up to at most this many bytes: ~1,000 tokens of English, and never more than 4,000 tokens
@@ -41,8 +41,10 @@ MAX_REASONING_CHARS = 200
 # (its UTF-8 bytes).
 _ANSWER_LINE_TOKENS = 80  # "Final Answer: " and the longest name, and the end of the sequence
 _REASONING_LINE_TOKENS = 4 * MAX_REASONING_CHARS
-_DEMONSTRATED_TASKS = 3  # worked examples of few_shot_cot, one per task that has an example
-_EXAMPLES_SHOWN = 3  # a task's examples listed in the catalogue
+DEMONSTRATED_TASKS = 3  # worked examples of few_shot_cot, one per task that has an example
+EXAMPLES_SHOWN = 3  # a task's examples listed in the catalogue
+# The chat template's own tokens around the two messages and the assistant's turn (ChatML: ~13).
+TEMPLATE_TOKENS = 32
 
 
 class InvalidOutput(Exception):
@@ -73,6 +75,16 @@ class RoutingPrompt:
     @property
     def max_answer_tokens(self) -> int:
         return _TEXT[self.strategy].max_tokens
+
+    @staticmethod
+    def largest_answer_tokens() -> int:
+        """The largest answer cap of any strategy."""
+        return max(text.max_tokens for text in _TEXT.values())
+
+    @property
+    def system_bytes(self) -> int:
+        """The constant part's size, the larger of its text and JSON forms."""
+        return max(rendered_size(self.messages()[0]["content"]), rendered_size(self.json_messages()[0]["content"]))
 
     def output_constraint(self) -> dict[str, Any]:
         """The answer's shape for the serving engine to enforce while decoding (vLLM's
@@ -143,14 +155,15 @@ def _quoted(text: str) -> str:
     return '"' + _one_line(text).replace('"', "&quot;") + '"'
 
 
-def _rendered_size(text: str) -> int:
+def rendered_size(text: str) -> int:
+    """Bytes as the prompt carries them (UTF-8): they bound the tokens of a byte-level BPE."""
     return len(text.encode("utf-8", "surrogatepass"))
 
 
 def _clipped(text: str, budget: int) -> str:
     """Escaped `text` within `budget` bytes: its beginning and its end, the middle cut (between
     characters of the original, so that no escape is split)."""
-    half = (budget - _rendered_size(_CUT)) // 2
+    half = (budget - rendered_size(_CUT)) // 2
 
     def longest(fits: Callable[[int], bool]) -> int:  # the most characters that fit, by bisection
         low, high = 0, len(text)
@@ -159,9 +172,14 @@ def _clipped(text: str, budget: int) -> str:
             low, high = (middle, high) if fits(middle) else (low, middle - 1)
         return low
 
-    head = longest(lambda n: _rendered_size(_escape(text[:n])) <= half)
-    tail = longest(lambda n: _rendered_size(_escape(text[len(text) - n :])) <= half)
+    head = longest(lambda n: rendered_size(_escape(text[:n])) <= half)
+    tail = longest(lambda n: rendered_size(_escape(text[len(text) - n :])) <= half)
     return _escape(text[:head]) + _CUT + _escape(text[len(text) - tail :])
+
+
+_RUNNING = "The task running now: {task}.\n"
+_OPEN, _OPEN_OMITTED, _CLOSE = "<conversation>", '<conversation omitted="{omitted}">', "</conversation>"
+_MESSAGE = '<message role="{role}">{content}</message>'
 
 
 def render_transcript(conversation: Sequence[Message]) -> str:
@@ -171,7 +189,7 @@ def render_transcript(conversation: Sequence[Message]) -> str:
     size = 0
     for message in reversed(conversation):
         content = _escape(message.content)
-        size += _rendered_size(content)
+        size += rendered_size(content)
         if size > MAX_TRANSCRIPT_BYTES:
             if not contents:
                 contents.append(_clipped(message.content, MAX_TRANSCRIPT_BYTES))
@@ -179,10 +197,30 @@ def render_transcript(conversation: Sequence[Message]) -> str:
         contents.append(content)
     shown = conversation[len(conversation) - len(contents) :]
     omitted = len(conversation) - len(shown)
-    lines = [f'<conversation omitted="{omitted}">' if omitted else "<conversation>"]
-    lines += [f'<message role="{m.role}">{c}</message>' for m, c in zip(shown, reversed(contents))]
-    lines.append("</conversation>")
+    lines = [_OPEN_OMITTED.format(omitted=omitted) if omitted else _OPEN]
+    lines += [_MESSAGE.format(role=m.role, content=c) for m, c in zip(shown, reversed(contents))]
+    lines.append(_CLOSE)
     return "\n".join(lines)
+
+
+def render_context(conversation: Sequence[Message], current_task: str | None) -> str:
+    """The user message: the running task, then the fenced conversation."""
+    return _RUNNING.format(task=current_task or NO_TASK) + render_transcript(conversation)
+
+
+def max_context_bytes() -> int:
+    """An upper bound of `render_context`'s bytes for any valid request: the longest running-task line,
+    the opening tag with the most omitted messages, a fence per message for the most messages, the
+    transcript's bound, the line breaks and the closing tag."""
+    longest_fence = max(rendered_size(_MESSAGE.format(role=role, content="")) for role in ("user", "assistant"))
+    return (
+        rendered_size(_RUNNING.format(task="x" * MAX_TASK_NAME_CHARS))
+        + rendered_size(_OPEN_OMITTED.format(omitted=MAX_MESSAGES))
+        + MAX_MESSAGES * (longest_fence + 1)  # each message's fence and its line break
+        + MAX_TRANSCRIPT_BYTES
+        + 1
+        + rendered_size(_CLOSE)
+    )
 
 
 # -- the constant part -----------------------------------------------------------------------------
@@ -199,18 +237,19 @@ another allowed task if they switch, or {none} if the running task has ended or 
 _NONE_DEMONSTRATION = Demonstration("Thanks, that is all I needed.", "The last message asks for no allowed task.", NO_TASK)
 
 
-def _catalogue(tasks: Iterable[Task]) -> str:
+def render_catalogue(tasks: Iterable[Task]) -> str:
+    """The task catalogue of the system message, in the order given (build_prompt's: by name)."""
     lines = []
     for task in tasks:
         lines.append(f"- {task.name}: {_one_line(task.description)}")
-        lines += [f"    e.g. {_quoted(example)}" for example in task.examples[:_EXAMPLES_SHOWN]]
+        lines += [f"    e.g. {_quoted(example)}" for example in task.examples[:EXAMPLES_SHOWN]]
     return "\n".join(lines) if lines else "(no task is available)"
 
 
 def _demonstrations(tasks: Sequence[Task]) -> tuple[Demonstration, ...]:
     """Worked examples from the registry's own examples (the first of each of the first tasks that
     have one, in name order), then one of `none`."""
-    shown = [task for task in tasks if task.examples][:_DEMONSTRATED_TASKS]
+    shown = [task for task in tasks if task.examples][:DEMONSTRATED_TASKS]
     return (
         *(Demonstration(t.examples[0], f"The last message asks for what {t.name} does.", t.name) for t in shown),
         _NONE_DEMONSTRATION,
@@ -226,8 +265,8 @@ def build_prompt(
     tasks = [allowed[name] for name in sorted(allowed)]
     return RoutingPrompt(
         strategy=strategy,
-        instructions=_INSTRUCTIONS.format(catalogue=_catalogue(tasks), none=NO_TASK),
-        context=f"The task running now: {current_task or NO_TASK}.\n{render_transcript(conversation)}",
+        instructions=_INSTRUCTIONS.format(catalogue=render_catalogue(tasks), none=NO_TASK),
+        context=render_context(conversation, current_task),
         choices=(*(task.name for task in tasks), NO_TASK),
         demonstrations=_demonstrations(tasks) if strategy is Strategy.FEW_SHOT_COT else (),
     )

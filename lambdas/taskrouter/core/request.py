@@ -14,6 +14,8 @@ from taskrouter.core.validation import describe
 from taskrouter.core.errors import InvalidRequest, RequestTooLarge
 
 MAX_BODY_BYTES = 64 * 1024
+MAX_MESSAGES = 50  # a conversation's messages
+MAX_CONTENT_CHARS = 4000  # a message's characters
 
 
 class Strategy(str, Enum):
@@ -26,13 +28,13 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     role: Literal["user", "assistant"]
-    content: Annotated[str, Field(min_length=1, max_length=4000)]
+    content: Annotated[str, Field(min_length=1, max_length=MAX_CONTENT_CHARS)]
 
 
 class RouteRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    conversation: Annotated[list[Message], Field(min_length=1, max_length=50)]
+    conversation: Annotated[list[Message], Field(min_length=1, max_length=MAX_MESSAGES)]
     current_task: str | None = None  # absent: none (CONTRACT section 1)
     tasks: list[str] | None = None
     strategy: Strategy | None = None

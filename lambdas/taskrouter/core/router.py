@@ -12,6 +12,7 @@ only then, so a decided request costs nothing more.
 from __future__ import annotations
 
 import concurrent.futures as futures
+import functools
 import random
 import re
 import time
@@ -19,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from taskrouter.core.backends import Backend, BackendFailure, BackendName, FallbackReason
+from taskrouter.core.catalogue import Fitted, fit_catalogue
 from taskrouter.core.errors import NoBackendAvailable
 from taskrouter.core.events import Event, derive_event
 from taskrouter.core.prompting import InvalidOutput, RoutingPrompt, build_prompt
@@ -84,6 +86,8 @@ class RouterSettings:
     fallback_retry_min_s: float = 0.5  # a retry needs at least this much of the fallback's budget
     strategy_budgets: Mapping[Strategy, Budget] = field(default_factory=dict)
     explanations: Explanations = field(default_factory=Explanations)
+    # The task catalogue's budget in rendered bytes (core.catalogue); None: the catalogue is not fitted.
+    catalogue_budget: int | None = None
 
     def budget(self, strategy: Strategy) -> Budget:
         default = Budget(self.primary_timeout_s, self.fallback_timeout_s, self.hedge_after_s)
@@ -99,6 +103,7 @@ class Decision:
     ignored_tasks: tuple[str, ...]
     strategy: Strategy
     fallback_detail: str | None = None  # why the primary did not decide, for logs (never content)
+    catalogue_cut: str | None = None  # what fitting the catalogue to its budget cut, for logs
 
 
 @dataclass(frozen=True)
@@ -169,21 +174,28 @@ class Router:
         except RegistryUnavailable:
             raise self._unavailable("the task registry is unavailable") from None
         allowed, ignored = _allowed_tasks(registry, request.tasks)
+        fitted = self._fitted(allowed)
         current = request.current_task if request.current_task in registry else None
         strategy = request.strategy or self._settings.default_strategy
-        prompt = build_prompt(strategy, request.conversation, allowed, current)
+        prompt = build_prompt(strategy, request.conversation, fitted.tasks, current)
         budget = self._settings.budget(strategy)
 
         def decided(
             backend: BackendName, task: str | None, reason: FallbackReason | None, detail: str | None = None
         ) -> Decision:
-            return Decision(task, derive_event(current, task), backend, reason, ignored, strategy, detail)
+            event = derive_event(current, task)
+            return Decision(task, event, backend, reason, ignored, strategy, detail, fitted.cut)
 
         breaker = self._breakers[strategy]
         skip = self._skip_reason(breaker)
         if skip is not None:
             return self._fallback_decides(prompt, budget, decided, skip, None, None)
         return self._race(prompt, budget, breaker, decided)
+
+    def _fitted(self, allowed: dict[str, Task]) -> Fitted:
+        """The allowed tasks within the catalogue budget: as they are, unless the registry outgrew it."""
+        budget = self._settings.catalogue_budget
+        return Fitted(allowed) if budget is None else _fit_cached(tuple(allowed.values()), budget)
 
     def _skip_reason(self, breaker: CircuitBreaker) -> FallbackReason | None:
         if self._primary is None:
@@ -334,6 +346,13 @@ def _fallback_cause(explain: Explanations, strategy: Strategy, budget: Budget, a
     if answer.detail == "APIConnectionError":
         return f"fallback failed: could not connect to {explain.fallback_location or 'its server'}"
     return "fallback failed: " + (answer.detail or answer.failure or "error")
+
+
+@functools.lru_cache(maxsize=8)
+def _fit_cached(tasks: tuple[Task, ...], budget: int) -> Fitted:
+    """Fitting costs a few renders of the catalogue; the registry changes rarely (its copy lives 15 s),
+    so the same tasks are fitted once."""
+    return fit_catalogue({task.name: task for task in tasks}, budget)
 
 
 def _allowed_tasks(

@@ -11,13 +11,20 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from taskrouter.core.tasks import Task, check_task_name
 
 
+MAX_DESCRIPTION_CHARS = 500
+MAX_EXAMPLE_CHARS = 300
+MAX_EXAMPLES = 10
+
+
 class TaskBody(BaseModel):
     """The body of `PUT /tasks/{name}`: what a writer sets; version and updated_at are the server's."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    description: Annotated[str, Field(min_length=1, max_length=500)]
-    examples: Annotated[list[Annotated[str, Field(min_length=1, max_length=300)]], Field(max_length=10)] = []
+    description: Annotated[str, Field(min_length=1, max_length=MAX_DESCRIPTION_CHARS)]
+    examples: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=MAX_EXAMPLE_CHARS)]], Field(max_length=MAX_EXAMPLES)
+    ] = []
 
 
 class TaskSpec(TaskBody):

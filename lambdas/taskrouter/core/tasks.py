@@ -6,7 +6,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
-TASK_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{2,63}$")
+MAX_TASK_NAME_CHARS = 64
+TASK_NAME_PATTERN = re.compile(rf"^[a-z][a-z0-9_]{{2,{MAX_TASK_NAME_CHARS - 1}}}$")
 NO_TASK = "none"  # the answer a backend gives when no task fits
 
 

@@ -15,7 +15,7 @@ from botocore.config import Config
 from pydantic import ValidationError
 
 from taskrouter.adapters.dynamodb_task_store import DynamoDBTaskStore, WriteContention
-from taskrouter.adapters.settings import DEFAULT_RETRY_AFTER_S, RuntimeSettings
+from taskrouter.adapters.settings import DEFAULT_RETRY_AFTER_S, RuntimeSettings, catalogue_budget_from_env
 from taskrouter.core.errors import ApiError, InvalidRequest, NotFound, RegistryUnavailableError
 from taskrouter.core.request import decode_body
 from taskrouter.core.task_spec import TaskBody
@@ -43,7 +43,9 @@ def task_store() -> DynamoDBTaskStore:
         "dynamodb",
         config=Config(connect_timeout=1, read_timeout=1, retries={"mode": "standard", "total_max_attempts": 2}),
     )
-    return DynamoDBTaskStore(client, RuntimeSettings.table_name_from_env())
+    return DynamoDBTaskStore(
+        client, RuntimeSettings.table_name_from_env(), catalogue_budget=catalogue_budget_from_env()
+    )
 
 
 @app.get("/tasks")

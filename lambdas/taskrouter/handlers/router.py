@@ -81,6 +81,8 @@ def _route(event: dict[str, Any]) -> dict[str, Any]:
             "fallback_detail": decision.fallback_detail,
             "strategy": decision.strategy.value,
             "latency_ms": latency_ms,
+            # the registry outgrew the catalogue budget: what the prompt left out (docs/api.md)
+            "catalogue_cut": decision.catalogue_cut,
         },
     )
     return _response(200, body)

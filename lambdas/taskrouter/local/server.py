@@ -30,7 +30,7 @@ from taskrouter.local.apigw import LambdaContext
 from taskrouter.local.console import LOG_FORMATS, banner, say
 from taskrouter.local.containers import Containers
 from taskrouter.local.gateway import Server, handler_class
-from taskrouter.repository import DEFAULT_TASKS_FILE, ROOT
+from taskrouter.repository import DEFAULT_TASKS_FILE, ROOT, set_serving_defaults
 
 DYNALITE = ROOT / "node_modules" / ".bin" / "dynalite"
 DEFAULT_PORT = 8080
@@ -64,6 +64,7 @@ def main() -> None:
 def _serve() -> None:
     for name, value in _LOCAL_DEFAULTS.items():
         os.environ.setdefault(name, value)
+    set_serving_defaults()
     port = _integer("PORT", DEFAULT_PORT, 0, 65535)
     state_dir = Path(os.environ.get("TASKROUTER_LOCAL_DIR") or DEFAULT_STATE_DIR)
     containers = _integer("TASKROUTER_LOCAL_CONTAINERS", 4, 1, 64)
