@@ -141,3 +141,24 @@ def test_the_store_refuses_what_is_not_a_label(tmp_path):
         ReviewStore(source, TASKS, reviewed=source)
     store.remove("linkedin-start")
     assert "linkedin-start" not in ids(ReviewStore(source, TASKS).state()["conversations"])  # the copy, not the original
+
+
+def test_a_single_turn_line_is_relabelled_from_its_running_task_and_marked_reviewed(tmp_path):
+    """What `data harvest` writes: a top-level current_task, the last user turn labelled by a teacher."""
+    source = tmp_path / "harvest.jsonl"
+    line = {
+        "id": "harvested-1",
+        "current_task": "follow_up_email",
+        "messages": [
+            {"role": "user", "content": "draft the follow-up to Dana"},
+            {"role": "assistant", "content": "Here is a draft."},
+            {"role": "user", "content": "now the minutes", "expect": {"task": "follow_up_email", "event": "continue", "source": "teacher"}},
+        ],
+    }  # fmt: skip
+    source.write_text(json.dumps(line) + "\n")
+    store = ReviewStore(source, TASKS)
+    store.set_label("harvested-1", 2, "prepare_meeting_minutes")
+    (saved,) = reviewed(store)
+    assert saved["current_task"] == "follow_up_email"
+    assert saved["messages"][2]["expect"] == {"task": "prepare_meeting_minutes", "event": "switch", "source": "reviewed"}
+    assert "expect" not in saved["messages"][0]

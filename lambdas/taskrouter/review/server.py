@@ -66,7 +66,7 @@ class NotSaved(ApiError):
     code = "not_saved"
 
 
-class ReviewServer(ThreadingHTTPServer):
+class ReviewHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -116,8 +116,9 @@ def make_server(store: ReviewStore, port: int = 0) -> ThreadingHTTPServer:
                 raise Forbidden("this page's token is missing")
             edit = self._read_edit()
             if self.path == "/api/label":
+                where = _field(edit, "id"), _field(edit, "index", (int,), "an integer")
                 task = _field(edit, "task", (str, type(None)), "a task name or null")
-                self._json(HTTPStatus.OK, _from_store(store.set_label, _field(edit, "id"), _field(edit, "index", (int,)), task))
+                self._json(HTTPStatus.OK, _from_store(store.set_label, *where, task))
             elif self.path == "/api/flag":
                 _from_store(store.set_flag, _field(edit, "id"), _field(edit, "flagged", (bool,), "true or false"))
                 self._json(HTTPStatus.OK, {"saved": True})
@@ -181,7 +182,7 @@ def make_server(store: ReviewStore, port: int = 0) -> ThreadingHTTPServer:
         def log_message(self, format: str, *args: Any) -> None:
             pass  # the page's own requests: nothing to tell the reviewer
 
-    return ReviewServer(("127.0.0.1", port), Handler)
+    return ReviewHTTPServer(("127.0.0.1", port), Handler)
 
 
 def _from_store(call: Callable[..., Any], *args: Any) -> Any:
@@ -247,7 +248,8 @@ def main(argv: list[str]) -> int:
     try:
         tasks = [task.name for task in load_task_file(Path(args.tasks), updated_at="")]
     except ValidationError as error:
-        print(f"taskrouter review: --tasks {args.tasks}: {describe(error)}", file=sys.stderr)
+        print(f"taskrouter review: --tasks {args.tasks}: {describe(error)} (a task file is JSON: "
+              '{"tasks": [{"name", "description", "examples"}, ...]}, e.g. tasks/default_tasks.json)', file=sys.stderr)
         return 1
     except (OSError, ValueError) as error:
         print(f"taskrouter review: --tasks {args.tasks}: {error}", file=sys.stderr)

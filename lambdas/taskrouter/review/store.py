@@ -96,7 +96,9 @@ class ReviewStore:
             if not 0 <= index < len(messages) or "expect" not in messages[index]:
                 raise ReviewError(f"{conversation_id}: message {index} is not a labelled user turn")
             messages[index]["expect"]["task"] = task
-            running = None
+            if "source" in messages[index]["expect"]:  # a teacher's label the reviewer set is no longer the teacher's
+                messages[index]["expect"]["source"] = "reviewed"
+            running = conversation.get("current_task")  # a single-turn line's running task; else none
             for message in messages:  # every event again: a label changes what the next ones mean
                 if "expect" in message:
                     message["expect"]["event"] = derive_event(running, message["expect"]["task"])
