@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from taskrouter.evaluation.dataset import DatasetError, load_dataset, turns_of
+from taskrouter.evaluation.dataset import DatasetError, as_json, load_dataset, parse_dataset, turns_of
 
 
 def write(tmp_path, *conversations):
@@ -73,3 +73,56 @@ def test_a_file_that_is_not_utf8_is_named(tmp_path):
     path.write_bytes('{"id": "é"}'.encode("latin-1"))
     with pytest.raises(DatasetError, match="latin.jsonl: not UTF-8"):
         load_dataset(path)
+
+
+# -- the single-turn form: a top-level current_task, the last user message labelled ----------------
+def single_turn(current_task, task, event, **extra):
+    return {"id": "h1", "current_task": current_task, "messages": [
+        {"role": "user", "content": "the minutes please"},
+        {"role": "assistant", "content": "here they are"},
+        {"role": "user", "content": "now email Dana", "expect": {"task": task, "event": event, **extra}},
+    ]}
+
+
+def test_a_single_turn_line_is_one_turn_with_its_running_task(tmp_path):
+    line = single_turn("prepare_meeting_minutes", "follow_up_email", "switch", source="teacher")
+    (conversation,) = load_dataset(write(tmp_path, line))
+    (turn,) = turns_of([conversation])
+    assert (turn.index, turn.current_task, turn.expected.task, turn.expected.event) == (
+        2, "prepare_meeting_minutes", "follow_up_email", "switch"
+    )
+    assert turn.expected.source == "teacher"
+    assert as_json(conversation) == line  # written back as read: the running task and the source kept
+    null_running = single_turn(None, None, "none")
+    assert as_json(load_dataset(write(tmp_path, null_running))[0]) == null_running
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ({**single_turn("prepare_meeting_minutes", "follow_up_email", "start")}, "does not follow"),
+        ({"id": "h1", "current_task": None, "messages": [
+            {"role": "user", "content": "hi", "expect": {"task": None, "event": "none"}},
+            {"role": "user", "content": "again", "expect": {"task": None, "event": "none"}},
+        ]}, r"messages\[0\]\.expect: .*last user message only"),
+        ({"id": "h1", "current_task": None, "messages": [{"role": "user", "content": "hi"}]}, r"messages\[0\]: .*expect"),
+        ({**single_turn("Not A Name", None, "end")}, "current_task"),
+        ({**single_turn(None, None, "none", source="guessed")}, "source"),
+    ],
+)
+def test_a_bad_single_turn_line_is_named(tmp_path, line, message):
+    with pytest.raises(DatasetError, match=rf"set.jsonl:1: .*{message}"):
+        load_dataset(write(tmp_path, line))
+
+
+@pytest.mark.parametrize("label", ["(other)", "(error)", "none", "Follow Up", "x"])
+def test_a_label_is_a_task_name_so_no_label_is_taken_for_a_pseudo_label(tmp_path, label):
+    with pytest.raises(DatasetError, match=r"set.jsonl:1: messages\[0\]\.expect\.task"):
+        load_dataset(write(tmp_path, {"id": "x", "messages": [user("hi", label, "start")]}))
+
+
+def test_a_dataset_is_read_from_bytes_as_from_a_file(tmp_path):
+    path = write(tmp_path, {"id": "x", "messages": [user("hi", None, "none")]})
+    assert parse_dataset(path.read_bytes(), "standard input") == load_dataset(path)
+    with pytest.raises(DatasetError, match="standard input:1: "):
+        parse_dataset(b'{"id": "x"}\n', "standard input")

@@ -9,7 +9,8 @@ from sklearn.metrics import classification_report, confusion_matrix
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # scikit-learn on a single label
 
-from taskrouter.evaluation.metrics import classification, latency_summary, macro
+from taskrouter.core.tasks import TASK_NAME_PATTERN
+from taskrouter.evaluation.metrics import ERROR_LABEL, classification, latency_summary, macro
 
 # By hand: labels a, b, none (a null task) and c (only predicted); d only expected.
 EXPECTED = ["a", "a", "a", "b", "none", "none", "d"]
@@ -51,18 +52,34 @@ def test_latency_nearest_rank():
     assert latency_summary([]) == {"p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0}
 
 
+def test_failures_are_counted_apart_from_every_label_a_task_named_error_included():
+    result = classification(["error", "error", "none"], ["error", ERROR_LABEL, ERROR_LABEL])
+    assert result["accuracy"] == pytest.approx(1 / 3)
+    assert result["per_class"] == {  # the failures lower recall and accuracy, never a task's precision
+        "error": {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "support": 2},
+        "none": {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1},
+    }
+    assert result["confusion"] == {
+        "labels": ["error", "none", ERROR_LABEL],  # the failures' column last
+        "matrix": [[1, 0, 1], [0, 0, 1], [0, 0, 0]],
+    }
+    assert not TASK_NAME_PATTERN.fullmatch(ERROR_LABEL)
+
+
 labels = st.sampled_from(["follow_up_email", "prepare_linkedin_post", "none", "error", "qualify_lead"])
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(labels, labels), min_size=1, max_size=60))
+@given(st.lists(st.tuples(labels, st.one_of(labels, st.just(ERROR_LABEL))), min_size=1, max_size=60))
 def test_agrees_with_scikit_learn(pairs):
     expected, predicted = [e for e, _ in pairs], [p for _, p in pairs]
     ours = classification(expected, predicted)
     names = ours["confusion"]["labels"]
     assert ours["confusion"]["matrix"] == confusion_matrix(expected, predicted, labels=names).tolist()
-    theirs = classification_report(expected, predicted, labels=names, output_dict=True, zero_division=0)
-    for label in names:
+    classes = [name for name in names if name != ERROR_LABEL]
+    assert sorted(ours["per_class"]) == classes
+    theirs = classification_report(expected, predicted, labels=classes, output_dict=True, zero_division=0)
+    for label in classes:
         for metric in ("precision", "recall", "f1"):
             assert ours["per_class"][label][metric] == pytest.approx(theirs[label][f"{metric}-score" if metric == "f1" else metric])
         assert ours["per_class"][label]["support"] == theirs[label]["support"]

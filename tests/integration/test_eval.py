@@ -12,6 +12,7 @@ import pytest
 
 from taskrouter.cli import main
 from taskrouter.evaluation.dataset import load_dataset, turns_of
+from taskrouter.evaluation.metrics import ERROR_LABEL
 
 from .servers import OpenAIDouble, Received, Reply, SageMakerRuntimeDouble
 from .test_local_server import LocalServer
@@ -142,8 +143,8 @@ def test_eval_against_make_local_sequential_and_concurrent_then_compare(served, 
     code = main(["eval", "compare", str(tmp_path / "sequential"), str(tmp_path / "concurrent"), "--out", str(table)])
     printed = capsys.readouterr().out
     assert code == 0 and printed == table.read_text()
-    assert printed.splitlines()[0].startswith("| run | event acc | task acc | macro P | macro R | none recall |")
-    assert printed.splitlines()[2].startswith(f"| {tmp_path / 'sequential'} | ")
+    assert printed.splitlines()[0].startswith("| run | strategy | event acc | task acc | macro P | macro R | none recall |")
+    assert printed.splitlines()[2].startswith(f"| {tmp_path / 'sequential'} | target default | ")
 
     # a perfect baseline: the runs regress on task accuracy past the tolerance, and the gate says so
     baseline = tmp_path / "perfect"
@@ -155,6 +156,35 @@ def test_eval_against_make_local_sequential_and_concurrent_then_compare(served, 
     assert code == 1 and "sequential: task accuracy" in err and "below the baseline's 1.000" in err
     assert main(["eval", "compare", str(tmp_path / "sequential"), "--gate", str(baseline), "--tolerance", "0.2"]) == 0
     assert main(["eval", "compare", str(tmp_path / "sequential"), "--gate", str(tmp_path / "concurrent")]) == 0
+
+
+def refused_by_the_api() -> list[dict]:
+    """Single-turn lines the API refuses whole: 51 messages (400), a body over 64 KiB (413)."""
+    alternating = [{"role": ("user", "assistant")[number % 2], "content": f"message {number}"} for number in range(50)]
+    long_messages = [{"role": ("user", "assistant")[number % 2], "content": "x" * 4000} for number in range(18)]
+    last = {"role": "user", "content": "and now?", "expect": {"task": None, "event": "none"}}
+    return [
+        {"id": "fifty-one", "current_task": None, "messages": [*alternating, last]},
+        {"id": "too-large", "current_task": None, "messages": [*long_messages, last]},
+    ]
+
+
+def test_the_local_and_url_targets_give_the_same_verdict_and_digests(local_env, served, tmp_path, capsys):
+    """The in-process router refuses what the API refuses, with the API's own status and code."""
+    first = DATASET.read_text().splitlines()[0]
+    dataset = tmp_path / "mixed.jsonl"
+    dataset.write_text("".join(line + "\n" for line in [first, *map(json.dumps, refused_by_the_api())]))
+    reports = {}
+    for name, target in (("local", ["local", "--tasks", str(TASKS_FILE)]), ("url", [served[0].url])):
+        assert run_eval("--dataset", str(dataset), "--target", *target, "--out", str(tmp_path / name)) == 0
+        reports[name] = json.loads((tmp_path / name / "report.json").read_text())
+        err = capsys.readouterr().err
+        assert "fifty-one" in err and "too-large" in err  # told before routing, for either target
+    verdicts = {name: [(t["status"], t.get("error")) for t in report["turns"]] for name, report in reports.items()}
+    assert verdicts["local"] == verdicts["url"]
+    assert verdicts["local"][-2:] == [(400, "invalid_request"), (413, "request_too_large")]
+    assert reports["local"]["dataset_sha256"] == reports["url"]["dataset_sha256"]
+    assert reports["local"]["tasks_sha256"] == reports["url"]["tasks_sha256"] is not None
 
 
 def test_a_target_that_drops_connections_is_measured_not_fatal(tmp_path, capsys):
@@ -177,15 +207,16 @@ def test_a_target_that_drops_connections_is_measured_not_fatal(tmp_path, capsys)
 
     threading.Thread(target=drop_every_connection, daemon=True).start()
     url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-    try:
-        assert run_eval("--dataset", str(DATASET), "--target", url, "--out", str(tmp_path), "--concurrency", "4") == 0
+    try:  # no turn got an HTTP answer: exit 2, the report written all the same
+        assert run_eval("--dataset", str(DATASET), "--target", url, "--out", str(tmp_path), "--concurrency", "4") == 2
     finally:
         stop.set()
+    assert "no turn got an HTTP answer" in capsys.readouterr().err
     report = json.loads((tmp_path / "report.json").read_text())
     assert len(report["turns"]) == len(TURNS) and report["metrics"]["error_rate"] == 1.0
     assert {t["status"] for t in report["turns"]} == {0}
     assert report["metrics"]["task"]["confusion"]["labels"][0] == "answer_prospect_message"
-    assert "error" in report["metrics"]["task"]["confusion"]["labels"]
+    assert report["metrics"]["task"]["confusion"]["labels"][-1] == ERROR_LABEL
     # compare reads the contract's fields alone (no invalid_output_rate needed)
     del report["metrics"]["invalid_output_rate"]
     (tmp_path / "report.json").write_text(json.dumps(report))

@@ -1,13 +1,17 @@
-"""`taskrouter eval` and `taskrouter eval compare` (CONTRACT section 4).
+"""`taskrouter eval` and `taskrouter eval compare` (docs/evaluation.md).
 
-    taskrouter eval --dataset FILE.jsonl --target local|URL --out DIR [--api-key K] [--tasks FILE]
-                    [--strategy S] [--concurrency N]
-    taskrouter eval compare DIR... [--out FILE] [--gate BASELINE_DIR] [--tolerance T]
+    taskrouter eval --dataset FILE.jsonl|- --target local|URL --out DIR [--api-key K] [--tasks FILE]
+                    [--strategy S] [--concurrency N] [--turn-timeout SECONDS] [--no-progress]
+    taskrouter eval compare DIR... [--out FILE|-] [--gate BASELINE_DIR] [--tolerance T]
+
+Errors are one line on stderr naming the flag or file to fix: exit 2 for the command line itself, and
+for a run where no turn got an HTTP answer (nothing was measured); 1 for the others.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -15,47 +19,90 @@ from pathlib import Path
 
 from taskrouter.core.request import Strategy
 
+STDIO = "-"  # standard input (--dataset) or output (compare --out)
+NO_ANSWER_EXIT = 2  # no turn got an HTTP answer: the target, not the router, was measured
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors on one line, with where to read more."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
 
 def main(argv: list[str]) -> int:
-    if argv[:1] == ["compare"]:
-        return _compare(_compare_parser().parse_args(argv[1:]))
-    args = _eval_parser().parse_args(argv)
+    try:
+        if argv[:1] == ["compare"]:
+            return _compare(_compare_parser().parse_args(argv[1:]))
+        return _evaluate(_eval_parser().parse_args(argv))
+    except SystemExit as done:  # --help (0), or a usage error already printed on one line (2)
+        return done.code if isinstance(done.code, int) else 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
     from taskrouter.evaluation.dataset import DatasetError
-    from taskrouter.evaluation.runner import evaluate
+    from taskrouter.evaluation.runner import evaluate, prepare_output, read_dataset
     from taskrouter.evaluation.targets import ApiTarget, LocalTarget
 
+    out = Path(args.out)
     try:
+        dataset = read_dataset(*_dataset_bytes(args.dataset))
+        try:
+            prepare_output(out)
+        except OSError as error:
+            raise ValueError(f"--out {out}: {error.strerror or error}: give a folder that can be written") from None
         if args.target == "local":
-            target = LocalTarget(Path(args.tasks) if args.tasks else None, concurrency=args.concurrency)
-        elif args.target.startswith(("http://", "https://")):
-            if args.tasks:
-                raise ValueError("--tasks is for --target local: a running API has its own registry")
-            target = ApiTarget(args.target, args.api_key)
+            target = LocalTarget(Path(args.tasks) if args.tasks else None, args.concurrency, args.turn_timeout)
+        elif args.tasks:
+            raise ValueError("--tasks is for --target local: a running API has its own registry")
         else:
-            raise ValueError(f"--target must be local or an http(s) URL, not {args.target!r}")
+            target = ApiTarget(args.target, args.api_key, args.turn_timeout)
         started = time.perf_counter()
         report = evaluate(
-            Path(args.dataset), target, args.target, Path(args.out),
-            strategy=args.strategy, concurrency=args.concurrency, progress=not args.no_progress,
-        )
+            dataset, target, args.target, out, strategy=args.strategy, concurrency=args.concurrency,
+            turn_timeout_s=args.turn_timeout, progress=not args.no_progress,
+            warn=lambda line: print(f"taskrouter eval: warning: {line}", file=sys.stderr, flush=True),
+        )  # fmt: skip
     except (DatasetError, ValueError, OSError) as error:
         print(f"taskrouter eval: {error}", file=sys.stderr)
         return 1
     except Exception as error:  # botocore's (no region, no credentials) and the like: one line, no traceback
         print(f"taskrouter eval: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
-    metrics = report["metrics"]
+    turns, metrics = report["turns"], report["metrics"]
+    if not any(turn["status"] for turn in turns):
+        print(
+            f"taskrouter eval: no turn got an HTTP answer from {args.target} (first: {turns[0]['error']}): is it "
+            f"running there, within --turn-timeout {args.turn_timeout:g} s? Report in {out}",
+            file=sys.stderr,
+        )
+        return NO_ANSWER_EXIT
     print(
-        f"{len(report['turns'])} turns in {time.perf_counter() - started:.1f} s: event accuracy "
+        f"{len(turns)} turns in {time.perf_counter() - started:.1f} s: event accuracy "
         f"{metrics['event']['accuracy']:.3f}, task accuracy {metrics['task']['accuracy']:.3f}, fallback rate "
-        f"{metrics['fallback_rate']:.3f}, error rate {metrics['error_rate']:.3f}; report in {args.out}"
+        f"{metrics['fallback_rate']:.3f}, error rate {metrics['error_rate']:.3f}; report in {out}"
     )
     return 0
 
 
+def _dataset_bytes(dataset: str) -> tuple[bytes, str]:
+    """The dataset's bytes and the name errors and the report give it."""
+    if dataset == STDIO:
+        return sys.stdin.buffer.read(), "standard input"
+    try:
+        return Path(dataset).read_bytes(), Path(dataset).name
+    except OSError as error:
+        raise ValueError(f"--dataset {dataset}: {error.strerror or error}") from None
+
+
 def _compare(args: argparse.Namespace) -> int:
     from taskrouter.evaluation.compare import gate, load_row, table
+    from taskrouter.evaluation.files import write_atomically
 
+    if not (math.isfinite(args.tolerance) and args.tolerance >= 0):
+        print(f"taskrouter eval compare: --tolerance {args.tolerance}: give a finite number, 0 or more (default 0.01)",
+              file=sys.stderr)  # fmt: skip
+        return 1
     try:
         rows = [load_row(Path(run)) for run in args.runs]
         baseline = load_row(Path(args.gate)) if args.gate else None
@@ -63,12 +110,12 @@ def _compare(args: argparse.Namespace) -> int:
         print(f"taskrouter eval compare: {error}", file=sys.stderr)
         return 1
     text = table(rows)
-    print(text, end="")
-    if args.out:
+    print(text, end="")  # standard output always; --out - asks for nothing more
+    if args.out and args.out != STDIO:
         try:
-            Path(args.out).write_text(text, encoding="utf-8")
+            write_atomically(Path(args.out), text)
         except OSError as error:
-            print(f"taskrouter eval compare: {error}", file=sys.stderr)
+            print(f"taskrouter eval compare: --out {args.out}: {error.strerror or error}", file=sys.stderr)
             return 1
     if baseline is not None:
         failures = gate(rows, baseline, args.tolerance)
@@ -80,29 +127,56 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _eval_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="taskrouter eval", description="replay a labelled dataset through a router")
-    parser.add_argument("--dataset", required=True, help="labelled conversations, one JSON object a line")
-    parser.add_argument("--target", required=True, help="local (this process, from the environment) or a base URL")
-    parser.add_argument("--out", required=True, help="folder for report.json, report.md and the PNGs")
+    parser = OneLineParser(prog="taskrouter eval", description="replay a labelled dataset through a router")
+    parser.add_argument("--dataset", required=True, help="labelled conversations, one JSON object a line (-: standard input)")
+    parser.add_argument("--target", required=True, type=_target, help="local (this process, from the environment) or a base URL")
+    parser.add_argument("--out", required=True, type=_folder, help="folder for report.json, report.md and the PNGs")
     parser.add_argument("--api-key", default=os.environ.get("TASKROUTER_API_KEY"), help="the URL target's API key")
     parser.add_argument("--tasks", help="--target local: a task file to use as the registry")
     parser.add_argument("--strategy", choices=[s.value for s in Strategy], help="sent with every turn")
     parser.add_argument("--concurrency", type=positive_int, default=1, help="turns in flight at once")
+    parser.add_argument("--turn-timeout", type=positive_seconds, default=15.0, metavar="SECONDS",
+                        help="each turn's deadline, however the target trickles (default 15)")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
 def _compare_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="taskrouter eval compare", description="evaluations side by side")
+    parser = OneLineParser(prog="taskrouter eval compare", description="evaluations side by side")
     parser.add_argument("runs", nargs="+", metavar="DIR", help="folders written by taskrouter eval")
-    parser.add_argument("--out", help="also write the table, as Markdown, to this file")
+    parser.add_argument("--out", help="also write the table, as Markdown, to this file (-: standard output only)")
     parser.add_argument("--gate", metavar="BASELINE_DIR", help="exit 1 if a run regresses from this one")
     parser.add_argument("--tolerance", type=float, default=0.01, help="the regression allowed (default 0.01)")
     return parser
 
 
 def positive_int(value: str) -> int:
-    number = int(value)
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
     if number < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return number
+
+
+def positive_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise argparse.ArgumentTypeError(f"{value!r}: give a finite number of seconds above 0")
+    return seconds
+
+
+def _target(value: str) -> str:
+    if value == "local" or value.lower().startswith(("http://", "https://")):
+        return value
+    raise argparse.ArgumentTypeError(f"{value!r}: give local or an http(s) URL, e.g. http://127.0.0.1:8080")
+
+
+def _folder(value: str) -> str:
+    if value == STDIO:
+        raise argparse.ArgumentTypeError("a folder (report.json, report.md, the PNGs), not standard output")
+    return value

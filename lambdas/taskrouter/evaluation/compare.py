@@ -1,66 +1,130 @@
-"""`taskrouter eval compare`: evaluations side by side, and a gate against a baseline (CONTRACT
-section 4), so that an adapter or a prompt change can be refused by a command."""
+"""`taskrouter eval compare`: evaluations side by side, and a gate against a baseline
+(docs/evaluation.md), so that an adapter or a prompt change can be refused by a command.
+
+The gate judges only what it can: runs over the baseline's dataset (their digests equal), with the
+gated metrics present and finite in every report; anything else is refused with its reason. Runs may
+differ in strategy or task list: comparing those is what the table is for, and it shows both."""
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from taskrouter.evaluation.metrics import macro
-from taskrouter.evaluation.runner import invalid_output_rate
+from taskrouter.evaluation.metrics import NONE_LABEL, macro
+from taskrouter.evaluation.runner import TARGET_DEFAULT, invalid_output_rate
 
 COLUMNS = (
-    "run", "event acc", "task acc", "macro P", "macro R", "none recall", "fallback", "invalid output", "p50 ms",
-    "p90 ms",
+    "run", "strategy", "event acc", "task acc", "macro P", "macro R", "none recall", "fallback", "invalid output",
+    "p50 ms", "p90 ms", "dataset", "tasks",
 )  # fmt: skip
+DIGESTS = ("dataset_sha256", "tasks_sha256")
+GATED = {"task_accuracy": "task accuracy", "none_recall": "recall of none"}
+_SHOWN_DIGEST = 12  # hex digits of a digest in the table and in messages
 
 
 @dataclass(frozen=True)
 class Row:
     run: str
+    strategy: str
+    digests_missing: tuple[str, ...]  # the digest fields its report lacks (written before they were)
+    dataset_sha256: str | None
+    tasks_sha256: str | None  # None: the target's task list was not known (or the report predates it)
     event_accuracy: float
-    task_accuracy: float
+    task_accuracy: float | None  # None: missing from the report
     macro_precision: float
     macro_recall: float
-    none_recall: float
+    none_recall: float | None  # None: no turn expects none, or the report lacks it
     fallback_rate: float
     invalid_output_rate: float
     p50_ms: float
     p90_ms: float
 
     def cells(self) -> list[str]:
+        rates = (
+            self.event_accuracy, self.task_accuracy, self.macro_precision, self.macro_recall, self.none_recall,
+            self.fallback_rate, self.invalid_output_rate,
+        )  # fmt: skip
         return [
             self.run,
-            *(f"{value:.3f}" for value in (
-                self.event_accuracy, self.task_accuracy, self.macro_precision, self.macro_recall,
-                self.none_recall, self.fallback_rate, self.invalid_output_rate,
-            )),
-            f"{self.p50_ms:.1f}",
-            f"{self.p90_ms:.1f}",
-        ]  # fmt: skip
+            self.strategy,
+            *(_shown(value, ".3f") for value in rates),
+            _shown(self.p50_ms, ".1f"),
+            _shown(self.p90_ms, ".1f"),
+            _short(self.dataset_sha256),
+            _short(self.tasks_sha256),
+        ]
+
+
+def _shown(value: float | None, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def _short(digest: str | None) -> str:
+    return "unknown" if digest is None else digest[:_SHOWN_DIGEST]
 
 
 def load_row(run: Path) -> Row:
+    """A run's row from its report.json; a ValueError of one line, naming the file and the field, when
+    the report is not an evaluation's or holds a metric that is not a number."""
+    where = run / "report.json"
     try:
-        report: dict[str, Any] = json.loads((run / "report.json").read_text(encoding="utf-8"))
-        metrics = report["metrics"]
-        precision, recall = macro(metrics["task"]["per_class"])
-        return Row(
-            run=str(run),
-            event_accuracy=metrics["event"]["accuracy"],
-            task_accuracy=metrics["task"]["accuracy"],
-            macro_precision=precision,
-            macro_recall=recall,
-            none_recall=metrics["task"]["per_class"].get("none", {}).get("recall", 0.0),
-            fallback_rate=metrics["fallback_rate"],
-            invalid_output_rate=invalid_output_rate(report["turns"]),  # from the contract's fields alone
-            p50_ms=metrics["latency_ms"]["p50"],
-            p90_ms=metrics["latency_ms"]["p90"],
-        )
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"{run}: not an evaluation's output ({type(error).__name__}: {error})") from None
+        report = json.loads(where.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{where}: not an evaluation's report ({error})") from None
+    try:
+        return _row(run, report)
+    except _Malformed as error:
+        raise ValueError(f"{where}: {error}: re-run the evaluation") from None
+    except (KeyError, TypeError, AttributeError) as error:
+        raise ValueError(f"{where}: not an evaluation's report ({type(error).__name__}: {error})") from None
+
+
+class _Malformed(ValueError):
+    pass
+
+
+def _row(run: Path, report: dict[str, Any]) -> Row:
+    metrics = report["metrics"]
+    per_class = metrics["task"]["per_class"]
+    for label, scores in per_class.items():
+        for name in ("precision", "recall", "support"):
+            _number(scores.get(name), f"metrics.task.per_class.{label}.{name}")
+    precision, recall = macro(per_class)
+    none = per_class.get(NONE_LABEL)
+    digests = {name: report.get(name) for name in DIGESTS}
+    for name, digest in digests.items():
+        if digest is not None and not isinstance(digest, str):
+            raise _Malformed(f"{name} is a {type(digest).__name__}, not a digest")
+    return Row(
+        run=str(run),
+        strategy=report.get("strategy") or TARGET_DEFAULT,  # reports before strategies had null
+        digests_missing=tuple(name for name in DIGESTS if name not in report),
+        dataset_sha256=digests["dataset_sha256"],
+        tasks_sha256=digests["tasks_sha256"],
+        event_accuracy=_number(metrics["event"].get("accuracy"), "metrics.event.accuracy"),
+        task_accuracy=_number(metrics["task"].get("accuracy"), "metrics.task.accuracy", optional=True),
+        macro_precision=precision,
+        macro_recall=recall,
+        none_recall=none["recall"] if none and none["support"] else None,
+        fallback_rate=_number(metrics.get("fallback_rate"), "metrics.fallback_rate"),
+        invalid_output_rate=invalid_output_rate(report["turns"]),  # from the documented fields alone
+        p50_ms=_number(metrics["latency_ms"].get("p50"), "metrics.latency_ms.p50"),
+        p90_ms=_number(metrics["latency_ms"].get("p90"), "metrics.latency_ms.p90"),
+    )
+
+
+def _number(value: Any, field: str, *, optional: bool = False) -> Any:
+    """`value` when it is a JSON number (NaN and infinities included: the gate refuses those itself)."""
+    if value is None and optional:
+        return None
+    if value is None:
+        raise _Malformed(f"{field} is missing")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Malformed(f"{field} is a {type(value).__name__}, not a number")
+    return value
 
 
 def table(rows: list[Row]) -> str:
@@ -70,11 +134,38 @@ def table(rows: list[Row]) -> str:
 
 
 def gate(rows: list[Row], baseline: Row, tolerance: float) -> list[str]:
-    """Each run's regressions past `tolerance` in task accuracy or recall of none, one line each."""
+    """Why the runs do not pass against `baseline`, one line each: the refusals (what cannot be judged)
+    first, else each run's regressions past `tolerance` in task accuracy or recall of none."""
+    if baseline.digests_missing:
+        return [f"{baseline.run}: its report has no {', '.join(baseline.digests_missing)}: re-run the baseline "
+                "with this version of taskrouter eval"]  # fmt: skip
+    refusals = [problem for metric in GATED if (problem := _unjudgeable(baseline, metric))]
+    for row in rows:
+        if row.digests_missing:
+            refusals.append(f"{row.run}: its report has no {', '.join(row.digests_missing)}: re-run it with this "
+                            "version of taskrouter eval")  # fmt: skip
+        elif row.dataset_sha256 != baseline.dataset_sha256:
+            refusals.append(
+                f"{row.run}: its dataset (sha256 {_short(row.dataset_sha256)}…) is not the baseline's "
+                f"({_short(baseline.dataset_sha256)}…): gate runs over the baseline's dataset"
+            )
+        refusals += [problem for metric in GATED if (problem := _unjudgeable(row, metric))]
+    if refusals:
+        return refusals
     failures = []
     for row in rows:
-        for metric, name in (("task_accuracy", "task accuracy"), ("none_recall", "recall of none")):
+        for metric, name in GATED.items():
             value, floor = getattr(row, metric), getattr(baseline, metric)
             if value < floor - tolerance:
                 failures.append(f"{row.run}: {name} {value:.3f} is below the baseline's {floor:.3f} by more than {tolerance}")
     return failures
+
+
+def _unjudgeable(row: Row, metric: str) -> str | None:
+    value = getattr(row, metric)
+    if value is None:
+        why = " (no turn expects none)" if metric == "none_recall" else ""
+        return f"{row.run}: {GATED[metric]} is missing{why}: the gate cannot judge it"
+    if not math.isfinite(value):
+        return f"{row.run}: {GATED[metric]} is {value}, not a finite number"
+    return None

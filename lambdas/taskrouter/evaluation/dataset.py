@@ -1,7 +1,12 @@
-"""Labelled conversations (CONTRACT section 4): one JSON object a line, each user message labelled with
-the task and event it should route to. Each user message is one routed turn: the router gets the
-conversation up to and including it, and, as `current_task`, the task the labels before it left
-running."""
+"""Labelled conversations (docs/evaluation.md): one JSON object a line.
+
+Multi-turn form: each user message is labelled with the task and event it should route to, and is one
+routed turn: the router gets the conversation up to and including it, and, as `current_task`, the
+task the labels before it left running. Single-turn form (what a harvest writes): a top-level
+`current_task` and a label on the last user message only, one routed turn with that running task.
+
+Messages follow the API's own rules for a message (`core.request.Message`); labels are task names (or
+null for no task), so that no label can be taken for the report's pseudo-labels."""
 
 from __future__ import annotations
 
@@ -9,30 +14,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from taskrouter.core.events import Event, derive_event
+from taskrouter.core.request import Message
+from taskrouter.core.tasks import check_task_name
 from taskrouter.core.validation import describe
+
+TaskName = Annotated[str, AfterValidator(check_task_name)]
+LabelSource = Literal["teacher", "fallback", "reviewed", "written"]
 
 
 class Expected(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    task: str | None
+    task: TaskName | None
     event: Event
+    source: LabelSource | None = None  # who labelled the turn, when known
 
 
-class LabelledMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+class LabelledMessage(Message):
+    """A message of the API's shape, a user message possibly labelled."""
 
-    role: Literal["user", "assistant"]
-    content: Annotated[str, Field(min_length=1, max_length=4000)]
     expect: Expected | None = None
 
     @model_validator(mode="after")
     def _labels_on_user_messages(self) -> LabelledMessage:
-        if self.role == "user" and self.expect is None:
-            raise ValueError("a user message needs its expect label: each one is a routed turn")
         if self.role == "assistant" and self.expect is not None:
             raise ValueError("expect stands on user messages only")
         return self
@@ -42,12 +49,40 @@ class Conversation(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     id: Annotated[str, Field(min_length=1, max_length=200)]
+    # Present (even null): the single-turn form, this the task running before its one labelled turn.
+    current_task: TaskName | None = None
     messages: Annotated[list[LabelledMessage], Field(min_length=1)]
 
+    @property
+    def single_turn(self) -> bool:
+        return "current_task" in self.model_fields_set
+
     @model_validator(mode="after")
+    def _labels_where_the_form_wants_them(self) -> Conversation:
+        users = [index for index, message in enumerate(self.messages) if message.role == "user"]
+        if self.single_turn:
+            if not users:
+                raise ValueError("messages: a line with a top-level current_task needs a user message")
+            for index in users[:-1]:
+                if self.messages[index].expect is not None:
+                    raise ValueError(
+                        f"messages[{index}].expect: a line with a top-level current_task labels its last user "
+                        "message only"
+                    )
+            if self.messages[users[-1]].expect is None:
+                raise ValueError(f"messages[{users[-1]}]: the last user message needs its expect label")
+            return self._events_follow_from_the_tasks()
+        for index in users:
+            if self.messages[index].expect is None:
+                raise ValueError(
+                    f"messages[{index}]: a user message needs its expect label: each one is a routed turn (or "
+                    "give the line a top-level current_task and label its last user message only)"
+                )
+        return self._events_follow_from_the_tasks()
+
     def _events_follow_from_the_tasks(self) -> Conversation:
-        """A label's event is the one its task means after the task the labels before it left running."""
-        running = None
+        """A label's event is the one its task means after the task running before it."""
+        running = self.current_task
         for index, message in enumerate(self.messages):
             if message.expect is None:
                 continue
@@ -77,43 +112,55 @@ class DatasetError(ValueError):
 
 
 def load_dataset(path: Path) -> list[Conversation]:
+    return parse_dataset(path.read_bytes(), path.name)
+
+
+def parse_dataset(raw: bytes, source: str) -> list[Conversation]:
+    """The conversations of a dataset's bytes (from `source`, which errors name)."""
     conversations, seen = [], set()
     try:
-        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is no part of the first line
+        text = raw.decode("utf-8-sig")  # a byte-order mark is no part of the first line
     except UnicodeDecodeError as error:
-        raise DatasetError(f"{path.name}: not UTF-8 (byte {error.start})") from None
+        raise DatasetError(f"{source}: not UTF-8 (byte {error.start})") from None
     for number, line in enumerate(text.split("\n"), start=1):  # not splitlines: U+2028 may stand in a string
         if not line.strip():
             continue
         try:
             conversation = Conversation.model_validate_json(line)
         except ValidationError as error:
-            raise DatasetError(f"{path.name}:{number}: {describe(error)}") from None
+            raise DatasetError(f"{source}:{number}: {describe(error)}") from None
         if conversation.id in seen:
-            raise DatasetError(f"{path.name}:{number}: id {conversation.id!r} appears twice")
+            raise DatasetError(f"{source}:{number}: id {conversation.id!r} appears twice")
         seen.add(conversation.id)
         conversations.append(conversation)
     if not conversations:
-        raise DatasetError(f"{path.name}: no conversation")
+        raise DatasetError(f"{source}: no conversation")
     return conversations
 
 
 def as_json(conversation: Conversation) -> dict[str, Any]:
-    """A conversation as a dataset line holds it: `expect` on user messages only, a null task kept."""
+    """A conversation as a dataset line holds it: `expect` on user messages only, a null task kept, the
+    single-turn form's `current_task` kept, a label's `source` only when known."""
     return {
         "id": conversation.id,
+        **({"current_task": conversation.current_task} if conversation.single_turn else {}),
         "messages": [
-            {"role": m.role, "content": m.content, **({"expect": m.expect.model_dump()} if m.expect else {})}
+            {"role": m.role, "content": m.content, **({"expect": _label_json(m.expect)} if m.expect else {})}
             for m in conversation.messages
         ],
     }
+
+
+def _label_json(expected: Expected) -> dict[str, Any]:
+    label: dict[str, Any] = {"task": expected.task, "event": expected.event}
+    return label | ({"source": expected.source} if expected.source is not None else {})
 
 
 def turns_of(conversations: list[Conversation]) -> list[Turn]:
     """Every routed turn, in dataset order."""
     turns = []
     for conversation in conversations:
-        running = None
+        running = conversation.current_task  # None in the multi-turn form: its first turn starts afresh
         for index, message in enumerate(conversation.messages):
             if message.expect is None:
                 continue

@@ -1,16 +1,23 @@
-"""`taskrouter eval`: replay a labelled dataset through a target and measure it (CONTRACT section 4)."""
+"""`taskrouter eval`: replay a labelled dataset through a target and measure it (docs/evaluation.md)."""
 
 from __future__ import annotations
 
 import concurrent.futures
+import tempfile
+from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from taskrouter.evaluation.dataset import DatasetError, Turn, load_dataset, turns_of
+from taskrouter.core.tasks import Task
+from taskrouter.evaluation.dataset import DatasetError, Turn, parse_dataset, turns_of
+from taskrouter.evaluation.digests import dataset_sha256, tasks_sha256
 from taskrouter.evaluation.metrics import ERROR_LABEL, classification, label_of, latency_summary
 from taskrouter.evaluation.progress import progress_bar
-from taskrouter.evaluation.targets import Outcome, Target
+from taskrouter.evaluation.targets import DEFAULT_TURN_TIMEOUT_S, Outcome, Target, refusal
+
+TARGET_DEFAULT = "target default"  # the report's strategy when none was sent
 
 
 def run_turns(
@@ -48,16 +55,22 @@ def _record(turn: Turn, outcome: Outcome) -> dict[str, Any]:
     }
 
 
+def failed(turn: dict[str, Any]) -> bool:
+    """An error turn: no answer, an error status, or a 200 that is not the API's answer."""
+    return turn["status"] != 200 or turn.get("error") is not None
+
+
 def _labels(turns: Sequence[dict[str, Any]], field: str) -> tuple[list[str], list[str]]:
-    """Expected and predicted labels of `field` ("task" or "event"); a turn with no decision is `error`."""
+    """Expected and predicted labels of `field` ("task" or "event"); an error turn's prediction is
+    `(error)`, never a label."""
     expected = [label_of(t["expected"][field]) for t in turns]
-    predicted = [label_of(t["predicted"][field]) if t["status"] == 200 else ERROR_LABEL for t in turns]
+    predicted = [ERROR_LABEL if failed(t) else label_of(t["predicted"][field]) for t in turns]
     return expected, predicted
 
 
 def measure(turns: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The report's `metrics` from its turns."""
-    decided = [t for t in turns if t["status"] == 200]
+    decided = [t for t in turns if not failed(t)]
     by_backend = {}
     for backend in sorted({t["backend"] for t in decided}):
         own = [t for t in decided if t["backend"] == backend]
@@ -68,7 +81,7 @@ def measure(turns: Sequence[dict[str, Any]]) -> dict[str, Any]:
         # the decided turns' round trips: a refusal's quick answer would flatter them
         "latency_ms": latency_summary([t["latency_ms"] for t in decided]),
         # shares of all turns: those the fallback decided, those whose primary answered invalid output,
-        # those that got no decision
+        # the error turns
         "fallback_rate": _share(sum(t["fallback_reason"] is not None for t in turns), len(turns)),
         "invalid_output_rate": invalid_output_rate(turns),
         "error_rate": _share(len(turns) - len(decided), len(turns)),
@@ -77,7 +90,7 @@ def measure(turns: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def invalid_output_rate(turns: Sequence[dict[str, Any]]) -> float:
-    """The share of turns whose `fallback_reason` is `invalid_output` (CONTRACT section 4)."""
+    """The share of turns whose `fallback_reason` is `invalid_output`."""
     return _share(sum(t["fallback_reason"] == "invalid_output" for t in turns), len(turns))
 
 
@@ -85,31 +98,81 @@ def _share(count: int, total: int) -> float:
     return count / total if total else 0.0
 
 
+@dataclass(frozen=True)
+class Dataset:
+    name: str  # the file's name, or "standard input"
+    sha256: str
+    turns: list[Turn]
+
+
+def read_dataset(raw: bytes, name: str) -> Dataset:
+    turns = turns_of(parse_dataset(raw, name))
+    if not turns:
+        raise DatasetError(f"{name}: no user turn to route")
+    return Dataset(name, dataset_sha256(raw), turns)
+
+
+def prepare_output(out: Path) -> None:
+    """Make `out` and write in it once, so that a folder the report cannot go to fails before any turn."""
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=out):
+        pass
+
+
+def warnings_before_routing(turns: Sequence[Turn], tasks: list[Task] | None, strategy: str | None) -> list[str]:
+    """What makes some turns unroutable, told before any is routed: labels the target's task list does
+    not hold, and turns the API would refuse (which count as error turns, at either target)."""
+    said = []
+    if tasks is None:
+        said.append("the target's task list could not be read: labels are not checked against it, tasks_sha256 is null")
+    else:
+        names = {task.name for task in tasks}
+        unknown = Counter(
+            label for turn in turns for label in {turn.expected.task, turn.current_task} - {None} if label not in names
+        )
+        if unknown:
+            listed = ", ".join(f"{label} ({count} turns)" for label, count in sorted(unknown.items()))
+            said.append(f"labels not in the task list the target routes over: {listed}; check the dataset or the tasks")
+    refused = [(turn, error) for turn in turns if (error := refusal(turn, strategy)) is not None]
+    if refused:
+        shown = "; ".join(f"{t.conversation} turn {t.index}: {e.status} {e.message}" for t, e in refused[:_SHOWN_REFUSALS])
+        more = f"; and {len(refused) - _SHOWN_REFUSALS} more" if len(refused) > _SHOWN_REFUSALS else ""
+        said.append(f"{len(refused)} turns the API would refuse, counted as error turns: {shown}{more}")
+    return said
+
+
+_SHOWN_REFUSALS = 3
+
+
 def evaluate(
-    dataset: Path,
+    dataset: Dataset,
     target: Target,
     target_name: str,
     out: Path,
     *,
     strategy: str | None = None,
     concurrency: int = 1,
+    turn_timeout_s: float = DEFAULT_TURN_TIMEOUT_S,
     progress: bool = True,
+    warn: Callable[[str], None] = lambda line: None,
 ) -> dict[str, Any]:
     """Replay `dataset` through `target`, write `out/report.json`, `report.md` and the two confusion
-    matrices; the report."""
+    matrices; the report. `out` is checked first (`prepare_output`)."""
     from taskrouter.evaluation.report import write_report  # matplotlib: fails now, not after the run
 
-    turns = turns_of(load_dataset(dataset))
-    if not turns:
-        raise DatasetError(f"{dataset.name}: no user turn to route")
-    out.mkdir(parents=True, exist_ok=True)  # an output that cannot be written fails now, too
-    with progress_bar(len(turns), "routing turns", enabled=progress) as advance:
-        records = run_turns(turns, target, strategy=strategy, concurrency=concurrency, on_done=advance)
+    tasks = target.tasks()
+    for line in warnings_before_routing(dataset.turns, tasks, strategy):
+        warn(line)
+    with progress_bar(len(dataset.turns), "routing turns", enabled=progress) as advance:
+        records = run_turns(dataset.turns, target, strategy=strategy, concurrency=concurrency, on_done=advance)
     report = {
         "dataset": dataset.name,
+        "dataset_sha256": dataset.sha256,
         "target": target_name,
-        "strategy": strategy,
+        "tasks_sha256": None if tasks is None else tasks_sha256(tasks),
+        "strategy": strategy or TARGET_DEFAULT,
         "concurrency": concurrency,
+        "turn_timeout_s": turn_timeout_s,
         "turns": records,
         "metrics": measure(records),
     }
