@@ -165,11 +165,19 @@ def _decision_field(literal: Any) -> str:
     return fields[0]
 
 
+# Tools that serve a page of their own, with an API of their own documented beside them (docs/review.md).
+_OWN_API_TOOLS = ("review",)
+
+
 def _api_error_classes() -> list[type[errors.ApiError]]:
-    """Every ApiError class of the package: modules defining a subclass (found in their source) are
-    imported, then the class tree is walked."""
+    """Every ApiError class of the package that TaskRouter's API answers: modules defining a subclass
+    (found in their source) are imported, then the class tree is walked."""
     package = Path(taskrouter.__file__).parent
-    trees = {path: ast.parse(path.read_text(encoding="utf-8")) for path in package.rglob("*.py")}
+    trees = {
+        path: ast.parse(path.read_text(encoding="utf-8"))
+        for path in package.rglob("*.py")
+        if path.relative_to(package).parts[0] not in _OWN_API_TOOLS
+    }
     names, modules, grew = {"ApiError"}, set(), True
     while grew:
         grew = False
@@ -189,7 +197,7 @@ def _api_error_classes() -> list[type[errors.ApiError]]:
         cls = stack.pop()
         classes.append(cls)
         stack += cls.__subclasses__()
-    return [cls for cls in classes if not cls.__name__.startswith("_")]
+    return [cls for cls in classes if not cls.__name__.startswith("_") and cls.__module__.split(".")[1] not in _OWN_API_TOOLS]
 
 
 def _gateway_refusal(status: HTTPStatus) -> dict[str, Any]:
