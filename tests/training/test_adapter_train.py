@@ -1,4 +1,4 @@
-"""`taskrouter adapter train` on the CPU with a tiny random Llama and a tokenizer built here (no hub):
+"""`taskrouter adapter train` on the CPU with a tiny random Llama and a tokenizer (tiny_base.py, no hub):
 two steps with the real command, the adapter and its manifest saved, the same seed giving the same
 weights, then base plus adapter reloaded with peft generating a constrained answer the router's
 parser accepts."""
@@ -17,53 +17,13 @@ from taskrouter.core.request import Message, Strategy
 from taskrouter.core.task_spec import load_task_file
 from taskrouter.evaluation.dataset import load_dataset, turns_of
 
+from .tiny_base import DATASET, TASKS_FILE, train_command
+
 torch = pytest.importorskip("torch")  # the training extra; `make test` installs it
-
-ROOT = Path(__file__).resolve().parents[2]
-DATASET = ROOT / "datasets" / "example.jsonl"
-TASKS_FILE = ROOT / "tasks" / "default_tasks.json"
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory) -> Path:
-    """A 2-layer random Llama and a byte-level BPE tokenizer trained on the task list and the
-    example dataset, with a ChatML template: a base model folder as from the hub."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    corpus = [TASKS_FILE.read_text(), DATASET.read_text()] * 3
-    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(corpus, trainers.BpeTrainer(
-        vocab_size=2000, special_tokens=["<unk>", "<|im_start|>", "<|im_end|>", "<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    ))
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe, unk_token="<unk>", eos_token="<|im_end|>", pad_token="<|endoftext|>"
-    )
-    tokenizer.chat_template = CHAT_TEMPLATE
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=8192,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    ))
-    folder = tmp_path_factory.mktemp("tiny-base")
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def train(base: Path, out: Path, seed: int = 7) -> int:
-    return main([
-        "adapter", "train", "--dataset", str(DATASET), "--base-model", str(base), "--out", str(out),
-        "--max-steps", "2", "--epochs", "1", "--seed", str(seed), "--rank", "4", "--batch-size", "2",
-    ])
+    return main(train_command(base, out, seed=seed))
 
 
 def test_train_saves_a_reproducible_adapter_that_routes(tiny_base, tmp_path, capsys):

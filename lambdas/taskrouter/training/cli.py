@@ -1,15 +1,18 @@
-"""`taskrouter adapter train` (CONTRACT section 5).
+"""`taskrouter adapter train` (docs/training.md).
 
-    taskrouter adapter train --dataset FILE.jsonl --base-model ID_OR_DIR --out DIR
+    taskrouter adapter train --dataset FILE.jsonl --base-model ID_OR_DIR --out DIR [--force]
                              [--epochs N] [--max-steps N] [--seed S] [--rank R] [--tasks FILE]
                              [--revision COMMIT] [--learning-rate LR] [--batch-size N]
                              [--checkpoint-dir DIR [--checkpoint-every N]] [--no-archive]
     taskrouter adapter launch ...   (taskrouter/training/launch.py: the same, as a SageMaker training job)
+
+An error is one line on stderr and exit 1 (2: the command line itself); Ctrl-C, one line and 130.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -20,6 +23,9 @@ from taskrouter.core.validation import describe
 from taskrouter.evaluation.cli import positive_int
 from taskrouter.evaluation.dataset import DatasetError
 from taskrouter.repository import DEFAULT_TASKS_FILE
+
+PROG = "taskrouter adapter train"
+SEED_LIMIT = 2**32  # numpy's seeds are below it
 
 
 def main(argv: list[str]) -> int:
@@ -33,11 +39,20 @@ def main(argv: list[str]) -> int:
         return 2
     args = _parser().parse_args(argv[1:])
     try:
-        from taskrouter.training.train import Checkpoints, HyperParameters, train
+        return _train(args)
+    except KeyboardInterrupt:
+        print(f"{PROG}: stopped (Ctrl-C) before the adapter was saved: {args.out} is as it was; "
+              f"{_resuming(args)}", file=sys.stderr)
+        return 130
     except ImportError as error:  # the training extra is not installed
-        print(f"taskrouter adapter train: {error.name} is missing: pip install 'taskrouter[training]' "
+        print(f"{PROG}: {error.name or _one_line(error)} is missing: pip install 'taskrouter[training]' "
               "(and bitsandbytes with a CUDA torch for QLoRA on a GPU: 'taskrouter[training-gpu]')", file=sys.stderr)
         return 1
+
+
+def _train(args: argparse.Namespace) -> int:
+    from taskrouter.training.train import Checkpoints, HyperParameters, train
+
     hyper = HyperParameters(
         epochs=args.epochs, max_steps=args.max_steps, seed=args.seed, rank=args.rank,
         learning_rate=args.learning_rate, batch_size=args.batch_size, alpha=2 * args.rank,
@@ -47,13 +62,18 @@ def main(argv: list[str]) -> int:
         manifest = train(
             Path(args.dataset), tasks, args.base_model, Path(args.out), hyper, revision=args.revision,
             checkpoints=Checkpoints(Path(args.checkpoint_dir), args.checkpoint_every) if args.checkpoint_dir else None,
-            archive=args.archive,
+            archive=args.archive, force=args.force,
         )
     except ValidationError as error:
-        print(f"taskrouter adapter train: {args.tasks}: {describe(error)}", file=sys.stderr)
+        print(f"{PROG}: {args.tasks}: {describe(error)}", file=sys.stderr)
         return 1
-    except (DatasetError, ValueError, OSError) as error:
-        print(f"taskrouter adapter train: {error}", file=sys.stderr)
+    except (DatasetError, ValueError, OSError) as error:  # the training module's own errors are ValueErrors
+        print(f"{PROG}: {_one_line(error)}", file=sys.stderr)
+        return 1
+    except ImportError:
+        raise
+    except Exception as error:  # torch's or a library's, out of memory among them: still one line
+        print(f"{PROG}: {type(error).__name__}: {_one_line(error)}", file=sys.stderr)
         return 1
     result = manifest["result"]
     print(
@@ -63,23 +83,48 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def _resuming(args: argparse.Namespace) -> str:
+    if args.checkpoint_dir:
+        return f"the same command goes on from the last checkpoint in {args.checkpoint_dir}"
+    return "run it again to start afresh (--checkpoint-dir DIR keeps progress to resume from)"
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def positive_finite_float(value: str) -> float:
+    number = float(value)
+    if not (math.isfinite(number) and number > 0):
+        raise argparse.ArgumentTypeError("must be a positive number")
+    return number
+
+
+def seed_value(value: str) -> int:
+    number = int(value)
+    if not 0 <= number < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be from 0 to {SEED_LIMIT - 1}")
+    return number
+
+
 def add_training_options(parser: argparse.ArgumentParser) -> None:
     """The task list and hyper-parameters, the same for `train` and `launch` (which passes them on)."""
     parser.add_argument("--tasks", default=str(DEFAULT_TASKS_FILE), help="the task list the router holds")
     parser.add_argument("--epochs", type=positive_int, default=2)
     parser.add_argument("--max-steps", type=positive_int, help="stop after this many optimizer steps")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_value, default=0)
     parser.add_argument("--rank", type=positive_int, default=16)
-    parser.add_argument("--learning-rate", type=float, default=2e-4)
+    parser.add_argument("--learning-rate", type=positive_finite_float, default=2e-4)
     parser.add_argument("--batch-size", type=positive_int, default=4)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="taskrouter adapter train", description="train a routing LoRA adapter")
-    parser.add_argument("--dataset", required=True, help="labelled conversations (CONTRACT section 4)")
+    parser.add_argument("--dataset", required=True, help="labelled conversations, one a line, as `taskrouter eval` takes them")
     parser.add_argument("--base-model", required=True, help="a Hugging Face model id or a local folder")
     parser.add_argument("--revision", help="the base model's commit (a hub id); recorded in the manifest")
     parser.add_argument("--out", required=True, help="folder for the adapter, adapter.tar.gz and manifest.json")
+    parser.add_argument("--force", action="store_true", help="replace the adapter --out holds (once the new one is trained)")
     add_training_options(parser)
     parser.add_argument(
         "--checkpoint-dir",

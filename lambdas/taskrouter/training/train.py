@@ -1,4 +1,4 @@
-"""`taskrouter adapter train` (CONTRACT section 5): a LoRA adapter that routes, from labelled conversations.
+"""`taskrouter adapter train` (docs/training.md): a LoRA adapter that routes, from labelled conversations.
 
 Each user turn of the dataset is one example. Its prompt is the one the router builds for that turn
 (`core.prompting.build_prompt`, zero-shot, rendered with the base model's own chat template as the
@@ -9,12 +9,16 @@ weights, byte for byte (on the same CPU type and thread count: float sums depend
 
 A plain PyTorch loop, not a trainer: the loss mask, the order of the examples and the seeding are a
 few lines here, visible and deterministic, and the training extra stays torch + transformers + peft.
+
+Nothing is written to `out` before training has ended well (training/output.py): a run that stops
+(a diverged loss, a bad checkpoint or base, Ctrl-C) leaves `out` as it found it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 import tarfile
@@ -25,17 +29,24 @@ from typing import Any
 
 import torch  # the training extra: imported with the module, so a missing one is told before any work
 from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from taskrouter.core.prompting import build_prompt
 from taskrouter.core.request import Message, Strategy
 from taskrouter.core.tasks import NO_TASK, Task
 from taskrouter.evaluation.dataset import Turn, load_dataset, turns_of
+from taskrouter.training.output import ARCHIVE as ADAPTER_ARCHIVE
+from taskrouter.training.output import MANIFEST, check_output, staged
 
 PROMPT_STRATEGY = Strategy.ZERO_SHOT
 PROMPT_FORMAT = "chat-messages: core/prompting.py, the base model's chat template"
-ADAPTER_ARCHIVE = "adapter.tar.gz"  # what SageMaker takes as an adapter's ArtifactUrl
 VALIDATION_SHARE = 10  # one conversation in ten, chosen by its id's digest, is held out
+CHECKPOINT_KEYS = {"run", "progress", "epoch_order", "adapter", "optimizer", "torch_rng", "cuda_rng"}
+CHECKPOINT_FIX = "delete it to start afresh, or give another --checkpoint-dir"
+
+
+class TrainingError(ValueError):
+    """A run that cannot go on; the message names the file or option to fix, and how (one line)."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +59,7 @@ class HyperParameters:
     alpha: int = 32
     dropout: float = 0.05
     seed: int = 0
-    max_length: int = 12288  # serving.json's OPTION_MAX_MODEL_LEN (a test holds them equal): what the endpoint takes
+    max_length: int = 32768  # serving.json's OPTION_MAX_MODEL_LEN (a test holds them equal): what the endpoint takes
 
 
 @dataclass(frozen=True)
@@ -103,25 +114,29 @@ def train(
     revision: str | None = None,
     checkpoints: Checkpoints | None = None,
     archive: bool = True,
+    force: bool = False,
     log: Any = print,
 ) -> dict[str, Any]:
     """Train, save the adapter, its manifest and (unless `archive` is off: a SageMaker job's output
-    is archived by SageMaker) its archive in `out`; the manifest."""
+    is archived by SageMaker) its archive in `out`, replacing an adapter there only when `force`;
+    the manifest."""
+    check_output(out, force=force)
+    if checkpoints is not None and checkpoints.folder.exists() and not checkpoints.folder.is_dir():
+        raise TrainingError(f"--checkpoint-dir {checkpoints.folder} is a file, not a folder: give a folder")
     _seed_everything(hyper.seed)
     turns = turns_of(load_dataset(dataset))
     catalogue = {task.name: task for task in tasks}
     unknown = sorted({t.expected.task for t in turns if t.expected.task and t.expected.task not in catalogue})
     if unknown:
-        raise ValueError(f"{dataset.name}: labels {unknown} are not tasks of the task file")
+        raise TrainingError(f"{dataset.name}: labels {unknown} are not tasks of the task file")
     training, validation = split(examples_of(turns, catalogue))
     if not training:
-        raise ValueError(f"{dataset.name}: no training example once the validation share is held out")
+        raise TrainingError(f"{dataset.name}: no training example once the validation share is held out")
 
     cuda = torch.cuda.is_available()
-    tokenizer = AutoTokenizer.from_pretrained(base_model, revision=revision)
+    tokenizer, model = _load_base(base_model, revision, cuda)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(base_model, revision=revision, **_loading(cuda))
     if cuda:
         from peft import prepare_model_for_kbit_training
 
@@ -138,9 +153,10 @@ def train(
     held_out = [e for e in (_encode(tokenizer, example, hyper.max_length) for example in validation) if e]
     too_long = len(training) + len(validation) - len(encoded) - len(held_out)
     if not encoded:
-        raise ValueError(f"{dataset.name}: every training example is over {hyper.max_length} tokens")
+        raise TrainingError(f"{dataset.name}: every training example is over {hyper.max_length} tokens")
 
-    optimizer = torch.optim.AdamW((p for p in model.parameters() if p.requires_grad), lr=hyper.learning_rate)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=hyper.learning_rate)
     order = random.Random(hyper.seed)
     # What a checkpoint must share with this run to be resumed (max_steps aside: a later stop is fine).
     run = {"hyper_parameters": {**asdict(hyper), "max_steps": None}, "tasks_sha256": _tasks_digest(tasks),
@@ -150,8 +166,8 @@ def train(
     if checkpoints is not None and checkpoints.file.is_file():
         progress = _resume(checkpoints.file, run, model, optimizer, order)
         if hyper.max_steps is not None and progress["steps"] > hyper.max_steps:
-            raise ValueError(f"{checkpoints.file} is past step {hyper.max_steps} already ({progress['steps']}): "
-                             "raise --max-steps or give another --checkpoint-dir")
+            raise TrainingError(f"{checkpoints.file} is past step {hyper.max_steps} already ({progress['steps']}): "
+                                "raise --max-steps or give another --checkpoint-dir")
         log(f"resumed from {checkpoints.file} after step {progress['steps']}")
     steps, losses, started = progress["steps"], progress["losses"], time.monotonic()
     model.train()
@@ -167,21 +183,23 @@ def train(
                 break
             batch = _batch([encoded[i] for i in indices[first : first + hyper.batch_size]], tokenizer.pad_token_id, device)
             loss = model(**batch).loss
+            if not math.isfinite(loss.item()):  # told before the step: nothing diverged is saved or checkpointed
+                raise _not_finite(f"the training loss is {loss.item()} at step {steps + 1}", steps > 0, base_model, hyper)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             steps += 1
+            if not torch.stack([torch.isfinite(p).all() for p in trained]).all():  # a finite loss, then a step too far
+                raise _not_finite(f"the adapter's weights are not finite after step {steps}", True, base_model, hyper)
             losses.append(loss.item())
             log(f"epoch {epoch + 1} step {steps}: loss {losses[-1]:.4f}")
             if checkpoints is not None and steps % checkpoints.every == 0:
                 at = {"steps": steps, "epoch": epoch, "next_batch": batch_number + 1, "losses": losses}
                 _save_state(checkpoints.file, run, at, epoch_order, model, optimizer)
     validation_loss = _mean_loss(model, held_out, tokenizer.pad_token_id, device, hyper.batch_size)
+    if validation_loss is not None and not math.isfinite(validation_loss):
+        raise _not_finite(f"the validation loss is {validation_loss}", steps > 0, base_model, hyper)
 
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    if archive:
-        _archive(out)
     manifest = {
         "base_model": {"id": base_model, "revision": revision or _resolved_revision(model, Path(base_model))},
         "prompt": {"strategy": PROMPT_STRATEGY.value, "format": PROMPT_FORMAT, "answer": "task name or none, then EOS"},
@@ -205,13 +223,27 @@ def train(
         },
         "archive": ADAPTER_ARCHIVE if archive else None,
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    with staged(out) as folder:
+        model.save_pretrained(folder)
+        if archive:
+            _archive(folder)
+        (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
     return manifest
 
 
+def _not_finite(what: str, updated: bool, base_model: str, hyper: HyperParameters) -> TrainingError:
+    """Why a loss or weight is nan or infinite, and the fix: before any update, the base model's
+    own weights; after, a learning rate too high for them."""
+    if not updated:
+        return TrainingError(f"{what}, before any update: the base model {base_model} gives non-finite outputs "
+                             "(a corrupt or badly converted weight?): check or download it again; no adapter written")
+    return TrainingError(f"{what}: training diverged: lower --learning-rate (now {hyper.learning_rate:g}) "
+                         "or check the base model's weights; no adapter written")
+
+
 def _save_state(file: Path, run: dict, progress: dict, epoch_order: Any, model: Any, optimizer: Any) -> None:
-    """Everything a resumed run needs to continue as if never stopped, written whole or not at all
-    (an interruption mid-write leaves the previous checkpoint)."""
+    """Everything a resumed run needs to continue as if never stopped (CHECKPOINT_KEYS), written whole
+    or not at all (an interruption mid-write leaves the previous checkpoint)."""
     state = {
         "run": run,
         "progress": progress,
@@ -228,9 +260,7 @@ def _save_state(file: Path, run: dict, progress: dict, epoch_order: Any, model: 
 
 
 def _resume(file: Path, run: dict, model: Any, optimizer: Any, order: random.Random) -> dict:
-    # weights_only: tensors and plain containers, never arbitrary objects (another job could have
-    # written under training/, which every job's role may write)
-    state = torch.load(file, weights_only=True)
+    state = _load_state(file)
     if state["run"] != run:
         raise ValueError(f"{file} is the checkpoint of another run (hyper-parameters, dataset or base differ): "
                          "give this run its own --checkpoint-dir")
@@ -243,6 +273,24 @@ def _resume(file: Path, run: dict, model: Any, optimizer: Any, order: random.Ran
     return state["progress"]
 
 
+def _load_state(file: Path) -> dict:
+    """The checkpoint in `file`, or an error saying what is wrong with it: empty, cut short, or not
+    one that `_save_state` wrote."""
+    if file.stat().st_size == 0:
+        raise TrainingError(f"{file} is empty (a copy or sync cut short?): {CHECKPOINT_FIX}")
+    with open(file, "rb") as opened:  # a file that cannot be opened is told as such, by the OSError
+        try:
+            # weights_only: tensors and plain containers, never arbitrary objects (another job could
+            # have written under training/, which every job's role may write)
+            state = torch.load(opened, weights_only=True)
+        except Exception:  # whatever torch makes of a cut zip (an OSError too) or a foreign pickle
+            raise TrainingError(f"{file} is not a readable checkpoint (truncated, or another program's file): "
+                                f"{CHECKPOINT_FIX}") from None
+    if not isinstance(state, dict) or not CHECKPOINT_KEYS <= state.keys():
+        raise TrainingError(f"{file} is not a checkpoint of taskrouter adapter train: {CHECKPOINT_FIX}")
+    return state
+
+
 def _seed_everything(seed: int) -> None:
     import numpy
 
@@ -250,6 +298,38 @@ def _seed_everything(seed: int) -> None:
     numpy.random.seed(seed)
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def _load_base(base_model: str, revision: str | None, cuda: bool) -> tuple[Any, Any]:
+    """The base's tokenizer and model, or an error naming what to fix: a local folder's config.json
+    first (the file a hand edit or a cut-short copy breaks; transformers tells it in a handful of
+    exception types, some over several lines), then anything else that keeps the base from loading."""
+    folder = Path(base_model)
+    if not folder.exists() and (folder.is_absolute() or base_model.startswith(".")):  # not a hub id
+        raise TrainingError(f"--base-model {base_model}: no such folder: give a model's folder, or a hub id")
+    if folder.is_dir():
+        config = folder / "config.json"
+        if not config.is_file():
+            raise TrainingError(f"--base-model {folder} has no config.json: give a model's folder as the hub "
+                                "has it (config.json, weights, tokenizer)")
+        try:
+            AutoConfig.from_pretrained(folder)
+        except Exception as error:
+            raise TrainingError(f"{config} is not a model configuration transformers reads ({_gist(error)}): "
+                                "restore it from the model's source") from None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(base_model, revision=revision)
+        return tokenizer, AutoModelForCausalLM.from_pretrained(base_model, revision=revision, **_loading(cuda))
+    except ImportError:  # a missing extra (bitsandbytes on a GPU), told as such by the command
+        raise
+    except Exception as error:
+        raise TrainingError(f"--base-model {base_model} does not load ({_gist(error)}): give a causal language "
+                            "model's folder or hub id, with its weights and tokenizer") from None
+
+
+def _gist(error: Exception) -> str:
+    """An error's first paragraph, on one line (transformers' go on with advice that does not apply)."""
+    return " ".join(str(error).split("\n\n")[0].split()) or type(error).__name__
 
 
 def _loading(cuda: bool) -> dict[str, Any]:
