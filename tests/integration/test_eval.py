@@ -61,7 +61,7 @@ def run_eval(*args: str) -> int:
 
 @pytest.fixture
 def local_env(monkeypatch):
-    """The environment `--target local` reads (CONTRACT section 3): the oracle doubles as backends."""
+    """The environment `--target local` reads (docs/configuration.md): the oracle doubles as backends."""
     sagemaker, openai = oracle_sagemaker(wrong=frozenset({"weather"})), oracle_openai()
     for name, value in {
         "AWS_ACCESS_KEY_ID": "eval", "AWS_SECRET_ACCESS_KEY": "eval", "AWS_DEFAULT_REGION": "us-east-1",
