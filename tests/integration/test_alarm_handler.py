@@ -11,6 +11,7 @@ for a composite alarm)."""
 from __future__ import annotations
 
 import importlib
+import io
 import json
 from datetime import datetime, timedelta, timezone
 
@@ -19,6 +20,7 @@ import pytest
 from moto import mock_aws
 
 from tests.integration.conftest import COMPONENT_NAME
+from tests.integration.ops_stage import create_stage_stacks
 from tests.integration.servers import SageMakerRuntimeDouble
 
 STAGE = "qa"
@@ -91,6 +93,13 @@ class Clock:
         return self.now
 
 
+def _now_real(world) -> datetime:
+    """The handler's clock set to the real one: moto stamps the alarms' changes with it."""
+    now = datetime.now(timezone.utc)
+    world.time.now = now.timestamp()
+    return now
+
+
 @pytest.fixture
 def world(monkeypatch, fake_aws_credentials):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
@@ -119,6 +128,9 @@ def world(monkeypatch, fake_aws_credentials):
         module = importlib.reload(alarms)
         clock = Clock()
         monkeypatch.setattr(module.time, "time", clock)
+        # Powertools keeps the stream its first Logger of the service was given: this test's, here
+        log = io.StringIO()
+        monkeypatch.setattr(module.logger.registered_handler, "stream", log)
 
         class World:
             handler = module
@@ -134,6 +146,13 @@ def world(monkeypatch, fake_aws_credentials):
                 for message in got:
                     sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
                 return [json.loads(message["Body"]) for message in got]
+
+            @staticmethod
+            def logged() -> list[dict]:
+                lines = [json.loads(line) for line in log.getvalue().splitlines()]
+                log.seek(0)
+                log.truncate()
+                return lines
 
             @staticmethod
             def deliver(*messages) -> dict:
@@ -167,7 +186,7 @@ def test_duplicates_and_out_of_order_notifications_change_nothing(world):
     # an OK older than the ALARM applied (SNS delivered it late), then the ALARM again (a duplicate)
     world.deliver(composite("OK", T0 + timedelta(minutes=4)), composite("ALARM", T0 + timedelta(minutes=5)))
     assert world.mode() == "openai_only" and world.announcements() == []
-    world.deliver(composite("OK", T0 + timedelta(minutes=40), old="ALARM"))
+    world.deliver(composite("OK", T0 + timedelta(minutes=20), old="ALARM"))
     assert world.mode() == "primary_first"
 
 
@@ -194,7 +213,7 @@ def test_other_alarms_own_announcements_and_junk_are_skipped(world):
     (own,) = world.announcements()
     result = world.deliver(metric_alarm("ALARM", T0 + timedelta(minutes=1)), json.dumps(own), "not json", {"x": 1},
                            composite("ALARM", T0 + timedelta(minutes=1), name="taskrouter-qa-other"))
-    assert result == {"applied": 0} and world.announcements() == []
+    assert result == {"applied": 0, "skipped": 5} and world.announcements() == []
 
 
 def test_an_idle_endpoints_insufficient_data_is_not_degraded(world):
@@ -258,7 +277,7 @@ def _cloudwatch_alarm(state: str) -> None:
 
 
 def test_a_lost_ok_notification_is_put_right_by_the_tick(world):
-    world.deliver(composite("ALARM", T0 - timedelta(hours=1)))
+    world.deliver(composite("ALARM", _now_real(world) - timedelta(hours=1)))
     _cloudwatch_alarm("OK")  # its OK notification never arrived (dropped after Lambda's retries)
     world.time.now += HOLD_S + 1
     world.handler.handler(SCHEDULE, None)
@@ -267,7 +286,7 @@ def test_a_lost_ok_notification_is_put_right_by_the_tick(world):
 
 def test_a_mode_changed_behind_the_handlings_back_is_put_right(world):
     _cloudwatch_alarm("ALARM")
-    world.time.now = datetime.now(timezone.utc).timestamp()  # moto stamps the alarm with the real clock
+    _now_real(world)
     world.handler.handler(SCHEDULE, None)
     assert world.mode() == "openai_only"  # the lost ALARM, seen at a tick
     world.announcements()
@@ -304,3 +323,165 @@ def test_no_probe_under_an_operators_override(world, sagemaker, monkeypatch):
     ops.save(set_override(ops.state(), OpsMode.OPENAI_ONLY, "dana", "maintenance", _time(T0)))
     ops.set_mode(OpsMode.OPENAI_ONLY)
     assert world.handler.handler(SCHEDULE, None)["probed"] is None and sagemaker.requests == []
+
+
+def _stored_state() -> dict:
+    return json.loads(boto3.client("ssm").get_parameter(Name=f"/taskrouter/{STAGE}/failover-state")["Parameter"]["Value"])
+
+
+def _metrics(out: str) -> list[dict]:
+    """The metrics Powertools printed (CloudWatch's embedded metric format)."""
+    return [json.loads(line) for line in out.splitlines() if '"_aws"' in line]
+
+
+def test_a_notification_dated_ahead_of_now_is_ignored_and_not_recorded(world):
+    """A StateChangeTime more than 5 minutes after the handler's clock is no change CloudWatch has made
+    (a forged message, or a clock gone wrong): recorded, it would make every real change look older."""
+    world.deliver(composite("ALARM", T0))
+    world.time.now += HOLD_S + 60
+    world.deliver(composite("ALARM", T0 + timedelta(days=365)))  # a forged one
+    assert _stored_state()["alarm_changed_at"] == T0.isoformat()
+    world.deliver(composite("OK", T0 + timedelta(minutes=16), old="ALARM"))
+    assert world.mode() == "primary_first"  # the real OK still fails back
+    # a clock a little ahead (under 5 minutes) is CloudWatch's own: applied
+    world.deliver(composite("ALARM", T0 + timedelta(minutes=16 + 4)))
+    assert world.mode() == "openai_only"
+
+
+def test_a_state_value_cloudwatch_never_sends_is_skipped(world):
+    """CloudWatch's alarms have three states (OK, ALARM, INSUFFICIENT_DATA): another value is no state
+    change, and must not stand in the way of a real one."""
+    skipped = world.deliver(composite("ALARMING", T0 + timedelta(minutes=1)))
+    world.deliver(composite("ALARM", T0))  # older than the bogus one
+    assert world.mode() == "openai_only"
+    assert skipped == {"applied": 0, "skipped": 1}
+
+
+def test_junk_records_are_skipped_counted_and_the_batch_goes_on(capsys, world):
+    marker = "sk-never-logged-7f3c"
+    junk = [
+        json.dumps({"x": 1}),  # JSON, but no alarm notification
+        json.dumps({"AlarmName": DEGRADED, "NewStateValue": "ALARM", "StateChangeTime": marker}),
+        json.dumps({**composite("ALARM", T0), "AlarmName": [DEGRADED]}),
+        "null",
+        "[" * 100_000 + "]" * 100_000,  # json.loads raises RecursionError
+        f"not json {marker}",
+    ]
+    capsys.readouterr()
+    world.logged()
+    result = world.deliver(*junk, composite("ALARM", T0))
+    assert result == {"applied": 1, "skipped": len(junk)} and world.mode() == "openai_only"
+    out, err = capsys.readouterr()
+    logged = world.logged()
+    assert marker not in out + err + json.dumps(logged)
+    (counted,) = [line for line in logged if "skipped" in line]
+    assert counted["skipped"] == len(junk)
+    (metric,) = [line for line in _metrics(out) if "NotificationsSkipped" in line]
+    assert metric["NotificationsSkipped"] == [float(len(junk))]
+
+
+FIELDS = {"alarm_state", "alarm_changed_at", "mode", "mode_set_at", "last_alarm_at", "override"}
+
+
+def _put(name: str, value: str) -> None:
+    boto3.client("ssm").put_parameter(Name=f"/taskrouter/{STAGE}/{name}", Value=value, Type="String", Overwrite=True)
+
+
+@pytest.mark.parametrize("alarm", ["ALARM", "OK"])
+@pytest.mark.parametrize("value", ["OpenAI_only", "[]"])
+def test_a_malformed_mode_parameter_is_reported_and_rewritten_by_the_next_tick(capsys, world, alarm, value):
+    _cloudwatch_alarm(alarm)
+    _now_real(world)
+    _put("ops-mode", value)
+    capsys.readouterr()
+    world.handler.handler(SCHEDULE, None)
+    assert world.mode() == ("openai_only" if alarm == "ALARM" else "primary_first")  # what the alarm calls for
+    assert any(line["level"] == "WARNING" and "malformed" in line["message"] and line["parameter"].endswith("ops-mode")
+               for line in world.logged())
+    assert any("ParameterMalformed" in line for line in _metrics(capsys.readouterr().out))
+    reported, repaired = world.announcements()
+    assert reported["parameter"].endswith("ops-mode") and "malformed" in reported["subject"]
+    assert repaired["to"] == world.mode()
+
+
+MALFORMED_STATES = [
+    "[]", "{not json", "null",
+    json.dumps({"alarm_state": "OK", "alarm_changed_at": "yesterday", "mode": "primary_first",
+                "mode_set_at": None, "last_alarm_at": None, "override": None}),
+    json.dumps({"alarm_state": "OK", "mode": "primary_first"}),  # an override's field lost: not "no override"
+    json.dumps({"alarm_state": "OK", "alarm_changed_at": None, "mode": "OpenAI_only",
+                "mode_set_at": None, "last_alarm_at": None, "override": None}),
+]
+
+
+@pytest.mark.parametrize("alarm", ["ALARM", "OK"])
+@pytest.mark.parametrize("value", MALFORMED_STATES)
+def test_a_malformed_state_parameter_is_reported_and_rebuilt_by_the_next_tick(capsys, world, alarm, value):
+    _cloudwatch_alarm(alarm)
+    _now_real(world)
+    _put("failover-state", value)
+    capsys.readouterr()
+    world.handler.handler(SCHEDULE, None)
+    assert any(line["level"] == "WARNING" and "malformed" in line["message"] and line["parameter"].endswith("failover-state")
+               for line in world.logged())
+    assert any("ParameterMalformed" in line for line in _metrics(capsys.readouterr().out))
+    state = _stored_state()
+    assert set(state) == FIELDS and state["alarm_state"] == alarm and state["override"] is None
+    assert world.mode() == state["mode"] == ("openai_only" if alarm == "ALARM" else "primary_first")
+    world.time.now += 60
+    world.handler.handler(SCHEDULE, None)  # repaired: nothing more to report
+    assert "malformed" not in json.dumps(world.logged())
+
+
+def test_a_malformed_state_read_for_a_notification_is_rebuilt_too(world):
+    _put("failover-state", "[]")
+    world.deliver(composite("ALARM", T0))
+    assert world.mode() == "openai_only" and _stored_state()["alarm_state"] == "ALARM"
+
+
+def test_a_recorded_alarm_time_ahead_of_now_is_dropped_by_the_tick(world):
+    """A state written before future-dated notifications were refused may hold one: the tick drops it,
+    so that the alarm's real changes apply again."""
+    now = _now_real(world)
+    _cloudwatch_alarm("ALARM")
+    _put("failover-state", json.dumps({"alarm_state": "OK", "alarm_changed_at": (now + timedelta(days=365)).isoformat(),
+                                       "mode": "primary_first", "mode_set_at": None, "last_alarm_at": None, "override": None}))
+    world.time.now += 60
+    world.handler.handler(SCHEDULE, None)
+    assert world.mode() == "openai_only" and _stored_state()["alarm_state"] == "ALARM"
+
+
+@pytest.fixture
+def ops(world):
+    """`taskrouter ops ...` on the handler's stage: its stacks name the same parameters and topic."""
+    from taskrouter.cli import main
+
+    create_stage_stacks(STAGE, f"/taskrouter/{STAGE}/ops-mode", f"/taskrouter/{STAGE}/failover-state",
+                        world.handler.OPERATIONS.topic_arn)
+    return lambda *argv: main(["ops", *argv, "--stage", STAGE, "--region", "us-east-1"])
+
+
+@pytest.mark.parametrize("alarm", ["ALARM", "OK"])
+def test_set_auto_ends_the_override_drops_a_future_alarm_time_and_the_next_tick_follows_the_alarm(world, ops, alarm):
+    """The state a forged notification left (before such were refused): the opposite of the alarm's
+    state, dated a year ahead, under an operator's override."""
+    now = _now_real(world)
+    _cloudwatch_alarm(alarm)
+    forged = "OK" if alarm == "ALARM" else "ALARM"
+    an_hour_ago = now.timestamp() - 3600
+    _put("failover-state", json.dumps({
+        "alarm_state": forged, "alarm_changed_at": (now + timedelta(days=365)).isoformat(), "mode": "openai_only",
+        "mode_set_at": an_hour_ago, "last_alarm_at": an_hour_ago,
+        "override": {"mode": "openai_only", "by": "dana", "reason": "model upgrade", "at": _time(now - timedelta(hours=1))},
+    }))
+    _put("ops-mode", "openai_only")
+    assert ops("mode", "set", "auto") == 0
+    state = _stored_state()
+    assert state["override"] is None and state["alarm_changed_at"] is None
+    assert world.mode() == state["mode"] == ("openai_only" if forged == "ALARM" else "primary_first")  # as recorded
+    world.time.now += 60
+    world.handler.handler(SCHEDULE, None)
+    state = _stored_state()
+    assert world.mode() == state["mode"] == ("openai_only" if alarm == "ALARM" else "primary_first")
+    assert state["alarm_state"] == alarm and state["override"] is None
+    assert datetime.fromisoformat(state["alarm_changed_at"]).timestamp() <= world.time.now

@@ -10,6 +10,7 @@ import pytest
 from moto import mock_aws
 
 from taskrouter.cli import main
+from tests.integration.ops_stage import create_stage_stacks
 
 
 @pytest.fixture
@@ -22,16 +23,7 @@ def deployed(monkeypatch, fake_aws_credentials):
         queue = sqs.create_queue(QueueName="inbox")["QueueUrl"]
         arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"})
-        cloudformation = boto3.client("cloudformation")
-        for stack, outputs in (
-            ("qa-Operations", {"OpsModeParameter": "/taskrouter/qa/ops-mode", "FailoverStateParameter": "/taskrouter/qa/failover-state"}),
-            ("qa-Monitoring", {"AlarmTopicArn": topic}),
-        ):
-            template = {
-                "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},  # a stack needs one resource
-                "Outputs": {key: {"Value": value} for key, value in outputs.items()},
-            }
-            cloudformation.create_stack(StackName=stack, TemplateBody=json.dumps(template))
+        create_stage_stacks("qa", "/taskrouter/qa/ops-mode", "/taskrouter/qa/failover-state", topic)
 
         def inbox() -> list[dict]:
             got = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", [])
@@ -66,3 +58,54 @@ def test_an_override_needs_a_reason_and_an_undeployed_stage_says_so(deployed, ca
     assert main(["ops", "mode", "show", "--stage", "nope"]) == 1
     err = capsys.readouterr().err
     assert "nope-Operations" in err and "is the stage deployed" in err
+
+
+MODE, STATE = "/taskrouter/qa/ops-mode", "/taskrouter/qa/failover-state"
+# What a hand edit or a broken writer can leave: a mode of the wrong case or no mode at all, a state
+# that is no object, holds a time that is none, or lacks the fields an override lives in.
+MALFORMED = [
+    (MODE, "OpenAI_only"), (MODE, "[]"),
+    (STATE, "[]"), (STATE, "{not json"),
+    (STATE, json.dumps({"alarm_state": "OK", "alarm_changed_at": "yesterday", "mode": "primary_first",
+                        "mode_set_at": None, "last_alarm_at": None, "override": None})),
+    (STATE, json.dumps({"alarm_state": "ALARM", "mode": "openai_only"})),
+]
+
+
+def _param(ssm, name: str) -> str:
+    return ssm.get_parameter(Name=name)["Parameter"]["Value"]
+
+
+@pytest.mark.parametrize(("parameter", "value"), MALFORMED)
+def test_show_says_a_parameter_is_malformed_and_set_overwrites_it(deployed, capsys, parameter, value):
+    ssm, inbox = deployed
+    ssm.put_parameter(Name=parameter, Value=value, Type="String", Overwrite=True)
+    assert main(["ops", "mode", "show", "--stage", "qa"]) == 0
+    out, err = capsys.readouterr()
+    shown = json.loads(out)
+    assert list(shown["malformed"]) == [parameter]
+    if parameter == MODE:
+        assert shown["mode"] is None and shown["set_by"] == "alarm handling"
+    else:  # nothing read from it is shown as if it were true
+        assert shown["mode"] == "primary_first" and shown["override"] is shown["alarm_state"] is shown["set_by"] is None
+    (line,) = err.splitlines()  # one line: what is wrong, and the fix
+    assert parameter in line and "taskrouter ops mode set" in line and "Traceback" not in err
+
+    assert main(["ops", "mode", "set", "openai_only", "--stage", "qa", "--reason", "drill", "--by", "dana"]) == 0
+    assert "malformed -> openai_only" in capsys.readouterr().out or parameter == STATE
+    assert _param(ssm, MODE) == "openai_only"
+    state = json.loads(_param(ssm, STATE))
+    assert state["override"]["by"] == "dana" and state["override"]["mode"] == "openai_only"
+    assert main(["ops", "mode", "show", "--stage", "qa"]) == 0
+    assert "malformed" not in json.loads(capsys.readouterr().out)
+
+    ssm.put_parameter(Name=parameter, Value=value, Type="String", Overwrite=True)
+    capsys.readouterr()
+    assert main(["ops", "mode", "set", "auto", "--stage", "qa"]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    assert json.loads(_param(ssm, STATE))["override"] is None
+    # the mode the alarm's recorded state calls for (OK); with no state to read, the router's mode is
+    # kept: the alarm handling's next tick follows the alarm's actual state
+    assert _param(ssm, MODE) == ("primary_first" if parameter == MODE else "openai_only")
+    assert main(["ops", "mode", "show", "--stage", "qa"]) == 0
+    assert "malformed" not in json.loads(capsys.readouterr().out)

@@ -2,12 +2,17 @@
 
 - A state change of the "primary degraded" composite alarm moves the router's operations mode
   (operations/failover.py: hysteresis, order, duplicates, operator overrides); every transition is
-  logged and announced on the topic. Other alarms, and the handling's own announcements, are skipped.
+  logged and announced on the topic. Other alarms, the handling's own announcements and junk are
+  skipped and counted (`NotificationsSkipped`; the log says why, never what the message held), and
+  the batch goes on.
 - The schedule reconciles with what is observed (the alarm's state in CloudWatch, the mode parameter),
   so a lost notification or a failed write is put right; applies a fail-back held by the hysteresis
   once due; and, while the router is failed over by the handling (not by an operator's override),
   probes the primary with a few fixed requests (no user content) so that its health data keeps
   coming: the same `PrimaryFailure` metric the router publishes, which lets the alarm clear.
+- A parameter holding what no version writes (a hand edit) is reported (a warning, `ParameterMalformed`)
+  and repaired by the next write: the mode from the handling's state, the state rebuilt from the
+  router's mode and the alarm's observed state (failover.recovered_state), and announced.
 
 Its concurrency is reserved to one (infra/monitoring.py): notifications are applied one at a time,
 so the state's read-then-write needs no lock.
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from typing import Any
 
 import botocore.session
@@ -30,7 +36,7 @@ from taskrouter.core.request import Message, Strategy
 from taskrouter.core.resilience import OpsMode
 from taskrouter.core.tasks import Task
 from taskrouter.operations import failover
-from taskrouter.operations.store import Operations
+from taskrouter.operations.store import Operations, Snapshot
 
 logger = Logger()
 
@@ -51,6 +57,7 @@ HOLD_S = float(os.environ.get("TASKROUTER_FAILBACK_HOLD_S", failover.DEFAULT_HOL
 PROBES_PER_TICK = 3  # one slow handshake is then a third of a minute's datapoint, not all of it
 _cloudwatch = _session.create_client("cloudwatch", config=_config)
 PRIMARY_METRICS_SERVICE = os.environ.get("TASKROUTER_PRIMARY_METRICS_SERVICE", "taskrouter-router")
+SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "taskrouter-alarm-handling")
 
 # The probe: a fixed conversation and task list, built into the router's own prompt.
 PROBE_TASKS = {
@@ -70,26 +77,60 @@ def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
     now = time.time()
     if event.get("source") == "aws.events":  # the schedule
         return _tick(now)
-    applied = 0
+    applied, skipped = 0, Counter[str]()
     for record in event.get("Records", []):
-        message = (record.get("Sns") or {}).get("Message", "")
         try:
-            change = failover.AlarmChange.parse(message)
-        except failover.NotAnAlarmNotification as skipped:
-            logger.info("skipped a message of the topic", extra={"why": str(skipped)})
+            change = failover.AlarmChange.parse(_message(record))
+        except failover.NotAnAlarmNotification as why:
+            skipped[str(why)] += 1
             continue
         if change.alarm_name != DEGRADED_ALARM:
-            logger.info("skipped another alarm", extra={"alarm": change.alarm_name, "state": change.new_state})
+            skipped["another alarm"] += 1
             continue
-        _apply(failover.on_alarm_change(OPERATIONS.state(), change, now, HOLD_S), change.new_state)
+        snapshot = _read()
+        state = snapshot.state or failover.recovered_state(snapshot.mode, now)
+        _apply(failover.on_alarm_change(state, change, now, HOLD_S), change.new_state)  # its save repairs the state
         applied += 1
-    return {"applied": applied}
+    if skipped:
+        # why, in the parser's words, and how many: a message's content is never logged
+        logger.warning("skipped messages of the topic", extra={"skipped": skipped.total(), "why": dict(skipped)})
+        _count("NotificationsSkipped", skipped.total())
+    return {"applied": applied, "skipped": skipped.total()}
+
+
+def _message(record: Any) -> object:
+    sns = record.get("Sns") if isinstance(record, dict) else None
+    return sns.get("Message") if isinstance(sns, dict) else None
+
+
+def _read() -> Snapshot:
+    """Both parameters; each malformed one reported (it is repaired by the next write of it)."""
+    snapshot = OPERATIONS.read()
+    for problem in snapshot.problems:
+        repair = REPAIRS[problem.parameter == OPERATIONS.state_parameter]
+        logger.warning("a parameter is malformed", extra={"parameter": problem.parameter, "why": problem.why, "repair": repair})
+        _count("ParameterMalformed", 1)
+        OPERATIONS.announce("a parameter is malformed", {"parameter": problem.parameter, "why": problem.why, "repair": repair})
+    return snapshot
+
+
+REPAIRS = {  # by whether it is the state parameter
+    False: "the next tick writes the mode the handling's state calls for",
+    True: "rebuilt from the router's mode and the alarm's state, and written back; an operator's override it held "
+          "is lost: set it again with `taskrouter ops mode set`",
+}
+
+
+def _count(metric: str, value: int) -> None:
+    with single_metric(name=metric, unit=MetricUnit.Count, value=value) as published:
+        published.add_dimension(name="service", value=SERVICE)
 
 
 def _tick(now: float) -> dict[str, Any]:
-    state = OPERATIONS.state()
-    outcome = failover.on_tick(state, now, _observe(), HOLD_S)
-    if outcome.transition is not None or outcome.state != state:
+    snapshot = _read()
+    state = snapshot.state or failover.recovered_state(snapshot.mode, now)
+    outcome = failover.on_tick(state, now, _observe(snapshot.mode), HOLD_S)
+    if outcome.transition is not None or outcome.state != snapshot.state:
         _apply(outcome, "tick")
     probed = None
     if outcome.state.mode == OpsMode.OPENAI_ONLY.value and outcome.state.override is None:
@@ -100,11 +141,12 @@ def _tick(now: float) -> dict[str, Any]:
     return {"transition": outcome.transition.to_mode if outcome.transition else None, "probed": probed}
 
 
-def _observe() -> failover.Observed:
-    """The mode parameter, and the composite alarm's state as its rule makes it from its children's
-    (any in ALARM: ALARM; else OK), read with DescribeAlarms on the children by name: the handler's
-    role may read them, and no composite alarm is returned to a caller not allowed every alarm."""
-    mode = OPERATIONS.mode().value
+def _observe(known: OpsMode | None) -> failover.Observed:
+    """The mode parameter (None: it holds none), and the composite alarm's state as its rule makes it
+    from its children's (any in ALARM: ALARM; else OK), read with DescribeAlarms on the children by
+    name: the handler's role may read them, and no composite alarm is returned to a caller not allowed
+    every alarm."""
+    mode = known.value if known else None
     if not DEGRADED_CHILDREN:
         return failover.Observed(mode=mode)
     try:
@@ -132,14 +174,20 @@ def _apply(outcome: failover.Outcome, cause: str) -> None:
             extra={"from": outcome.transition.from_mode, "to": outcome.transition.to_mode,
                    "why": outcome.transition.why, "cause": cause},
         )
-        subject = ("routing failed over to OpenAI" if outcome.transition.to_mode == OpsMode.OPENAI_ONLY.value
-                   else "routing back on the primary")
+        subject = _SUBJECTS.get(outcome.transition.from_mode) or _SUBJECTS[outcome.transition.to_mode]
         OPERATIONS.announce(subject, {"from": outcome.transition.from_mode, "to": outcome.transition.to_mode,
                                       "why": outcome.transition.why, "runbook": "docs/runbook.md#primary-degraded"})
     else:
         logger.info("no change of mode", extra={"note": outcome.note, "cause": cause})
         if outcome.announce_note:
             OPERATIONS.announce("alarm handling held back by an override", {"note": outcome.note})
+
+
+_SUBJECTS = {
+    failover.MALFORMED: "mode parameter repaired",
+    OpsMode.OPENAI_ONLY.value: "routing failed over to OpenAI",
+    OpsMode.PRIMARY_FIRST.value: "routing back on the primary",
+}
 
 
 def probe_primary() -> bool | None:

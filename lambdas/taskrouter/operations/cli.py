@@ -5,7 +5,10 @@
     taskrouter ops mode set auto --stage S [--region R]     (hand back to the alarm handling)
 
 A mode set by an operator is an override: the alarm handling records the alarm's changes but never
-undoes it; `set auto` ends it, and the mode becomes what the alarm's last state calls for.
+undoes it; `set auto` ends it, and the mode becomes what the alarm's last recorded state calls for (a
+recorded alarm time later than now is dropped, so the handling's next tick follows the alarm's actual
+state). Whatever the parameters hold, `show` shows it (a malformed one named, with its fix) and `set`
+overwrites it.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ import time
 from datetime import datetime, timezone
 
 from taskrouter.core.resilience import OpsMode
-from taskrouter.operations.failover import clear_override, set_override
-from taskrouter.operations.store import Operations
+from taskrouter.operations.failover import MALFORMED, FailoverState, clear_override, recovered_state, set_override
+from taskrouter.operations.store import Operations, Snapshot
 
 AUTO = "auto"
 
@@ -57,40 +60,66 @@ def main(argv: list[str]) -> int:
 
 
 def _show(ops: Operations) -> int:
-    state = ops.state()
-    print(json.dumps({
-        "mode": ops.mode().value,
-        "set_by": "operator" if state.override else "alarm handling",
-        "override": state.override.__dict__ if state.override else None,
-        "alarm_state": state.alarm_state,
-        "alarm_changed_at": state.alarm_changed_at,
-        # a fail-back the hold still keeps back (applied by the handler's schedule once due)
-        "pending_failback": state.override is None and state.alarm_state == "OK" and state.mode == OpsMode.OPENAI_ONLY.value,
-    }, indent=2))
+    snapshot = _read(ops)
+    state = snapshot.state
+    shown = {
+        "mode": snapshot.mode.value if snapshot.mode else None,
+        "set_by": None, "override": None, "alarm_state": None, "alarm_changed_at": None, "pending_failback": None,
+    }
+    if state is not None:  # a malformed state: nothing read from it is shown as if it were true
+        shown.update({
+            "set_by": "operator" if state.override else "alarm handling",
+            "override": state.override.__dict__ if state.override else None,
+            "alarm_state": state.alarm_state,
+            "alarm_changed_at": state.alarm_changed_at,
+            # a fail-back the hold still keeps back (applied by the handler's schedule once due)
+            "pending_failback": state.override is None and state.alarm_state == "OK" and state.mode == OpsMode.OPENAI_ONLY.value,
+        })
+    if snapshot.problems:
+        shown["malformed"] = {problem.parameter: problem.why for problem in snapshot.problems}
+    print(json.dumps(shown, indent=2))
     return 0
 
 
+def _read(ops: Operations) -> Snapshot:
+    """Both parameters; each malformed one told on stderr, one line with its fix."""
+    snapshot = ops.read()
+    for problem in snapshot.problems:
+        print(f"taskrouter ops: {problem}: {_FIX[problem.parameter == ops.state_parameter].format(stage=ops.stage)}",
+              file=sys.stderr)
+    return snapshot
+
+
+_FIX = {  # by whether it is the state parameter
+    False: "the alarm handling rewrites it within a minute; or set it: `taskrouter ops mode set auto --stage {stage}`",
+    True: "the alarm handling rebuilds it within a minute, losing any override it held; or overwrite it: "
+          "`taskrouter ops mode set auto|primary_first|openai_only --stage {stage}`",
+}
+
+
 def _set(ops: Operations, args: argparse.Namespace) -> int:
-    state = ops.state()
+    if args.mode != AUTO and not args.reason:
+        print("taskrouter ops mode set: give --reason (it is announced and kept with the override)", file=sys.stderr)
+        return 2
+    snapshot = _read(ops)
+    now = time.time()
+    state: FailoverState = snapshot.state or recovered_state(snapshot.mode, now)  # a malformed one is overwritten
     if args.mode == AUTO:
-        state, mode = clear_override(state, time.time())
+        state, mode = clear_override(state, now)
         why = "override ended: the alarm handling decides again"
     else:
-        if not args.reason:
-            print("taskrouter ops mode set: give --reason (it is announced and kept with the override)", file=sys.stderr)
-            return 2
         mode = OpsMode(args.mode)
         at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         state = set_override(state, mode, args.by or getpass.getuser(), args.reason, at)
         why = f"operator override: {args.reason}"
-    previous = ops.mode()
+    previous = snapshot.mode.value if snapshot.mode else MALFORMED
     # The override first: should the mode's write then fail, the handler already leaves the mode alone,
     # and the command can be run again. (The handler may write the state in between: the override is
     # re-read by it at its next event, the last writer's state wins; an operator acts rarely.)
     ops.save(state)
     ops.set_mode(mode)
-    ops.announce(f"operations mode {mode.value} (operator)", {"from": previous.value, "to": mode.value, "why": why})
-    print(f"{args.stage}: operations mode {previous.value} -> {mode.value} ({why})")
+    ops.announce(f"operations mode {mode.value} (operator)", {"from": previous, "to": mode.value, "why": why})
+    print(f"{args.stage}: operations mode {previous} -> {mode.value} ({why})")
     return 0
 
 

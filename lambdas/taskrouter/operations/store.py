@@ -9,7 +9,25 @@ from dataclasses import dataclass
 from typing import Any
 
 from taskrouter.core.resilience import OpsMode
-from taskrouter.operations.failover import ANNOUNCEMENT_SOURCE, FailoverState
+from taskrouter.operations.failover import ANNOUNCEMENT_SOURCE, FailoverState, MalformedValue, known_mode
+
+
+class MalformedParameter(ValueError):
+    """A parameter whose value cannot be used: its name, and what is wrong (never the value)."""
+
+    def __init__(self, parameter: str, why: str) -> None:
+        super().__init__(f"{parameter} {why}")
+        self.parameter = parameter
+        self.why = why
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Both parameters as read: one that is malformed is None, and its problem listed."""
+
+    mode: OpsMode | None
+    state: FailoverState | None
+    problems: tuple[MalformedParameter, ...]
 
 
 @dataclass(frozen=True)
@@ -22,17 +40,37 @@ class Operations:
     stage: str
 
     def mode(self) -> OpsMode:
-        return OpsMode(self.ssm.get_parameter(Name=self.mode_parameter)["Parameter"]["Value"].strip())
+        """Raises MalformedParameter when it holds no mode, or is absent (deleted by hand)."""
+        value = self._value(self.mode_parameter)
+        if value is None:
+            raise MalformedParameter(self.mode_parameter, "is absent")
+        try:
+            return known_mode(value)
+        except MalformedValue as error:
+            raise MalformedParameter(self.mode_parameter, str(error)) from None
 
     def set_mode(self, mode: OpsMode) -> None:
         self.ssm.put_parameter(Name=self.mode_parameter, Value=mode.value, Type="String", Overwrite=True)
 
     def state(self) -> FailoverState:
+        """The handling's state (the initial one before its first write); raises MalformedParameter."""
         try:
-            value = self.ssm.get_parameter(Name=self.state_parameter)["Parameter"]["Value"]
-        except self.ssm.exceptions.ParameterNotFound:
-            return FailoverState()
-        return FailoverState.from_json(value)
+            return FailoverState.from_json(self._value(self.state_parameter))
+        except MalformedValue as error:
+            raise MalformedParameter(self.state_parameter, f"holds no alarm handling state: {error}") from None
+
+    def read(self) -> Snapshot:
+        problems: list[MalformedParameter] = []
+        mode = state = None
+        try:
+            mode = self.mode()
+        except MalformedParameter as problem:
+            problems.append(problem)
+        try:
+            state = self.state()
+        except MalformedParameter as problem:
+            problems.append(problem)
+        return Snapshot(mode, state, tuple(problems))
 
     def save(self, state: FailoverState) -> None:
         self.ssm.put_parameter(Name=self.state_parameter, Value=state.to_json(), Type="String", Overwrite=True)
@@ -48,3 +86,9 @@ class Operations:
             Message=json.dumps({"source": ANNOUNCEMENT_SOURCE, "stage": self.stage, "subject": subject, **details}),
             MessageAttributes={"source": {"DataType": "String", "StringValue": ANNOUNCEMENT_SOURCE}},
         )
+
+    def _value(self, name: str) -> str | None:
+        try:
+            return self.ssm.get_parameter(Name=name)["Parameter"]["Value"]
+        except self.ssm.exceptions.ParameterNotFound:
+            return None
