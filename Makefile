@@ -8,7 +8,7 @@ export CDK_DISABLE_CLI_TELEMETRY := true
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 LAMBDA_SOURCES := $(shell find lambdas -name '*.py' -not -path '*/__pycache__/*')
 
-.PHONY: help setup bundle synth test local clean browser
+.PHONY: help setup setup-synth bundle synth test local clean browser
 
 help:
 	@echo "make synth  - set up, then synthesize the dev and prod stages to cdk.out/ (offline)"
@@ -17,16 +17,29 @@ help:
 	@echo "make bundle - build the Lambda asset into build/lambda"
 	@echo "make clean  - remove build outputs (keeps .venv and node_modules)"
 
-$(VENV)/.installed: pyproject.toml requirements.lock
+# make synth installs only what synth needs (the CDK libraries and the package's runtime
+# dependencies); make test adds every extra (tools, training, launch, test libraries).
+SYNTH_READY := $(VENV)/.installed-synth
+DEV_READY := $(VENV)/.installed-dev
+PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check -c requirements.lock
+
+$(SYNTH_READY): pyproject.toml requirements.lock
+	@python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "make: python3 is $$(python3 --version 2>&1); TaskRouter needs CPython 3.11 or newer"; exit 1; }
 	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	$(PIP_INSTALL) -e '.[infra]'
+	touch $@
+
+$(DEV_READY): $(SYNTH_READY)
+	$(PIP_INSTALL) -e '.[dev]'
 	touch $@
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-setup: $(VENV)/.installed node_modules/.installed
+setup-synth: $(SYNTH_READY) node_modules/.installed
+setup: $(DEV_READY) node_modules/.installed
 
 # The review tool's browser test drives Debian's Chromium (Playwright cannot download its own here).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
@@ -34,13 +47,15 @@ browser:
 	@command -v chromium >/dev/null || { echo "installing Debian's chromium for the browser test"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
-build/lambda.stamp: $(VENV)/.installed pyproject.toml requirements.lock infra/lambda_code.py $(LAMBDA_SOURCES)
-	$(PY) -m infra.lambda_code
+# Built for the functions' runtime (python3.13) whatever python3 is: infra/bundle.py finds CPython
+# 3.13 (LAMBDA_PYTHON, python3.13 on PATH, or pyenv's) for pip and the bytecode.
+build/lambda.stamp: $(SYNTH_READY) pyproject.toml requirements.lock lambda-requirements.lock infra/bundle.py $(LAMBDA_SOURCES)
+	$(PY) -m infra.bundle
 	touch $@
 
 bundle: build/lambda.stamp
 
-synth: setup bundle
+synth: setup-synth bundle
 	rm -rf cdk.out
 	npx cdk synth --quiet
 	$(PY) -m infra.nag cdk.out/validation-report.json
@@ -48,7 +63,7 @@ synth: setup bundle
 test: setup bundle browser
 	$(PY) -m pytest
 
-local: setup
+local: setup-synth
 	$(PY) -m taskrouter.local.server
 
 clean:

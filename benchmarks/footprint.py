@@ -2,10 +2,12 @@
 
     .venv/bin/python benchmarks/footprint.py [--runs N]
 
-Prints figures only (never asserts). The import is timed in fresh interpreters over a replica of the
-bundle built for this machine, so it is what a cold container pays before the first request: the
-handler's module, and the router it builds at start-up (clients, `openai`, its client), with
-backends configured but nothing called.
+Prints figures only (never asserts). The import is timed in fresh interpreters of the runtime's
+version (CPython 3.13, found as `make bundle` finds it) over a replica of the bundle built for this
+machine, so it is what a cold container pays before the first request: the handler's module, and the
+router it builds at start-up (clients, `openai`, its client), with backends configured but nothing
+called. It is timed twice: with the bundle's bytecode, and with sources alone (a bundle built
+without CPython 3.13), whose modules are compiled on every cold start.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ print((time.perf_counter() - t) * 1000)
 
 
 # What the init phase needs to build the whole router, with no call made (no secret: a plain key).
-_INIT_ENV = {
+INIT_ENV = {
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_ACCESS_KEY_ID": "footprint",
     "AWS_SECRET_ACCESS_KEY": "footprint",
@@ -57,21 +59,25 @@ def package_size() -> tuple[int, int]:
     return buffer.tell(), unpacked
 
 
-def import_times_ms(runs: int) -> list[float]:
+def import_times_ms(runs: int, *, bytecode: bool = True) -> list[float]:
     """Cold imports of the handler from a replica of the bundle built for this machine (same pinned
-    versions and bytecode, plus boto3 as Lambda's runtime provides it), each in a fresh isolated
-    interpreter that sees the replica alone, read-only like /var/task."""
-    from infra.lambda_code import build_bundle
+    versions, plus boto3 as Lambda's runtime provides it), each in a fresh isolated interpreter of the
+    runtime's version that sees the replica alone, read-only like /var/task."""
+    from infra.bundle import build_bundle, find_runtime_python
 
-    build_bundle(HOST_REPLICA, platform=f"manylinux2014_{platform.machine()}", with_runtime_provided=True)
+    runtime_python = find_runtime_python()
+    if runtime_python is None:
+        sys.exit("no CPython 3.13 found (LAMBDA_PYTHON, python3.13 on PATH, or pyenv): the runtime's imports need it")
+    build_bundle(HOST_REPLICA, platform=f"manylinux2014_{platform.machine()}", with_runtime_provided=True,
+                 runtime_python=runtime_python, bytecode=bytecode)
     for path in HOST_REPLICA.rglob("*"):
         path.chmod(path.stat().st_mode & ~0o222)
     script = f"import sys; sys.path.insert(0, {str(HOST_REPLICA)!r})\n" + _TIMER
     times = []
     try:
         for _ in range(runs):
-            out = subprocess.run([sys.executable, "-I", "-S", "-B", "-c", script], check=True,
-                                 capture_output=True, text=True, env=_INIT_ENV)
+            out = subprocess.run([runtime_python, "-I", "-S", "-B", "-c", script], check=True,
+                                 capture_output=True, text=True, env=INIT_ENV)
             times.append(float(out.stdout.strip().splitlines()[-1]))
     finally:
         for path in [HOST_REPLICA, *HOST_REPLICA.rglob("*")]:
@@ -87,11 +93,13 @@ def main() -> None:
         sys.exit("build/lambda is missing: run `make bundle` first")
     zipped, unpacked = package_size()
     print(f"package: {zipped / 1e6:.2f} MB zipped, {unpacked / 1e6:.2f} MB unpacked ({BUNDLE.relative_to(ROOT)})")
-    times = sorted(import_times_ms(args.runs))
-    print(
-        f"init: import {HANDLER_MODULE} and build its router (cold, {args.runs} fresh interpreters): "
-        f"median {statistics.median(times):.0f} ms, min {times[0]:.0f} ms, max {times[-1]:.0f} ms"
-    )
+    for bytecode in (True, False):
+        times = sorted(import_times_ms(args.runs, bytecode=bytecode))
+        print(
+            f"init, {'bytecode' if bytecode else 'sources alone'}: import {HANDLER_MODULE} and build its router "
+            f"(cold, {args.runs} fresh CPython 3.13 interpreters): median {statistics.median(times):.0f} ms, "
+            f"min {times[0]:.0f} ms, max {times[-1]:.0f} ms"
+        )
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from aws_cdk import (
 from constructs import Construct
 
 from infra.config import StageConfig
-from infra.lambda_code import ARCHITECTURE, RUNTIME, function_code
+from infra.lambda_code import ARCHITECTURE, LAMBDA_RUNTIME_REASON, RUNTIME, function_code
 from infra.nag import acknowledge, as_nag_shows
 
 HUGGINGFACE_HUB = "huggingface_hub==2.4.0"
@@ -191,7 +191,7 @@ class BaseWeights(Construct):
             acknowledge(function, "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]",
                         "a deploy-time function's logs; its one other grant names the staging project")
             acknowledge(function, "AwsSolutions-L1",
-                        "python3.11 on purpose: the shared bundle's bytecode is compiled by CPython 3.11 (infra/lambda_code.py)")
+                        LAMBDA_RUNTIME_REASON)
         reason = ("CDK's Provider framework (custom_resources.Provider): its functions and state machine run only "
                   "during a deploy, and their grants are CDK's own: invoke the two handlers and each other")
         invoked = [*handlers, provider.node.find_child("framework-isComplete"), provider.node.find_child("framework-onTimeout")]

@@ -8,7 +8,7 @@ from aws_cdk import aws_iam as iam, aws_lambda as lambda_, aws_logs as logs
 from constructs import Construct
 
 from infra.config import StageConfig
-from infra.lambda_code import ARCHITECTURE, RUNTIME, function_code
+from infra.lambda_code import ARCHITECTURE, LAMBDA_RUNTIME_REASON, RUNTIME, function_code
 from infra.nag import acknowledge
 
 METRICS_NAMESPACE = "TaskRouter"  # Powertools' metrics namespace of every function
@@ -53,7 +53,6 @@ def bundled_function(
     acknowledge(
         function,
         "AwsSolutions-L1",
-        "python3.11 on purpose: the bundle ships bytecode compiled by the build's CPython 3.11, since "
-        "/var/task is read-only and uncompiled modules cost ~1 s per cold start (infra/lambda_code.py)",
+        LAMBDA_RUNTIME_REASON,
     )
     return function, role

@@ -7,6 +7,7 @@ from constructs import Construct
 
 from infra.api import ApiStack
 from infra.config import StageConfig, check_deployable, load_adapter_manifests, load_serving
+from infra.lambda_code import check_bundle_for
 from infra.model_artifacts import ModelArtifactsStack
 from infra.model_hosting import ModelHostingStack
 from infra.monitoring import MonitoringStack
@@ -22,6 +23,7 @@ class TaskRouterStage(Stage):
         serving = load_serving()
         manifests = load_adapter_manifests(config)
         check_deployable(config, manifests, serving)
+        check_bundle_for(config)
 
         self.registry = RegistryStack(self, "Registry", stage=config, termination_protection=config.retain_on_delete)
         self.artifacts = ModelArtifactsStack(
