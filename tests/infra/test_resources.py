@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from aws_cdk.assertions import Match, Template
@@ -721,3 +722,34 @@ def test_a_changed_base_rolls_out_one_copy_at_a_time_and_back_on_its_own_alarms(
     rollback = {json.dumps(a["AlarmName"]) for a in deployment["AutoRollbackConfiguration"]["Alarms"]}
     gating = {json.dumps({"Ref": k}) for k in alarms if k.startswith(("RollbackOnModelErrors", "RollbackOnModelLatency"))}
     assert rollback == gating and len(gating) == 2
+
+
+# --- cross-stack references --------------------------------------------------------------------
+
+
+def test_stacks_read_each_other_through_exports_never_a_weak_reference(stage):
+    """cdk.json sets `@aws-cdk/core:defaultCrossStackReferences` to "strong". A weak reference is
+    `Fn::GetStackOutput`, which CloudFormation resolves only when the consuming stack is created or updated
+    (CloudFormation Template Reference, `Fn::ImportValue`, its tip on `Fn::GetStackOutput`; aws-cdk-lib
+    README, "Reference strength": "consuming stacks may temporarily reference a nonexistent resource until
+    they are updated as well"), and `cdk deploy` skips a stack whose template did not change: a replaced
+    table, secret, bucket or key would leave Api, ModelHosting or Monitoring on the old one. A strong one is
+    an Export read by `Fn::ImportValue`, and "you can't modify or remove an output value that is referenced
+    by another stack" (`Fn::ImportValue`, restrictions): such a replacement fails the deploy, loudly."""
+    rendered = {name: json.dumps(template) for name, template in stage.templates.items()}
+    assert not [name for name, text in rendered.items() if "Fn::GetStackOutput" in text]
+    exported = {
+        output["Export"]["Name"]: name
+        for name, template in stage.templates.items()
+        for output in template.get("Outputs", {}).values() if "Export" in output
+    }
+    imports = {name: set(re.findall(r'"Fn::ImportValue": "([^"]+)"', text)) for name, text in rendered.items()}
+    read_from = {name: {exported[value] for value in values} for name, values in imports.items()}  # each one exported
+    prefix = f"{stage.config.name}-"
+    assert all(value.startswith(prefix) for values in imports.values() for value in values)
+    # the stateful stacks' outputs reach every stateless stack that reads them
+    assert {"Registry", "Operations"} <= read_from["Api"]
+    assert {"Registry", "Operations"} <= read_from["Monitoring"]
+    assert "ModelArtifacts" in read_from["ModelHosting"]
+    for consumer, producers in read_from.items():  # and each reader deploys after what it reads
+        assert producers <= stage.dependencies[consumer], (consumer, producers)
