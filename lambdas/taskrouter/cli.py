@@ -19,11 +19,12 @@ file (line and column) to fix, and a non-zero exit (2: the command line itself).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
 import textwrap
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,6 +39,7 @@ from taskrouter.core.request import Strategy
 from taskrouter.core.task_spec import parse_task_file
 from taskrouter.core.tasks import Task
 from taskrouter.core.validation import describe
+from taskrouter.extras import MissingExtra, missing_extra, require
 from taskrouter.repository import set_serving_defaults
 
 STDIO = "-"  # standard input or output, wherever a file is taken
@@ -92,29 +94,41 @@ def plan_import(current: list[dict[str, Any]], wanted: list[Task], *, prune: boo
     return changes
 
 
+def _tool(module: str, extra: str | None = None) -> Callable[[], Callable[[list[str]], int]]:
+    """A tool's `main`, imported only when its command runs, once its extra is known to be there."""
+
+    def load() -> Callable[[list[str]], int]:
+        if extra is not None:
+            require(extra)
+        return importlib.import_module(module).main
+
+    return load
+
+
+# `adapter` checks its own extras per command (train: training; launch: launch).
+_TOOLS = {
+    "eval": _tool("taskrouter.evaluation.cli", "tools"),
+    "data": _tool("taskrouter.datagen.cli"),
+    "review": _tool("taskrouter.review.server"),
+    "ops": _tool("taskrouter.operations.cli"),
+    "adapter": _tool("taskrouter.training.cli"),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     set_serving_defaults()  # every tool bounds the task catalogue as a deployed stage does
-    if argv[:1] == ["eval"]:  # the evaluation and data tools have command lines of their own
-        from taskrouter.evaluation.cli import main as evaluation_main
-
-        return evaluation_main(argv[1:])
-    if argv[:1] == ["data"]:
-        from taskrouter.datagen.cli import main as data_main
-
-        return data_main(argv[1:])
-    if argv[:1] == ["review"]:
-        from taskrouter.review.server import main as review_main
-
-        return review_main(argv[1:])
-    if argv[:1] == ["ops"]:
-        from taskrouter.operations.cli import main as ops_main
-
-        return ops_main(argv[1:])
-    if argv[:1] == ["adapter"]:
-        from taskrouter.training.cli import main as adapter_main
-
-        return adapter_main(argv[1:])
+    if argv[:1] and argv[0] in _TOOLS:  # the tools have command lines of their own
+        try:
+            return _TOOLS[argv[0]]()(argv[1:])
+        except MissingExtra as missing:
+            message = str(missing)
+        except ImportError as error:
+            message = missing_extra(error)
+            if message is None:
+                raise
+        print(f"taskrouter {argv[0]}: {message}", file=sys.stderr)
+        return 1
     try:
         args = _parser().parse_args(argv)
     except SystemExit as done:  # --help (0), or a usage error already printed on one line (2)

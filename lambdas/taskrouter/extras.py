@@ -1,0 +1,58 @@
+"""The optional parts of the `taskrouter` package (pyproject.toml's extras), and the exact line that
+installs one: a command run without its extra says it, and installs nothing itself."""
+
+from __future__ import annotations
+
+import importlib.util
+import shlex
+import sys
+
+from taskrouter.repository import ROOT
+
+# The top-level module each extra brings, as an ImportError names it.
+EXTRA_OF_MODULE = {
+    "matplotlib": "tools",
+    "rich": "tools",
+    "torch": "training",
+    "transformers": "training",
+    "peft": "training",
+    "safetensors": "training",
+    "bitsandbytes": "training-gpu",
+    "sagemaker": "launch",
+    "aws_cdk": "infra",
+    "cdk_nag": "infra",
+    "cdk_monitoring_constructs": "infra",
+}
+
+
+def install_line(extra: str) -> str:
+    """The pip command that adds `extra` to this environment, with the project's pinned versions."""
+    return shlex.join([sys.executable, "-m", "pip", "install", "-c", str(ROOT / "requirements.lock"), "-e", f"{ROOT}[{extra}]"])
+
+
+def missing_extra(error: ImportError) -> str | None:
+    """What to run for a module an extra provides; None for any other import error (a bug)."""
+    extra = EXTRA_OF_MODULE.get((error.name or "").split(".")[0])
+    if extra is None:
+        return None
+    return str(MissingExtra(f"{error.name} is missing: it comes with the '{extra}' extra, which `make test` installs; "
+                            f"or run: {install_line(extra)}"))
+
+
+class MissingExtra(Exception):
+    """A command's extra is not installed; the message says what to run."""
+
+
+def require(extra: str) -> None:
+    """Before a command starts (not after an hour of work): every module of `extra` importable."""
+    for module, needed_by in EXTRA_OF_MODULE.items():
+        if needed_by == extra and not _importable(module):
+            raise MissingExtra(f"{module} is missing: it comes with the '{extra}' extra, which `make test` installs; "
+                               f"or run: {install_line(extra)}")
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ValueError:  # in sys.modules as None: blocked
+        return False
