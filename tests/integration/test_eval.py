@@ -101,6 +101,21 @@ def test_eval_local_refuses_a_broken_dataset_in_one_line(local_env, tmp_path, ca
     assert err.startswith("taskrouter eval: broken.jsonl:1: ") and err.count("\n") == 1
 
 
+def test_eval_local_holds_each_turn_to_the_deadline_the_url_target_would(local_env, tmp_path):
+    """The in-process router cannot be cut short; a decision later than --turn-timeout is a timeout."""
+    sagemaker, _ = local_env
+    first_turns = [turn for turn in TURNS if turn.index == 0][:2]
+    dataset = tmp_path / "two.jsonl"
+    dataset.write_text("".join(json.dumps({"id": turn.conversation, "messages": [
+        {"role": "user", "content": turn.messages[-1]["content"], "expect": {"task": turn.expected.task, "event": turn.expected.event}}
+    ]}) + "\n" for turn in first_turns))  # fmt: skip
+    sagemaker.script(SageMakerRuntimeDouble.answer(first_turns[0].expected.task or "none", delay_s=1.5))
+    code = run_eval("--dataset", str(dataset), "--target", "local", "--tasks", str(TASKS_FILE), "--out", str(tmp_path / "o"),
+                    "--turn-timeout", "1")  # fmt: skip
+    turns = json.loads((tmp_path / "o" / "report.json").read_text())["turns"]
+    assert code == 0 and [(t["status"], t.get("error")) for t in turns] == [(0, "timeout: no answer within 1 s"), (200, None)]
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """`make local` whose primary answers `none` wrongly on three turns."""
