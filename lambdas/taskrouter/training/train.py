@@ -183,15 +183,16 @@ def train(
                 break
             batch = _batch([encoded[i] for i in indices[first : first + hyper.batch_size]], tokenizer.pad_token_id, device)
             loss = model(**batch).loss
-            if not math.isfinite(loss.item()):  # told before the step: nothing diverged is saved or checkpointed
-                raise _not_finite(f"the training loss is {loss.item()} at step {steps + 1}", steps > 0, base_model, hyper)
+            value = loss.item()
+            if not math.isfinite(value):  # told before the step: nothing diverged is saved or checkpointed
+                raise _not_finite(f"the training loss is {value} at step {steps + 1}", steps > 0, base_model, hyper)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             steps += 1
             if not torch.stack([torch.isfinite(p).all() for p in trained]).all():  # a finite loss, then a step too far
                 raise _not_finite(f"the adapter's weights are not finite after step {steps}", True, base_model, hyper)
-            losses.append(loss.item())
+            losses.append(value)
             log(f"epoch {epoch + 1} step {steps}: loss {losses[-1]:.4f}")
             if checkpoints is not None and steps % checkpoints.every == 0:
                 at = {"steps": steps, "epoch": epoch, "next_batch": batch_number + 1, "losses": losses}
@@ -262,8 +263,8 @@ def _save_state(file: Path, run: dict, progress: dict, epoch_order: Any, model: 
 def _resume(file: Path, run: dict, model: Any, optimizer: Any, order: random.Random) -> dict:
     state = _load_state(file)
     if state["run"] != run:
-        raise ValueError(f"{file} is the checkpoint of another run (hyper-parameters, dataset or base differ): "
-                         "give this run its own --checkpoint-dir")
+        raise TrainingError(f"{file} is the checkpoint of another run (hyper-parameters, dataset or base differ): "
+                            "give this run its own --checkpoint-dir")
     set_peft_model_state_dict(model, state["adapter"])
     optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["torch_rng"])
