@@ -88,8 +88,7 @@ def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
             skipped["another alarm"] += 1
             continue
         snapshot = _read()
-        state = snapshot.state or failover.recovered_state(snapshot.mode, now)
-        _apply(failover.on_alarm_change(state, change, now, HOLD_S), change.new_state)  # its save repairs the state
+        _apply(failover.on_alarm_change(snapshot.state_to_decide_from(now), change, now, HOLD_S), change.new_state, snapshot)
         applied += 1
     if skipped:
         # why, in the parser's words, and how many: a message's content is never logged
@@ -104,21 +103,13 @@ def _message(record: Any) -> object:
 
 
 def _read() -> Snapshot:
-    """Both parameters; each malformed one reported (it is repaired by the next write of it)."""
+    """Both parameters; each malformed one reported. The tick writes both again (the mode the state
+    calls for; the state rebuilt from the mode and the alarm's state), a notification the state."""
     snapshot = OPERATIONS.read()
     for problem in snapshot.problems:
-        repair = REPAIRS[problem.parameter == OPERATIONS.state_parameter]
-        logger.warning("a parameter is malformed", extra={"parameter": problem.parameter, "why": problem.why, "repair": repair})
+        logger.warning("a parameter is malformed", extra={"parameter": problem.parameter, "why": problem.why})
         _count("ParameterMalformed", 1)
-        OPERATIONS.announce("a parameter is malformed", {"parameter": problem.parameter, "why": problem.why, "repair": repair})
     return snapshot
-
-
-REPAIRS = {  # by whether it is the state parameter
-    False: "the next tick writes the mode the handling's state calls for",
-    True: "rebuilt from the router's mode and the alarm's state, and written back; an operator's override it held "
-          "is lost: set it again with `taskrouter ops mode set`",
-}
 
 
 def _count(metric: str, value: int) -> None:
@@ -128,10 +119,9 @@ def _count(metric: str, value: int) -> None:
 
 def _tick(now: float) -> dict[str, Any]:
     snapshot = _read()
-    state = snapshot.state or failover.recovered_state(snapshot.mode, now)
-    outcome = failover.on_tick(state, now, _observe(snapshot.mode), HOLD_S)
-    if outcome.transition is not None or outcome.state != snapshot.state:
-        _apply(outcome, "tick")
+    outcome = failover.on_tick(snapshot.state_to_decide_from(now), now, _observe(snapshot.mode), HOLD_S)
+    if outcome.transition is not None or outcome.state != snapshot.state:  # a malformed state: rebuilt
+        _apply(outcome, "tick", snapshot)
     probed = None
     if outcome.state.mode == OpsMode.OPENAI_ONLY.value and outcome.state.override is None:
         # not under an override: the operator may have taken the primary away on purpose (and a probe
@@ -162,7 +152,7 @@ def _observe(known: OpsMode | None) -> failover.Observed:
     return failover.Observed(mode=mode, alarm_state=failover.ALARM if alarming else failover.OK, alarm_changed_at=changed)
 
 
-def _apply(outcome: failover.Outcome, cause: str) -> None:
+def _apply(outcome: failover.Outcome, cause: str, read: Snapshot) -> None:
     if outcome.transition is not None:
         # The mode first: users are protected even if the state's write fails; the next tick reads the
         # mode parameter and puts the state right (failover.on_tick).
@@ -181,6 +171,13 @@ def _apply(outcome: failover.Outcome, cause: str) -> None:
         logger.info("no change of mode", extra={"note": outcome.note, "cause": cause})
         if outcome.announce_note:
             OPERATIONS.announce("alarm handling held back by an override", {"note": outcome.note})
+    if read.state_problem is not None:  # told once written back: what it held is gone, an override included
+        OPERATIONS.announce("alarm handling state rebuilt", {
+            "parameter": read.state_problem.parameter, "why": read.state_problem.why,
+            "note": "rebuilt from the router's mode and the alarm's state; an operator's override it held is lost: "
+                    "set it again with `taskrouter ops mode set`",
+            "runbook": "docs/runbook.md#primary-degraded",
+        })
 
 
 _SUBJECTS = {

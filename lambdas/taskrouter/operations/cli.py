@@ -21,7 +21,7 @@ import time
 from datetime import datetime, timezone
 
 from taskrouter.core.resilience import OpsMode
-from taskrouter.operations.failover import MALFORMED, FailoverState, clear_override, recovered_state, set_override
+from taskrouter.operations.failover import MALFORMED, clear_override, set_override
 from taskrouter.operations.store import Operations, Snapshot
 
 AUTO = "auto"
@@ -103,7 +103,7 @@ def _set(ops: Operations, args: argparse.Namespace) -> int:
         return 2
     snapshot = _read(ops)
     now = time.time()
-    state: FailoverState = snapshot.state or recovered_state(snapshot.mode, now)  # a malformed one is overwritten
+    state = snapshot.state_to_decide_from(now)  # a malformed one is overwritten
     if args.mode == AUTO:
         state, mode = clear_override(state, now)
         why = "override ended: the alarm handling decides again"

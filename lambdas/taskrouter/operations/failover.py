@@ -7,7 +7,9 @@ composite alarm changes state, and when a held change becomes due.
   flapping alarm cannot flap the router.
 - Each tick also reconciles with what is observed (the alarm's state as CloudWatch reports it, the
   mode parameter's value): a lost notification, a failed write or a mode changed by hand is put right,
-  so the router can never stay failed over for good.
+  so the router can never stay failed over for good. A mode parameter holding no mode is written
+  again, and a recorded alarm time ahead of now (left by a version that recorded future-dated
+  notifications) is dropped.
 - A notification not newer than the last one applied (a duplicate, or one delivered out of order:
   SNS promises neither order nor once-only delivery) changes nothing. Nor does one dated more than
   `MAX_AHEAD_S` after now: no change CloudWatch has made yet, and, recorded, it would make every
@@ -112,9 +114,9 @@ class FailoverState:
 
     @classmethod
     def from_json(cls, text: str | None) -> FailoverState:
-        """The state `to_json` wrote (None: none yet). Every field must be there and sound (a field
-        added later must be read as optional here); a field this version does not know is dropped.
-        Raises MalformedValue: a lost `override` must not read as "no override"."""
+        """The state `to_json` wrote (None: none yet). Every field must be there, but those added since
+        the first version (`_ADDED_LATER`, null when absent), and sound; a field this version does not
+        know is dropped. Raises MalformedValue: a lost `override` must not read as "no override"."""
         if text is None:
             return cls()
         try:
@@ -123,15 +125,15 @@ class FailoverState:
             raise MalformedValue("not JSON") from None
         if not isinstance(data, dict):
             raise MalformedValue("not a JSON object")
-        missing = sorted(f.name for f in fields(cls) if f.name not in data)
+        missing = sorted(f.name for f in fields(cls) if f.name not in data and f.name not in _ADDED_LATER)
         if missing:
             raise MalformedValue(f"no {', '.join(missing)}")
         for name, sound, what in _STATE_FIELDS:
-            if not sound(data[name]):
+            if not sound(data.get(name)):
                 raise MalformedValue(f"{name} is not {what}")
         override = data["override"]
         return cls(alarm_state=data["alarm_state"], alarm_changed_at=data["alarm_changed_at"], mode=data["mode"],
-                   mode_set_at=data["mode_set_at"], last_alarm_at=data["last_alarm_at"],
+                   mode_set_at=data["mode_set_at"], last_alarm_at=data.get("last_alarm_at"),
                    override=None if override is None else Override(**{f.name: override[f.name] for f in fields(Override)}))
 
 
@@ -152,6 +154,7 @@ def _is_override(value: Any) -> bool:
             and all(isinstance(value.get(f.name), str) for f in fields(Override)))
 
 
+_ADDED_LATER = {"last_alarm_at"}  # a state the first version wrote lacks them; a field added later joins them
 _STATE_FIELDS = (  # (field, its check, what it must be): what `to_json` writes, and nothing else
     ("alarm_state", lambda v: v in (ALARM, OK), "ALARM or OK"),
     ("alarm_changed_at", lambda v: v is None or _is_time(v), "null or a time with its zone"),
@@ -242,8 +245,7 @@ def on_tick(state: FailoverState, now: float, observed: Observed, hold_s: float 
         state = replace(state, alarm_changed_at=None)
     if observed.mode is None:
         notes.append("the mode parameter holds no mode")
-        outcome = _reconcile(state, now, observed, hold_s, notes)
-        return outcome if outcome.transition is not None else _rewrite_mode(outcome, now)
+        return _rewrite_mode(_reconcile(state, now, observed, hold_s, notes), now)
     if observed.mode != state.mode:
         notes.append(f"the mode parameter says {observed.mode}, the state {state.mode}: the parameter is what the router does")
         state = replace(state, mode=observed.mode, mode_set_at=now)
@@ -269,7 +271,10 @@ def _reconcile(state: FailoverState, now: float, observed: Observed, hold_s: flo
 
 
 def _rewrite_mode(outcome: Outcome, now: float) -> Outcome:
-    """The mode parameter written again: the override's mode, else the one the handling last set."""
+    """The mode parameter written again, from `MALFORMED` (what the router did meanwhile is not known):
+    the mode the outcome sets, else the override's, else the one the handling last set."""
+    if outcome.transition is not None:
+        return replace(outcome, transition=replace(outcome.transition, from_mode=MALFORMED))
     state = outcome.state
     wanted = state.override.mode if state.override is not None else state.mode
     if wanted != state.mode:

@@ -5,11 +5,11 @@ transition is announced. Used by the handler and by `taskrouter ops mode`."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from taskrouter.core.resilience import OpsMode
-from taskrouter.operations.failover import ANNOUNCEMENT_SOURCE, FailoverState, MalformedValue, known_mode
+from taskrouter.operations.failover import ANNOUNCEMENT_SOURCE, FailoverState, MalformedValue, known_mode, recovered_state
 
 
 class MalformedParameter(ValueError):
@@ -23,11 +23,20 @@ class MalformedParameter(ValueError):
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Both parameters as read: one that is malformed is None, and its problem listed."""
+    """Both parameters as read: one that is malformed is None, and its problem kept."""
 
     mode: OpsMode | None
     state: FailoverState | None
-    problems: tuple[MalformedParameter, ...]
+    mode_problem: MalformedParameter | None = None
+    state_problem: MalformedParameter | None = None
+
+    @property
+    def problems(self) -> list[MalformedParameter]:
+        return [problem for problem in (self.mode_problem, self.state_problem) if problem is not None]
+
+    def state_to_decide_from(self, now: float) -> FailoverState:
+        """The state read, or, when it is malformed, one rebuilt from the mode (which its next write stores)."""
+        return self.state or recovered_state(self.mode, now)
 
 
 @dataclass(frozen=True)
@@ -60,17 +69,17 @@ class Operations:
             raise MalformedParameter(self.state_parameter, f"holds no alarm handling state: {error}") from None
 
     def read(self) -> Snapshot:
-        problems: list[MalformedParameter] = []
-        mode = state = None
+        """Both parameters, whatever they hold."""
+        snapshot = Snapshot(mode=None, state=None)
         try:
-            mode = self.mode()
+            snapshot = replace(snapshot, mode=self.mode())
         except MalformedParameter as problem:
-            problems.append(problem)
+            snapshot = replace(snapshot, mode_problem=problem)
         try:
-            state = self.state()
+            snapshot = replace(snapshot, state=self.state())
         except MalformedParameter as problem:
-            problems.append(problem)
-        return Snapshot(mode, state, tuple(problems))
+            snapshot = replace(snapshot, state_problem=problem)
+        return snapshot
 
     def save(self, state: FailoverState) -> None:
         self.ssm.put_parameter(Name=self.state_parameter, Value=state.to_json(), Type="String", Overwrite=True)
