@@ -249,3 +249,11 @@ def test_labels_outside_the_task_list_and_turns_the_api_would_refuse_are_told_be
     warnings = lines[:first_progress]
     assert any("qualify_lead" in line and "not in the task list" in line for line in warnings), err
     assert any("long" in line and "conversation" in line and "would refuse" in line for line in warnings), err
+
+
+@pytest.mark.parametrize("flag", ["--dataset", "--tasks"])
+def test_a_file_that_cannot_be_read_is_named_with_its_flag(tmp_path, capsys, flag):
+    files = {"--dataset": dataset(tmp_path, ("hi", None)), "--tasks": str(tmp_path / "tasks.json")} | {flag: str(tmp_path / "absent")}
+    code, out, err = evaluate(capsys, "--dataset", files["--dataset"], "--target", "local", "--tasks", files["--tasks"],
+                              "--out", str(tmp_path / "o"))  # fmt: skip
+    assert (code, out) == (1, "") and err == f"taskrouter eval: {flag} {tmp_path / 'absent'}: No such file or directory\n"

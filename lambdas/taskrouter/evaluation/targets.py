@@ -104,6 +104,10 @@ class LocalTarget:
                 self._file_tasks = load_task_file(tasks_file, updated_at="")
             except ValidationError as error:
                 raise ValueError(f"--tasks {tasks_file}: {describe(error)}") from None
+            except OSError as error:
+                raise ValueError(f"--tasks {tasks_file}: {error.strerror or error}") from None
+            except ValueError as error:  # names repeated
+                raise ValueError(f"--tasks {tasks_file}: {error}") from None
             registry = FixedTaskSource(self._file_tasks)
             environ.setdefault("TASKROUTER_TABLE_NAME", "unused-the-task-file-is-the-registry")
         self._settings = RuntimeSettings.from_env(environ)
