@@ -124,7 +124,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--base-model", required=True, help="a Hugging Face model id or a local folder")
     parser.add_argument("--revision", help="the base model's commit (a hub id); recorded in the manifest")
     parser.add_argument("--out", required=True, help="folder for the adapter, adapter.tar.gz and manifest.json")
-    parser.add_argument("--force", action="store_true", help="replace the adapter --out holds (once the new one is trained)")
+    parser.add_argument(
+        "--force", action="store_true", help="replace the adapter --out holds (once the new one is trained)"
+    )
     add_training_options(parser)
     parser.add_argument(
         "--checkpoint-dir",

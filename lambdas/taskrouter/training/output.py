@@ -47,7 +47,9 @@ def check_output(out: Path, *, force: bool) -> None:
     try:  # a folder made and removed: what os.access cannot tell (root, read-only or special file systems)
         tempfile.TemporaryDirectory(prefix=".adapter-probe-", dir=existing).cleanup()
     except OSError as error:
-        raise OutputError(f"--out {out}: {existing} is not writable ({error.strerror}): give a folder you may write") from None
+        raise OutputError(
+            f"--out {out}: {existing} is not writable ({error.strerror}): give a folder you may write"
+        ) from None
 
 
 @contextmanager
