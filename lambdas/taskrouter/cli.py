@@ -9,6 +9,7 @@
     taskrouter review FILE ...              (taskrouter/review/server.py)
     taskrouter adapter train ...            (taskrouter/training/cli.py)
     taskrouter ops mode show|set ...        (taskrouter/operations/cli.py)
+    taskrouter doctor --stage S ...         (taskrouter/doctor/cli.py)
 
 The options naming the API (--stage, --region, --base-url, --api-key) may come before or after the
 command; TASKROUTER_URL and TASKROUTER_API_KEY stand in for --base-url and --api-key. `-` is standard
@@ -112,6 +113,7 @@ _TOOLS = {
     "review": _tool("taskrouter.review.server"),
     "ops": _tool("taskrouter.operations.cli"),
     "adapter": _tool("taskrouter.training.cli"),
+    "doctor": _tool("taskrouter.doctor.cli"),
 }
 
 

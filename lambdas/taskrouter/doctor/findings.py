@@ -1,0 +1,55 @@
+"""What a check found: one line, and the exit status all of them add up to."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Status(Enum):
+    OK = "ok"
+    BLOCKS = "blocks"
+    UNCHECKED = "could not be checked"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str  # what was checked, e.g. "lambda concurrency"
+    status: Status
+    detail: str
+    fix: str | None = None  # the command or request that removes what blocks
+
+    def line(self) -> str:
+        text = f"{self.status.value}: {self.check}: {self.detail}"
+        return f"{text}. Fix: {self.fix}" if self.fix else text
+
+
+def ok(check: str, detail: str) -> Finding:
+    return Finding(check, Status.OK, detail)
+
+
+def blocks(check: str, detail: str, fix: str) -> Finding:
+    return Finding(check, Status.BLOCKS, detail, fix)
+
+
+def unchecked(check: str, detail: str, fix: str | None = None) -> Finding:
+    return Finding(check, Status.UNCHECKED, detail, fix)
+
+
+def skipped(check: str, detail: str) -> Finding:
+    return Finding(check, Status.SKIPPED, detail)
+
+
+ALL_OK, SOMETHING_BLOCKS, SOMETHING_UNCHECKED = 0, 1, 2
+
+
+def exit_status(findings: Iterable[Finding]) -> int:
+    """1 when anything blocks; else 2 when anything could not be checked; else 0 (skipped is fine)."""
+    statuses = {finding.status for finding in findings}
+    if Status.BLOCKS in statuses:
+        return SOMETHING_BLOCKS
+    if Status.UNCHECKED in statuses:
+        return SOMETHING_UNCHECKED
+    return ALL_OK
