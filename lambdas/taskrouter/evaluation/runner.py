@@ -18,6 +18,7 @@ from taskrouter.evaluation.progress import progress_bar
 from taskrouter.evaluation.targets import DEFAULT_TURN_TIMEOUT_S, Outcome, Target, refusal
 
 TARGET_DEFAULT = "target default"  # the report's strategy when none was sent
+_SHOWN_REFUSALS = 3  # turns the API would refuse, named in the warning
 
 
 def run_turns(
@@ -141,9 +142,6 @@ def warnings_before_routing(turns: Sequence[Turn], tasks: list[Task] | None, str
     return said
 
 
-_SHOWN_REFUSALS = 3
-
-
 def evaluate(
     dataset: Dataset,
     target: Target,
@@ -157,7 +155,8 @@ def evaluate(
     warn: Callable[[str], None] = lambda line: None,
 ) -> dict[str, Any]:
     """Replay `dataset` through `target`, write `out/report.json`, `report.md` and the two confusion
-    matrices; the report. `out` is checked first (`prepare_output`)."""
+    matrices; the report. The caller checks `out` with `prepare_output` before anything else;
+    `turn_timeout_s` is the one `target` was given, for the report."""
     from taskrouter.evaluation.report import write_report  # matplotlib: fails now, not after the run
 
     tasks = target.tasks()
