@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from taskrouter.core.task_spec import load_task_file
 from taskrouter.core.validation import describe
-from taskrouter.evaluation.cli import positive_int
+from taskrouter.evaluation.cli import OneLineParser, positive_int
 from taskrouter.evaluation.dataset import DatasetError
 from taskrouter.repository import DEFAULT_TASKS_FILE
 
@@ -119,7 +119,7 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="taskrouter adapter train", description="train a routing LoRA adapter")
+    parser = OneLineParser(prog=PROG, description="train a routing LoRA adapter")
     parser.add_argument("--dataset", required=True, help="labelled conversations (format: datasets/README.md)")
     parser.add_argument("--base-model", required=True, help="a Hugging Face model id or a local folder")
     parser.add_argument("--revision", help="the base model's commit (a hub id); recorded in the manifest")
