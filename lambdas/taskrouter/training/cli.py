@@ -45,7 +45,8 @@ def main(argv: list[str]) -> int:
               f"{_resuming(args)}", file=sys.stderr)
         return 130
     except ImportError as error:  # the training extra is not installed
-        print(f"{PROG}: {error.name or _one_line(error)} is missing: pip install 'taskrouter[training]' "
+        missing = f"{error.name} is missing" if error.name else _one_line(error)
+        print(f"{PROG}: {missing}: pip install 'taskrouter[training]' "
               "(and bitsandbytes with a CUDA torch for QLoRA on a GPU: 'taskrouter[training-gpu]')", file=sys.stderr)
         return 1
 
@@ -85,7 +86,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _resuming(args: argparse.Namespace) -> str:
     if args.checkpoint_dir:
-        return f"the same command goes on from the last checkpoint in {args.checkpoint_dir}"
+        return f"the same command resumes from its last checkpoint in {args.checkpoint_dir}, if one was saved"
     return "run it again to start afresh (--checkpoint-dir DIR keeps progress to resume from)"
 
 
