@@ -335,28 +335,29 @@ class ModelHostingStack(Stack):
                 )],
             ),
         )
-        refused = {
-            f"c{number}": cloudwatch.Metric(
-                namespace="AWS/SageMaker", metric_name="NoCapacityInvocationFailures",
-                dimensions_map={"InferenceComponentName": name}, statistic="Maximum", period=Duration.seconds(30),
+        # AWS's scale-to-zero guide (SageMaker Developer Guide, "Scale an endpoint to zero instances", "To
+        # enable an endpoint to scale out from zero instances"): one alarm on NoCapacityInvocationFailures of a
+        # component, Sum over 60 s, threshold 1, one datapoint, acting on the step policy. A standard-resolution
+        # metric has no 30 s datapoints to alarm on. At or above 1 rather than the guide's "greater than": the
+        # first refused request wakes the base, not the second. One such alarm per component (AWS does not say
+        # whether an adapter's refusals count under its name or its base's), each waking the base.
+        for name in components:
+            no_copy = cloudwatch.Alarm(
+                self,
+                f"WakeOn{_pascal(name.removeprefix(f'taskrouter-{stage.name}-'))}",
+                alarm_description=f"A request to {name} found no copy of the base: start one (scale from zero). "
+                f"Runbook: {runbook('base-has-no-copy')}",
+                metric=cloudwatch.Metric(
+                    namespace="AWS/SageMaker", metric_name="NoCapacityInvocationFailures",
+                    dimensions_map={"InferenceComponentName": name}, statistic="Sum", period=Duration.minutes(1),
+                ),
+                evaluation_periods=1,
+                datapoints_to_alarm=1,
+                threshold=1,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             )
-            for number, name in enumerate(components)
-        }
-        no_copy = cloudwatch.Alarm(
-            self,
-            "BaseHasNoCopy",
-            alarm_description=f"A request found no copy of the base: start one (scale from zero). Runbook: {runbook('base-has-no-copy')}",
-            metric=cloudwatch.MathExpression(
-                expression=f"MAX([{', '.join(f'FILL({key}, 0)' for key in refused)}])",
-                using_metrics=refused,
-                period=Duration.seconds(30),
-            ),
-            evaluation_periods=1,
-            threshold=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-        )
-        no_copy.node.default_child.add_property_override("AlarmActions", [wake.ref])
+            no_copy.node.default_child.add_property_override("AlarmActions", [wake.ref])
 
     def _execution_role(
         self,

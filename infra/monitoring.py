@@ -263,15 +263,7 @@ class MonitoringStack(Stack):
                     Duration.minutes(1), "model-errors",
                 )
                 for component in component_names
-            ] + [
-                _component_sum(
-                    stage, component, f"Requests {component} refused (4xx, no-capacity aside)", "RefusedRequests",
-                    "MAX([FILL(refused, 0) - FILL(asleep, 0), 0])",
-                    {"refused": "Invocation4XXErrors", "asleep": "NoCapacityInvocationFailures"},
-                    Duration.minutes(5), "model-requests-refused",
-                )
-                for component in component_names
-            ],
+            ] + [_refused_requests(stage, component) for component in component_names],
         )
         facade.monitor_custom(
             alarm_friendly_name="SageMakerGpu",
@@ -377,28 +369,52 @@ class MonitoringStack(Stack):
         self.alarm_handler = function
 
 
+def _component_counts(component: str, metrics: dict[str, str], period: Duration) -> dict[str, cloudwatch.IMetric]:
+    """SageMaker's per-component counts (Sum), by the ids an expression names them with."""
+    return {
+        key: cloudwatch.Metric(namespace="AWS/SageMaker", metric_name=metric,
+                               dimensions_map={"InferenceComponentName": component}, statistic="Sum", period=period)
+        for key, metric in metrics.items()
+    }
+
+
 def _component_sum(
     stage: StageConfig, component: str, title: str, name: str, expression: str, metrics: dict[str, str],
     period: Duration, runbook_slug: str,
 ) -> CustomMetricGroup:
-    """An alarm on an expression over SageMaker's per-component counts (Sum), above zero."""
-    return _alarmed(
-        title,
-        f"{name}-{component.removeprefix(f'taskrouter-{stage.name}-')}",
-        cloudwatch.MathExpression(
-            expression=expression,
-            using_metrics={
-                key: cloudwatch.Metric(namespace="AWS/SageMaker", metric_name=metric,
-                                       dimensions_map={"InferenceComponentName": component},
-                                       statistic="Sum", period=period)
-                for key, metric in metrics.items()
-            },
-            period=period,
-            label=title,
+    """An alarm on an expression over SageMaker's per-component counts, above zero."""
+    return _component_alarm(stage, component, title, name, cloudwatch.MathExpression(
+        expression=expression, using_metrics=_component_counts(component, metrics, period), period=period, label=title,
+    ), runbook_slug)
+
+
+def _refused_requests(stage: StageConfig, component: str) -> CustomMetricGroup:
+    """Requests the endpoint refused (Invocation4XXErrors) other than those refused for want of a copy
+    (NoCapacityInvocationFailures: scaled to zero, which is no refusal), never under 0.
+
+    Metric math as CloudWatch documents it only (CloudWatch User Guide, "Using metric math"): arithmetic
+    on two time series treats a missing value as 0, so no FILL; IF in its documented form
+    IF(TS comparison S, TS, S) floors the difference (MAX takes a time series or an array of them, not a
+    scalar: an expression PutMetricAlarm refused would roll the whole stack back)."""
+    period = Duration.minutes(5)
+    title = f"Requests {component} refused (4xx, no-capacity aside)"
+    excess = cloudwatch.MathExpression(
+        expression="refused - asleep",
+        using_metrics=_component_counts(
+            component, {"refused": "Invocation4XXErrors", "asleep": "NoCapacityInvocationFailures"}, period
         ),
-        above=0,
-        runbook_slug=runbook_slug,
+        period=period,
     )
+    return _component_alarm(stage, component, title, "RefusedRequests", cloudwatch.MathExpression(
+        expression="IF(excess > 0, excess, 0)", using_metrics={"excess": excess}, period=period, label=title,
+    ), "model-requests-refused")
+
+
+def _component_alarm(
+    stage: StageConfig, component: str, title: str, name: str, metric: cloudwatch.IMetric, runbook_slug: str
+) -> CustomMetricGroup:
+    return _alarmed(title, f"{name}-{component.removeprefix(f'taskrouter-{stage.name}-')}", metric,
+                    above=0, runbook_slug=runbook_slug)
 
 
 def _alarmed(title: str, name: str, metric: cloudwatch.IMetric, *, above: float, runbook_slug: str) -> CustomMetricGroup:

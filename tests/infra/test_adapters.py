@@ -14,6 +14,7 @@ from infra.config import load_stages
 from infra.nag import unacknowledged_findings
 from infra.stage import TaskRouterStage
 from tests.adapters import make_adapter
+from tests.infra.test_resources import assert_wakes_the_base_as_aws_guide_does
 
 S3_ARCHIVE = "s3://trained-adapters-bucket/jobs/router-b/output/adapter.tar.gz"
 
@@ -57,10 +58,12 @@ def test_one_adapter_component_each_on_the_base_and_the_router_pointed_at_the_co
         d["Value"] for m in metrics if m.get("MetricName") == "ModelLatency" for d in m["Dimensions"]
     }
     assert latency_alarms == set(names)  # every component: the base and each adapter
-    (wake,) = [a for a in _of_type(templates["ModelHosting"], "AWS::CloudWatch::Alarm").values()
-               if "NoCapacityInvocationFailures" in json.dumps(a)]
-    watched = {d["Value"] for m in wake["Properties"]["Metrics"] if "MetricStat" in m for d in m["MetricStat"]["Metric"]["Dimensions"]}
-    assert watched == set(names)  # a refusal on any component wakes the base
+    wakes = [a["Properties"] for a in _of_type(templates["ModelHosting"], "AWS::CloudWatch::Alarm").values()
+             if "NoCapacityInvocationFailures" in json.dumps(a)]
+    watched = [wake["Dimensions"][0]["Value"] for wake in wakes]
+    assert sorted(watched) == sorted(names)  # a refusal on any component wakes the base: one alarm each
+    for wake, component in zip(wakes, watched):
+        assert_wakes_the_base_as_aws_guide_does(templates["ModelHosting"], wake, component)
 
 
 def test_a_trained_archive_is_shipped_by_cdk_deploy_as_a_tar_gz_at_a_key_of_its_digest(adapted):

@@ -694,17 +694,70 @@ def test_copies_scale_on_invocations_within_the_stage_bounds(stage):
     wake_alarms = [a for a in _resources(template, "AWS::CloudWatch::Alarm").values()
                    if "NoCapacityInvocationFailures" in json.dumps(a["Properties"])]
     if config.scaling.min_copies == 0:  # dev: to zero when idle, and back on the first request
-        (wake,) = wake_alarms
-        assert wake["Properties"]["Threshold"] == 1
-        watched = [m["MetricStat"]["Metric"] for m in wake["Properties"]["Metrics"] if "MetricStat" in m]
-        assert {d["Value"] for m in watched for d in m["Dimensions"]} == {f"taskrouter-{config.name}-base"}
-        assert {m["MetricStat"]["Stat"] for m in wake["Properties"]["Metrics"] if "MetricStat" in m} == {"Maximum"}
-        step = policies["StepScaling"]["StepScalingPolicyConfiguration"]
-        assert step["StepAdjustments"] == [{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}]
-        assert wake["Properties"]["AlarmActions"] == [{"Ref": next(k for k, v in _resources(template, "AWS::ApplicationAutoScaling::ScalingPolicy").items() if v["Properties"]["PolicyType"] == "StepScaling")}]
+        (wake,) = wake_alarms  # one a component: the base alone here (each adapter's: test_adapters.py)
+        assert_wakes_the_base_as_aws_guide_does(template, wake["Properties"], f"taskrouter-{config.name}-base")
     else:  # prod: never under two copies on two instances
         assert wake_alarms == [] and "StepScaling" not in policies
         assert config.scaling.min_copies >= 2 and variant["ManagedInstanceScaling"]["MinInstanceCount"] >= 2
+
+
+def assert_wakes_the_base_as_aws_guide_does(template: dict, alarm: dict, component: str) -> None:
+    """The alarm of AWS's scale-to-zero guide (SageMaker Developer Guide, "Scale an endpoint to zero
+    instances": put-metric-alarm on NoCapacityInvocationFailures, period 60, statistic Sum, threshold 1,
+    one datapoint of one, the step scaling policy as its action), on the first refused request."""
+    assert "Metrics" not in alarm  # one metric, no math: a 30 s FILL over a one-minute metric flapped
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("AWS/SageMaker", "NoCapacityInvocationFailures")
+    assert alarm["Dimensions"] == [{"Name": "InferenceComponentName", "Value": component}]
+    assert (alarm["Statistic"], alarm["Period"], alarm["Threshold"]) == ("Sum", 60, 1)
+    assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"  # the first refusal, not the second
+    assert (alarm["EvaluationPeriods"], alarm["DatapointsToAlarm"]) == (1, 1)
+    assert alarm["TreatMissingData"] == "notBreaching"
+    ((policy_id, policy),) = [(k, p["Properties"]) for k, p in _resources(template, "AWS::ApplicationAutoScaling::ScalingPolicy").items()
+                              if p["Properties"]["PolicyType"] == "StepScaling"]
+    assert alarm["AlarmActions"] == [{"Ref": policy_id}]
+    step = policy["StepScalingPolicyConfiguration"]
+    assert (step["AdjustmentType"], step["MetricAggregationType"], step["Cooldown"]) == ("ChangeInCapacity", "Maximum", 60)
+    assert step["StepAdjustments"] == [{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}]
+
+
+# Metric math functions CloudWatch documents (CloudWatch User Guide, "Using metric math"), less those it
+# recommends against in alarms (AVG, MAX, MIN, SUM, STDDEV... of a single series act differently when an
+# alarm fetches more datapoints than it evaluates); PutMetricAlarm refusing an expression rolls a stack back.
+ALARM_MATH_FUNCTIONS = {"IF", "FILL", "ABS", "CEIL", "FLOOR", "DIFF", "RATE", "PERIOD", "LOG", "LOG10"}
+
+
+def test_every_alarm_expression_uses_documented_metric_math_only(stage):
+    for stack_id, template in stage.templates.items():
+        for logical, alarm in _resources(template, "AWS::CloudWatch::Alarm").items():
+            queries = alarm["Properties"].get("Metrics", [])
+            ids = {query["Id"] for query in queries}
+            for query in queries:
+                expression = query.get("Expression")
+                if expression is None:
+                    continue
+                assert "[" not in expression, f"{stack_id}/{logical}: {expression}: an array in an alarm's expression"
+                functions = set(re.findall(r"([A-Z_0-9]+)\s*\(", expression))
+                assert functions <= ALARM_MATH_FUNCTIONS, f"{stack_id}/{logical}: {expression}"
+                names = set(re.findall(r"\b([a-z][A-Za-z0-9_]*)\b", expression))
+                assert names <= ids, f"{stack_id}/{logical}: {expression} names {names - ids}"
+
+
+def test_requests_refused_count_the_4xx_less_no_capacity_floored_at_zero(stage):
+    """IF(TS comparison S, TS, S), a documented form, over refused - asleep (arithmetic on two series
+    treats a missing value as 0: no FILL): the meaning of the former MAX([..., 0]) without its scalar."""
+    template = stage.templates["Monitoring"]
+    refused = [a["Properties"] for a in _resources(template, "AWS::CloudWatch::Alarm").values()
+               if "RefusedRequests-" in a["Properties"]["AlarmName"]]
+    assert len(refused) == 1  # the base's (each adapter's too, with adapters)
+    for props in refused:
+        queries = {query["Id"]: query for query in props["Metrics"]}
+        returned = [query for query in queries.values() if query.get("ReturnData", True)]
+        assert [query["Expression"] for query in returned] == ["IF(excess > 0, excess, 0)"]
+        assert queries["excess"]["Expression"] == "refused - asleep"
+        assert {queries[key]["MetricStat"]["Metric"]["MetricName"] for key in ("refused", "asleep")} == {
+            "Invocation4XXErrors", "NoCapacityInvocationFailures"}
+        assert {queries[key]["MetricStat"]["Stat"] for key in ("refused", "asleep")} == {"Sum"}
+        assert (props["Threshold"], props["ComparisonOperator"]) == (0, "GreaterThanThreshold")
 
 
 def test_a_changed_base_rolls_out_one_copy_at_a_time_and_back_on_its_own_alarms(stage):
