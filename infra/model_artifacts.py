@@ -13,6 +13,7 @@ used where it is.
 from __future__ import annotations
 
 import hashlib
+import math
 import shutil
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ from aws_cdk import (
     ArnFormat,
     CfnOutput,
     Duration,
+    Size,
     Stack,
     aws_iam as iam,
     aws_kms as kms,
@@ -30,7 +32,7 @@ from aws_cdk.region_info import FactName
 from constructs import Construct
 
 from infra.base_weights import BaseWeights
-from infra.config import ROOT, AdapterManifest, StageConfig
+from infra.config import ROOT, AdapterManifest, ConfigError, ServingSettings, StageConfig, load_serving
 from infra.nag import acknowledge, as_nag_shows
 
 def artifact_bucket_name(stage: StageConfig, stack: Stack) -> str:
@@ -43,6 +45,57 @@ TRAINING_PREFIX = "training/"  # a training job's inputs, code, checkpoints and 
 TRAINING_IMAGE_REPOSITORY = "pytorch-training"  # AWS's Deep Learning Containers
 
 ADAPTER_ARCHIVE = "adapter.tar.gz"
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class BaseShape:
+    """What sizes a LoRA adapter of a base (its config.json): decoder layers, hidden size, MLP size, and
+    the key/value projections' width (key/value heads x head dimension)."""
+
+    layers: int
+    hidden: int
+    intermediate: int
+    kv: int
+
+    def adapter_bytes(self, rank: int, bytes_per_parameter: int = 4) -> int:
+        """A LoRA adapter on every linear projection of every layer (`taskrouter adapter train`:
+        target_modules "all-linear", which leaves lm_head out) adds A (rank x in) and B (out x rank) to
+        each: rank x (in + out) parameters. Saved as float32: PEFT casts LoRA weights loaded in float16 or
+        bfloat16 to float32 (get_peft_model's autocast_adapter_dtype, on by default), the CPU path trains
+        in float32. gzip hardly shrinks float weights, and the config and safetensors header are
+        kilobytes: the archive is that size."""
+        h, i, kv = self.hidden, self.intermediate, self.kv
+        per_layer = (h + h) + (h + kv) + (h + kv) + (h + h) + (h + i) + (h + i) + (i + h)  # q k v o gate up down
+        return self.layers * per_layer * rank * bytes_per_parameter
+
+
+# Qwen2.5-1.5B (config.json at the pinned revision): 28 layers, hidden 1536, intermediate 8960, 2 key/value
+# heads of 128. Per layer and unit of rank: q 1536+1536 = 3,072; k and v 1536+256 = 1,792 each; o 3,072;
+# gate and up 1536+8960 = 10,496 each; down 8960+1536 = 10,496: 41,216; x 28 layers = 1,154,048
+# parameters. At rank 64 (serving.json's max_lora_rank): 73,859,072 parameters x 4 bytes = 295,436,288
+# bytes, ~282 MiB; at vLLM's largest rank, 512: ~2.2 GiB.
+BASE_SHAPES = {
+    "Qwen/Qwen2.5-1.5B-Instruct": BaseShape(layers=28, hidden=1536, intermediate=8960, kv=2 * 128),
+}
+DEPLOYMENT_MEMORY_MIB = 1024
+DEPLOYMENT_STORAGE_STEP_MIB = 512
+
+
+def deployment_storage_mib(stage: StageConfig, serving: ServingSettings) -> int:
+    """/tmp of the BucketDeployment that ships an archive: its handler (aws-cdk-lib's
+    bucket-deployment-handler, s3_deploy) copies the asset's zip into /tmp and extracts it there before
+    `aws s3 sync`, so the zip (a .tar.gz does not deflate: ~its size) and the archive lie side by side:
+    twice the largest archive the stage serves (its max_lora_rank), a quarter more for headroom, in
+    steps of 512 MiB (Lambda's default and minimum) up to Lambda's 10,240 MiB."""
+    shape = BASE_SHAPES.get(stage.base_model.id)
+    if shape is None:
+        raise ConfigError(
+            f"stage {stage.name}: no adapter size is known for {stage.base_model.id}: add its shapes to "
+            "infra/model_artifacts.py BASE_SHAPES (layers, hidden and intermediate sizes, key/value width)"
+        )
+    needed = 2 * shape.adapter_bytes(serving.max_lora_rank) * 1.25 / MIB
+    return min(10_240, math.ceil(needed / DEPLOYMENT_STORAGE_STEP_MIB) * DEPLOYMENT_STORAGE_STEP_MIB)
 
 
 @dataclass(frozen=True)
@@ -54,9 +107,18 @@ class AdapterArchive:
 
 class ModelArtifactsStack(Stack):
     def __init__(
-        self, scope: Construct, construct_id: str, *, stage: StageConfig, manifests: list[AdapterManifest], **kwargs
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        stage: StageConfig,
+        manifests: list[AdapterManifest],
+        serving: ServingSettings | None = None,
+        **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
+        self._stage = stage
+        self._serving = serving or load_serving()
         common = dict(
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
             enforce_ssl=True,
@@ -158,6 +220,13 @@ class ModelArtifactsStack(Stack):
             bucket, key = located
             return AdapterArchive(manifest.adapter.archive_s3_uri, f"arn:{self.partition}:s3:::{bucket}/{key}", None)
         archive = ROOT / manifest.adapter.archive_file
+        storage_mib = deployment_storage_mib(self._stage, self._serving)
+        if 2 * archive.stat().st_size > storage_mib * MIB:
+            raise ConfigError(
+                f"{manifest.name}: {manifest.adapter.archive_file} ({archive.stat().st_size // MIB} MiB) does not fit twice "
+                f"in the adapter deployment's /tmp ({storage_mib} MiB, sized for a rank-{self._serving.max_lora_rank} "
+                f"adapter of {self._stage.base_model.id}): does it carry more than the LoRA weights?"
+            )
         digest = hashlib.sha256(archive.read_bytes()).hexdigest()
         folder = ROOT / "build" / "adapter-assets" / digest  # the folder asset: the archive alone
         folder.mkdir(parents=True, exist_ok=True)
@@ -172,6 +241,10 @@ class ModelArtifactsStack(Stack):
             extract=True,
             prune=False,  # earlier versions stay: a rollback still finds its archive
             retain_on_delete=True,
+            # Sized for the largest archive the stage serves (deployment_storage_mib); memory explicit, as
+            # aws-cdk-lib's default has moved between versions (its README, "Size Limits").
+            memory_limit=DEPLOYMENT_MEMORY_MIB,
+            ephemeral_storage_size=Size.mebibytes(storage_mib),
         )
         self._acknowledge_deployment_handler()
         key = prefix + ADAPTER_ARCHIVE

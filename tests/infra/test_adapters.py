@@ -8,9 +8,12 @@ import json
 from pathlib import Path
 
 import pytest
+from aws_cdk import App, Environment
 
-from infra.app import build_app
-from infra.config import load_stages
+from infra import model_artifacts
+from infra.app import FEATURE_FLAGS, build_app
+from infra.config import ConfigError, load_adapter_manifests, load_serving, load_stages
+from infra.model_artifacts import BASE_SHAPES, DEPLOYMENT_MEMORY_MIB, deployment_storage_mib
 from infra.nag import unacknowledged_findings
 from infra.stage import TaskRouterStage
 from tests.adapters import make_adapter
@@ -118,3 +121,43 @@ def test_cfn_lint_stays_clean_with_adapters(adapted):
     for template_file in assembly_dir.glob("*.template.json"):
         matches = lint_file(template_file, config=ManualArgs(regions=[config.region]))
         assert [str(m) for m in matches if m.rule.severity == "error"] == [], template_file.name
+
+
+def test_the_archive_deployment_holds_the_largest_adapter_the_stage_serves(adapted):
+    """The BucketDeployment's handler copies the asset's zip into /tmp and extracts the archive beside it
+    (aws-cdk-lib, bucket-deployment-handler): its /tmp (`ephemeral_storage_size`, default 512 MiB, aws-cdk-lib
+    aws-s3-deployment README "Size Limits") holds twice a rank-max_lora_rank archive of the base, which the
+    defaults could not (~282 MiB at rank 64: twice is over 512 MiB)."""
+    config, templates, *_ = adapted
+    serving = load_serving()
+    shape = BASE_SHAPES[config.base_model.id]
+    # infra/model_artifacts.py's arithmetic for Qwen2.5-1.5B, every projection, float32
+    assert shape.adapter_bytes(1) == 28 * 41_216 * 4
+    assert shape.adapter_bytes(64) == 295_436_288
+    largest = shape.adapter_bytes(serving.max_lora_rank)
+    handlers = [f["Properties"] for k, f in _of_type(templates["ModelArtifacts"], "AWS::Lambda::Function").items()
+                if k.startswith("CustomCDKBucketDeployment")]
+    assert len(handlers) == 1
+    (handler,) = handlers
+    assert handler["MemorySize"] == DEPLOYMENT_MEMORY_MIB >= 1024
+    storage_mib = handler["EphemeralStorage"]["Size"]
+    assert storage_mib == deployment_storage_mib(config, serving) and storage_mib % 512 == 0
+    assert storage_mib * 2**20 >= 2 * largest * 1.25 and storage_mib > 512
+    assert 2 * shape.adapter_bytes(64) > 512 * 2**20  # what failed with the defaults
+
+
+def test_an_archive_the_deployment_cannot_hold_is_refused_at_synth(adapted, monkeypatch):
+    config, *_ = adapted
+    monkeypatch.setattr(model_artifacts, "deployment_storage_mib", lambda stage, serving: 0)
+    with pytest.raises(ConfigError, match=r"router-a: .* does not fit twice in the adapter deployment's /tmp"):
+        model_artifacts.ModelArtifactsStack(
+            App(context=FEATURE_FLAGS), "Probe", stage=config, manifests=load_adapter_manifests(config),
+            env=Environment(region=config.region),
+        )
+
+
+def test_an_unknown_base_has_no_archive_size_and_is_refused_naming_the_fix(adapted):
+    config, *_ = adapted
+    other = config.model_copy(update={"base_model": config.base_model.model_copy(update={"id": "Example/Other-7B"})})
+    with pytest.raises(ConfigError, match="no adapter size is known for Example/Other-7B: add its shapes"):
+        deployment_storage_mib(other, load_serving())
