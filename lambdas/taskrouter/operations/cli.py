@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 
 from taskrouter.core.resilience import OpsMode
 from taskrouter.operations.failover import MALFORMED, clear_override, set_override
-from taskrouter.operations.store import Operations, Snapshot
+from taskrouter.operations.store import MalformedParameter, Operations, Snapshot
 
 AUTO = "auto"
 
@@ -85,16 +85,15 @@ def _read(ops: Operations) -> Snapshot:
     """Both parameters; each malformed one told on stderr, one line with its fix."""
     snapshot = ops.read()
     for problem in snapshot.problems:
-        print(f"taskrouter ops: {problem}: {_FIX[problem.parameter == ops.state_parameter].format(stage=ops.stage)}",
-              file=sys.stderr)
+        print(f"taskrouter ops: {problem}: {_fix(ops, problem)}", file=sys.stderr)
     return snapshot
 
 
-_FIX = {  # by whether it is the state parameter
-    False: "the alarm handling rewrites it within a minute; or set it: `taskrouter ops mode set auto --stage {stage}`",
-    True: "the alarm handling rebuilds it within a minute, losing any override it held; or overwrite it: "
-          "`taskrouter ops mode set auto|primary_first|openai_only --stage {stage}`",
-}
+def _fix(ops: Operations, problem: MalformedParameter) -> str:
+    if problem.parameter == ops.state_parameter:
+        return ("the alarm handling rebuilds it within a minute, losing any override it held; or overwrite it: "
+                f"`taskrouter ops mode set auto|primary_first|openai_only --stage {ops.stage}`")
+    return f"the alarm handling rewrites it within a minute; or set it: `taskrouter ops mode set auto --stage {ops.stage}`"
 
 
 def _set(ops: Operations, args: argparse.Namespace) -> int:

@@ -66,7 +66,7 @@ class Operations:
         try:
             return FailoverState.from_json(self._value(self.state_parameter))
         except MalformedValue as error:
-            raise MalformedParameter(self.state_parameter, f"holds no alarm handling state: {error}") from None
+            raise MalformedParameter(self.state_parameter, f"holds no alarm handling state ({error})") from None
 
     def read(self) -> Snapshot:
         """Both parameters, whatever they hold."""
