@@ -282,7 +282,7 @@ class StageConfig(_Strict):
         return math.ceil(registry_s + slowest_ms / 1000 + 1)
 
     def timeout_environment(self) -> dict[str, str]:
-        """The router's timeout variables (CONTRACT section 3): zero-shot's unsuffixed, the other
+        """The router's timeout variables (docs/configuration.md): zero-shot's unsuffixed, the other
         strategies' with their name as suffix."""
         env = {}
         for strategy, budget in self.budgets.items():

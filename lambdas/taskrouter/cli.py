@@ -45,7 +45,7 @@ from taskrouter.repository import set_serving_defaults
 
 STDIO = "-"  # standard input or output, wherever a file is taken
 STAGES_FILE = "infra/stages.toml"  # under the repository's root: each stage's region
-ROUTE_FIELDS = ("conversation", "current_task", "tasks", "strategy")  # a /route body's (CONTRACT section 1)
+ROUTE_FIELDS = ("conversation", "current_task", "tasks", "strategy")  # a /route body's (docs/api.md)
 CREDENTIALS_FIX = "set AWS_PROFILE (a profile of ~/.aws/config) or run `aws configure`"
 
 

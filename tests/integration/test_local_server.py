@@ -1,5 +1,5 @@
 """`make local` over real HTTP: the server process, dynalite under its state folder, the API key
-check, and a restart keeping the registry (CONTRACT section 3)."""
+check, and a restart keeping the registry (README: Running locally)."""
 
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def test_registry_is_seeded_once_and_survives_a_restart(tmp_path, openai):
         second.stop()
 
 
-# -- HTTP robustness: slow, idle, malformed and concurrent clients (CONTRACT section 3) --------------
+# -- HTTP robustness: slow, idle, malformed and concurrent clients (README: Running locally) --------------
 def _raw(server: LocalServer, data: bytes, timeout_s: float = 10) -> bytes:
     """Send raw bytes on a fresh connection and read the answer until the server closes it."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=timeout_s) as connection:

@@ -1,4 +1,4 @@
-"""`/tasks` over real HTTP against `make local` (CONTRACT section 2): every rule, versions and
+"""`/tasks` over real HTTP against `make local` (docs/api.md): every rule, versions and
 If-Match, concurrent writers, and a change reaching `/route` within the cache's time-to-live."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The router Lambda end to end: API Gateway event in, proxy response out (CONTRACT section 1).
+"""The router Lambda end to end: API Gateway event in, proxy response out (docs/api.md).
 
 Real boto3/botocore and openai clients talk to moto (DynamoDB, Secrets Manager) and to HTTP doubles
 of SageMaker runtime and OpenAI; see conftest.py.

@@ -1,4 +1,4 @@
-"""The registry's writes against moto's DynamoDB (CONTRACT section 2): identical writes change
+"""The registry's writes against moto's DynamoDB (docs/api.md): identical writes change
 nothing, versions are never reused, preconditions hold, and a writer that loses a race starts again.
 The same rules run over HTTP against dynalite in tests/integration/test_registry_api.py."""
 

@@ -1,6 +1,6 @@
 """The task registry read from DynamoDB, cached in the container.
 
-A copy lives `ttl_s` seconds (kept under CONTRACT section 2's 30-second promise); when DynamoDB
+A copy lives `ttl_s` seconds (kept under the registry's 30-second promise, docs/api.md); when DynamoDB
 fails, the last good copy is served rather than failing the decision, and DynamoDB is tried again
 only after `retry_after_failure_s`, so an outage does not slow every request by a timeout.
 """

@@ -1,4 +1,4 @@
-"""Writes and consistent reads of the task registry (the `/tasks` API, CONTRACT section 2).
+"""Writes and consistent reads of the task registry (the `/tasks` API, docs/api.md).
 
 Every write is optimistic: read the item, decide, then write on the condition that the item is still
 the one read (its version, or its absence), and start again if another writer got there first. So:

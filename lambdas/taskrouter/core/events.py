@@ -1,4 +1,4 @@
-"""The event a decision means, given the task running before it (CONTRACT section 1)."""
+"""The event a decision means, given the task running before it (docs/api.md, POST /route)."""
 
 from __future__ import annotations
 

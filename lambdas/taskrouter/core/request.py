@@ -1,4 +1,4 @@
-"""`POST /route` request: its model (CONTRACT section 1) and parsing into contract errors."""
+"""`POST /route` request: its model (docs/api.md) and parsing into contract errors."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ class RouteRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     conversation: Annotated[list[Message], Field(min_length=1, max_length=MAX_MESSAGES)]
-    current_task: str | None = None  # absent: none (CONTRACT section 1)
+    current_task: str | None = None  # absent: none (docs/api.md)
     tasks: list[str] | None = None
     strategy: Strategy | None = None
 

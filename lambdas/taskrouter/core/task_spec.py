@@ -1,4 +1,4 @@
-"""Tasks as people write them (CONTRACT section 2) and task files; validated with the same rules
+"""Tasks as people write them (docs/api.md, PUT /tasks/{name}) and task files; validated with the same rules
 wherever tasks are written. Kept apart from `tasks`, which the router imports on every cold start."""
 
 from __future__ import annotations

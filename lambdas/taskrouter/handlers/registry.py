@@ -1,4 +1,4 @@
-"""`/tasks` behind API Gateway: the task registry's management API (CONTRACT section 2)."""
+"""`/tasks` behind API Gateway: the task registry's management API (docs/api.md)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ API Gateway's part is `gateway.py` (a thread and a time limit per connection, st
 the handlers run in a few Lambda containers (`containers.py`): requests are served concurrently,
 and a slow, idle or malformed client is answered (or let go) without holding up anyone else.
 
-Backends come from the environment with the Lambda's own names (CONTRACT section 3); every variable
+Backends come from the environment with the Lambda's own names (docs/configuration.md); every variable
 and its default is in docs/configuration.md. At start it prints a banner: the URL, which backends
 can decide (and what to set to change that), whether the API key check is on, the timeouts in force
 and where the state lives. The functions' JSON log lines are shown as text (`console.py`).

@@ -620,7 +620,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--stage", required=True, help="a stage of infra/stages.toml, deployed")
     parser.add_argument("--name", required=True, help="the adapter's name (its manifest's), e.g. sales-router-v2")
-    parser.add_argument("--dataset", required=True, help="labelled conversations (CONTRACT section 4)")
+    parser.add_argument("--dataset", required=True, help="labelled conversations (docs/evaluation.md: the dataset format)")
     add_training_options(parser)
     parser.add_argument("--region", help="default: the stage's")
     follow_group = parser.add_mutually_exclusive_group()
