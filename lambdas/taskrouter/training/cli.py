@@ -121,7 +121,9 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog=PROG, description="train a routing LoRA adapter")
-    parser.add_argument("--dataset", required=True, help="labelled conversations (docs/evaluation.md: the dataset format)")
+    parser.add_argument(
+        "--dataset", required=True, help="labelled conversations (docs/evaluation.md: the dataset format)"
+    )
     parser.add_argument("--base-model", required=True, help="a Hugging Face model id or a local folder")
     parser.add_argument("--revision", help="the base model's commit (a hub id); recorded in the manifest")
     parser.add_argument("--out", required=True, help="folder for the adapter, adapter.tar.gz and manifest.json")
