@@ -5,6 +5,7 @@ configured LoRA adapter hosted on it as an adapter inference component (their ar
 from __future__ import annotations
 
 from aws_cdk import (
+    ArnFormat,
     CfnOutput,
     Duration,
     RemovalPolicy,
@@ -25,6 +26,8 @@ from infra.nag import acknowledge, as_nag_shows
 from infra.runbook import runbook
 
 VARIANT_NAME = "AllTraffic"
+ENDPOINT_LOG_GROUP_PREFIX = "/aws/sagemaker/Endpoints/"
+COMPONENT_LOG_GROUP_PREFIX = "/aws/sagemaker/InferenceComponents/"
 
 
 def _pascal(name: str) -> str:
@@ -67,7 +70,7 @@ class ModelHostingStack(Stack):
         self.component_names = [base_component_name, *(stage.adapter_component_name(m.name) for m in manifests)]
 
         # SageMaker creates these groups on first start (the endpoint's, and one per inference
-        # component); owning them gives them a retention and scopes the role's log writes. They
+        # component); owning them gives them a retention. They
         # have fixed names in a stateless stack: never retained, or a rolled-back first deploy
         # would leave them behind and block the next one.
         log_groups = [
@@ -79,15 +82,16 @@ class ModelHostingStack(Stack):
                 removal_policy=RemovalPolicy.DESTROY,
             )
             for construct_id, name in (
-                ("EndpointLogs", f"/aws/sagemaker/Endpoints/{self.endpoint_name}"),
-                ("BaseComponentLogs", f"/aws/sagemaker/InferenceComponents/{base_component_name}"),
+                ("EndpointLogs", f"{ENDPOINT_LOG_GROUP_PREFIX}{self.endpoint_name}"),
+                ("BaseComponentLogs", f"{COMPONENT_LOG_GROUP_PREFIX}{base_component_name}"),
                 *(
-                    (f"AdapterComponentLogs{_pascal(m.name)}", f"/aws/sagemaker/InferenceComponents/{stage.adapter_component_name(m.name)}")
+                    (f"AdapterComponentLogs{_pascal(m.name)}", f"{COMPONENT_LOG_GROUP_PREFIX}{stage.adapter_component_name(m.name)}")
                     for m in manifests
                 ),
             )
         ]
-        role = self._execution_role(serving, stage, [archive.object_arn for archive in archives.values()], log_groups)
+        endpoint_logs = log_groups[0]
+        role = self._execution_role(serving, stage, [archive.object_arn for archive in archives.values()], endpoint_logs)
         # The base's weights and the adapters: objects of the artifact bucket, under its key.
         weights = f"arn:{self.partition}:s3:::{artifact_bucket_name(stage, self)}/{artifacts.base_weights.prefix}*"
         role.add_to_policy(iam.PolicyStatement(actions=["s3:GetObject"], resources=[weights]))
@@ -364,7 +368,7 @@ class ModelHostingStack(Stack):
         serving: ServingSettings,
         stage: StageConfig,
         archive_arns: list[str],
-        log_groups: list[logs.LogGroup],
+        endpoint_logs: logs.LogGroup,
     ) -> iam.Role:
         role = iam.Role(
             self,
@@ -388,12 +392,27 @@ class ModelHostingStack(Stack):
         )
         if archive_arns:  # each adapter's one object, nothing else
             role.add_to_policy(iam.PolicyStatement(actions=["s3:GetObject"], resources=archive_arns))
+        # Where SageMaker writes the containers' output. AWS's table of its log groups (SageMaker Developer
+        # Guide, "Log groups and streams that Amazon SageMaker AI sends to Amazon CloudWatch Logs") names the
+        # endpoint's, /aws/sagemaker/Endpoints/[EndpointName], and none for inference components, whose
+        # containers log to /aws/sagemaker/InferenceComponents/<component name> in AWS's own examples (the
+        # namespace of their metrics too). AWS's execution-role policy grants these actions on "*" ("CreateModel API: Execution Role
+        # Permissions"), AmazonSageMakerFullAccess on /aws/sagemaker/*: here the endpoint's own group, and every
+        # component group of this stage by its names' prefix (stage names take no hyphen), so a component's
+        # logs are not lost for a name the owned groups above do not spell.
+        component_logs = self.format_arn(
+            service="logs", resource="log-group", arn_format=ArnFormat.COLON_RESOURCE_NAME,
+            resource_name=f"{COMPONENT_LOG_GROUP_PREFIX}{stage.endpoint_name}-*",
+        )
         role.add_to_policy(
             iam.PolicyStatement(
                 actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
-                resources=[group.log_group_arn for group in log_groups],
+                resources=[endpoint_logs.log_group_arn, component_logs],
             )
         )
+        acknowledge(role, f"AwsSolutions-IAM5[Resource::{as_nag_shows(self, component_logs)}]",
+                    "the log groups of this stage's inference components, /aws/sagemaker/InferenceComponents/"
+                    "<component>: AWS documents no exact name for them, and grants /aws/sagemaker/* itself")
         # Instance and container metrics (GPU, memory) of the endpoint and its components.
         role.add_to_policy(
             iam.PolicyStatement(

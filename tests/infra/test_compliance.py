@@ -42,6 +42,7 @@ EXPECTED_ACKNOWLEDGEMENTS = {
     "ModelHosting/ExecutionRole": {
         "AwsSolutions-IAM5[Resource::*]",
         "AwsSolutions-IAM5[Resource::arn:aws:s3:::taskrouter-{stage}-models-<AWS::AccountId>-{region}/base/{base}/*]",
+        "AwsSolutions-IAM5[Resource::arn:aws:logs:{region}:<AWS::AccountId>:log-group:/aws/sagemaker/InferenceComponents/taskrouter-{stage}-*]",
     },
     "ModelArtifacts/TrainingRole": {
         "AwsSolutions-IAM5[Resource::*]",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 
@@ -314,7 +315,22 @@ def test_execution_role_pulls_only_the_dlc_image_writes_only_its_logs(stage):
             f"/aws/sagemaker/InferenceComponents/taskrouter-{config.name}-base",
         ]
     )
-    assert sorted(r["Fn::GetAtt"][0] for r in by_action["logs:PutLogEvents"]["Resource"]) == sorted(log_groups)
+    # the endpoint's group, by its documented name, and this stage's component groups by their prefix
+    (endpoint_logs,) = [k for k, g in log_groups.items() if g["Properties"]["LogGroupName"].startswith("/aws/sagemaker/Endpoints/")]
+    endpoint_grant, component_grant = by_action["logs:PutLogEvents"]["Resource"]
+    assert endpoint_grant == {"Fn::GetAtt": [endpoint_logs, "Arn"]}  # its ARN ends in :*, the group's streams
+    assert _arn(component_grant) == (
+        f"arn:aws:logs:{config.region}:${{AWS::AccountId}}:log-group:/aws/sagemaker/InferenceComponents/taskrouter-{config.name}-*"
+    )
+    assert [s["Resource"] for s in statements if "logs:PutLogEvents" in _actions(s)] == [[endpoint_grant, component_grant]]
+    granted = _arn(component_grant).split(":log-group:")[1]
+    for group in log_groups.values():
+        name = group["Properties"]["LogGroupName"]
+        assert name == f"/aws/sagemaker/Endpoints/taskrouter-{config.name}" or fnmatch.fnmatchcase(name, granted)
+    assert fnmatch.fnmatchcase(f"/aws/sagemaker/InferenceComponents/taskrouter-{config.name}-an-adapter", granted)
+    other = "prod" if config.name != "prod" else "dev"
+    assert not fnmatch.fnmatchcase(f"/aws/sagemaker/InferenceComponents/taskrouter-{other}-base", granted)
+    assert not fnmatch.fnmatchcase("/aws/sagemaker/TrainingJobs", granted)
     # fixed names in a stateless stack: never left behind by a rolled-back deploy
     assert {group["DeletionPolicy"] for group in log_groups.values()} == {"Delete"}
     roles = _resources(template, "AWS::IAM::Role")
