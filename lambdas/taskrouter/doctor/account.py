@@ -11,9 +11,10 @@ from botocore import exceptions as aws_errors
 from taskrouter.doctor import needs
 from taskrouter.cli import CREDENTIALS_FIX
 from taskrouter.doctor.assembly import DEFAULT_BOOTSTRAP_PARAMETER, SYNTH_FIX
-from taskrouter.doctor.aws import Aws, CallFailed, Throttled, error_code
+from taskrouter.doctor.aws import Aws, CallFailed, error_code
 from taskrouter.doctor.context import Context, outputs
 from taskrouter.doctor.findings import Finding, blocks, ok, unchecked
+from taskrouter.doctor.guard import not_answered
 from taskrouter.doctor.stage import StageSettings
 
 RENEW_FIX = f"renew them (`aws sso login` for an SSO profile), or {CREDENTIALS_FIX}"
@@ -27,37 +28,40 @@ _TYPE_LOOKUPS_AT_ONCE = 4  # DescribeType per resource type: a few at a time, we
 
 
 def credentials(stage: StageSettings, new_aws: Callable[[], Aws]) -> tuple[Finding, Aws | None, str | None]:
-    """STS GetCallerIdentity, which needs no permission: the account, or why there is none."""
+    """STS GetCallerIdentity, which needs no permission: the AWS access and account every other check
+    uses, or why there are none."""
     check = "credentials"
     try:
         aws = new_aws()
         identity = aws.call("sts", "GetCallerIdentity")
-    except (aws_errors.NoCredentialsError, aws_errors.PartialCredentialsError):
-        return blocks(check, "no AWS credentials found", CREDENTIALS_FIX), None, None
-    except aws_errors.ProfileNotFound as error:
-        return blocks(check, str(error), "set AWS_PROFILE to a profile of ~/.aws/config, or run `aws configure --profile NAME`"), None, None
-    except (aws_errors.TokenRetrievalError, aws_errors.SSOError, aws_errors.UnauthorizedSSOTokenError) as error:
-        return blocks(check, str(error), RENEW_FIX), None, None
-    except aws_errors.ClientError as error:
-        code = error_code(error)
-        if code in _EXPIRED:
-            return blocks(check, f"the credentials have expired ({code})", RENEW_FIX), None, None
-        if code in _REFUSED:
-            return blocks(check, f"AWS refused the credentials ({code})", CREDENTIALS_FIX), None, None
-        return unchecked(check, str(error)), None, None
-    except Throttled as error:
-        return unchecked(check, f"AWS throttled {error.action} after botocore's retries", "run the doctor again in a minute"), None, None
-    except CallFailed as error:
-        return unchecked(check, str(error)), None, None
-    except aws_errors.BotoCoreError as error:  # no network, no endpoint for the region
-        return unchecked(check, str(error), "check the network and the stage's region"), None, None
+    except (aws_errors.BotoCoreError, aws_errors.ClientError, CallFailed) as error:
+        return _no_identity(error), None, None
     account = str(identity["Account"])
     if stage.account is not None and stage.account != account:
-        return blocks(
-            check, f"the credentials are of account {account}, {stage.table} deploys to {stage.account}",
-            f"set AWS_PROFILE to a profile of account {stage.account}",
-        ), None, None
+        return blocks(check, f"the credentials are of account {account}, {stage.table} deploys to {stage.account}",
+                      f"set AWS_PROFILE to a profile of account {stage.account}"), None, None
     return ok(check, f"account {account} as {identity['Arn']}"), aws, account
+
+
+def _no_identity(error: Exception) -> Finding:
+    check = "credentials"
+    code = error_code(error) if isinstance(error, aws_errors.ClientError) else ""
+    if isinstance(error, (aws_errors.NoCredentialsError, aws_errors.PartialCredentialsError)):
+        return blocks(check, "no AWS credentials found", CREDENTIALS_FIX)
+    if isinstance(error, aws_errors.ProfileNotFound):
+        return blocks(check, str(error),
+                      "set AWS_PROFILE to a profile of ~/.aws/config, or run `aws configure --profile NAME`")
+    if isinstance(error, (aws_errors.TokenRetrievalError, aws_errors.SSOError, aws_errors.UnauthorizedSSOTokenError)):
+        return blocks(check, str(error), RENEW_FIX)
+    if code in _EXPIRED:
+        return blocks(check, f"the credentials have expired ({code})", RENEW_FIX)
+    if code in _REFUSED:
+        return blocks(check, f"AWS refused the credentials ({code})", CREDENTIALS_FIX)
+    if isinstance(error, CallFailed):
+        return not_answered(check, error)
+    if isinstance(error, aws_errors.BotoCoreError):  # no network, no endpoint for the region
+        return unchecked(check, str(error), "check the network and the stage's region")
+    return unchecked(check, str(error))
 
 
 def bootstrap(ctx: Context) -> Finding:
@@ -80,17 +84,20 @@ def bootstrap(ctx: Context) -> Finding:
     if version is None:
         return blocks(check, f"stack {_TOOLKIT_STACK} tells no bootstrap version", fix)
     if ctx.assembly is None:
-        return unchecked(check, f"{_TOOLKIT_STACK} is at version {version}; the version the stage needs is in its templates", SYNTH_FIX)
+        return unchecked(check, f"{_TOOLKIT_STACK} is at version {version}; the version the stage needs is in its "
+                                "templates", SYNTH_FIX)
     needed = ctx.assembly.bootstrap_version_needed
     if version < needed:
-        return blocks(check, f"{_TOOLKIT_STACK} in {region} is at version {version}, the stage's templates need {needed} or later", fix)
+        return blocks(check, f"{_TOOLKIT_STACK} in {region} is at version {version}, the stage's templates need "
+                             f"{needed} or later", fix)
     return ok(check, f"{_TOOLKIT_STACK} in {region} at version {version} (the stage needs {needed} or later)")
 
 
 def _bootstrap_version(ctx: Context, stack: dict[str, Any], parameter: str | None) -> int | None:
     """The SSM parameter's value (what a deploy checks), else the stack's BootstrapVersion output."""
     try:
-        value = ctx.aws.call("ssm", "GetParameter", Name=parameter or DEFAULT_BOOTSTRAP_PARAMETER)["Parameter"]["Value"]
+        answer = ctx.aws.call("ssm", "GetParameter", Name=parameter or DEFAULT_BOOTSTRAP_PARAMETER)
+        value = answer["Parameter"]["Value"]
     except aws_errors.ClientError as error:
         if error_code(error) != "ParameterNotFound":
             raise
@@ -108,7 +115,8 @@ def region_offers(ctx: Context) -> Finding:
     missing = [name for name, found in zip(types, known) if not found]
     if missing:
         return blocks(
-            "region", f"CloudFormation in {ctx.region} has no {', '.join(missing)} (TypeNotFoundException), which the stage uses",
+            "region",
+            f"CloudFormation in {ctx.region} has no {', '.join(missing)} (TypeNotFoundException), which the stage uses",
             f"set region in {ctx.stage.table} to one that has them (`aws cloudformation describe-type --type RESOURCE "
             f"--type-name {missing[0]} --region REGION` answers there), then `make synth`",
         )

@@ -111,7 +111,8 @@ def _check_current(manifest: Path, inputs: Iterable[Path]) -> None:
     newer = [path for path in inputs if path.exists() and path.stat().st_mtime > written]
     if newer:
         newest = max(newer, key=lambda path: path.stat().st_mtime)
-        raise AssemblyError(f"{_shown(manifest.parent.parent)} is older than {_shown(newest)}: it may not be what a deploy sends")
+        raise AssemblyError(f"{_shown(manifest.parent.parent)} is older than {_shown(newest)}: it may not be what a "
+                            "deploy sends")
 
 
 def _manifest(path: Path, missing: str) -> dict[str, Any]:

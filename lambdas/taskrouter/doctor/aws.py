@@ -4,6 +4,7 @@ a permission the identity lacks, throttling botocore's retries did not outlast, 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -13,7 +14,7 @@ from botocore.exceptions import ClientError
 
 # botocore's standard retry mode backs off on throttling; five attempts outlast a burst of other
 # callers in the account, and what still fails is told as throttled rather than waited on for ever.
-RETRIES = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=10, read_timeout=30)
+RETRIES = Config(retries={"mode": "standard", "total_max_attempts": 5}, connect_timeout=10, read_timeout=30)
 
 _DENIED = frozenset({
     "AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthorizationError",
@@ -54,6 +55,7 @@ class Aws:
         self._session = session
         self._config = config
         self._clients: dict[str, Any] = {}
+        self._making = threading.Lock()  # clients are thread-safe once made; making them is not
 
     @property
     def region(self) -> str:
@@ -72,9 +74,10 @@ class Aws:
                 yield from page.get(key, [])
 
     def _client(self, service: str) -> Any:
-        if service not in self._clients:
-            self._clients[service] = self._session.client(service, config=self._config)
-        return self._clients[service]
+        with self._making:
+            if service not in self._clients:
+                self._clients[service] = self._session.client(service, config=self._config)
+            return self._clients[service]
 
     @staticmethod
     @contextmanager

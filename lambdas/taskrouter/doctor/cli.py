@@ -10,17 +10,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from taskrouter.doctor import account, deployed, quotas
 from taskrouter.doctor.assembly import CDK_OUT, SYNTH_FIX, AssemblyError, read_assembly
-from taskrouter.doctor.aws import Aws, Denied, Throttled, error_code
+from taskrouter.doctor.aws import Aws
 from taskrouter.doctor.context import Context
 from taskrouter.doctor.findings import Finding, exit_status, unchecked
+from taskrouter.doctor.guard import guarded
 from taskrouter.doctor.stage import StageError, StageSettings, load_stage
 
 _PROG = "taskrouter doctor"
-_PERMISSIONS_FIX = "grant it to your AWS identity (docs/doctor.md lists every permission the doctor needs)"
 
 
 def aws_session(region: str) -> Any:
@@ -33,7 +31,8 @@ def aws_session(region: str) -> Any:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog=_PROG, description="Preflight of a stage's AWS account: one line per check.")
     parser.add_argument("--stage", required=True, help="a stage of infra/stages.toml (dev, prod)")
-    parser.add_argument("--cdk-out", type=Path, default=CDK_OUT, help="the cloud assembly `make synth` wrote (default: cdk.out)")
+    parser.add_argument("--cdk-out", type=Path, default=CDK_OUT,
+                        help="the cloud assembly `make synth` wrote (default: cdk.out)")
     try:
         args = parser.parse_args(argv)
     except SystemExit as done:  # --help (0), or a usage error already printed (2)
@@ -63,29 +62,14 @@ def run_checks(stage: StageSettings, new_aws: Callable[[], Aws], cdk_out: Path) 
                                      "and CodeBuild checks read the stage's templates)", SYNTH_FIX)
     ctx = Context(stage, aws, account_id, assembly)
     sagemaker = quotas.ServiceQuotas(aws, "sagemaker")
-    yield from _guarded("bootstrap", lambda: account.bootstrap(ctx))
+    yield from guarded("bootstrap", lambda: account.bootstrap(ctx))
     if assembly is not None:
-        yield from _guarded("region", lambda: account.region_offers(ctx))
-        yield from _guarded("lambda concurrency", lambda: quotas.lambda_concurrency(ctx))
-        yield from _guarded("endpoint instances", lambda: quotas.endpoint_instances(ctx, sagemaker))
-    yield from _guarded("training instances", lambda: quotas.training_instances(ctx, sagemaker))
+        yield from guarded("region", lambda: account.region_offers(ctx))
+        yield from guarded("lambda concurrency", lambda: quotas.lambda_concurrency(ctx))
+        yield from guarded("endpoint instances", lambda: quotas.endpoint_instances(ctx, sagemaker))
+    yield from guarded("training instances", lambda: quotas.training_instances(ctx, sagemaker))
     if assembly is not None:
-        yield from _guarded("codebuild", lambda: quotas.codebuild(ctx))
+        yield from guarded("codebuild", lambda: quotas.codebuild(ctx))
     yield deployed.alarm_emails(stage)
-    yield from _guarded("openai secret", lambda: deployed.openai_secret(ctx))
-    yield from _guarded("alarm subscriptions", lambda: deployed.alarm_subscriptions(ctx))
-
-
-def _guarded(check: str, run: Callable[[], Finding | list[Finding]]) -> list[Finding]:
-    """A check's findings, or the one line that says why it could not be checked."""
-    try:
-        found = run()
-    except Denied as error:
-        return [unchecked(check, f"needs permission {error.action}", _PERMISSIONS_FIX)]
-    except Throttled as error:
-        return [unchecked(check, f"AWS throttled {error.action} after botocore's retries", "run the doctor again in a minute")]
-    except ClientError as error:
-        return [unchecked(check, f"AWS answered {error_code(error)}: {error.response.get('Error', {}).get('Message', error)}")]
-    except BotoCoreError as error:  # the network, or credentials that expired during the run
-        return [unchecked(check, str(error))]
-    return found if isinstance(found, list) else [found]
+    yield from guarded("openai secret", lambda: deployed.openai_secret(ctx))
+    yield from guarded("alarm subscriptions", lambda: deployed.alarm_subscriptions(ctx))

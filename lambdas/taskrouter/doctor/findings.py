@@ -22,8 +22,9 @@ class Finding:
     fix: str | None = None  # the command or request that removes what blocks
 
     def line(self) -> str:
-        text = f"{self.status.value}: {self.check}: {self.detail}"
-        return f"{text}. Fix: {self.fix}" if self.fix else text
+        """One line, whatever AWS's messages hold (some span several)."""
+        text = f"{self.status.value}: {self.check}: {self.detail}" + (f". Fix: {self.fix}" if self.fix else "")
+        return " ".join(text.split())
 
 
 def ok(check: str, detail: str) -> Finding:

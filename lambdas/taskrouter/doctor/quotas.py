@@ -154,7 +154,7 @@ def codebuild(ctx: Context) -> Finding:
     if ran is not None:
         return ok(check, f"the account ran {ran['id']} ({labels}) in {ctx.region} on {ran['startTime']:%Y-%m-%d}: "
                          "it may run the base weights' staging")
-    quota_names = ", ".join(f"\"Concurrently running builds for {environment.label} environment\"" for environment in environments)
+    quota_names = ", ".join(f"\"Concurrently running builds for {env.label} environment\"" for env in environments)
     return unchecked(
         check,
         f"how many {labels} builds the account may run in {ctx.region} cannot be read (no API shows it; a new account "

@@ -40,7 +40,8 @@ class StageSettings:
         return f"[{self.name}] of {SHOWN_STAGES_FILE}"
 
 
-def load_stage(name: str, path: Path = STAGES_FILE) -> StageSettings:
+def load_stage(name: str, path: Path | None = None) -> StageSettings:
+    path = path or STAGES_FILE
     try:
         stages = tomllib.loads(path.read_text())
     except OSError as error:
@@ -67,4 +68,5 @@ def load_stage(name: str, path: Path = STAGES_FILE) -> StageSettings:
 def is_placeholder(email: str) -> bool:
     """An address at a domain reserved for examples, like the committed `...@example.com` ones."""
     domain = email.rpartition("@")[2].lower().rstrip(".")
-    return any(domain == d or domain.endswith(f".{d}") for d in _EXAMPLE_DOMAINS) or domain.rpartition(".")[2] in _EXAMPLE_TLDS
+    reserved_domain = any(domain == example or domain.endswith(f".{example}") for example in _EXAMPLE_DOMAINS)
+    return reserved_domain or domain.rpartition(".")[2] in _EXAMPLE_TLDS
