@@ -34,6 +34,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from taskrouter.adapters.settings import catalogue_budget_from_env
+from taskrouter.arguments import OneLineParser
 from taskrouter.client import API_STACK, TaskRouterClient, TaskRouterError, has_http_scheme
 from taskrouter.core.catalogue import catalogue_bytes, check_write
 from taskrouter.core.request import Strategy
@@ -486,13 +487,6 @@ names match ^[a-z][a-z0-9_]{2,63}$, descriptions hold 1 to 500 characters, at mo
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    """Usage errors on one line, with where to read more."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
-
-
 def _api_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     """--stage, --region, --base-url, --api-key: on the top parser, and again (without defaults, so as
     not to hide the top's) on every command, so that they may be given before or after it."""
@@ -523,7 +517,7 @@ def _command(commands: Any, name: str, help_text: str, *, description: str | Non
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog="taskrouter",
         description="TaskRouter's client: route a conversation, and manage the task registry, of `make local`\n"
                     "or of a deployed stage.",

@@ -15,7 +15,7 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -24,7 +24,7 @@ from taskrouter.core.tasks import Task
 from taskrouter.core.validation import describe
 from taskrouter.datagen.destination import Destination, DestinationError
 from taskrouter.datagen.generate import SCENARIOS, Outcome, Plan, as_jsonl, generate, plans
-from taskrouter.evaluation.cli import positive_int
+from taskrouter.arguments import OneLineParser, positive_int
 from taskrouter.repository import DEFAULT_TASKS_FILE
 
 _PROG = "taskrouter data generate"
@@ -130,11 +130,6 @@ def _tasks(path: Path) -> list[Task]:
     return tasks
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line, not argparse's usage block
-        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
-
-
 def _scenarios(value: str) -> list[str]:
     chosen = [s.strip() for s in value.split(",") if s.strip()]
     unknown = sorted(set(chosen) - set(SCENARIOS))
@@ -162,7 +157,7 @@ def _seconds(value: str) -> float:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=_PROG, description="synthetic labelled conversations (docs/data.md)")
+    parser = OneLineParser(prog=_PROG, description="synthetic labelled conversations (docs/data.md)")
     parser.add_argument("--out", required=True, metavar="FILE|-", help="the JSONL dataset to write (-: standard output)")
     parser.add_argument("--force", action="store_true", help="replace --out when it exists (refused otherwise)")
     parser.add_argument("--tasks", default=str(DEFAULT_TASKS_FILE), help="the task file the conversations are about")

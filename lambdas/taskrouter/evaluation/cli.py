@@ -17,17 +17,11 @@ import sys
 import time
 from pathlib import Path
 
+from taskrouter.arguments import OneLineParser, positive_int, positive_seconds
 from taskrouter.core.request import Strategy
 
 STDIO = "-"  # standard input (--dataset) or output (compare --out)
 NO_ANSWER_EXIT = 2  # no turn got an HTTP answer: the target, not the router, was measured
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """Usage errors on one line, with where to read more."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
 
 
 def main(argv: list[str]) -> int:
@@ -148,26 +142,6 @@ def _compare_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gate", metavar="BASELINE_DIR", help="exit 1 if a run regresses from this one")
     parser.add_argument("--tolerance", type=float, default=0.01, help="the regression allowed (default 0.01)")
     return parser
-
-
-def positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return number
-
-
-def positive_seconds(value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise argparse.ArgumentTypeError(f"{value!r}: give a finite number of seconds above 0")
-    return seconds
 
 
 def _target(value: str) -> str:

@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from taskrouter.cli import _Parser
+from taskrouter.arguments import OneLineParser
 from taskrouter.core.errors import ApiError, InvalidRequest, NotFound, RequestTooLarge
 from taskrouter.core.task_spec import load_task_file
 from taskrouter.core.validation import describe
@@ -213,7 +213,7 @@ def port_number(value: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="taskrouter review", description="review a labelled dataset in a browser (docs/review.md)")
+    parser = OneLineParser(prog="taskrouter review", description="review a labelled dataset in a browser (docs/review.md)")
     parser.add_argument("file", metavar="FILE", help="the dataset to review (JSONL); it is never written")
     parser.add_argument("--tasks", default=str(DEFAULT_TASKS_FILE), help="the task file whose names a label may take")
     parser.add_argument("--reviewed", help="the reviewed copy (default: FILE.reviewed.jsonl beside it)")

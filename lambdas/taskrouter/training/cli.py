@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from taskrouter.core.task_spec import load_task_file
 from taskrouter.core.validation import describe
-from taskrouter.evaluation.cli import OneLineParser, positive_int
+from taskrouter.arguments import OneLineParser, positive_int
 from taskrouter.evaluation.dataset import DatasetError
 from taskrouter.repository import DEFAULT_TASKS_FILE
 
