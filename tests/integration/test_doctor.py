@@ -323,3 +323,9 @@ def test_templates_older_than_the_stage_config_are_not_trusted(fake, tmp_path, c
 def test_an_unknown_stage_is_a_usage_error(fake, tmp_path, capsys):
     assert main(["doctor", "--stage", "staging"]) == 2
     assert capsys.readouterr().err == ("taskrouter doctor: infra/stages.toml has no stage 'staging' (it has dev, prod)\n")
+
+
+def test_a_stage_is_required(capsys):
+    assert main(["doctor"]) == 2
+    assert capsys.readouterr().err == ("taskrouter doctor: the following arguments are required: --stage "
+                                       "(see `taskrouter doctor --help`)\n")

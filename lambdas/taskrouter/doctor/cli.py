@@ -4,12 +4,12 @@ checked and nothing blocks (docs/doctor.md)."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from taskrouter.arguments import OneLineParser
 from taskrouter.doctor import account, deployed, quotas
 from taskrouter.doctor.assembly import CDK_OUT, SYNTH_FIX, AssemblyError, read_assembly
 from taskrouter.doctor.aws import Aws
@@ -29,7 +29,7 @@ def aws_session(region: str) -> Any:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog=_PROG, description="Preflight of a stage's AWS account: one line per check.")
+    parser = OneLineParser(prog=_PROG, description="Preflight of a stage's AWS account: one line per check (docs/doctor.md).")
     parser.add_argument("--stage", required=True, help="a stage of infra/stages.toml (dev, prod)")
     parser.add_argument("--cdk-out", type=Path, default=CDK_OUT,
                         help="the cloud assembly `make synth` wrote (default: cdk.out)")
