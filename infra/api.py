@@ -2,9 +2,9 @@
 the registry function behind `/tasks` (reads with the API key, writes with IAM).
 
 API Gateway invokes each function through its alias `live`, on a published version: the router's
-concurrency is reserved (both stages) and, in prod, provisioned on the alias and scaled on its
-utilization; in prod a new version reaches each alias through a CodeDeploy canary that rolls back
-on this stack's deploy alarms."""
+concurrency is reserved (both stages) and, in prod, provisioned on the alias, a fixed amount, since a
+CodeDeploy canary weights the alias there (rolling back on this stack's deploy alarms); Application
+Auto Scaling scales it only on an alias nothing weights."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from aws_cdk import (
 )
 from constructs import Construct
 
-from infra.config import StageConfig
+from infra.config import ConfigError, StageConfig
 from infra.default_tasks import DefaultTasks
 from infra.functions import METRICS_NAMESPACE, bundled_function
 from infra.runbook import runbook, slug
@@ -127,13 +127,10 @@ class ApiStack(Stack):
             alias_name=LIVE_ALIAS,
             version=self.router.current_version,
             description="The router version POST /route invokes",
-            # the floor Application Auto Scaling starts from; none in a stage that may cold start
+            # none in a stage that may cold start
             provisioned_concurrent_executions=concurrency.provisioned_min if concurrency.provisioned else None,
         )
-        if concurrency.provisioned:
-            self.router_alias.add_auto_scaling(
-                min_capacity=concurrency.provisioned_min, max_capacity=concurrency.provisioned_max
-            ).scale_on_utilization(utilization_target=concurrency.utilization_target)
+        self._scale_provisioned_concurrency(stage)
         self.registry_alias = lambda_.Alias(
             self,
             "RegistryLive",
@@ -283,6 +280,33 @@ class ApiStack(Stack):
         CfnOutput(self, "ApiKeyId", value=api_key.key_id)
         # the resource a writer's IAM policy names to be allowed PUT and DELETE on /tasks
         CfnOutput(self, "TasksWriteArn", value=self.api.arn_for_execute_api("*", "/tasks/*", API_STAGE_NAME))
+
+    def _scale_provisioned_concurrency(self, stage: StageConfig) -> None:
+        """Provisioned concurrency on the router's alias, scaled by Application Auto Scaling on its
+        utilization only where no canary weights the alias.
+
+        A CodeDeploy canary shifts traffic by the alias's weights (CodeDeploy User Guide, "Deployment
+        configurations on an AWS Lambda compute platform"). Lambda lets an alias with provisioned
+        concurrency take a routing configuration, "however, you can't manage provisioned concurrency
+        settings on the alias while the routing configuration is in place" (Lambda Developer Guide,
+        "Configuring provisioned concurrency"): Application Auto Scaling's changes to it ("AWS Lambda and
+        Application Auto Scaling") would be refused during every canary, and for good on an alias a
+        stopped deployment left weighted (docs/runbook.md, "Router alias left weighted"). So a canary
+        stage keeps a fixed amount, the combination Lambda documents as working."""
+        concurrency = stage.router_concurrency
+        if not concurrency.provisioned:
+            return
+        if concurrency.canary != "off":
+            if concurrency.provisioned_min != concurrency.provisioned_max:
+                raise ConfigError(
+                    f"stage {stage.name}: router_concurrency: a canary ({concurrency.canary}) weights the router's alias, "
+                    "where Lambda refuses changes to provisioned concurrency: set provisioned_min equal to provisioned_max "
+                    f"(now {concurrency.provisioned_min} and {concurrency.provisioned_max}), or canary = \"off\" to scale it"
+                )
+            return
+        self.router_alias.add_auto_scaling(
+            min_capacity=concurrency.provisioned_min, max_capacity=concurrency.provisioned_max
+        ).scale_on_utilization(utilization_target=concurrency.utilization_target)
 
     def _deploy_by_canary(self, stage: StageConfig) -> None:
         """A new version of each function takes a tenth of its alias's traffic first, then all of it;

@@ -1,8 +1,10 @@
-"""The router's concurrency and both functions' deploys (issue 11, points 4 and 5): API Gateway invokes
-each function through its alias `live` on a published version; the router's concurrency is reserved in
-every stage and provisioned on its alias, scaled on utilization, where the stage says so (prod); a new
+"""The router's concurrency and both functions' deploys (issue 11, points 4 and 5; issue 17, point 4.3):
+API Gateway invokes each function through its alias `live` on a published version; the router's
+concurrency is reserved in every stage and provisioned on its alias where the stage says so (prod); a new
 version reaches each alias through a CodeDeploy canary that rolls back on the Api stack's deploy alarms
-where the stage says so (prod). The stage configuration that sizes it refuses bad combinations."""
+where the stage says so (prod). A canary weights the alias, where Lambda refuses changes to provisioned
+concurrency: there it is fixed, and Application Auto Scaling scales it only on an alias nothing weights.
+The stage configuration that sizes it refuses bad combinations."""
 
 from __future__ import annotations
 
@@ -14,7 +16,11 @@ import pytest
 from aws_cdk import aws_codedeploy as codedeploy
 
 from infra.api import LIVE_ALIAS, METRICS_NAMESPACE, ROUTER_SERVICE
-from infra.config import STAGES_FILE, CanaryName, ConfigError, RouterConcurrency, load_stages
+from infra.app import build_app
+from infra.config import ROOT, STAGES_FILE, CanaryName, ConfigError, RouterConcurrency, load_stages
+from infra.stage import TaskRouterStage
+
+STAGES = load_stages()
 
 FUNCTIONS = {"Router": "taskrouter.handlers.router.handler", "Registry": "taskrouter.handlers.registry.handler"}
 RUNBOOK_SLUG = re.compile(r" Runbook: docs/runbook\.md#[a-z0-9]+(-[a-z0-9]+)*$")
@@ -94,7 +100,30 @@ def test_the_router_concurrency_is_reserved_in_every_stage(stage):
     assert concurrency.reserved < stage.config.api_rate_limit_rps * stage.config.router_timeout_s
 
 
-def test_provisioned_concurrency_scales_on_utilization_where_the_stage_asks_for_it(stage):
+def _weighted(template: dict) -> set[str]:
+    """The aliases a CodeDeploy deployment group moves, by weights: CloudFormation hands their version
+    changes to it (UpdatePolicy CodeDeployLambdaAliasUpdate)."""
+    return {k for k, a in _resources(template, "AWS::Lambda::Alias").items()
+            if "CodeDeployLambdaAliasUpdate" in a.get("UpdatePolicy", {})}
+
+
+def _scaled_aliases(template: dict) -> dict[str, dict]:
+    """Alias logical id -> the Application Auto Scaling target on its provisioned concurrency."""
+    scaled = {}
+    for target in _resources(template, "AWS::ApplicationAutoScaling::ScalableTarget").values():
+        props = target["Properties"]
+        assert (props["ServiceNamespace"], props["ScalableDimension"]) == ("lambda", "lambda:function:ProvisionedConcurrency")
+        (alias,) = [k for k in _resources(template, "AWS::Lambda::Alias") if k in json.dumps(props["ResourceId"])]
+        scaled[alias] = props
+    return scaled
+
+
+def test_provisioned_concurrency_is_fixed_on_an_alias_a_canary_weights(stage):
+    """"You can add a routing configuration to an alias that has provisioned concurrency. However, you can't
+    manage provisioned concurrency settings on the alias while the routing configuration is in place"
+    (Lambda Developer Guide, "Configuring provisioned concurrency"): Application Auto Scaling changing it on
+    the alias CodeDeploy weights would be refused during every canary, and for good once a stopped one left
+    weights behind. Prod deploys by canary and keeps a fixed amount; nothing scales a weighted alias."""
     template = stage.templates["Api"]
     concurrency = stage.config.router_concurrency
     assert concurrency.provisioned == (stage.config.name == "prod")  # dev may cold start, prod may not
@@ -102,27 +131,63 @@ def test_provisioned_concurrency_scales_on_utilization_where_the_stage_asks_for_
     router_alias = template["Resources"][aliases["Router"]]["Properties"]
     registry_alias = template["Resources"][aliases["Registry"]]["Properties"]
     assert "ProvisionedConcurrencyConfig" not in registry_alias
-    targets = _resources(template, "AWS::ApplicationAutoScaling::ScalableTarget")
-    policies = _resources(template, "AWS::ApplicationAutoScaling::ScalingPolicy")
+    scaled = _scaled_aliases(template)
+    assert not set(scaled) & _weighted(template)  # never both on one alias
     if not concurrency.provisioned:
         assert "ProvisionedConcurrencyConfig" not in router_alias
-        assert targets == {} and policies == {}
+        assert scaled == {} and _resources(template, "AWS::ApplicationAutoScaling::ScalingPolicy") == {}
         return
     assert router_alias["ProvisionedConcurrencyConfig"] == {"ProvisionedConcurrentExecutions": concurrency.provisioned_min}
-    ((target_id, target),) = targets.items()
-    props = target["Properties"]
-    assert (props["ServiceNamespace"], props["ScalableDimension"]) == ("lambda", "lambda:function:ProvisionedConcurrency")
-    assert (props["MinCapacity"], props["MaxCapacity"]) == (concurrency.provisioned_min, concurrency.provisioned_max)
-    resource_id = json.dumps(props["ResourceId"])
-    assert aliases["Router"] in resource_id and resource_id.endswith(':live"]]}')
+    if concurrency.canary != "off":
+        assert aliases["Router"] in _weighted(template)
+        assert scaled == {} and _resources(template, "AWS::ApplicationAutoScaling::ScalingPolicy") == {}
+        assert concurrency.provisioned_min == concurrency.provisioned_max  # what stays on the alias is what the stage says
+
+
+def _stage_template(tmp_path_factory, name: str, **concurrency) -> dict:
+    config = STAGES[name]
+    config = config.model_copy(update={"router_concurrency": config.router_concurrency.model_copy(update=concurrency)})
+    app = build_app({name: config}, outdir=str(tmp_path_factory.mktemp("cdk.out")))
+    (stage,) = [child for child in app.node.children if isinstance(child, TaskRouterStage)]
+    return {s.hierarchical_id.split("/")[-1]: s.template for s in stage.synth().stacks}["Api"]
+
+
+@pytest.fixture(scope="module")
+def unweighted(tmp_path_factory) -> dict:
+    """Prod's Api stack without a canary and with a provisioned range: what scales on utilization."""
+    return _stage_template(tmp_path_factory, "prod", canary="off", provisioned_min=10, provisioned_max=90)
+
+
+def test_provisioned_concurrency_scales_on_utilization_on_an_alias_nothing_weights(unweighted):
+    """Application Auto Scaling on the alias's provisioned concurrency, as AWS documents it for Lambda
+    (Lambda Developer Guide, "Configuring concurrency with the Lambda API": a scalable target on
+    function:NAME:ALIAS, lambda:function:ProvisionedConcurrency, target tracking on
+    LambdaProvisionedConcurrencyUtilization), where CloudFormation moves the alias at once, never weighted."""
+    template = unweighted
+    aliases = _aliases(template)
+    assert _weighted(template) == set() and _resources(template, "AWS::CodeDeploy::DeploymentGroup") == {}
+    router_alias = template["Resources"][aliases["Router"]]["Properties"]
+    assert router_alias["ProvisionedConcurrencyConfig"] == {"ProvisionedConcurrentExecutions": 10}
+    ((alias, props),) = _scaled_aliases(template).items()
+    assert alias == aliases["Router"]
+    assert (props["MinCapacity"], props["MaxCapacity"]) == (10, 90)
+    assert json.dumps(props["ResourceId"]).endswith(':live"]]}')
     assert "AWSServiceRoleForApplicationAutoScaling_LambdaConcurrency" in json.dumps(props["RoleARN"])
-    ((policy,),) = [list(policies.values())]
+    target_id = next(iter(_resources(template, "AWS::ApplicationAutoScaling::ScalableTarget")))
+    ((policy,),) = [list(_resources(template, "AWS::ApplicationAutoScaling::ScalingPolicy").values())]
     policy = policy["Properties"]
     assert policy["PolicyType"] == "TargetTrackingScaling"
     assert policy["ScalingTargetId"] == {"Ref": target_id}
     tracking = policy["TargetTrackingScalingPolicyConfiguration"]
     assert tracking["PredefinedMetricSpecification"] == {"PredefinedMetricType": "LambdaProvisionedConcurrencyUtilization"}
-    assert tracking["TargetValue"] == concurrency.utilization_target
+    assert tracking["TargetValue"] == 0.7
+
+
+def test_a_canary_with_a_provisioned_range_is_refused_naming_the_fix(tmp_path_factory):
+    """The combination issue 17 found: a range to scale, on the alias a canary weights."""
+    with pytest.raises(ConfigError, match=r"stage prod: router_concurrency: a canary \(10_percent_5_minutes\) weights "
+                                          r".* set provisioned_min equal to provisioned_max \(now 10 and 90\)"):
+        _stage_template(tmp_path_factory, "prod", provisioned_min=10, provisioned_max=90)
 
 
 # --- API Gateway -----------------------------------------------------------------------------
@@ -200,7 +265,8 @@ def test_each_alias_deploys_by_canary_and_rolls_back_on_its_alarms_where_the_sta
         assert props["DeploymentStyle"] == {"DeploymentType": "BLUE_GREEN", "DeploymentOption": "WITH_TRAFFIC_CONTROL"}
         rollback = props["AutoRollbackConfiguration"]
         assert rollback["Enabled"] is True
-        assert {"DEPLOYMENT_FAILURE", "DEPLOYMENT_STOP_ON_ALARM"} <= set(rollback["Events"])
+        # a stopped deployment is rolled back too: it leaves no weights on the alias
+        assert set(rollback["Events"]) == {"DEPLOYMENT_FAILURE", "DEPLOYMENT_STOP_ON_ALARM", "DEPLOYMENT_STOP_ON_REQUEST"}
         assert props["AlarmConfiguration"]["Enabled"] is True
         assert props["AlarmConfiguration"].get("IgnorePollAlarmFailure", False) is False
         role = template["Resources"][props["ServiceRoleArn"]["Fn::GetAtt"][0]]["Properties"]
@@ -271,8 +337,8 @@ def _stages_with(tmp_path, old: str, new: str):
         ("provisioned_max = 0", "provisioned_max = 30", r"\[dev\]: router_concurrency: .*provisioned_max must not exceed reserved"),
         ("provisioned_max = 0", "provisioned_max = 5", r"\[dev\]: router_concurrency: .*provisioned_min must be at least 1"),
         ("provisioned_min = 10", "provisioned_min = 95", r"\[prod\]: router_concurrency: .*provisioned_min must not exceed provisioned_max"),
-        ("provisioned_max = 90", "provisioned_max = 201", r"\[prod\]: router_concurrency: .*provisioned_max must not exceed reserved"),
-        ("utilization_target = 0.7", "utilization_target = 0.95", r"\[prod\]: router_concurrency\.utilization_target: Input should be less than or equal to 0\.9"),
+        ("provisioned_max = 10", "provisioned_max = 201", r"\[prod\]: router_concurrency: .*provisioned_max must not exceed reserved"),
+        ('canary = "off"', 'canary = "off"\nutilization_target = 0.95', r"\[dev\]: router_concurrency\.utilization_target: Input should be less than or equal to 0\.9"),
         ('canary = "off"', 'canary = "sometimes"', r"\[dev\]: router_concurrency\.canary: Input should be"),
         ('canary = "off"', 'canary = "off"\ncolour = 3', r"\[dev\]: router_concurrency\.colour: Extra inputs are not permitted"),
     ],
@@ -298,3 +364,21 @@ def test_the_defaults_are_no_provisioned_concurrency_and_no_canary():
 def test_every_canary_the_config_takes_is_one_of_codedeploys(canary):
     config = getattr(codedeploy.LambdaDeploymentConfig, f"CANARY_{canary.upper()}")
     assert config.deployment_config_name == _deployment_config_name(canary)
+
+
+def test_the_runbook_recovers_an_alias_a_stopped_canary_left_weighted():
+    """docs/runbook.md, beside the router's deploy sections: stop the deployment rolling back, put the alias
+    on one version with no weights (Lambda Developer Guide, "Traffic shifting using aliases"), finish a
+    failed rollback, deploy again."""
+    runbook = (ROOT / "docs" / "runbook.md").read_text()
+    section = runbook.split("## Router alias left weighted\n", 1)[1].split("\n## ", 1)[0]
+    commands = " ".join(section.split())
+    for step in ("aws deploy stop-deployment --deployment-id <id> --auto-rollback-enabled",
+                 "aws lambda update-alias --function-name <Router...> --name live --function-version <FunctionVersion> "
+                 "--routing-config AdditionalVersionWeights={}",
+                 "aws cloudformation continue-update-rollback --stack-name prod-Api",
+                 "aws lambda get-alias --function-name <Router...> --name live"):
+        assert step in commands, step
+    deploy_errors = runbook.split("## Router deploy errors\n", 1)[1].split("\n## ", 1)[0]
+    assert '"Router alias left weighted"' in " ".join(deploy_errors.split())
+    assert runbook.index("## Router deploy errors") < runbook.index("## Router alias left weighted")
