@@ -227,7 +227,7 @@ class ApiStack(Stack):
             acknowledge(
                 route_post,
                 finding,
-                "CONTRACT: /route callers are the assistant's servers, authenticated by API key and usage plan",
+                "/route callers are the assistant's servers, authenticated by API key and usage plan",
             )
         # /tasks: reads with the API key, writes signed with IAM credentials (SigV4).
         tasks = self.api.root.add_resource("tasks")
@@ -254,7 +254,7 @@ class ApiStack(Stack):
             )
         for read in reads:
             for finding in ("AwsSolutions-APIG4", "AwsSolutions-COG4"):
-                acknowledge(read, finding, "CONTRACT: /tasks reads take the same API key and usage plan as /route")
+                acknowledge(read, finding, "/tasks reads take the same API key and usage plan as /route")
         acknowledge(
             self.api.deployment_stage,
             "AwsSolutions-APIG3",
