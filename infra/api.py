@@ -27,7 +27,7 @@ from aws_cdk import (
 )
 from constructs import Construct
 
-from infra.config import ConfigError, StageConfig
+from infra.config import StageConfig
 from infra.default_tasks import DefaultTasks
 from infra.functions import METRICS_NAMESPACE, bundled_function
 from infra.runbook import runbook, slug
@@ -296,13 +296,7 @@ class ApiStack(Stack):
         concurrency = stage.router_concurrency
         if not concurrency.provisioned:
             return
-        if concurrency.canary != "off":
-            if concurrency.provisioned_min != concurrency.provisioned_max:
-                raise ConfigError(
-                    f"stage {stage.name}: router_concurrency: a canary ({concurrency.canary}) weights the router's alias, "
-                    "where Lambda refuses changes to provisioned concurrency: set provisioned_min equal to provisioned_max "
-                    f"(now {concurrency.provisioned_min} and {concurrency.provisioned_max}), or canary = \"off\" to scale it"
-                )
+        if concurrency.canary != "off":  # fixed: provisioned_min equals provisioned_max (config.py)
             return
         self.router_alias.add_auto_scaling(
             min_capacity=concurrency.provisioned_min, max_capacity=concurrency.provisioned_max

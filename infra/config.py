@@ -144,6 +144,14 @@ class RouterConcurrency(_Strict):
             )
         if self.provisioned_max > 0 and self.provisioned_min < 1:
             raise ValueError("provisioned_min must be at least 1 where provisioned_max is set (0: none at all)")
+        # A canary weights the alias, and Lambda refuses changes to provisioned concurrency on a weighted
+        # alias: it stays fixed there (infra/api.py, _scale_provisioned_concurrency).
+        if self.canary != "off" and self.provisioned_min != self.provisioned_max:
+            raise ValueError(
+                f"a canary ({self.canary}) weights the router's alias, where Lambda refuses changes to provisioned "
+                f"concurrency: set provisioned_min equal to provisioned_max (now {self.provisioned_min} and "
+                f"{self.provisioned_max}), or canary = \"off\" to scale it"
+            )
         return self
 
     @property

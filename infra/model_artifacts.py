@@ -32,7 +32,7 @@ from aws_cdk.region_info import FactName
 from constructs import Construct
 
 from infra.base_weights import BaseWeights
-from infra.config import ROOT, AdapterManifest, ConfigError, ServingSettings, StageConfig, load_serving
+from infra.config import ROOT, AdapterManifest, ConfigError, ServingSettings, StageConfig
 from infra.nag import acknowledge, as_nag_shows
 
 def artifact_bucket_name(stage: StageConfig, stack: Stack) -> str:
@@ -113,12 +113,12 @@ class ModelArtifactsStack(Stack):
         *,
         stage: StageConfig,
         manifests: list[AdapterManifest],
-        serving: ServingSettings | None = None,
+        serving: ServingSettings,
         **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self._stage = stage
-        self._serving = serving or load_serving()
+        self._serving = serving
         common = dict(
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
             enforce_ssl=True,

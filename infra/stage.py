@@ -27,7 +27,8 @@ class TaskRouterStage(Stage):
 
         self.registry = RegistryStack(self, "Registry", stage=config, termination_protection=config.retain_on_delete)
         self.artifacts = ModelArtifactsStack(
-            self, "ModelArtifacts", stage=config, manifests=manifests, termination_protection=config.retain_on_delete
+            self, "ModelArtifacts", stage=config, manifests=manifests, serving=serving,
+            termination_protection=config.retain_on_delete,
         )
         self.operations = OperationsStack(self, "Operations", stage=config, termination_protection=config.retain_on_delete)
         self.hosting = ModelHostingStack(

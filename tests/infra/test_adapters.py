@@ -152,7 +152,7 @@ def test_an_archive_the_deployment_cannot_hold_is_refused_at_synth(adapted, monk
     with pytest.raises(ConfigError, match=r"router-a: .* does not fit twice in the adapter deployment's /tmp"):
         model_artifacts.ModelArtifactsStack(
             App(context=FEATURE_FLAGS), "Probe", stage=config, manifests=load_adapter_manifests(config),
-            env=Environment(region=config.region),
+            serving=load_serving(), env=Environment(region=config.region),
         )
 
 

@@ -183,11 +183,12 @@ def test_provisioned_concurrency_scales_on_utilization_on_an_alias_nothing_weigh
     assert tracking["TargetValue"] == 0.7
 
 
-def test_a_canary_with_a_provisioned_range_is_refused_naming_the_fix(tmp_path_factory):
-    """The combination issue 17 found: a range to scale, on the alias a canary weights."""
-    with pytest.raises(ConfigError, match=r"stage prod: router_concurrency: a canary \(10_percent_5_minutes\) weights "
+def test_a_canary_with_a_provisioned_range_is_refused_naming_the_fix(tmp_path):
+    """The combination issue 17 found: a range to scale, on the alias a canary weights; refused where
+    stages.toml is read, naming the field."""
+    with pytest.raises(ConfigError, match=r"\[prod\]: router_concurrency: .*a canary \(10_percent_5_minutes\) weights "
                                           r".* set provisioned_min equal to provisioned_max \(now 10 and 90\)"):
-        _stage_template(tmp_path_factory, "prod", provisioned_min=10, provisioned_max=90)
+        load_stages(_stages_with(tmp_path, "provisioned_max = 10", "provisioned_max = 90"))
 
 
 # --- API Gateway -----------------------------------------------------------------------------
