@@ -5,6 +5,7 @@ server: `OPENAI_API_KEY`, `OPENAI_BASE_URL`); docs/data.md tells how, and what e
                              [--scenarios start,continue,switch,end,none] [--seed S] [--model M]
                              [--temperature T] [--concurrency N] [--request-timeout S]
                              [--deadline S] [--no-progress]
+    taskrouter data harvest ...   (taskrouter/datagen/harvest_command.py: captured turns as a dataset)
 """
 
 from __future__ import annotations
@@ -35,8 +36,13 @@ class _Refused(Exception):
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["harvest"]:
+        from taskrouter.datagen.harvest_command import main as harvest_main
+
+        return harvest_main(argv[1:])
     if argv[:1] != ["generate"]:
-        print("taskrouter data: the command is `taskrouter data generate ...`", file=sys.stderr)
+        print("taskrouter data: the command is `taskrouter data generate ...` or `taskrouter data harvest ...`",
+              file=sys.stderr)  # fmt: skip
         return 2
     try:
         args = _parser().parse_args(argv[1:])

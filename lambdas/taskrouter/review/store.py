@@ -16,14 +16,17 @@ import contextlib
 import copy
 import json
 import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from taskrouter.core.events import derive_event
 from taskrouter.evaluation.dataset import Conversation, as_json, load_dataset
+from taskrouter.evaluation.files import write_atomically
 from taskrouter.review.tracked import ChangedOnDisk, TrackedFile, refuse_if_changed
 
-__all__ = ["ChangedOnDisk", "ReviewError", "ReviewStore"]
+__all__ = ["ChangedOnDisk", "ReviewError", "ReviewFiles", "ReviewStore", "flag_for_review"]
 
 NAMED_AT_MOST = 10  # ids a notice names; the rest it counts
 
@@ -32,14 +35,36 @@ class ReviewError(ValueError):
     """An edit that does not apply (no such conversation or turn, a label that is not a task)."""
 
 
+@dataclass(frozen=True)
+class ReviewFiles:
+    """Where the review of a dataset keeps its work (docs/review.md, Files)."""
+
+    reviewed: Path
+    flags: Path
+    removed: Path
+
+    @classmethod
+    def of(cls, source: Path, reviewed: Path | None = None) -> ReviewFiles:
+        reviewed = reviewed or source.with_name(f"{source.stem}.reviewed.jsonl")
+        return cls(reviewed, *(reviewed.with_name(f"{reviewed.stem}.{kind}.json") for kind in ("flags", "removed")))
+
+
+def flag_for_review(source: Path, ids: Iterable[str]) -> Path:
+    """Flag conversations of `source` before its review starts (or between two of its sessions), as
+    `data harvest` flags its disagreements: added to the flags already kept, none of which is lost.
+    The flags file, which `taskrouter review source` reads at start."""
+    flags = ReviewFiles.of(source).flags
+    write_atomically(flags, json.dumps(sorted((_read_ids(flags) or set()) | set(ids))) + "\n")
+    return flags
+
+
 class ReviewStore:
     def __init__(self, source: Path, tasks: list[str], reviewed: Path | None = None) -> None:
         self.source = source
-        self.reviewed = reviewed or source.with_name(f"{source.stem}.reviewed.jsonl")
+        files = ReviewFiles.of(source, reviewed)
+        self.reviewed, self.flags_file, self.removed_file = files.reviewed, files.flags, files.removed
         if self.reviewed.resolve() == source.resolve():
             raise ReviewError("the reviewed copy must be another file than the original, which is never written")
-        self.flags_file = self.reviewed.with_name(f"{self.reviewed.stem}.flags.json")
-        self.removed_file = self.reviewed.with_name(f"{self.reviewed.stem}.removed.json")
         self.tasks = list(dict.fromkeys(tasks))  # the task file's, in its order: what a label may be
         self._copy, self._flags, self._removals = map(TrackedFile, (self.reviewed, self.flags_file, self.removed_file))
         self._lock = threading.Lock()

@@ -1,0 +1,78 @@
+"""Captured records as docs/capture.md describes them, written where `taskrouter data harvest` reads
+them: `.local/capture/` or a stage's capture bucket (moto). Shared by the harvest tests."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from taskrouter.core.events import derive_event
+
+ROOT = Path(__file__).resolve().parents[2]
+TASKS = json.loads((ROOT / "tasks" / "default_tasks.json").read_text())["tasks"]
+ALLOWED = sorted(TASKS, key=lambda task: task["name"])  # as a record shows them: sorted by name
+MINUTES, EMAIL, PITCH = "prepare_meeting_minutes", "follow_up_email", "create_one_minute_pitch"
+
+
+def ago(**delta: float) -> datetime:
+    return datetime.now(timezone.utc) - timedelta(**delta)
+
+
+def record(
+    text: str,
+    *,
+    at: datetime,
+    decided: str | None,
+    teacher: str | None = None,
+    fallback_reason: str | None = None,
+    teacher_error: str | None = None,
+    current_task: str | None = None,
+    history: tuple[dict[str, str], ...] = (),
+    tasks: list[dict[str, Any]] = ALLOWED,
+) -> dict[str, Any]:
+    """One captured turn: the primary's decision (or the fallback's, with `fallback_reason`), and
+    the teacher's answer (`teacher`, None for `none`) for a turn the primary decided."""
+    primary = fallback_reason is None
+    teacher_answer = (teacher or "none") if teacher_error is None else None
+    return {
+        "schema": 1,
+        "id": uuid.uuid4().hex,
+        "time": at.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "conversation": [*history, {"role": "user", "content": text}],
+        "current_task": current_task,
+        "tasks": tasks,
+        "registry_sha256": "0" * 64,
+        "strategy": "zero_shot",
+        "adapter": "base",
+        "unseen_tasks": [],
+        "decision": {
+            "task": decided, "event": derive_event(current_task, decided), "backend": "sagemaker" if primary else "openai",
+            "fallback_reason": fallback_reason,
+        },
+        "primary": {"answer": (decided or "none") if primary else None, "probability": None, "latency_ms": 40.0},
+        "latency_ms": 52.5,
+        "sampling": {"probability": 0.1, "uniform": True, "reason": "primary" if primary else "fallback"},
+        "redaction": [],
+        "teacher": None if not primary else {
+            "model": "gpt-4.1-mini", "strategy": "few_shot_cot", "answer": teacher_answer,
+            "agrees": None if teacher_answer is None else teacher_answer == (decided or "none"),
+            "latency_ms": 900.0, "error": teacher_error,
+        },
+    }  # fmt: skip
+
+
+def key_of(captured: dict[str, Any], hour_of: datetime | None = None) -> str:
+    """Its key: under the date and hour of its time, or of `hour_of`."""
+    when = hour_of or datetime.fromisoformat(captured["time"].replace("Z", "+00:00"))
+    return f"records/date={when:%Y-%m-%d}/hour={when:%H}/{captured['id']}.json"
+
+
+def write_local(state_dir: Path, captured: dict[str, Any] | bytes, key: str | None = None) -> None:
+    """Into `make local`'s capture folder (`TASKROUTER_LOCAL_DIR`/capture), keyed as in the bucket."""
+    assert key is not None or isinstance(captured, dict)
+    path = state_dir / "capture" / (key or key_of(captured))  # type: ignore[arg-type]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(captured if isinstance(captured, bytes) else json.dumps(captured).encode())
