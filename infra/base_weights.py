@@ -39,6 +39,9 @@ IGNORED = ["*.bin", "*.pth", "*.pt", "*.gguf", "*.onnx", "*.msgpack", "*.h5", "o
 # A 7B base (~15 GB) copies in a few minutes; the build stops before the deploy gives up waiting, so a
 # retried deploy never finds an earlier copy still running.
 BUILD_TIMEOUT = Duration.minutes(50)
+# CodeBuild's default queued timeout is 8 hours: a build an account's limit keeps queued would outlive
+# the deploy's hour and start later for nothing. Queued and running, it ends within the hour.
+QUEUED_TIMEOUT = Duration.minutes(5)
 STAGING_TIMEOUT = Duration.hours(1)
 
 
@@ -109,6 +112,7 @@ class BaseWeights(Construct):
             },
             encryption_key=key,
             timeout=BUILD_TIMEOUT,
+            queued_timeout=QUEUED_TIMEOUT,
             logging=codebuild.LoggingOptions(cloud_watch=codebuild.CloudWatchLoggingOptions(log_group=log_group)),
         )
         # The revision's folder and marker, nothing else of the bucket.

@@ -163,6 +163,9 @@ def test_the_base_weights_are_staged_on_deploy_once_per_revision(stage):
     assert variables["WEIGHTS"] == "/tmp/weights" and spec.startswith('{\n  "version": "0.2"')
     assert spec.index("aws s3 sync") < spec.index("s3://$BUCKET/$MARKER")  # the marker last
     assert "EncryptionKey" in project and project["TimeoutInMinutes"] == 50  # ends before the deploy stops waiting (60)
+    # queued (an account whose CodeBuild limit lets no build run) and running, it ends within that hour:
+    # not CodeBuild's default 8 hours of queue
+    assert project["QueuedTimeoutInMinutes"] == 5 and project["QueuedTimeoutInMinutes"] + project["TimeoutInMinutes"] < 60
     # the endpoint's model waits for the staging: its stack deploys after the artifacts'
     hosting_stack_deps = stage.dependencies["ModelHosting"]
     assert "ModelArtifacts" in hosting_stack_deps

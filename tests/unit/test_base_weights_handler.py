@@ -86,3 +86,30 @@ def test_a_build_still_running_is_waited_for_and_one_that_ended_badly_fails_the_
         with pytest.raises(handler.StagingFailed, match=f"ended {status}.*/aws/codebuild/base-weights-copy"):
             handler.is_complete(event)
         codebuild.assert_no_pending_responses()
+
+
+def test_a_build_the_account_limit_keeps_queued_names_the_support_case(handler):
+    """A new account's CodeBuild limit: the build waits its queued timeout out (CodeBuild's
+    Build.phases, phaseType QUEUED, phaseStatus TIMED_OUT) and the deploy says what to ask AWS."""
+    event = {"RequestType": "Create", "ResourceProperties": PROPS, "PhysicalResourceId": "x",
+             "Data": {"BuildId": "base-weights-copy:1234", "S3Uri": PROPS["S3Uri"]}}
+    with Stubber(handler._codebuild) as codebuild:
+        codebuild.add_response(
+            "batch_get_builds",
+            {"builds": [{"id": "base-weights-copy:1234", "buildStatus": "TIMED_OUT", "currentPhase": "QUEUED",
+                         "phases": [{"phaseType": "SUBMITTED", "phaseStatus": "SUCCEEDED"},
+                                    {"phaseType": "QUEUED", "phaseStatus": "TIMED_OUT"}]}]},
+            {"ids": ["base-weights-copy:1234"]},
+        )
+        with pytest.raises(handler.StagingFailed, match="never left CodeBuild's queue.*AWS Support case"):
+            handler.is_complete(event)
+
+
+def test_a_start_the_account_limit_refuses_names_the_support_case(handler):
+    with Stubber(handler._codebuild) as codebuild:
+        codebuild.add_client_error(
+            "start_build", service_error_code="AccountLimitExceededException",
+            service_message="Cannot have more than 0 builds in queue for the account", http_status_code=400,
+        )
+        with pytest.raises(handler.StagingFailed, match="Cannot have more than 0 builds in queue.*AWS Support case"):
+            handler.on_event({"RequestType": "Create", "ResourceProperties": PROPS})
