@@ -30,7 +30,7 @@ class _Decision(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     task: str | None
-    fallback_reason: str | None  # null exactly when the primary decided
+    backend: Literal["sagemaker", "openai"]  # the primary, or the fallback
 
 
 class _Teacher(BaseModel):
@@ -56,7 +56,8 @@ class Record(BaseModel):
 
     @property
     def primary_decided(self) -> bool:
-        return self.decision.fallback_reason is None
+        """As the teacher function tells it: only these turns have a teacher's answer."""
+        return self.decision.backend == "sagemaker"
 
     def dedup_key(self) -> str:
         """The same conversation, with the same task running and the same tasks allowed: the same turn."""
