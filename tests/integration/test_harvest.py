@@ -230,3 +230,14 @@ def test_harvest_flags_add_to_those_a_review_kept(local_dir, tmp_path):
     write_local(local_dir, disagreed)
     assert harvest("--local", "--out", str(out)) == 0
     assert json.loads((tmp_path / "h.reviewed.flags.json").read_text()) == sorted(["earlier", disagreed["id"]])
+
+
+def test_no_aws_credentials_is_one_line_with_the_fix(tmp_path, monkeypatch, capsys):
+    for name in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in {"AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": str(tmp_path / "none"),
+                        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none")}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    assert harvest("--stage", "dev", "--out", str(tmp_path / "x.jsonl")) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no AWS credentials to find stage 'dev' with: set AWS_PROFILE" in err

@@ -175,7 +175,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--since", type=duration, metavar="DURATION",
                         help="only the turns of the last DURATION: 90m, 24h, 7d (default: every record kept)")  # fmt: skip
     parser.add_argument("--out", required=True, type=_no_standard_output, metavar="FILE",
-                        help="the JSONL dataset to write; FILE's name .tasks.json beside it holds its task list")  # fmt: skip
+                        help="the JSONL dataset to write; NAME.tasks.json beside it (NAME: FILE less its suffix) holds its task list")  # fmt: skip
     parser.add_argument("--force", action="store_true", help="replace --out and its task list when they exist")
     return parser
 
