@@ -241,3 +241,12 @@ def test_no_aws_credentials_is_one_line_with_the_fix(tmp_path, monkeypatch, caps
     assert harvest("--stage", "dev", "--out", str(tmp_path / "x.jsonl")) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no AWS credentials to find stage 'dev' with: set AWS_PROFILE" in err
+
+
+def test_a_flags_file_that_does_not_read_stops_the_run_before_anything_is_written(local_dir, tmp_path, capsys):
+    (tmp_path / "h.reviewed.flags.json").write_text('{"not": "a list"}\n')
+    write_local(local_dir, record("minutes from my acme call pls", at=ago(hours=1), decided=None, teacher=MINUTES))
+    assert harvest("--local", "--out", str(tmp_path / "h.jsonl")) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].endswith("h.reviewed.flags.json: not a list of conversation ids")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["h.reviewed.flags.json", "local-state"]

@@ -64,7 +64,9 @@ def build_router(
         primary = SageMakerBackend(clients, settings.sagemaker_endpoint, settings.sagemaker_component)
     fallback = None
     if settings.openai_configured:
-        fallback = OpenAIBackend(settings.openai_model, _api_key_reader(session, settings.openai_secret_arn))
+        fallback = OpenAIBackend(
+            settings.openai_model, _api_key_reader(session, settings.openai_secret_arn), settings.openai_response_format
+        )
         fallback.warm()
     ops_mode = None
     if settings.ops_mode_parameter:

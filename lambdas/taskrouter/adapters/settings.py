@@ -7,6 +7,7 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from taskrouter.adapters.structured_output import ResponseFormat
 from taskrouter.core.catalogue import catalogue_budget
 from taskrouter.core.request import Strategy
 from taskrouter.core.resilience import DEFAULT_COOLDOWN_S, DEFAULT_FAILURES, DEFAULT_WINDOW_S
@@ -29,6 +30,7 @@ REGISTRY_READ_TIMEOUT_S = 1
 DEFAULT_HEDGE_AFTER_MS = 150
 DEFAULT_OPENAI_MODEL = "gpt-4.1-mini"
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"  # the official client's, when OPENAI_BASE_URL is unset
+OPENAI_RESPONSE_FORMAT = "TASKROUTER_OPENAI_RESPONSE_FORMAT"
 
 
 class SettingsError(ValueError):
@@ -49,6 +51,7 @@ class RuntimeSettings:
     breaker_window_s: float
     breaker_cooldown_s: float
     router: RouterSettings
+    openai_response_format: ResponseFormat = ResponseFormat.JSON_SCHEMA
 
     @staticmethod
     def table_name_from_env(environ: Mapping[str, str] | None = None) -> str:
@@ -85,7 +88,16 @@ class RuntimeSettings:
                 explanations=_explanations(env),
                 catalogue_budget=catalogue_budget_from_env(env),
             ),
+            openai_response_format=openai_response_format_from_env(env),
         )
+
+
+def openai_response_format_from_env(environ: Mapping[str, str] | None = None) -> ResponseFormat:
+    """The structured-output dialect of the OpenAI-compatible server (adapters/structured_output.py),
+    for the fallback and `data generate` alike."""
+    env = os.environ if environ is None else environ
+    allowed = tuple(dialect.value for dialect in ResponseFormat)
+    return ResponseFormat(_choice(env, OPENAI_RESPONSE_FORMAT, ResponseFormat.JSON_SCHEMA.value, allowed))
 
 
 SERVING_MAX_TOKENS = "TASKROUTER_SERVING_MAX_TOKENS"
@@ -124,6 +136,11 @@ def _explanations(env: Mapping[str, str]) -> Explanations:
         )
         key_hint = "check OPENAI_API_KEY"
     model = env.get("TASKROUTER_OPENAI_MODEL", DEFAULT_OPENAI_MODEL)
+    structured_output_hints = {400: "does the server take response_format json_object with a schema?"}
+    if openai_response_format_from_env(env) is ResponseFormat.JSON_SCHEMA:
+        dialect_hint = f"does the server take response_format json_schema? If not: {OPENAI_RESPONSE_FORMAT}=auto"
+        # llama-cpp-python's server refuses json_schema with a 500; in AWS the server is OpenAI's
+        structured_output_hints = {400: dialect_hint} if in_aws else {400: dialect_hint, 500: dialect_hint}
     return Explanations(
         primary_not_configured="primary not configured (TASKROUTER_SAGEMAKER_ENDPOINT unset)",
         fallback_not_configured=fallback_unset,
@@ -137,7 +154,7 @@ def _explanations(env: Mapping[str, str]) -> Explanations:
         primary_timeout_settings={strategy: timeout_setting("PRIMARY", strategy) for strategy in Strategy},
         fallback_timeout_settings={strategy: timeout_setting("FALLBACK", strategy) for strategy in Strategy},
         fallback_status_hints={
-            400: "does the server take response_format json_schema (structured output)?",
+            **structured_output_hints,
             401: key_hint,
             403: key_hint,
             404: f"does it serve the model TASKROUTER_OPENAI_MODEL names ({model})?",

@@ -56,7 +56,7 @@ def main(argv: list[str]) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    destination = Destination.check(args.out, force=args.force)  # before the first request, not after the last
+    destination = Destination.check(args.out, force=args.force)  # before any record is read, not after
     assert destination.path is not None  # `-` is refused by the parser
     tasks_file = destination.path.with_name(f"{destination.path.stem}.tasks.json")
     _check_beside(tasks_file, args.force)
@@ -67,8 +67,10 @@ def _run(args: argparse.Namespace) -> int:
     _tell_skipped(result, where)
     if not result.lines:
         raise Refused(f"no turn harvested from {where}: nothing written to {destination}")
-    _write(tasks_file, task_file(result.tasks), args.force)
+    # Flags first: a flags file that does not read stops the run before anything is written, and flags
+    # added by a run that then fails are harmless (the same ids again next time).
     flags = flag_for_review(destination.path, result.flagged) if result.flagged else None
+    _write(tasks_file, task_file(result.tasks), args.force)
     destination.write(dataset_text(result.lines))  # last: once it is there, its tasks and flags are beside it
     flagged = (f"the {len(result.flagged)} where the teacher disagreed first, flagged in {flags.name}" if flags
                else "no disagreement")  # fmt: skip
