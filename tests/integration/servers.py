@@ -415,13 +415,75 @@ class OpenAIDouble(HttpDouble):
     """`POST /v1/chat/completions` as the official `openai` client calls it.
 
     Set `OPENAI_BASE_URL` to `base_url` (which ends in `/v1`).
+
+    `dialect` is the structured output the server takes: `OPENAI` (the default) takes any request;
+    `LLAMA_CPP_PYTHON` refuses, as llama-cpp-python's server (`python -m llama_cpp.server`, 0.3.36)
+    does, a `response_format` other than `text` or `json_object` (with an optional `schema`):
+    - llama_cpp/llama_types.py:176-180, `ChatCompletionRequestResponseFormat`: `type` is
+      `Literal["text", "json_object"]`, `schema` optional; llama_cpp/server/types.py:236 types the
+      request's `response_format` with it, so FastAPI's validation of the body fails on json_schema;
+    - llama_cpp/server/errors.py:170-210, `RouteErrorHandler.custom_route_handler`: every exception
+      but an HTTPException, that validation error included, is caught; the body, invalid, is not
+      re-parsed (`body = None`), and `error_message_wrapper` (`:150-160`) answers HTTP 500, an
+      OpenAI-style error of type `internal_server_error` whose message is `str(error)`: FastAPI's
+      `ValidationException.__str__` (fastapi/exceptions.py, 0.165.0), the count, each pydantic error
+      on its own line, then the endpoint (llama_cpp/server/app.py:408, `create_chat_completion`).
+    The refused requests are recorded, and listed in `refusals`; the others get the script's replies.
     """
 
     PATH = "/v1/chat/completions"
+    OPENAI = "openai"
+    LLAMA_CPP_PYTHON = "llama-cpp-python"
+    LLAMA_CPP_PYTHON_FORMATS = ("text", "json_object")
+
+    def __init__(self, dialect: str = OPENAI) -> None:
+        super().__init__()
+        self._initial_dialect = dialect
+        self.dialect = dialect
+        self.refusals: list[Received] = []
+
+    def reset(self) -> None:
+        super().reset()
+        self.dialect = self._initial_dialect
+        self.refusals = []
 
     @property
     def base_url(self) -> str:
         return f"{self.url}/v1"
+
+    def _handle(self, received: Received) -> Reply:
+        if self.dialect == self.LLAMA_CPP_PYTHON and self._accepts(received):
+            refusal = self.llama_cpp_python_refusal(received)
+            if refusal is not None:
+                with self._lock:
+                    self._received.append(received)
+                    self.refusals.append(received)
+                return refusal
+        return super()._handle(received)
+
+    @classmethod
+    def llama_cpp_python_refusal(cls, received: Received) -> Reply | None:
+        """llama-cpp-python's answer to a `response_format` it does not take; None if it takes it."""
+        try:
+            response_format = received.json().get("response_format")
+        except (ValueError, AttributeError):
+            return None
+        if response_format is None:
+            return None
+        kind = response_format.get("type") if isinstance(response_format, dict) else None
+        if kind in cls.LLAMA_CPP_PYTHON_FORMATS:
+            return None
+        error = {
+            "type": "literal_error", "loc": ("body", "response_format", "type"),
+            "msg": "Input should be 'text' or 'json_object'", "input": kind,
+            "ctx": {"expected": "'text' or 'json_object'"},
+        }  # fmt: skip
+        message = (
+            f"1 validation error:\n  {error}\n"
+            '  File "/opt/venv/lib/python3.11/site-packages/llama_cpp/server/app.py", line 408, in create_chat_completion\n'
+            "    POST /v1/chat/completions"
+        )
+        return _json_reply(500, {"error": {"message": message, "type": "internal_server_error", "param": None, "code": None}})
 
     def _accepts(self, received: Received) -> bool:
         return received.method == "POST" and urllib.parse.urlsplit(received.path).path == self.PATH

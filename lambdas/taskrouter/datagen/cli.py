@@ -1,5 +1,6 @@
 """`taskrouter data generate`: synthetic labelled conversations from an LLM (any OpenAI-compatible
-server: `OPENAI_API_KEY`, `OPENAI_BASE_URL`); docs/data.md tells how, and what each option does.
+server: `OPENAI_API_KEY`, `OPENAI_BASE_URL`, `TASKROUTER_OPENAI_RESPONSE_FORMAT`); docs/data.md tells
+how, and what each option does.
 
     taskrouter data generate --out FILE.jsonl|- [--force] [--tasks FILE] [--per-scenario N]
                              [--scenarios start,continue,switch,end,none] [--seed S] [--model M]
@@ -20,6 +21,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from taskrouter.adapters.settings import SettingsError, openai_response_format_from_env
+from taskrouter.adapters.structured_output import ResponseFormatField, StructuredOutput
 from taskrouter.core.task_spec import parse_task_file
 from taskrouter.core.tasks import Task
 from taskrouter.core.validation import describe
@@ -94,19 +97,26 @@ async def _ask_the_model(todo: Sequence[Plan], tasks: Sequence[Task], args: argp
     from taskrouter.evaluation.progress import progress_bar
 
     try:
+        structured_output = StructuredOutput(openai_response_format_from_env())
+    except SettingsError as error:
+        raise _Refused(str(error)) from None
+    try:
         client = openai.AsyncOpenAI(max_retries=2)
     except openai.OpenAIError as error:  # no key
         raise _Refused(str(error)) from None
 
     async def complete(messages: list[dict[str, str]], schema: dict[str, Any], seed: int) -> str | None:
-        completion = await client.chat.completions.create(
-            model=args.model,
-            messages=messages,  # type: ignore[arg-type]
-            response_format={"type": "json_schema", "json_schema": {"name": "conversation", "strict": True, "schema": schema}},
-            temperature=args.temperature,
-            seed=seed,
-            timeout=args.request_timeout,  # per read only: `generate` bounds the whole request
-        )
+        async def ask(response_format: ResponseFormatField) -> Any:
+            return await client.chat.completions.create(
+                model=args.model,
+                messages=messages,  # type: ignore[arg-type]
+                response_format=response_format,  # type: ignore[arg-type]
+                temperature=args.temperature,
+                seed=seed,
+                timeout=args.request_timeout,  # per read only: `generate` bounds the whole request
+            )
+
+        completion = await structured_output.acreate(ask, "conversation", schema)
         return completion.choices[0].message.content if completion.choices else None
 
     async with client:
