@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from taskrouter.adapters.record_store import DirectoryRecordStore, record_body, record_key
 from taskrouter.core.events import derive_event
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,15 +65,17 @@ def record(
     }  # fmt: skip
 
 
+def time_of(captured: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(captured["time"].replace("Z", "+00:00"))
+
+
 def key_of(captured: dict[str, Any], hour_of: datetime | None = None) -> str:
-    """Its key: under the date and hour of its time, or of `hour_of`."""
-    when = hour_of or datetime.fromisoformat(captured["time"].replace("Z", "+00:00"))
-    return f"records/date={when:%Y-%m-%d}/hour={when:%H}/{captured['id']}.json"
+    """Its key, as the teacher function makes it: under the date and hour of its time (or of `hour_of`)."""
+    return record_key(captured["id"], hour_of or time_of(captured))
 
 
 def write_local(state_dir: Path, captured: dict[str, Any] | bytes, key: str | None = None) -> None:
-    """Into `make local`'s capture folder (`TASKROUTER_LOCAL_DIR`/capture), keyed as in the bucket."""
-    assert key is not None or isinstance(captured, dict)
-    path = state_dir / "capture" / (key or key_of(captured))  # type: ignore[arg-type]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(captured if isinstance(captured, bytes) else json.dumps(captured).encode())
+    """Into `make local`'s capture folder (`TASKROUTER_LOCAL_DIR`/capture) with the teacher function's
+    own store, keyed as in the bucket."""
+    body = captured if isinstance(captured, bytes) else record_body(captured)
+    DirectoryRecordStore(state_dir / "capture").put(key or key_of(captured), body)  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from taskrouter.adapters.record_store import S3RecordStore, record_body
 from taskrouter.cli import main
 from taskrouter.core.task_spec import load_task_file
 from taskrouter.datagen.captured import prefixes
@@ -164,8 +165,8 @@ def stage_bucket(monkeypatch):
             }  # fmt: skip
             session.client("cloudformation").create_stack(StackName="dev-Capture", TemplateBody=json.dumps(template))
 
-        def put(captured: dict) -> None:
-            s3.put_object(Bucket="dev-capture-records", Key=key_of(captured), Body=json.dumps(captured).encode())
+        def put(captured: dict) -> None:  # as the teacher function stores it
+            S3RecordStore(s3, "dev-capture-records").put(key_of(captured), record_body(captured))
 
         yield deploy, put
 
