@@ -16,11 +16,13 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
 from taskrouter.adapters.settings import DEFAULT_OPENAI_BASE_URL, RuntimeSettings
+from taskrouter.adapters.teacher_settings import TeacherSettings
 from taskrouter.core.request import Strategy
 
 LOG_FORMATS = ("text", "json")
@@ -37,13 +39,25 @@ def say(message: str) -> None:
 
 
 # -- the start-up banner ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CaptureShown:
+    """`make local`'s capture: its share; the teacher function and where the router sends to (None when
+    off); the local teacher's settings (None when AWS_ENDPOINT_URL_LAMBDA names the user's own)."""
+
+    share: float
+    function: str | None = None
+    endpoint: str | None = None
+    teacher: TeacherSettings | None = None
+
+
 def banner(
     url: str, settings: RuntimeSettings, env: Mapping[str, str], state_dir: Path, containers: int,
-    *, placeholder_key: bool = False,
+    *, placeholder_key: bool = False, capture: CaptureShown | None = None,
 ) -> list[str]:
     """What a newcomer needs at start: where to send requests, which backends can decide and what to
-    set to change that, whether a key is needed, the timeouts in force, where the state lives (never
-    a key's value). The last line says the server listens (tests and scripts wait for it)."""
+    set to change that, whether a key is needed, the timeouts in force, where captured turns go and who
+    labels them, where the state lives (never a key's value). The last line says the server listens
+    (tests and scripts wait for it)."""
     lines = [f"TaskRouter local API: {url}  (POST /route, /tasks; GET /health; settings: docs/configuration.md)"]
     lines.append("  primary:  " + _primary(settings, env))
     lines.extend("  fallback: " * (i == 0) + " " * 12 * (i > 0) + line for i, line in enumerate(
@@ -56,6 +70,8 @@ def banner(
     lines.append("  timeouts: " + _timeouts(settings))
     strategy = settings.router.default_strategy.value
     lines.append(f"  strategy: {strategy} when a request names none (TASKROUTER_DEFAULT_STRATEGY)")
+    if capture is not None:
+        lines.extend("  capture:  " * (i == 0) + " " * 12 * (i > 0) + line for i, line in enumerate(_capture(capture)))
     lines.append(f"  state:    {state_dir} (TASKROUTER_LOCAL_DIR)")
     if not settings.sagemaker_endpoint and not settings.openai_configured:
         lines.append("  no backend is configured: every POST /route answers 503 until one is (see above)")
@@ -86,6 +102,24 @@ def _fallback(settings: RuntimeSettings, env: Mapping[str, str], placeholder_key
     if base_url.rstrip("/") != DEFAULT_OPENAI_BASE_URL:  # a server of your own, most likely a local model
         which = "" if model_set else "set TASKROUTER_OPENAI_MODEL to a model that server serves; "
         lines.append(f"{which}a slow local model needs a longer TASKROUTER_FALLBACK_TIMEOUT_MS (e.g. 20000)")
+    return lines
+
+
+def _capture(capture: CaptureShown) -> list[str]:
+    if capture.function is None:
+        return ["off (TASKROUTER_CAPTURE_SHARE=0)"]
+    share = f"{capture.share:g} of the turns the primary decides (TASKROUTER_CAPTURE_SHARE; 0: off)"
+    teacher = capture.teacher
+    if teacher is None:
+        return [f"{share}, sent to function {capture.function} at {capture.endpoint} (your AWS_ENDPOINT_URL_LAMBDA)"]
+    records = f"s3://{teacher.bucket}/records/" if teacher.bucket else f"{teacher.capture_dir}/records/"
+    lines = [
+        f"{share}, written to {records}",
+        f"teacher {teacher.model}, {teacher.strategy.value} (TASKROUTER_TEACHER_MODEL, TASKROUTER_TEACHER_STRATEGY); "
+        f"function {capture.function} at {capture.endpoint}",
+    ]
+    if not teacher.openai_configured:
+        lines.append("no OpenAI for the teacher: records are written without its label (set OPENAI_API_KEY or OPENAI_BASE_URL)")
     return lines
 
 

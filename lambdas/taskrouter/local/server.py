@@ -1,5 +1,6 @@
 """`make local`: the functions' Lambda handlers behind an HTTP server on 127.0.0.1:$PORT (8080), the
-registry in dynalite (a DynamoDB-compatible server) kept under .local/, seeded on first start.
+registry in dynalite (a DynamoDB-compatible server) kept under .local/, seeded on first start, and the
+teacher function as a process of its own (`teacher_server.py`) writing captured turns under .local/capture/.
 
 API Gateway's part is `gateway.py` (a thread and a time limit per connection, strict framing), and
 the handlers run in a few Lambda containers (`containers.py`): requests are served concurrently,
@@ -21,15 +22,17 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 from taskrouter.adapters.settings import RuntimeSettings, SettingsError
+from taskrouter.adapters.teacher_settings import TeacherSettings
 from taskrouter.local.apigw import LambdaContext
-from taskrouter.local.console import LOG_FORMATS, banner, say
+from taskrouter.local.console import LOG_FORMATS, CaptureShown, banner, say
 from taskrouter.local.containers import Containers
 from taskrouter.local.gateway import Server, handler_class
+from taskrouter.local.teacher_server import DEFAULT_FUNCTION_NAME
 from taskrouter.repository import DEFAULT_TASKS_FILE, ROOT, set_serving_defaults
 
 DYNALITE = ROOT / "node_modules" / ".bin" / "dynalite"
@@ -86,17 +89,22 @@ def _serve() -> None:
             seeded = ensure_registry(os.environ["TASKROUTER_TABLE_NAME"], DEFAULT_TASKS_FILE)
             if seeded:
                 say(f"registry seeded with {seeded} default tasks")
-            # The containers start once the environment is complete: they inherit it.
-            pool = Containers(containers, timeout_s=LambdaContext.timeout_s)
-            try:
-                server.RequestHandlerClass = handler_class(pool, client_timeout_s)
-                url = f"http://127.0.0.1:{server.server_port}"
-                lines = banner(url, settings, os.environ, state_dir, containers, placeholder_key=placeholder_key)
-                print("\n".join(lines), flush=True)
-                with contextlib.suppress(KeyboardInterrupt):
-                    server.serve_forever()
-            finally:
-                pool.close()
+            with _capture(state_dir) as capture_started:
+                # The containers start once the environment is complete: they inherit it.
+                pool = Containers(containers, timeout_s=LambdaContext.timeout_s)
+                try:
+                    capture = capture_started()  # the teacher started beside them: listening by now
+                    server.RequestHandlerClass = handler_class(pool, client_timeout_s)
+                    url = f"http://127.0.0.1:{server.server_port}"
+                    lines = banner(
+                        url, settings, os.environ, state_dir, containers,
+                        placeholder_key=placeholder_key, capture=capture,
+                    )  # fmt: skip
+                    print("\n".join(lines), flush=True)
+                    with contextlib.suppress(KeyboardInterrupt):
+                        server.serve_forever()
+                finally:
+                    pool.close()
     finally:
         server.server_close()
 
@@ -111,6 +119,17 @@ def _listen(port: int) -> Server:
             raise SystemExit(f"port {port} is in use: set PORT to a free one, e.g. PORT={free} make local") from None
         reason = error.strerror or type(error).__name__
         raise SystemExit(f"cannot listen on 127.0.0.1:{port} ({reason}): set PORT, e.g. PORT={free} make local") from None
+
+
+def _share(name: str) -> float:
+    raw = os.environ.get(name) or ""
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise SystemExit(f"{name} must be a number from 0 to 1, got {raw!r}")
+    return value
 
 
 def _integer(name: str, default: int, low: int, high: int) -> int:
@@ -163,6 +182,49 @@ def _registry(state_dir: Path) -> Iterator[None]:
         process.wait(timeout=10)
 
 
+@contextlib.contextmanager
+def _capture(state_dir: Path) -> Iterator[Callable[[], CaptureShown]]:
+    """The teacher function started as a process of its own, as it is in AWS (its records under
+    `state_dir`/capture), and the router's containers pointed at it (AWS_ENDPOINT_URL_LAMBDA,
+    TASKROUTER_CAPTURE_FUNCTION, TASKROUTER_CAPTURE_SHARE default 1); none with a share of 0, nor when
+    AWS_ENDPOINT_URL_LAMBDA already names a Lambda endpoint of the user's own. Started before the
+    containers, which take the environment when they start; what it yields waits until it listens."""
+    if not os.environ.get("TASKROUTER_CAPTURE_SHARE"):  # the user's value wins
+        os.environ["TASKROUTER_CAPTURE_SHARE"] = "1"
+    share = _share("TASKROUTER_CAPTURE_SHARE")
+    if share == 0:  # no function named: the router captures nothing, the fallback's turns included
+        yield lambda: CaptureShown(share)
+        return
+    function = os.environ.get("TASKROUTER_CAPTURE_FUNCTION") or DEFAULT_FUNCTION_NAME
+    os.environ["TASKROUTER_CAPTURE_FUNCTION"] = function
+    if os.environ.get("AWS_ENDPOINT_URL_LAMBDA"):
+        yield lambda: CaptureShown(share, function, os.environ["AWS_ENDPOINT_URL_LAMBDA"])
+        return
+    environment = {**os.environ, "POWERTOOLS_SERVICE_NAME": "taskrouter-teacher"}
+    environment.setdefault("TASKROUTER_CAPTURE_DIR", str(state_dir / "capture"))
+    try:  # said here in one line, as the router's settings are, not by the process in a traceback
+        teacher = TeacherSettings.from_env(environment)
+    except SettingsError as error:
+        raise SystemExit(f"cannot start: {error} (every setting: docs/configuration.md)") from None
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "taskrouter.local.teacher_server", "--port", str(port), "--function-name", function],
+        env=environment,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    os.environ["AWS_ENDPOINT_URL_LAMBDA"] = endpoint
+
+    def started() -> CaptureShown:
+        _wait_for_port(port, process, "the teacher function", timeout_s=60.0)
+        return CaptureShown(share, function, endpoint, teacher)
+
+    try:
+        yield started
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
 def ensure_registry(table_name: str, tasks_file: Path) -> int:
     """Create the registry table if it does not exist, and then seed it; the number of tasks seeded
     (0 when the table was already there: tasks survive a restart)."""
@@ -201,15 +263,16 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _wait_for_port(port: int, process: subprocess.Popen, timeout_s: float = 20.0) -> None:
+def _wait_for_port(port: int, process: subprocess.Popen, name: str = "dynalite", timeout_s: float = 20.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit(f"dynalite exited: {process.stderr.read().decode(errors='replace') if process.stderr else ''}")
+            said = f": {process.stderr.read().decode(errors='replace')}" if process.stderr else " (its output is above)"
+            raise SystemExit(f"{name} exited{said}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
             return
         time.sleep(0.05)
-    raise SystemExit(f"dynalite did not listen on port {port} within {timeout_s:.0f} s")
+    raise SystemExit(f"{name} did not listen on port {port} within {timeout_s:.0f} s")
 
 
 if __name__ == "__main__":
