@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
 from collections.abc import Callable
 
+from taskrouter.adapters.cached_parameter import CachedParameter
 from taskrouter.core.resilience import OpsMode
-
-logger = logging.getLogger(__name__)
 
 
 class SsmOpsMode:
@@ -23,22 +20,10 @@ class SsmOpsMode:
         max_age_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._read = read_parameter
-        self._max_age_s = max_age_s
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._mode = OpsMode.PRIMARY_FIRST
-        self._read_at = float("-inf")
+        self._parameter = CachedParameter(
+            read_parameter, OpsMode, OpsMode.PRIMARY_FIRST,
+            max_age_s=max_age_s, label="ops mode", show=lambda mode: mode.value, clock=clock,
+        )  # fmt: skip
 
     def mode(self) -> OpsMode:
-        with self._lock:
-            now = self._clock()
-            if now - self._read_at >= self._max_age_s:
-                self._read_at = now
-                try:
-                    self._mode = OpsMode(self._read().strip())
-                except ValueError:
-                    logger.warning("ops mode parameter holds no known mode; keeping %s", self._mode.value)
-                except Exception as error:  # SSM unreachable or denied: keep the mode in force
-                    logger.warning("ops mode unreadable (%s); keeping %s", type(error).__name__, self._mode.value)
-            return self._mode
+        return self._parameter.value()

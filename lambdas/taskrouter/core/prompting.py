@@ -182,23 +182,26 @@ _OPEN, _OPEN_OMITTED, _CLOSE = "<conversation>", '<conversation omitted="{omitte
 _MESSAGE = '<message role="{role}">{content}</message>'
 
 
-def render_transcript(conversation: Sequence[Message]) -> str:
-    """The most recent messages within `MAX_TRANSCRIPT_BYTES` as rendered, fenced, and how many were
-    left out; the last message always, its middle cut if it alone is over the bound."""
-    contents: list[str] = []
+def shown_messages(conversation: Sequence[Message]) -> Sequence[Message]:
+    """The most recent messages the transcript shows: those whose contents, as rendered, add up to at
+    most `MAX_TRANSCRIPT_BYTES`, and the last message always (its middle cut if it alone is over)."""
     size = 0
-    for message in reversed(conversation):
-        content = _escape(message.content)
-        size += rendered_size(content)
+    for count, message in enumerate(reversed(conversation)):
+        size += rendered_size(_escape(message.content))
         if size > MAX_TRANSCRIPT_BYTES:
-            if not contents:
-                contents.append(_clipped(message.content, MAX_TRANSCRIPT_BYTES))
-            break
-        contents.append(content)
-    shown = conversation[len(conversation) - len(contents) :]
+            return conversation[len(conversation) - max(count, 1) :]
+    return conversation
+
+
+def render_transcript(conversation: Sequence[Message]) -> str:
+    """The messages `shown_messages` keeps, fenced, and how many were left out."""
+    shown = shown_messages(conversation)
+    contents = [_escape(message.content) for message in shown]
+    if contents and rendered_size(contents[-1]) > MAX_TRANSCRIPT_BYTES:  # the last message alone is over
+        contents[-1] = _clipped(shown[-1].content, MAX_TRANSCRIPT_BYTES)
     omitted = len(conversation) - len(shown)
     lines = [_OPEN_OMITTED.format(omitted=omitted) if omitted else _OPEN]
-    lines += [_MESSAGE.format(role=m.role, content=c) for m, c in zip(shown, reversed(contents))]
+    lines += [_MESSAGE.format(role=m.role, content=c) for m, c in zip(shown, contents)]
     lines.append(_CLOSE)
     return "\n".join(lines)
 

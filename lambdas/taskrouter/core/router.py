@@ -17,7 +17,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from taskrouter.core.backends import Backend, BackendFailure, BackendName, FallbackReason
 from taskrouter.core.catalogue import Fitted, fit_catalogue
@@ -26,7 +26,7 @@ from taskrouter.core.events import Event, derive_event
 from taskrouter.core.prompting import InvalidOutput, RoutingPrompt, build_prompt
 from taskrouter.core.request import RouteRequest, Strategy
 from taskrouter.core.resilience import CircuitBreaker, FixedOpsMode, OpsMode, OpsModeSource
-from taskrouter.core.tasks import RegistryUnavailable, Task, TaskSource
+from taskrouter.core.tasks import NO_TASK, RegistryUnavailable, Task, TaskSource
 
 _RETRY_JITTER_S = 0.05
 # What the breaker counts against the primary (besides a missed deadline); invalid output is not one
@@ -95,6 +95,18 @@ class RouterSettings:
 
 
 @dataclass(frozen=True)
+class PrimaryOutcome:
+    """What the primary did for one decision, as a captured turn records it (docs/capture.md)."""
+
+    answer: str | None = None  # its choice (NO_TASK for no task) when it decided; None otherwise
+    latency_ms: float | None = None  # its call's time, or the time waited when it had not ended; None: not asked
+    probability: float | None = None  # of its answer, when the engine gives one
+
+
+NOT_ASKED = PrimaryOutcome()
+
+
+@dataclass(frozen=True)
 class Decision:
     task: str | None
     event: Event
@@ -104,6 +116,13 @@ class Decision:
     strategy: Strategy
     fallback_detail: str | None = None  # why the primary did not decide, for logs (never content)
     catalogue_cut: str | None = None  # what fitting the catalogue to its budget cut, for logs
+    # What a captured turn records besides the answer: the running task the router used, the allowed
+    # tasks as the prompt showed them (fitted, by name), the primary's part, and the registry's copy
+    # the decision was made over (for its digest and the adapter's unseen tasks).
+    current_task: str | None = None
+    shown_tasks: tuple[Task, ...] = ()
+    primary: PrimaryOutcome = NOT_ASKED
+    registry: Mapping[str, Task] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -113,6 +132,7 @@ class _Attempt:
     task: str | None = None
     failure: FallbackReason | None = None
     detail: str | None = None
+    latency_s: float | None = None  # the call's time (measured for the primary)
 
 
 _Decided = Callable[..., Decision]
@@ -134,7 +154,8 @@ def _ask_primary(
 ) -> _Attempt:
     """One primary call, its outcome recorded by the breaker as the call ends, whoever answered the
     request: a hedge that won does not hide a failing or hanging primary."""
-    answer = _attempt(backend, prompt, timeout_s)
+    started = time.monotonic()
+    answer = replace(_attempt(backend, prompt, timeout_s), latency_s=time.monotonic() - started)
     if answer.failure in _PRIMARY_FAULTS or time.monotonic() > deadline:
         breaker.record_failure()
     else:  # an answer in time, even an invalid one, shows the primary is up
@@ -179,17 +200,24 @@ class Router:
         strategy = request.strategy or self._settings.default_strategy
         prompt = build_prompt(strategy, request.conversation, fitted.tasks, current)
         budget = self._settings.budget(strategy)
+        shown = tuple(fitted.tasks[name] for name in sorted(fitted.tasks))  # the prompt's order
 
         def decided(
-            backend: BackendName, task: str | None, reason: FallbackReason | None, detail: str | None = None
+            backend: BackendName,
+            task: str | None,
+            reason: FallbackReason | None,
+            detail: str | None = None,
+            primary: PrimaryOutcome = NOT_ASKED,
         ) -> Decision:
             event = derive_event(current, task)
-            return Decision(task, event, backend, reason, ignored, strategy, detail, fitted.cut)
+            return Decision(
+                task, event, backend, reason, ignored, strategy, detail, fitted.cut, current, shown, primary, registry
+            )
 
         breaker = self._breakers[strategy]
         skip = self._skip_reason(breaker)
         if skip is not None:
-            return self._fallback_decides(prompt, budget, decided, skip, None, None)
+            return self._fallback_decides(prompt, budget, decided, skip, None, NOT_ASKED)
         return self._race(prompt, budget, breaker, decided)
 
     def _fitted(self, allowed: dict[str, Task]) -> Fitted:
@@ -209,8 +237,12 @@ class Router:
     def _race(self, prompt: RoutingPrompt, budget: Budget, breaker: CircuitBreaker, decided: _Decided) -> Decision:
         primary_backend = self._primary
         assert primary_backend is not None
-        deadline = time.monotonic() + budget.primary_timeout_s
+        asked_at = time.monotonic()
+        deadline = asked_at + budget.primary_timeout_s
         primary = self._pool.submit(_ask_primary, primary_backend, prompt, budget.primary_timeout_s, deadline, breaker)
+
+        def still_waiting() -> PrimaryOutcome:  # the primary had not ended when the decision was made
+            return PrimaryOutcome(latency_ms=_ms(time.monotonic() - asked_at))
         hedge: futures.Future[_Attempt] | None = None
         if budget.hedge_after_s is not None and self._fallback is not None:
             done, _ = futures.wait([primary], timeout=budget.hedge_after_s)
@@ -224,16 +256,21 @@ class Router:
                 break
             if hedge in done and hedge.result().failure is None:  # the fallback answered first
                 assert self._fallback is not None
-                return decided(self._fallback.name, hedge.result().task, "timeout", "hedged: fallback answered first")
+                return decided(
+                    self._fallback.name, hedge.result().task, "timeout", "hedged: fallback answered first", still_waiting()
+                )
 
         if not primary.done():
             primary.cancel()  # only a call still queued; a running one ends by its client's timeout
             detail = f"no answer within {budget.primary_timeout_s * 1000:.0f} ms"
-            return self._fallback_decides(prompt, budget, decided, "timeout", detail, hedge)
+            return self._fallback_decides(prompt, budget, decided, "timeout", detail, still_waiting(), hedge)
         answer = primary.result()
+        latency_ms = None if answer.latency_s is None else _ms(answer.latency_s)
         if answer.failure is None:
-            return decided(primary_backend.name, answer.task, None)
-        return self._fallback_decides(prompt, budget, decided, answer.failure, answer.detail, hedge)
+            outcome = PrimaryOutcome(answer=answer.task or NO_TASK, latency_ms=latency_ms)
+            return decided(primary_backend.name, answer.task, None, primary=outcome)
+        outcome = PrimaryOutcome(latency_ms=latency_ms)
+        return self._fallback_decides(prompt, budget, decided, answer.failure, answer.detail, outcome, hedge)
 
     def _fallback_decides(
         self,
@@ -242,6 +279,7 @@ class Router:
         decided: _Decided,
         reason: FallbackReason,
         detail: str | None,
+        primary: PrimaryOutcome,
         hedge: futures.Future[_Attempt] | None = None,
     ) -> Decision:
         """The fallback's answer; a hedged call already started counts as its first attempt."""
@@ -264,7 +302,7 @@ class Router:
                 time.sleep(random.uniform(0, _RETRY_JITTER_S))
             attempts -= 1
             answer = _attempt(fallback, prompt, max(0.001, deadline - time.monotonic()))
-        return decided(fallback.name, answer.task, reason, detail)
+        return decided(fallback.name, answer.task, reason, detail, primary)
 
     def _may_retry(self, failed: _Attempt, attempts_left: int, deadline: float) -> bool:
         """Once, for a failure a second call may not repeat, and only while the budget allows."""
@@ -297,6 +335,10 @@ _STATUS_NAMES = {
     408: "request timeout", 409: "conflict", 413: "request too large", 422: "unprocessable request",
     429: "rate limited",
 }  # fmt: skip
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
 
 
 def _http_status(detail: str | None) -> int | None:

@@ -1,0 +1,187 @@
+"""What the router captures of a routed turn for the shadow teacher (docs/capture.md): whether the turn
+is drawn, the record, and the redaction applied to it before it leaves the router.
+
+Pure: no AWS, no clock and no randomness of its own; the caller gives the random draws, the time and
+the record's id, so that a seeded generator makes the sampling reproducible in tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from taskrouter.core.prompting import EXAMPLES_SHOWN, shown_messages
+from taskrouter.core.request import Message
+from taskrouter.core.router import Decision
+from taskrouter.core.tasks import Task
+
+SCHEMA = 1
+BASE_ADAPTER = "base"  # the base model alone: it was trained on no task, so no task is unseen by it
+SamplingReason = Literal["primary", "fallback", "unseen"]
+
+
+# -- sampling --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SamplingPolicy:
+    """Shares of turns captured, each from 0 to 1."""
+
+    share: float  # of the turns the primary decided: the uniform sample
+    fallback_share: float  # of the turns the fallback decided
+    unseen_share: float = 1.0  # of the primary's other turns whose allowed tasks the adapter never saw
+
+
+@dataclass(frozen=True)
+class Draw:
+    """A turn drawn for capture: its total chance of being drawn, and whether it belongs to the
+    uniform sample (only those measure the primary without bias: `TeacherAgreement`)."""
+
+    probability: float
+    uniform: bool
+    reason: SamplingReason
+
+    def as_json(self) -> dict[str, Any]:
+        return {"probability": self.probability, "uniform": self.uniform, "reason": self.reason}
+
+
+def draw(
+    policy: SamplingPolicy, *, primary_decided: bool, unseen: bool, random: Callable[[], float]
+) -> Draw | None:
+    """Whether this turn is captured, by independent draws of `random()` (uniform in [0, 1)).
+
+    A turn the primary decided is first drawn at `share`, whatever its tasks: that draw alone makes the
+    uniform sample, so oversampling cannot bias it. Only a turn that draw missed, and whose allowed
+    tasks include some the adapter never saw, gets a second draw at `unseen_share`. A turn the fallback
+    decided is drawn at `fallback_share` (its label is the fallback's, so it is never uniform)."""
+    if not primary_decided:
+        return Draw(policy.fallback_share, False, "fallback") if random() < policy.fallback_share else None
+    second = policy.unseen_share if unseen else 0.0
+    probability = policy.share + (1 - policy.share) * second
+    if random() < policy.share:
+        return Draw(probability, True, "primary")
+    if unseen and random() < second:
+        return Draw(probability, False, "unseen")
+    return None
+
+
+# -- the serving adapter ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ServingAdapter:
+    """The adapter the primary serves and the tasks its manifest lists (None: not known)."""
+
+    name: str = BASE_ADAPTER
+    tasks: frozenset[str] | None = None
+
+    def unseen(self, names: Iterable[str]) -> tuple[str, ...]:
+        """The names its manifest does not list, sorted; none for the base model, or with no manifest."""
+        if self.name == BASE_ADAPTER or self.tasks is None:
+            return ()
+        return tuple(sorted(set(names) - self.tasks))
+
+
+# -- redaction -------------------------------------------------------------------------------------
+REDACTION_KINDS = ("email", "phone")
+DEFAULT_REDACTION = REDACTION_KINDS
+
+_EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+# A number written as phone numbers are: an optional "+", then digits or a bracketed group (an area
+# code), each after at most one separator (space, no-break space, "-", ".", "/"); at least 7 units.
+_PHONE = re.compile(r"(?<![\w@+.\-/])\+?(?:\(\d{1,4}\)|\d)(?:[ \u00a0.\-/]?(?:\(\d{1,4}\)|\d)){6,}(?![\w@])")
+# Numbers of that shape that are no phone, kept when one is the whole match: dates and year ranges.
+_NOT_A_PHONE = re.compile(r"\d{4}([-./])\d{1,2}\1\d{1,2}|\d{1,2}([-./])\d{1,2}\2\d{2,4}|\d{4} ?[-/] ?\d{4}")
+_MIN_PHONE_DIGITS = 7  # a local number without its area code
+_PLACEHOLDERS = {"email": "[email]", "phone": "[phone]"}
+
+
+def _phone(match: re.Match[str]) -> str:
+    """A phone's placeholder. Longer runs of digits (a phone beside a date, a card number) go too:
+    a number redacted for nothing costs less than one kept."""
+    number = match.group(0)
+    if sum(character.isdigit() for character in number) < _MIN_PHONE_DIGITS or _NOT_A_PHONE.fullmatch(number):
+        return number
+    return _PLACEHOLDERS["phone"]
+
+
+def redact(text: str, kinds: Collection[str]) -> str:
+    """`text` with every e-mail address and phone number replaced by a placeholder, for the kinds
+    asked. Names, postal addresses and other personal data are not recognised (docs/capture.md)."""
+    if "email" in kinds:
+        text = _EMAIL.sub(_PLACEHOLDERS["email"], text)
+    if "phone" in kinds:
+        text = _PHONE.sub(_phone, text)
+    return text
+
+
+# -- the record ------------------------------------------------------------------------------------
+def registry_sha256(tasks: Iterable[Task]) -> str:
+    """The registry's content (names, descriptions, examples; not versions or times), as compact JSON
+    sorted by name: the same digest as an evaluation report's `tasks_sha256`."""
+    listed = sorted(
+        ({"name": t.name, "description": t.description, "examples": list(t.examples)} for t in tasks),
+        key=lambda task: task["name"],
+    )
+    canonical = json.dumps(listed, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def iso_time(moment: datetime) -> str:
+    """ISO 8601 in UTC with milliseconds: `2026-12-02T07:49:24.123Z`."""
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def build_record(
+    *,
+    record_id: str,
+    decided_at: datetime,
+    conversation: Sequence[Message],
+    decision: Decision,
+    adapter: ServingAdapter,
+    sampled: Draw,
+    latency_ms: float,
+    redaction: Collection[str],
+) -> dict[str, Any]:
+    """The captured turn as docs/capture.md defines it, redacted; the teacher function adds `teacher`."""
+    kinds = [kind for kind in REDACTION_KINDS if kind in redaction]
+    return {
+        "schema": SCHEMA,
+        "id": record_id,
+        "time": iso_time(decided_at),
+        "conversation": [
+            {"role": message.role, "content": redact(message.content, kinds)}
+            for message in shown_messages(conversation)
+        ],
+        "current_task": decision.current_task,
+        "tasks": [
+            {"name": task.name, "description": task.description, "examples": list(task.examples[:EXAMPLES_SHOWN])}
+            for task in decision.shown_tasks
+        ],
+        "registry_sha256": registry_sha256(decision.registry.values()),
+        "strategy": decision.strategy.value,
+        "adapter": adapter.name,
+        "unseen_tasks": list(adapter.unseen(task.name for task in decision.shown_tasks)),
+        "decision": {
+            "task": decision.task,
+            "event": decision.event,
+            "backend": decision.backend,
+            "fallback_reason": decision.fallback_reason,
+        },
+        "primary": {
+            "answer": decision.primary.answer,
+            "probability": decision.primary.probability,
+            "latency_ms": decision.primary.latency_ms,
+        },
+        "latency_ms": latency_ms,
+        "sampling": sampled.as_json(),
+        "redaction": kinds,
+    }
+
+
+def encode(record: dict[str, Any]) -> bytes:
+    """One line of UTF-8 JSON. A lone surrogate (JSON allows its escape, UTF-8 has no byte form) is
+    written as its `\\uXXXX` escape rather than failing the capture."""
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "backslashreplace")
