@@ -170,6 +170,15 @@ def test_a_turn_the_fallback_decided_is_stored_with_no_teacher_call(teacher, ope
     assert teacher.metrics("TeacherAgreement") == teacher.metrics("TeacherFailed") == []
 
 
+def test_the_teacher_asks_in_the_fallback_s_dialect(teacher, openai_server, monkeypatch):
+    monkeypatch.setenv("TASKROUTER_OPENAI_RESPONSE_FORMAT", "json_object")  # llama-cpp-python's server
+    openai_server.always(openai_server.answer(MINUTES))
+    record = captured()
+    teacher(record)
+    assert openai_server.requests[0].json()["response_format"]["type"] == "json_object"
+    assert teacher.teacher_of(record)["agrees"] is True
+
+
 # -- failures lose the sample only --------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("reply", "cause"),

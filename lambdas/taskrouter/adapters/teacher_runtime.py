@@ -27,7 +27,8 @@ def shadow_teacher() -> ShadowTeacher:
     backend = None
     if current.openai_configured:
         session = botocore.session.get_session()
-        backend = OpenAIBackend(current.model, _api_key_reader(session, current.openai_secret_arn))
+        api_key = _api_key_reader(session, current.openai_secret_arn)
+        backend = OpenAIBackend(current.model, api_key, current.response_format)
         backend.warm()
     caps = PerMinuteCaps(current.requests_per_minute, current.tokens_per_minute)
     return ShadowTeacher(backend, current.model, current.strategy, current.timeout_s, caps)

@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from taskrouter.adapters.settings import DEFAULT_OPENAI_MODEL, SettingsError
+from taskrouter.adapters.settings import DEFAULT_OPENAI_MODEL, SettingsError, openai_response_format_from_env
+from taskrouter.adapters.structured_output import ResponseFormat
 from taskrouter.core.request import Strategy
 
 DEFAULT_TEACHER_STRATEGY = Strategy.FEW_SHOT_COT
@@ -31,6 +32,7 @@ class TeacherSettings:
     tokens_per_minute: int
     openai_secret_arn: str | None  # in AWS the key comes from Secrets Manager, never the environment
     openai_configured: bool
+    response_format: ResponseFormat  # the fallback's server dialect: the teacher asks the same server
     bucket: str | None  # the capture bucket (AWS); it wins over `capture_dir`
     kms_key: str | None  # sent with each object only when set: otherwise the bucket's default key
     capture_dir: Path | None  # make local's capture folder
@@ -59,6 +61,7 @@ class TeacherSettings:
             openai_secret_arn=secret_arn,
             # Locally the official client reads OPENAI_API_KEY / OPENAI_BASE_URL itself.
             openai_configured=bool(secret_arn or env.get("OPENAI_API_KEY")),
+            response_format=openai_response_format_from_env(env),
             bucket=bucket,
             kms_key=env.get("TASKROUTER_CAPTURE_KMS_KEY") or None,
             capture_dir=Path(capture_dir) if capture_dir else None,
