@@ -8,10 +8,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from taskrouter.adapters.structured_output import ResponseFormat
+from taskrouter.core.capture import BASE_ADAPTER, DEFAULT_REDACTION, REDACTION_KINDS, SamplingPolicy, ServingAdapter
 from taskrouter.core.catalogue import catalogue_budget
 from taskrouter.core.request import Strategy
 from taskrouter.core.resilience import DEFAULT_COOLDOWN_S, DEFAULT_FAILURES, DEFAULT_WINDOW_S
 from taskrouter.core.router import Budget, Explanations, RouterSettings
+from taskrouter.core.tasks import check_task_name
 
 # Bounds shared with the stage configuration (infra/config.py), in milliseconds.
 PRIMARY_TIMEOUT_MS = (10, 10_000)
@@ -37,6 +39,74 @@ class SettingsError(ValueError):
     """An environment variable holds a value the router cannot use."""
 
 
+# -- capture (docs/capture.md) ---------------------------------------------------------------------
+CAPTURE_SEND_TIMEOUT_MS = (10, 1000)
+DEFAULT_CAPTURE_SEND_TIMEOUT_MS = 100
+_NO_REDACTION = "none"
+
+
+@dataclass(frozen=True)
+class CaptureSettings:
+    """Which turns the router captures and how it sends them to the teacher function."""
+
+    function_name: str | None = None  # the teacher function (name or ARN); None: capture is off
+    policy: SamplingPolicy = SamplingPolicy(share=1.0, fallback_share=1.0)
+    redaction: tuple[str, ...] = DEFAULT_REDACTION
+    send_timeout_s: float = DEFAULT_CAPTURE_SEND_TIMEOUT_MS / 1000  # connect and read, one try
+    switch_parameter: str | None = None  # SSM parameter of the kill switch; None: always on
+
+    @property
+    def enabled(self) -> bool:
+        return self.function_name is not None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> CaptureSettings:
+        """Every capture variable is checked, even with capture off: a bad value is said at start."""
+        return cls(
+            function_name=env.get("TASKROUTER_CAPTURE_FUNCTION") or None,
+            policy=SamplingPolicy(
+                share=_number(env, "TASKROUTER_CAPTURE_SHARE", 1, 0, 1),
+                fallback_share=_number(env, "TASKROUTER_CAPTURE_FALLBACK_SHARE", 1, 0, 1),
+                unseen_share=_number(env, "TASKROUTER_CAPTURE_UNSEEN_SHARE", 1, 0, 1),
+            ),
+            redaction=_redaction(env),
+            send_timeout_s=_number(
+                env, "TASKROUTER_CAPTURE_SEND_TIMEOUT_MS", DEFAULT_CAPTURE_SEND_TIMEOUT_MS, *CAPTURE_SEND_TIMEOUT_MS
+            ) / 1000,
+            switch_parameter=env.get("TASKROUTER_CAPTURE_PARAMETER") or None,
+        )
+
+
+def _redaction(env: Mapping[str, str]) -> tuple[str, ...]:
+    """TASKROUTER_CAPTURE_REDACT: kinds separated by commas (`email,phone`), or `none`."""
+    raw = env.get("TASKROUTER_CAPTURE_REDACT") or ""
+    if not raw.strip():
+        return DEFAULT_REDACTION
+    kinds = [kind.strip().lower() for kind in raw.split(",")]
+    if kinds == [_NO_REDACTION]:
+        return ()
+    if not all(kind in REDACTION_KINDS for kind in kinds):
+        allowed = ", ".join(REDACTION_KINDS)
+        raise SettingsError(f"TASKROUTER_CAPTURE_REDACT must be {_NO_REDACTION!r} or some of {allowed}, got {raw!r}")
+    return tuple(kind for kind in REDACTION_KINDS if kind in kinds)
+
+
+def serving_adapter_from_env(env: Mapping[str, str]) -> ServingAdapter:
+    """TASKROUTER_ADAPTER_NAME (`base`: the base model alone) and TASKROUTER_ADAPTER_TASKS, the task
+    names of its manifest separated by commas (unset: not known, so no task counts as unseen)."""
+    name = env.get("TASKROUTER_ADAPTER_NAME") or BASE_ADAPTER
+    raw = env.get("TASKROUTER_ADAPTER_TASKS") or ""
+    if not raw.strip():
+        return ServingAdapter(name)
+    names = [part.strip() for part in raw.split(",") if part.strip()]
+    for task in names:
+        try:
+            check_task_name(task)
+        except ValueError as error:
+            raise SettingsError(f"TASKROUTER_ADAPTER_TASKS: {task[:80]!r} is no task name: {error}") from None
+    return ServingAdapter(name, frozenset(names))
+
+
 @dataclass(frozen=True)
 class RuntimeSettings:
     table_name: str
@@ -52,6 +122,8 @@ class RuntimeSettings:
     breaker_cooldown_s: float
     router: RouterSettings
     openai_response_format: ResponseFormat = ResponseFormat.JSON_SCHEMA
+    adapter: ServingAdapter = ServingAdapter()  # what the primary serves, for its unseen tasks
+    capture: CaptureSettings = CaptureSettings()  # docs/capture.md; off unless a teacher function is named
 
     @staticmethod
     def table_name_from_env(environ: Mapping[str, str] | None = None) -> str:
@@ -89,6 +161,8 @@ class RuntimeSettings:
                 catalogue_budget=catalogue_budget_from_env(env),
             ),
             openai_response_format=openai_response_format_from_env(env),
+            adapter=serving_adapter_from_env(env),
+            capture=CaptureSettings.from_env(env),
         )
 
 

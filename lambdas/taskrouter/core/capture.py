@@ -182,6 +182,5 @@ def build_record(
 
 
 def encode(record: dict[str, Any]) -> bytes:
-    """One line of UTF-8 JSON. A lone surrogate (JSON allows its escape, UTF-8 has no byte form) is
-    written as its `\\uXXXX` escape rather than failing the capture."""
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "backslashreplace")
+    """One line of UTF-8 JSON (a request's text holds no lone surrogate: its parser refuses them)."""
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()

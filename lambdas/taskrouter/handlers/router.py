@@ -2,12 +2,17 @@
 
 The proxy event is read directly rather than through Powertools' event resolver: that resolver
 costs ~50 ms of import on every cold start, for the one route this function serves.
+
+A sampled turn is sent to the teacher function before the handler returns (docs/capture.md): once it
+has returned, Lambda freezes the environment, and no thread left running can be relied on to send.
 """
 
 from __future__ import annotations
 
 import json
 import time
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, single_metric
@@ -16,8 +21,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from taskrouter.adapters import runtime
 from taskrouter.adapters.settings import DEFAULT_RETRY_AFTER_S
+from taskrouter.core import capture
 from taskrouter.core.errors import ApiError, NoBackendAvailable, NotFound
-from taskrouter.core.request import decode_body, parse_route_request
+from taskrouter.core.request import RouteRequest, decode_body, parse_route_request
 from taskrouter.core.router import Decision, primary_failed
 
 # Service and namespace come from POWERTOOLS_SERVICE_NAME / POWERTOOLS_METRICS_NAMESPACE.
@@ -31,6 +37,7 @@ def _start() -> None:
     A broken environment is logged here, then answered per request (a 503 counted as unexpected)."""
     try:
         runtime.router()
+        runtime.capture()
     except Exception:
         logger.exception("router not built at start-up")
 
@@ -60,7 +67,8 @@ def _route(event: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     request = parse_route_request(decode_body(event.get("body"), is_base64=bool(event.get("isBase64Encoded"))))
     decision = runtime.router().route(request)
-    latency_ms = round((time.perf_counter() - started) * 1000, 3)
+    _capture(request, decision, decided_ms=round((time.perf_counter() - started) * 1000, 3))
+    latency_ms = round((time.perf_counter() - started) * 1000, 3)  # a capture's send included: callers wait for it
     body = {
         "task": decision.task,
         "event": decision.event,
@@ -104,10 +112,50 @@ def _record(decision: Decision, latency_ms: float) -> None:
     ]
     if decision.fallback_reason is not None:
         by_dimensions.append(("Fallbacks", MetricUnit.Count, 1, {"reason": decision.fallback_reason}))
+    # A gauge of the registry against the serving adapter, with each decision: present in every minute
+    # with traffic, by adapter, and known where the registry's copy is (the router's cached read).
+    adapter = runtime.serving_adapter()
+    unseen = len(adapter.unseen(decision.registry))
+    by_dimensions.append(("UnseenTasks", MetricUnit.Count, unseen, {"adapter": adapter.name}))
     for name, unit, value, dimensions in by_dimensions:
         with single_metric(name=name, unit=unit, value=value) as metric:
             for dimension, dimension_value in dimensions.items():
                 metric.add_dimension(name=dimension, value=dimension_value)
+
+
+def _capture(request: RouteRequest, decision: Decision, decided_ms: float) -> None:
+    """Draw the turn; a drawn one, while the kill switch is on, is built, redacted and sent within the
+    send bound. Never fails the request, and logs causes only: no content of the turn."""
+    setup = runtime.capture()
+    if setup is None:
+        return
+    try:
+        unseen = setup.adapter.unseen(task.name for task in decision.shown_tasks)
+        primary_decided = decision.fallback_reason is None
+        drawn = capture.draw(setup.settings.policy, primary_decided=primary_decided, unseen=bool(unseen), random=setup.random)
+        if drawn is None or not setup.switch.is_on():
+            return
+        record = capture.build_record(
+            record_id=uuid.uuid4().hex,
+            decided_at=datetime.now(UTC),
+            conversation=request.conversation,
+            decision=decision,
+            adapter=setup.adapter,
+            sampled=drawn,
+            latency_ms=decided_ms,
+            redaction=setup.settings.redaction,
+        )
+        started = time.perf_counter()
+        dropped = setup.sink.send(capture.encode(record))
+        send_ms = (time.perf_counter() - started) * 1000
+    except Exception as error:  # a fault of the capture's own: counted as a drop, the decision stands
+        logger.warning("capture dropped", extra={"reason": "error", "detail": type(error).__name__})
+        metrics.add_metric(name="CaptureDropped", unit=MetricUnit.Count, value=1)
+        return
+    metrics.add_metric(name="CaptureDropped", unit=MetricUnit.Count, value=int(dropped is not None))
+    metrics.add_metric(name="CaptureSendLatency", unit=MetricUnit.Milliseconds, value=send_ms)
+    if dropped is not None:
+        logger.warning("capture dropped", extra={"reason": dropped.reason, "detail": dropped.detail})
 
 
 def _refused(error: ApiError) -> dict[str, Any]:
