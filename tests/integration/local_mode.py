@@ -43,7 +43,8 @@ class LocalServer:
     environment's alone. `output` gathers every line it prints; `banner` is what it said until listening."""
 
     def __init__(
-        self, state_dir: Path, openai: OpenAIDouble | None = None, *, unset: tuple[str, ...] = (), **env: str
+        self, state_dir: Path, openai: OpenAIDouble | None = None, *, unset: tuple[str, ...] = (),
+        start_timeout_s: float = 60, **env: str
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -53,7 +54,7 @@ class LocalServer:
             environment.pop(name, None)
         self.process = subprocess.Popen(SERVER, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.output: list[str] = []
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + start_timeout_s
         while time.monotonic() < deadline:
             line = self.process.stdout.readline() if self.process.stdout else ""
             if not line and self.process.poll() is not None:

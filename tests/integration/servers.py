@@ -190,7 +190,11 @@ class SageMakerRuntimeDouble(HttpDouble):
       `ChatCompletionRequest`. `model`, when absent, is the served name `lmi` (`:155-156`); for an
       adapter (the `X-Amzn-SageMaker-Adapter-Identifier` header that SageMaker sets for an adapter
       inference component, `input_parser.py:25`, `async_utils.py:120-134`) it becomes the adapter's
-      name (`:164-169`). An unknown adapter is a 424 (`:159-163`, `:238-242`).
+      name (`:164-169`). An unknown adapter is a 424 (`:159-163`, `:238-242`), but SageMaker sets that
+      header only for a component it hosts: an `InferenceComponentName` the endpoint does not host is
+      SageMaker's own 400 `ValidationError` (as an unknown endpoint is), before any container.
+    - vLLM's own refusals keep their status in `OriginalStatusCode` (`request_response_utils.py`,
+      `vllm_non_stream_output_formatter`): 404 for a model it does not serve, 400 otherwise.
     - vllm `entrypoints/openai/protocol.py:512-994`: the fields of `ChatCompletionRequest`
       (`CHAT_COMPLETION_FIELDS` below); `:866-896` and `sampling_params.py:31-68`: one kind of
       `structured_outputs` constraint at most, among `StructuredOutputsParams`' fields; `:975-983`:
@@ -250,7 +254,9 @@ class SageMakerRuntimeDouble(HttpDouble):
             with self._lock:
                 self._received.append(received)
                 self.refusals.append(problem)
-            return self.model_error(424 if problem.startswith("Input parsing failed") else 500, problem)
+            if problem.startswith("Inference Component"):  # SageMaker's, before any container
+                return self.error(400, "ValidationError", problem)
+            return self.model_error(self._original_status(problem), problem)
         reply = super()._handle(received)
         served = component if component in self.adapters else self.SERVED_MODEL
         return replace(reply, body=reply.body.replace(self._MODEL_PLACEHOLDER.encode(), served.encode()))
@@ -269,7 +275,7 @@ class SageMakerRuntimeDouble(HttpDouble):
         if route != "messages":
             return f"Input parsing failed: routed as {route or 'nothing'}, not chat completions"
         if component is not None and component not in self.adapters:
-            return f"Input parsing failed: LoRA adapter {component} not found in registry"
+            return f"Inference Component {component} of account 123456789012 not found."
         unknown = sorted(set(body) - self.CHAT_COMPLETION_FIELDS)
         if unknown:
             return f"ignored by vLLM (so refused here): unknown fields {unknown}"
@@ -293,6 +299,16 @@ class SageMakerRuntimeDouble(HttpDouble):
         if constraint is not None:
             return self._structured_outputs_refusal(constraint)
         return None
+
+    @staticmethod
+    def _original_status(problem: str) -> int:
+        """The container's status: LMI's 424 for what does not parse, vLLM's 404 for a model it does not
+        serve, 400 for what vLLM refuses, 500 for what this double refuses and vLLM would ignore."""
+        if problem.startswith("Input parsing failed"):
+            return 424
+        if problem.startswith("The model `"):
+            return 404
+        return 500 if problem.startswith("ignored by vLLM") else 400
 
     def _structured_outputs_refusal(self, constraint: Any) -> str | None:
         if not isinstance(constraint, dict):

@@ -69,7 +69,6 @@ REFUSED = {
     "unknown_constraint_field": ({**CHAT, "structured_outputs": {"choices": ["a"]}}, {}),  # sampling_params.py:31-68
     "empty_choice": ({**CHAT, "structured_outputs": {"choice": []}}, {}),  # input_processor.py:251-345
     "unknown_model": ({**CHAT, "model": "qwen"}, {}),  # serving_engine.py:772-799
-    "unknown_adapter": (CHAT, {"InferenceComponentName": "not-hosted"}),  # vllm_async_service.py:159-163
     "messages_not_a_list": ({**CHAT, "messages": "hi"}, {}),
     "generation_prompt_and_continue": ({**CHAT, "add_generation_prompt": True, "continue_final_message": True}, {}),
 }
@@ -86,6 +85,15 @@ def test_sagemaker_refuses_what_the_container_would_not_take(
         _invoke(sagemaker_client, body, **extra)
 
     assert caught.value.response["Error"]["Code"] == "ModelError"
+    assert len(sagemaker.refusals) == 1
+
+
+def test_sagemaker_refuses_a_component_the_endpoint_does_not_host(sagemaker: SageMakerRuntimeDouble, sagemaker_client) -> None:
+    with pytest.raises(ClientError) as caught:  # SageMaker's own refusal, before any container
+        _invoke(sagemaker_client, InferenceComponentName="not-hosted")
+
+    assert caught.value.response["Error"]["Code"] == "ValidationError"
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
     assert len(sagemaker.refusals) == 1
 
 

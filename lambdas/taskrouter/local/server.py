@@ -32,6 +32,7 @@ from taskrouter.local.apigw import LambdaContext
 from taskrouter.local.console import LOG_FORMATS, CaptureShown, banner, say
 from taskrouter.local.containers import Containers
 from taskrouter.local.gateway import Server, handler_class
+from taskrouter.model_server.local import start_local_model
 from taskrouter.local.teacher_server import DEFAULT_FUNCTION_NAME
 from taskrouter.repository import DEFAULT_TASKS_FILE, ROOT, set_serving_defaults
 
@@ -68,6 +69,7 @@ def _serve() -> None:
     for name, value in _LOCAL_DEFAULTS.items():
         os.environ.setdefault(name, value)
     set_serving_defaults()
+    local_model = start_local_model(os.environ)  # TASKROUTER_LOCAL_MODEL (docs/local-model.md): before the settings
     port = _integer("PORT", DEFAULT_PORT, 0, 65535)
     state_dir = Path(os.environ.get("TASKROUTER_LOCAL_DIR") or DEFAULT_STATE_DIR)
     containers = _integer("TASKROUTER_LOCAL_CONTAINERS", 4, 1, 64)
@@ -96,6 +98,7 @@ def _serve() -> None:
                     capture = capture_started()  # the teacher started beside them: listening by now
                     server.RequestHandlerClass = handler_class(pool, client_timeout_s)
                     url = f"http://127.0.0.1:{server.server_port}"
+                local_model.wait_ready()
                     lines = banner(
                         url, settings, os.environ, state_dir, containers,
                         placeholder_key=placeholder_key, capture=capture,

@@ -1,0 +1,168 @@
+"""Greedy decoding of one chat request, under its grammar, with the system message's keys and values
+cached.
+
+The prompt is the chat template rendered as text with the assistant's turn opened, then tokenized
+with no special tokens added: what vLLM does for a chat request (its `add_special_tokens` is false for
+chat) and what `taskrouter adapter train` does for a turn, so a trained adapter sees at serving the
+ids it was trained on.
+
+Prefix cache: vLLM (LMI's engine) keeps the KV blocks of every prompt prefix it has seen, keyed by the
+tokens and the LoRA adapter, so the router's system message, the same for every request over one task
+list, is prefilled once. Here the KV of the tokens up to the end of the system message is kept per
+(adapter, system text) and each request decodes on a copy of it: the cached tensors are never written.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy
+import torch
+import xgrammar
+
+from taskrouter.model_server.loading import LoadedModel
+
+CACHED_PREFIXES = 16  # (adapter, system text) pairs kept: a few task lists and adapters at once
+
+
+class ContextTooLong(ValueError):
+    """The prompt and the answer's cap do not fit the model's context."""
+
+
+@dataclass(frozen=True)
+class Completion:
+    prompt_ids: tuple[int, ...]  # every token the model was fed for the prompt, cached ones included
+    cached_tokens: int  # how many of them came from the prefix cache
+    token_ids: tuple[int, ...]  # the answer's tokens, the stop token last when one ended it
+    text: str
+    finish_reason: str  # "stop" (a stop token) or "length" (the cap)
+    seconds: float
+
+
+@dataclass(frozen=True)
+class _Prefix:
+    ids: tuple[int, ...]
+    cache: Any  # transformers' DynamicCache of `ids`, never written to
+
+
+class Engine:
+    """One model, one request at a time (a CPU has no room for a batch worth having)."""
+
+    def __init__(self, loaded: LoadedModel, *, prefix_cache: bool = True) -> None:
+        self.loaded = loaded
+        self.prefix_cache = prefix_cache
+        tokenizer = loaded.tokenizer
+        generation = getattr(loaded.base_config, "eos_token_id", None)
+        stops = {tokenizer.eos_token_id, *(generation if isinstance(generation, list) else [generation])}
+        self.stop_ids = frozenset(int(token) for token in stops if token is not None)
+        self._eos = int(tokenizer.eos_token_id if tokenizer.eos_token_id is not None else min(self.stop_ids))
+        self._lock = threading.Lock()
+        self._prefixes: OrderedDict[tuple[str | None, str], _Prefix] = OrderedDict()
+        self._non_stop = _bitmask_without(self.stop_ids, loaded.vocab_size)
+
+    def prompt_ids(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        tokenizer = self.loaded.tokenizer
+        text = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def complete(
+        self,
+        messages: Sequence[dict[str, str]],
+        *,
+        adapter: str | None = None,
+        grammar: xgrammar.CompiledGrammar | None = None,
+        max_tokens: int | None = None,
+    ) -> Completion:
+        started = time.perf_counter()
+        ids = self.prompt_ids(messages)
+        room = self.loaded.max_model_len - len(ids)
+        if room < max(1, max_tokens or 1):
+            raise ContextTooLong(
+                f"This model's maximum context length is {self.loaded.max_model_len} tokens. However, you requested "
+                f"{len(ids) + (max_tokens or 1)} tokens ({len(ids)} in the messages, {max_tokens or 1} in the completion)."
+            )
+        cap = room if max_tokens is None else max_tokens  # vLLM's default: the rest of the context
+        with self._lock, torch.inference_mode(), self.loaded.serving(adapter):
+            cached, cache = self._cached_prefix(adapter, messages, ids)
+            answer, finish = self._decode(ids[cached:], cache, grammar, cap)
+        text = self.loaded.tokenizer.decode(answer, skip_special_tokens=True)  # vLLM's default
+        return Completion(tuple(ids), cached, tuple(answer), text, finish, time.perf_counter() - started)
+
+    # -- decoding --------------------------------------------------------------------------------------
+    def _decode(self, pending: list[int], cache: Any, grammar: xgrammar.CompiledGrammar | None, cap: int) -> tuple[list[int], str]:
+        matcher = xgrammar.GrammarMatcher(grammar) if grammar is not None else None
+        bitmask = xgrammar.allocate_token_bitmask(1, self.loaded.vocab_size) if matcher else None
+        answer: list[int] = []
+        while len(answer) < cap:
+            if matcher is not None:
+                matcher.fill_next_token_bitmask(bitmask)
+                if self._only_stops(bitmask):  # a complete match: its stop token needs no forward pass
+                    answer.append(self._eos)
+                    return answer, "stop"
+            logits, cache = self._forward(pending, cache)
+            if matcher is not None:
+                xgrammar.apply_token_bitmask_inplace(logits, bitmask)
+            token = int(torch.argmax(logits, dim=-1))
+            answer.append(token)
+            if token in self.stop_ids:
+                return answer, "stop"
+            if matcher is not None and not matcher.accept_token(token):
+                raise RuntimeError(f"the grammar refused token {token} that its own mask allowed")
+            pending = [token]
+        return answer, "length"
+
+    def _forward(self, ids: list[int], cache: Any) -> tuple[torch.Tensor, Any]:
+        """The next token's logits (float32, shape (1, vocab)) after `ids`, and the grown cache; the
+        output layer runs on the last position only."""
+        output = self.loaded.model(
+            input_ids=torch.tensor([ids]), past_key_values=cache, use_cache=True, logits_to_keep=1
+        )
+        return output.logits[:, -1, :].float(), output.past_key_values
+
+    def _only_stops(self, bitmask: torch.Tensor) -> bool:
+        return not bool(torch.any(bitmask & self._non_stop))
+
+    # -- prefix cache ----------------------------------------------------------------------------------
+    def _cached_prefix(self, adapter: str | None, messages: Sequence[dict[str, str]], ids: list[int]) -> tuple[int, Any]:
+        """How many leading tokens of `ids` a cache holds, and a copy of that cache (0, None: none)."""
+        if not self.prefix_cache or not messages or messages[0].get("role") != "system":
+            return 0, None
+        key = (adapter, messages[0]["content"])
+        prefix = self._prefixes.get(key)
+        if prefix is None:
+            prefix_ids = self._system_ids(messages[0])
+            if prefix_ids is None:
+                return 0, None
+            _, cache = self._forward(list(prefix_ids), None)
+            prefix = self._prefixes[key] = _Prefix(prefix_ids, cache)
+            while len(self._prefixes) > CACHED_PREFIXES:
+                self._prefixes.popitem(last=False)
+        self._prefixes.move_to_end(key)
+        # The cache serves only a prompt that begins with exactly its tokens, and leaves one to feed.
+        if len(prefix.ids) >= len(ids) or tuple(ids[: len(prefix.ids)]) != prefix.ids:
+            return 0, None
+        return len(prefix.ids), copy.deepcopy(prefix.cache)
+
+    def _system_ids(self, system: dict[str, str]) -> tuple[int, ...] | None:
+        """The tokens of the system message as the template renders it at the head of a prompt; None
+        for a template that cannot render it alone."""
+        tokenizer = self.loaded.tokenizer
+        try:
+            text = tokenizer.apply_chat_template([system], add_generation_prompt=False, tokenize=False)
+        except Exception:  # a template that wants a user turn
+            return None
+        return tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _bitmask_without(tokens: frozenset[int], vocab_size: int) -> torch.Tensor:
+    """xgrammar's bitmask layout (32 tokens a word, int32) with every token's bit set except `tokens`'."""
+    words = numpy.full(xgrammar.get_bitmask_shape(1, vocab_size), 0xFFFFFFFF, dtype=numpy.uint32)
+    for token in tokens:
+        words[0, token // 32] &= numpy.uint32(~(1 << (token % 32)) & 0xFFFFFFFF)
+    return torch.from_numpy(words.view(numpy.int32))

@@ -1,0 +1,135 @@
+"""A model folder or GGUF file, loaded once for the CPU, and the LoRA adapters it serves by name."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.utils import logging as transformers_logging
+
+GGUF_SUFFIX = ".gguf"
+# botocore's InferenceComponentHeader (sagemaker-runtime's service model): an adapter is invoked by
+# that header, so its name follows the same rule.
+COMPONENT_NAME = re.compile(r"^[a-zA-Z0-9]([\-a-zA-Z0-9]*[a-zA-Z0-9])?$")
+MAX_COMPONENT_NAME = 63
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+class ModelLoadError(ValueError):
+    """A model or adapter that cannot be served; the message names it and the fix (one line)."""
+
+
+def parse_adapters(text: str, source: str = "--adapters") -> dict[str, Path]:
+    """`name=DIR,...` as adapters by name; an empty text is none."""
+    adapters: dict[str, Path] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, equals, folder = item.partition("=")
+        name = name.strip()
+        if not equals or not folder.strip():
+            raise ModelLoadError(f"{source}: {item!r} is not name=DIR")
+        if not COMPONENT_NAME.fullmatch(name) or len(name) > MAX_COMPONENT_NAME:
+            raise ModelLoadError(f"{source}: {name!r} is not an inference component name (letters, digits and "
+                                 f"inner hyphens, at most {MAX_COMPONENT_NAME})")
+        if name in adapters:
+            raise ModelLoadError(f"{source}: {name!r} is named twice")
+        adapters[name] = Path(folder.strip()).expanduser()
+    return adapters
+
+
+def pretrained_source(model: Path) -> tuple[str, dict[str, Any]]:
+    """`from_pretrained`'s first argument and keywords for a model folder, or for a GGUF file: its
+    folder and `gguf_file=` its name (transformers de-quantizes it with the `gguf` package)."""
+    if model.is_dir():
+        if not (model / "config.json").is_file():
+            raise ModelLoadError(f"{model} has no config.json: give a model's folder (config.json, weights, tokenizer)")
+        return str(model), {}
+    if model.is_file() and model.suffix.lower() == GGUF_SUFFIX:
+        return str(model.parent), {"gguf_file": model.name}
+    if model.exists():
+        raise ModelLoadError(f"{model} is neither a model folder nor a {GGUF_SUFFIX} file")
+    raise ModelLoadError(f"{model}: no such file or folder")
+
+
+@dataclass
+class LoadedModel:
+    path: Path
+    tokenizer: Any
+    model: Any  # peft's PeftModel when adapters are served, else the transformers model
+    adapters: tuple[str, ...]
+    dtype: torch.dtype
+
+    @property
+    def max_model_len(self) -> int:
+        """The context the model takes (vLLM's default max_model_len: the config's)."""
+        return int(getattr(self.base_config, "max_position_embeddings", 0) or 2048)
+
+    @property
+    def base_config(self) -> Any:
+        return self.model.config if not self.adapters else self.model.get_base_model().config
+
+    @property
+    def vocab_size(self) -> int:
+        """The width of the logits (the config's vocabulary, padding included)."""
+        return int(self.base_config.vocab_size)
+
+    @contextmanager
+    def serving(self, adapter: str | None) -> Iterator[None]:
+        """The model as `adapter` (a name of `adapters`), or the base alone (None)."""
+        if not self.adapters:
+            with nullcontext():
+                yield
+        elif adapter is None:
+            with self.model.disable_adapter():
+                yield
+        else:
+            self.model.set_adapter(adapter)
+            yield
+
+
+def load(model: Path, adapters: Mapping[str, Path], dtype: torch.dtype = torch.float32) -> LoadedModel:
+    """The tokenizer and the model in `dtype` for the CPU, from local files only (never a hub), with
+    each adapter loaded under its name."""
+    transformers_logging.set_verbosity_error()  # its notes on generation config and GGUF are not the user's
+    transformers_logging.disable_progress_bar()
+    source, keywords = pretrained_source(model)
+    for name, folder in adapters.items():
+        if not (folder / "adapter_config.json").is_file():
+            raise ModelLoadError(f"adapter {name}: {folder} has no adapter_config.json (give the folder "
+                                 "`taskrouter adapter train --out` wrote)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True, **keywords)
+        loaded = AutoModelForCausalLM.from_pretrained(source, local_files_only=True, dtype=dtype, **keywords)
+    except ImportError:
+        raise
+    except Exception as error:
+        raise ModelLoadError(f"{model} does not load as a causal language model ({_gist(error)})") from None
+    loaded.eval()
+    if adapters:
+        loaded = _with_adapters(loaded, adapters)
+    return LoadedModel(model, tokenizer, loaded, tuple(adapters), dtype)
+
+
+def _with_adapters(model: Any, adapters: Mapping[str, Path]) -> Any:
+    from peft import PeftModel
+
+    served = None
+    for name, folder in adapters.items():
+        try:
+            if served is None:
+                served = PeftModel.from_pretrained(model, str(folder), adapter_name=name, is_trainable=False)
+            else:
+                served.load_adapter(str(folder), adapter_name=name, is_trainable=False)
+        except Exception as error:
+            raise ModelLoadError(f"adapter {name} ({folder}) does not load on this base ({_gist(error)})") from None
+    served.eval()
+    return served
+
+
+def _gist(error: Exception) -> str:
+    return " ".join(str(error).split("\n\n")[0].split()) or type(error).__name__

@@ -1,0 +1,189 @@
+"""The wire, as botocore's `sagemaker-runtime` client and the stage's endpoint speak it.
+
+SageMaker's side (botocore's service model, data/sagemaker-runtime/2017-05-13/service-2.json):
+`InvokeEndpoint` is `POST /endpoints/{EndpointName}/invocations` (rest-json); the body is the model's
+input as is, `InferenceComponentName` the header `X-Amzn-SageMaker-Inference-Component`; the answer's
+`Content-Type` and `x-Amzn-Invoked-Production-Variant` headers. An error is the status of its shape
+(ValidationError 400, ModelError 424, InternalFailure 500, ...) with its name in `x-amzn-ErrorType`
+(botocore's RestJSONParser reads the code there, up to a ':'), the message in `Message`. SageMaker
+refuses a name it does not know before any container sees the request, with a ValidationError
+("Endpoint ... of account ... not found."); an inference component it does not know is refused the
+same way. Whatever the container answers with an error status reaches the client as a `ModelError`
+(424) carrying `OriginalStatusCode` and `OriginalMessage`.
+
+The container's side (LMI 0.36 in vLLM async mode, `djl_python/lmi_vllm/vllm_async_service.py`): a JSON
+body whose first key of `prompt`, `inputs`, `messages` is `messages` is a chat completion; a request
+that does not parse is the container's 424 "Input parsing failed: ..."; vLLM's own refusals keep their
+status (400, or 404 for a model it does not serve); the answer is vLLM's `chat.completion` object and a
+newline, as application/json. `model` defaults to LMI's served name `lmi`, or to the adapter's name.
+
+This server decodes greedily and nothing else, so a request that asks for more (sampling, several
+answers, streaming, tools, logprobs) is refused, naming the field, rather than answered otherwise than
+asked. vLLM would ignore a field it does not know (and with it, say, a misspelt constraint); this
+server refuses it, as the test double of the endpoint does.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+INVOCATIONS = re.compile(r"^/endpoints/(?P<endpoint>[^/]+)/invocations$")
+COMPONENT_HEADER = "X-Amzn-SageMaker-Inference-Component"
+VARIANT_HEADER = "x-Amzn-Invoked-Production-Variant"
+ERROR_TYPE_HEADER = "x-amzn-ErrorType"
+ERROR_NAMESPACE = ":http://internal.amazon.com/coral/com.amazon.sagemaker/"  # botocore strips it at ':'
+VARIANT = "AllTraffic"
+SERVED_MODEL = "lmi"  # LMI's served model name when the stage sets none
+LOCAL_ACCOUNT = "000000000000"
+JSON = "application/json"
+
+# Fields taken, and the value of each that asks for nothing beyond greedy decoding of one answer.
+NEUTRAL = {"temperature": 0, "repetition_penalty": 1, "top_p": 1, "n": 1, "stream": False, "add_generation_prompt": True}
+TAKEN = frozenset({"messages", "model", "max_completion_tokens", "max_tokens", "structured_outputs", "seed",
+                   "return_token_ids", *NEUTRAL})
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class Refusal(Exception):
+    """The request is refused with `reply`."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(reply.body.decode(errors="replace"))
+        self.reply = reply
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    messages: list[dict[str, str]]
+    adapter: str | None  # the inference component, when one was named
+    model: str  # the name the answer carries
+    max_tokens: int | None
+    structured_outputs: Mapping[str, Any] | None
+    return_token_ids: bool
+
+
+# -- SageMaker's errors ------------------------------------------------------------------------------
+def sagemaker_error(status: int, code: str, message: str, **extra: Any) -> Reply:
+    body = json.dumps({"ErrorCode": code, "Message": message, **extra}).encode()
+    return Reply(status, body, {"Content-Type": JSON, ERROR_TYPE_HEADER: code + ERROR_NAMESPACE})
+
+
+def validation_error(message: str) -> Reply:
+    return sagemaker_error(400, "ValidationError", message)
+
+
+def model_error(original_status: int, message: str, endpoint: str) -> Reply:
+    """The container's error, as SageMaker hands it on."""
+    kind = "client" if original_status < 500 else "server"
+    return sagemaker_error(
+        424,
+        "ModelError",
+        f'Received {kind} error ({original_status}) from primary with message "{message}". '
+        f"See the model server's output for more information.",
+        OriginalStatusCode=original_status,
+        OriginalMessage=message,
+        LogStreamArn=f"arn:aws:logs:local:{LOCAL_ACCOUNT}:log-group:/aws/sagemaker/Endpoints/{endpoint}",
+    )
+
+
+def unknown_endpoint(endpoint: str) -> Reply:
+    return validation_error(f"Endpoint {endpoint} of account {LOCAL_ACCOUNT} not found.")
+
+
+def unknown_component(component: str) -> Reply:
+    return validation_error(f"Inference Component {component} of account {LOCAL_ACCOUNT} not found.")
+
+
+# -- the container's request -------------------------------------------------------------------------
+def chat_request(body: bytes, content_type: str | None, component: str | None, endpoint: str) -> ChatRequest:
+    """The chat completion LMI would hand vLLM, or a Refusal with the error it would answer."""
+
+    def parsing_failed(why: str) -> Refusal:
+        return Refusal(model_error(424, f"Input parsing failed: {why}", endpoint))
+
+    def refused(why: str, status: int = 400) -> Refusal:
+        return Refusal(model_error(status, why, endpoint))
+
+    if (content_type or "").split(";")[0].strip().lower() != JSON:
+        raise parsing_failed(f"Content-Type {content_type!r} is not {JSON} (LMI reads text/plain as TGI inputs)")
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise parsing_failed("the body is not JSON") from None
+    if not isinstance(payload, dict):
+        raise parsing_failed("invalid payload. must contain prompt, inputs, or messages")
+    route = next((key for key in ("prompt", "inputs", "messages") if key in payload), None)
+    if route != "messages":
+        raise parsing_failed(f"a {route or 'payload without prompt, inputs or messages'} request: this server "
+                             "takes chat completions (messages) only")
+    messages = payload["messages"]
+    if not (isinstance(messages, list) and messages and all(
+        isinstance(m, dict) and set(m) <= {"role", "content", "name"} and m.get("role") in ("system", "user", "assistant")
+        and isinstance(m.get("content"), str) for m in messages
+    )):  # fmt: skip
+        raise parsing_failed("messages must be a non-empty list of {role: system|user|assistant, content: string}")
+    others = sorted(set(payload) - TAKEN)
+    if others:
+        raise refused(f"fields {others} are not taken by the local model server (greedy decoding of one answer)")
+    for name, neutral in NEUTRAL.items():
+        if name in payload and payload[name] != neutral:
+            raise refused(f"{name} {payload[name]!r}: the local model server decodes greedily only ({name} {neutral!r})")
+    tokens = [payload[name] for name in ("max_completion_tokens", "max_tokens") if payload.get(name) is not None]
+    if any(not isinstance(value, int) or isinstance(value, bool) or value < 1 for value in tokens):
+        raise parsing_failed("max_completion_tokens and max_tokens must be positive integers")
+    if "return_token_ids" in payload and not isinstance(payload["return_token_ids"], bool):
+        raise parsing_failed("return_token_ids must be a boolean")
+    model = SERVED_MODEL if component is None else component  # LMI's: the adapter's name when one is named
+    if component is None and payload.get("model", SERVED_MODEL) != SERVED_MODEL:
+        raise refused(f"The model `{payload['model']}` does not exist.", 404)
+    return ChatRequest(
+        messages=[{"role": m["role"], "content": m["content"]} for m in messages],
+        adapter=component,
+        model=model,
+        max_tokens=tokens[0] if tokens else None,  # max_completion_tokens first, as vLLM reads them
+        structured_outputs=payload.get("structured_outputs"),
+        return_token_ids=bool(payload.get("return_token_ids", False)),
+    )
+
+
+# -- vLLM's answer -----------------------------------------------------------------------------------
+def chat_completion(
+    request: ChatRequest, text: str, finish_reason: str, prompt_ids: tuple[int, ...], token_ids: tuple[int, ...]
+) -> Reply:
+    """vLLM's `chat.completion` object and a newline, as LMI answers it."""
+    completion = {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": request.model,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": text, "refusal": None, "annotations": None, "audio": None,
+                        "function_call": None, "tool_calls": [], "reasoning": None, "reasoning_content": None},
+            "logprobs": None,
+            "finish_reason": finish_reason,
+            "stop_reason": None,
+            "token_ids": list(token_ids) if request.return_token_ids else None,
+        }],
+        "service_tier": None,
+        "system_fingerprint": None,
+        "usage": {"prompt_tokens": len(prompt_ids), "total_tokens": len(prompt_ids) + len(token_ids),
+                  "completion_tokens": len(token_ids), "prompt_tokens_details": None},
+        "prompt_logprobs": None,
+        "prompt_token_ids": list(prompt_ids) if request.return_token_ids else None,
+        "kv_transfer_params": None,
+    }  # fmt: skip
+    body = json.dumps(completion, ensure_ascii=False).encode() + b"\n"
+    return Reply(200, body, {"Content-Type": JSON, VARIANT_HEADER: VARIANT})
