@@ -1,12 +1,15 @@
 """What the router adds to a decision, warm and in a cold container, with both backends on loopback.
 
-    .venv/bin/python benchmarks/router_latency.py [--requests N] [--containers N]
+    .venv/bin/python benchmarks/router_latency.py [--requests N] [--containers N] [--warm-only]
 
 One run measures, on the same machine and backends:
   - the bare backend call: the SageMaker runtime `invoke_endpoint` the router makes, alone;
   - the router: the Lambda handler end to end (API Gateway event in, response out), whose primary
     is that same call; the registry (moto) is read from the router's cache, as in steady state.
-The difference is the router's own time. Then cold containers: fresh processes that start as a
+The difference is the router's own time. Then capture's cost (docs/capture.md): the same handler with
+capture off, and at share 1, where every turn is redacted and sent to a teacher function on loopback
+(a double of Lambda's Invoke API answering 202 at once), interleaved; and the send alone. Then cold
+containers (skipped with --warm-only): fresh processes that start as a
 Lambda container does (import the handler, whose init builds the router), then decide three times,
 once with a healthy primary and once with a hung one (the fallback decides): the first decision
 of a fresh process beside the later ones, and the fake OpenAI's own time to compare with.
@@ -31,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.footprint import import_times_ms, package_size  # noqa: E402
 from tests.integration.apigw import LambdaContext, route_event  # noqa: E402
+from tests.integration.lambda_double import LambdaInvokeDouble  # noqa: E402
 from tests.integration.servers import OpenAIDouble, SageMakerRuntimeDouble  # noqa: E402
 
 TASKS = ("prepare_meeting_minutes", "follow_up_email", "prepare_linkedin_post", "structure_ideas_into_doc",
@@ -92,6 +96,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--containers", type=int, default=5, help="fresh processes per cold case")
+    parser.add_argument("--warm-only", action="store_true", help="skip cold containers, package size and cold start")
     args = parser.parse_args()
 
     import logging
@@ -181,6 +186,13 @@ def main() -> None:
     print(f"router's own time (router - bare):    p50 {quantile(router_ms, 0.5) - quantile(bare_ms, 0.5):6.2f} ms   "
           f"p99 {quantile(router_ms, 0.99) - quantile(bare_ms, 0.99):6.2f} ms")
 
+    capture_figures(args.requests, routed, runtime, router_handler)
+    if args.warm_only:
+        for double in (sagemaker, hung, openai):
+            double.close()
+        moto.stop()
+        return
+
     # The fake OpenAI's own time: a bare call with the official client, warm.
     import openai as openai_sdk
 
@@ -211,6 +223,48 @@ def main() -> None:
     for double in (sagemaker, hung, openai):
         double.close()
     moto.stop()
+
+
+def capture_figures(requests: int, routed, runtime, router_handler) -> None:
+    """The handler with capture off and at share 1 (every turn sent), interleaved; then the send alone."""
+    from taskrouter.adapters.settings import RuntimeSettings
+    from taskrouter.core.capture import encode
+
+    teacher = LambdaInvokeDouble()
+    os.environ["AWS_ENDPOINT_URL_LAMBDA"] = teacher.url  # botocore reads it from the environment
+    settings = RuntimeSettings.from_env(
+        {**os.environ, "TASKROUTER_CAPTURE_FUNCTION": "bench-teacher", "TASKROUTER_CAPTURE_SHARE": "1"}
+    )
+    capture = runtime.build_capture(settings)  # as a container builds it at start (its dry run included)
+    original = runtime.capture
+    modes = {"off": lambda: None, "share 1": lambda: capture}
+    timings: dict[str, list[float]] = {mode: [] for mode in modes}
+    try:
+        for _ in range(50):  # warm the sender's connection and code paths
+            runtime.capture = modes["share 1"]
+            routed()
+        for _ in range(requests):
+            for mode, capture_of in modes.items():
+                runtime.capture = capture_of
+                started = time.perf_counter()
+                routed()
+                timings[mode].append((time.perf_counter() - started) * 1000)
+    finally:
+        runtime.capture = original
+    sent = len(teacher.invocations("Event"))
+    payload = encode(teacher.records()[-1])
+    send_ms = []
+    for _ in range(requests):
+        started = time.perf_counter()
+        assert capture.sink.send(payload) is None
+        send_ms.append((time.perf_counter() - started) * 1000)
+    teacher.close()
+    off, on = timings["off"], timings["share 1"]
+    print(f"capture off, handler end to end:      {percentiles(off)}")
+    print(f"capture at share 1, end to end:       {percentiles(on)}   ({sent} records sent, {len(payload)} bytes each)")
+    print(f"capture's cost (share 1 - off):       p50 {quantile(on, 0.5) - quantile(off, 0.5):+6.2f} ms   "
+          f"p99 {quantile(on, 0.99) - quantile(off, 0.99):+6.2f} ms")
+    print(f"the send alone (Invoke Event, 202):   {percentiles(send_ms)}")
 
 
 if __name__ == "__main__":
