@@ -98,7 +98,7 @@ def _serve() -> None:
                     capture = capture_started()  # the teacher started beside them: listening by now
                     server.RequestHandlerClass = handler_class(pool, client_timeout_s)
                     url = f"http://127.0.0.1:{server.server_port}"
-                local_model.wait_ready()
+                    local_model.wait_ready()
                     lines = banner(
                         url, settings, os.environ, state_dir, containers,
                         placeholder_key=placeholder_key, capture=capture,
