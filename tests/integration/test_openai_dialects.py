@@ -47,6 +47,29 @@ def llama_cpp_python(router_env: pytest.MonkeyPatch, openai_server: OpenAIDouble
     return openai_server
 
 
+# llama-cpp-python 0.3.36's answer to the fallback's json_schema request, as the real server sent it
+# (`python -m llama_cpp.server --model SmolLM2-135M-Instruct.Q4_1.gguf`), but for where it is installed.
+REAL_REFUSAL = (
+    '{"error":{"message":"1 validation error:\\n  {\'type\': \'literal_error\', \'loc\': (\'body\', '
+    "'response_format', 'type'), 'msg': \\\"Input should be 'text' or 'json_object'\\\", 'input': 'json_schema', "
+    "'ctx': {'expected': \\\"'text' or 'json_object'\\\"}}\\n\\n  File \\\"/opt/venv/lib/python3.11/site-packages/"
+    'llama_cpp/server/app.py\\", line 376, in create_chat_completion\\n    POST /v1/chat/completions",'
+    '"type":"internal_server_error","param":null,"code":null}}'
+)
+
+
+def test_the_double_refuses_as_the_real_server_does() -> None:
+    request = Received("POST", OpenAIDouble.PATH, {}, json.dumps({
+        "model": "m", "messages": [{"role": "user", "content": "hi"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "route_decision", "strict": True, "schema": {}}},
+    }).encode())  # fmt: skip
+    refusal = OpenAIDouble.llama_cpp_python_refusal(request)
+    assert refusal is not None and refusal.status == 500
+    assert json.loads(refusal.body) == json.loads(REAL_REFUSAL)
+    taken = Received("POST", OpenAIDouble.PATH, {}, json.dumps({"response_format": {"type": "json_object", "schema": {}}}).encode())
+    assert OpenAIDouble.llama_cpp_python_refusal(taken) is None
+
+
 # -- the fallback ----------------------------------------------------------------------------------
 def test_json_schema_gets_llama_cpp_python_s_refusal_and_a_503_that_says_what_to_set(
     invoke: Invoke, llama_cpp_python: OpenAIDouble

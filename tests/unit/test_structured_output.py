@@ -29,8 +29,8 @@ SCHEMA = {
 LLAMA_CPP_PYTHON_MESSAGE = (
     "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), "
     "'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema', "
-    "'ctx': {'expected': \"'text' or 'json_object'\"}}\n"
-    '  File "/x/llama_cpp/server/app.py", line 408, in create_chat_completion\n    POST /v1/chat/completions'
+    "'ctx': {'expected': \"'text' or 'json_object'\"}}\n\n"
+    '  File "/x/llama_cpp/server/app.py", line 376, in create_chat_completion\n    POST /v1/chat/completions'
 )
 
 
