@@ -27,6 +27,7 @@ from aws_cdk import (
 )
 from constructs import Construct
 
+from infra.capture import CaptureStack
 from infra.config import StageConfig
 from infra.default_tasks import DefaultTasks
 from infra.functions import METRICS_NAMESPACE, bundled_function
@@ -58,6 +59,8 @@ class ApiStack(Stack):
         ops_mode: ssm.IStringParameter,
         endpoint_arn: str,
         serving_max_tokens: int,
+        capture: CaptureStack | None = None,
+        router_adapter_tasks: list[str] | None = None,
         **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
@@ -87,6 +90,8 @@ class ApiStack(Stack):
                 "TASKROUTER_HEDGE_AFTER_MS": str(stage.hedge_after_ms) if stage.hedge_after_ms is not None else "off",
                 "TASKROUTER_OPS_MODE_PARAMETER": ops_mode.parameter_name,
                 **serving,
+                **_adapter_environment(stage, router_adapter_tasks),
+                **_capture_environment(stage, capture),
                 "POWERTOOLS_SERVICE_NAME": ROUTER_SERVICE,
             },
         )
@@ -100,6 +105,13 @@ class ApiStack(Stack):
             iam.PolicyStatement(actions=["ssm:GetParameter"], resources=[ops_mode.parameter_arn])
         )
         table.grant(router_role, "dynamodb:Query")  # the router lists tasks; it never reads one alone
+        if capture is not None:  # sampled turns to the teacher (asynchronously), and the kill switch
+            router_role.add_to_policy(
+                iam.PolicyStatement(actions=["lambda:InvokeFunction"], resources=[capture.teacher.function_arn])
+            )
+            router_role.add_to_policy(
+                iam.PolicyStatement(actions=["ssm:GetParameter"], resources=[capture.switch.parameter_arn])
+            )
 
         # The registry's writer: the table and nothing else.
         self.registry, registry_role = self._function(
@@ -402,6 +414,33 @@ class ApiStack(Stack):
         self, stage: StageConfig, construct_id: str, *, environment: dict[str, str], **props
     ) -> tuple[lambda_.Function, iam.Role]:
         return bundled_function(self, stage, construct_id, environment=environment, **props)
+
+
+def _adapter_environment(stage: StageConfig, tasks: list[str] | None) -> dict[str, str]:
+    """What the router serves: its adapter's name (`base`: the base model alone) and, for an adapter,
+    the tasks it was trained on (check_deployable refuses a router adapter without them); a live task
+    outside them is unseen (UnseenTasks, capture's unseen share). The base has no such list: no task is
+    unseen for it (docs/capture.md)."""
+    if stage.router_adapter is None:
+        return {"TASKROUTER_ADAPTER_NAME": "base"}
+    return {"TASKROUTER_ADAPTER_NAME": stage.router_adapter, "TASKROUTER_ADAPTER_TASKS": ",".join(tasks or [])}
+
+
+def _capture_environment(stage: StageConfig, capture: CaptureStack | None) -> dict[str, str]:
+    """The router's side of capture (docs/capture.md); none where the stage does not capture (no
+    TASKROUTER_CAPTURE_FUNCTION: capture off)."""
+    if capture is None:
+        return {}
+    settings = stage.capture
+    return {
+        "TASKROUTER_CAPTURE_FUNCTION": capture.teacher.function_name,
+        "TASKROUTER_CAPTURE_SHARE": str(settings.share),
+        "TASKROUTER_CAPTURE_FALLBACK_SHARE": str(settings.fallback_share),
+        "TASKROUTER_CAPTURE_UNSEEN_SHARE": str(settings.unseen_share),
+        "TASKROUTER_CAPTURE_REDACT": settings.redact_environment,
+        "TASKROUTER_CAPTURE_SEND_TIMEOUT_MS": str(settings.send_timeout_ms),
+        "TASKROUTER_CAPTURE_PARAMETER": capture.switch.parameter_name,
+    }
 
 
 def _error_json(error: ApiError) -> str:

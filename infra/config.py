@@ -22,6 +22,7 @@ from taskrouter.adapters.settings import (
 from taskrouter.core.catalogue import catalogue_budget, catalogue_bytes
 from taskrouter.core.request import Strategy
 from taskrouter.core.task_spec import load_task_file
+from taskrouter.core.tasks import check_task_name
 from taskrouter.repository import DEFAULT_TASKS_FILE, SERVING_FILE
 from taskrouter.core.validation import field_path
 
@@ -189,6 +190,59 @@ class TrainingConfig(_Strict):
         return self.instance_type.split(".")[1] in EBS_ONLY_FAMILIES
 
 
+RedactKind = Literal["email", "phone"]  # what the router redacts before a turn leaves it (docs/capture.md)
+
+
+class CaptureConfig(_Strict):
+    """Quality in production (docs/capture.md): a share of live turns captured, redacted, for the
+    teacher (the stage's OpenAI model with a reasoning strategy) to answer in a function of its own;
+    the records land in the stage's capture bucket (infra/capture.py) and `TeacherAgreement` alarms
+    when the primary and the teacher disagree too often.
+
+    `share`: of the turns the primary decided; `fallback_share`: of those the fallback decided (their
+    label is already paid for: the teacher is not asked); `unseen_share`: of the turns whose allowed
+    tasks include one the serving adapter was not trained on. `teacher_model` defaults to the stage's
+    `openai_model` (StageConfig fills it in)."""
+
+    enabled: bool
+    share: Annotated[float, Field(ge=0, le=1)]
+    fallback_share: Annotated[float, Field(ge=0, le=1)]
+    unseen_share: Annotated[float, Field(ge=0, le=1)] = 1.0
+    teacher_model: Annotated[str, Field(min_length=1, max_length=100)]
+    teacher_strategy: Strategy = Strategy.FEW_SHOT_COT
+    # The teacher's whole OpenAI call; its function's timeout adds a margin (infra/capture.py). Not on
+    # any user's path: it may take what a reasoning strategy needs.
+    teacher_timeout_ms: Annotated[int, Field(ge=1_000, le=60_000)] = 10_000
+    min_agreement: Annotated[float, Field(ge=0, le=1)]  # TeacherAgreement alarms under it over an hour...
+    min_samples: Annotated[int, Field(ge=1)]  # ...with at least this many uniformly sampled turns
+    retention_days: Annotated[int, Field(ge=1, le=3_650)]  # the records' and Athena results' expiry
+    redact: list[RedactKind] = ["email", "phone"]
+    # The teacher's own caps (OpenAI's limits are the organisation's, shared with the fallback).
+    teacher_requests_per_minute: Annotated[int, Field(ge=1, le=100_000)]
+    teacher_tokens_per_minute: Annotated[int, Field(ge=1, le=100_000_000)]
+    # The router's bound on sending a sampled turn: past it the sample is dropped (CaptureDropped).
+    send_timeout_ms: Annotated[int, Field(ge=10, le=1_000)] = 100
+
+    @field_validator("redact")
+    @classmethod
+    def _no_repeat(cls, kinds: list[str]) -> list[str]:
+        if len(set(kinds)) != len(kinds):
+            raise ValueError(f"repeats a kind: {kinds}")
+        return kinds
+
+    @model_validator(mode="after")
+    def _samples_something(self) -> CaptureConfig:
+        if self.enabled and self.share == 0:
+            raise ValueError("share must be over 0 where capture is enabled: TeacherAgreement counts only the "
+                             "turns drawn at share, and would never get a sample")
+        return self
+
+    @property
+    def redact_environment(self) -> str:
+        """TASKROUTER_CAPTURE_REDACT: the kinds comma-joined, or `none`."""
+        return ",".join(self.redact) or "none"
+
+
 class StageConfig(_Strict):
     name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9]{1,15}$")]
     region: Annotated[str, Field(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")]
@@ -216,6 +270,14 @@ class StageConfig(_Strict):
     network_isolation: bool = True
     training: TrainingConfig
     router_concurrency: RouterConcurrency
+    capture: CaptureConfig
+
+    @model_validator(mode="before")
+    @classmethod
+    def _teacher_defaults_to_the_fallbacks_model(cls, data: object) -> object:
+        if isinstance(data, dict) and isinstance(data.get("capture"), dict) and "openai_model" in data:
+            data = {**data, "capture": {"teacher_model": data["openai_model"], **data["capture"]}}
+        return data
 
     @field_validator("alarm_emails")
     @classmethod
@@ -283,11 +345,12 @@ class StageConfig(_Strict):
 
     @property
     def router_timeout_s(self) -> int:
-        """The router Lambda's timeout: registry read, the slowest strategy's primary and fallback,
-        and a second of margin."""
+        """The router Lambda's timeout: registry read, the slowest strategy's primary and fallback, a
+        captured turn's send, and a second of margin."""
         registry_s = REGISTRY_CONNECT_TIMEOUT_S + REGISTRY_READ_TIMEOUT_S
         slowest_ms = max(budget.primary_timeout_ms + budget.fallback_timeout_ms for budget in self.budgets.values())
-        return math.ceil(registry_s + slowest_ms / 1000 + 1)
+        capture_ms = self.capture.send_timeout_ms if self.capture.enabled else 0  # a sampled turn's bounded send
+        return math.ceil(registry_s + (slowest_ms + capture_ms) / 1000 + 1)
 
     def timeout_environment(self) -> dict[str, str]:
         """The router's timeout variables (docs/configuration.md): zero-shot's unsuffixed, the other
@@ -359,6 +422,12 @@ class AdapterRef(_Strict):
 class AdapterManifest(_Strict):
     name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$", min_length=3, max_length=40)]
     description: str = ""
+    base_model: BaseModelRef
+    adapter: AdapterRef
+    # The tasks it was trained on: its training manifest's `tasks.names` (docs/training.md). The router
+    # counts a live task outside them as unseen (UnseenTasks, capture's unseen share); a router adapter
+    # must list them (check_deployable).
+    tasks: Annotated[list[str], Field(min_length=1)] | None = None
 
     @field_validator("name")
     @classmethod
@@ -366,8 +435,20 @@ class AdapterManifest(_Strict):
         if name == "base":
             raise ValueError("'base' names the base component")
         return name
-    base_model: BaseModelRef
-    adapter: AdapterRef
+
+    @field_validator("tasks")
+    @classmethod
+    def _task_names(cls, names: list[str] | None) -> list[str] | None:
+        if names is None:
+            return names
+        for name in names:
+            try:
+                check_task_name(name)
+            except ValueError as error:
+                raise ValueError(f"{name!r}: {error}") from None
+        if len(set(names)) != len(names):
+            raise ValueError("a task name repeats")
+        return sorted(names)
 
 
 class ServingSettings(_Strict):
@@ -407,6 +488,24 @@ class ServingSettings(_Strict):
         if not options.get("OPTION_MAX_MODEL_LEN", "").isdigit():
             raise ValueError("OPTION_MAX_MODEL_LEN must be set to a number of tokens")
         return options
+
+
+# Lambda holds a function's environment variables to 4 KB in all: the router's task list (one variable)
+# takes at most half, the rest of its variables need the other.
+ADAPTER_TASKS_MAX_BYTES = 2_048
+
+
+def _router_adapter_tasks_problems(manifest: AdapterManifest) -> list[str]:
+    """Without its task list the router cannot tell a task the adapter never saw (every one would be
+    unseen, or none): the router's adapter must say what it was trained on."""
+    if manifest.tasks is None:
+        return [f"router_adapter {manifest.name!r}: its manifest lists no `tasks` (the training manifest's "
+                "tasks.names): the router counts live tasks outside them as unseen"]
+    size = len(",".join(manifest.tasks).encode())
+    if size > ADAPTER_TASKS_MAX_BYTES:
+        return [f"router_adapter {manifest.name!r}: its {len(manifest.tasks)} task names take {size} bytes, over "
+                f"the {ADAPTER_TASKS_MAX_BYTES} the router's environment (4 KB in all, Lambda's limit) spares them"]
+    return []
 
 
 class ConfigError(Exception):
@@ -478,6 +577,9 @@ def check_deployable(stage: StageConfig, manifests: list[AdapterManifest], servi
             problems.append(f"{manifest.name}: {archive} is missing (`taskrouter adapter train` writes it)")
     if stage.router_adapter is not None and stage.router_adapter not in names:
         problems.append(f"router_adapter {stage.router_adapter!r} is not one of the stage's adapters {names}")
+    router = next((manifest for manifest in manifests if manifest.name == stage.router_adapter), None)
+    if router is not None:
+        problems.extend(_router_adapter_tasks_problems(router))
     if len(manifests) > serving.max_loras:
         problems.append(f"{len(manifests)} adapters, over serving.json's OPTION_MAX_LORAS {serving.max_loras}")
     default_catalogue = catalogue_bytes(load_task_file(DEFAULT_TASKS_FILE, updated_at=""))

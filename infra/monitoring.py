@@ -35,6 +35,7 @@ from cdk_monitoring_constructs import (
 from constructs import Construct
 
 from infra.api import METRICS_NAMESPACE, ROUTER_SERVICE
+from infra.capture import TEACHER_SERVICE
 from infra.config import StageConfig
 from infra.functions import bundled_function
 from infra.runbook import runbook
@@ -59,6 +60,11 @@ SAGEMAKER_MODEL_LATENCY_ALARM_US_FACTOR = 1000  # ModelLatency is published in m
 # Share of decisions the fallback made (the router's `Fallback` metric is 0 or 1 per decision):
 # past half, the primary is effectively down or wrong, whatever each request's reason.
 FALLBACK_RATE_ALARM = 0.5
+# Share of sampled turns the router could not hand to the teacher within its bound (`CaptureDropped`,
+# 0 or 1 per send): a few are by design; past half, capture is broken and TeacherAgreement goes blind.
+CAPTURE_DROPPED_RATE_ALARM = 0.5
+# The teacher's answers, by cause of failure (docs/capture.md, the record's `teacher.error`).
+TEACHER_FAILURE_CAUSES = ("timeout", "throttled", "capped", "error", "invalid_output")
 
 
 class MonitoringStack(Stack):
@@ -76,6 +82,7 @@ class MonitoringStack(Stack):
         ops_mode: ssm.IStringParameter,
         failover_state: ssm.IStringParameter,
         endpoint_arn: str,
+        teacher: lambda_.IFunction | None = None,
         **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
@@ -280,8 +287,135 @@ class MonitoringStack(Stack):
                 for component in component_names
             ],
         )
+        self._unseen_tasks(stage, facade)
+        if teacher is not None:
+            self._capture(stage, facade, teacher)
         self.degraded = self._primary_degraded(stage, facade)
         self._alarm_handling(stage, ops_mode, failover_state, endpoint_arn)
+        self._alarm_handling_health(facade)
+
+    def _unseen_tasks(self, stage: StageConfig, facade: MonitoringFacade) -> None:
+        """Live tasks the serving adapter was not trained on (the router's gauge, with each decision).
+        A dashboard line, no alarm: a new task is a normal registry change, and what it costs in
+        quality shows in TeacherAgreement; it says when to harvest and retrain."""
+        adapter = stage.router_adapter or "base"
+        facade.monitor_custom(
+            alarm_friendly_name="Adapter",
+            human_readable_name=f"Live tasks the serving adapter ({adapter}) was not trained on",
+            metric_groups=[CustomMetricGroup(
+                title=f"Unseen tasks ({adapter})",
+                metrics=[cloudwatch.Metric(
+                    namespace=METRICS_NAMESPACE, metric_name="UnseenTasks",
+                    dimensions_map={"service": ROUTER_SERVICE, "adapter": adapter},
+                    statistic="Maximum", period=Duration.minutes(5),
+                )],
+            )],
+        )
+
+    def _capture(self, stage: StageConfig, facade: MonitoringFacade, teacher: lambda_.IFunction) -> None:
+        """Quality in production (docs/capture.md): the primary's agreement with the teacher, the router's
+        sends, and the teacher function."""
+        capture = stage.capture
+        adapter, strategy = stage.router_adapter or "base", stage.default_strategy.value
+        hour = Duration.hours(1)
+
+        def agreement(statistic: str, strategy_value: str) -> cloudwatch.Metric:
+            return cloudwatch.Metric(
+                namespace=METRICS_NAMESPACE, metric_name="TeacherAgreement",
+                dimensions_map={"service": TEACHER_SERVICE, "adapter": adapter, "strategy": strategy_value},
+                statistic=statistic, period=hour,
+            )
+
+        # The hour's agreement where it has at least min_samples uniformly sampled turns, else 1 (no
+        # verdict on a handful): IF(TS comparison S, TS, S), documented metric math. One alarm, for the
+        # adapter the router serves and the stage's default strategy, which most turns use; the
+        # others are on the dashboard.
+        title = f"Teacher agreement, {adapter} / {strategy} (hour, at least {capture.min_samples} samples)"
+        judged = cloudwatch.MathExpression(
+            expression=f"IF(samples >= {capture.min_samples}, agreement, 1)",
+            using_metrics={"agreement": agreement("Average", strategy), "samples": agreement("SampleCount", strategy)},
+            period=hour,
+            label=title,
+        )
+        facade.monitor_custom(
+            alarm_friendly_name="Capture",
+            human_readable_name="Quality in production (the teacher, captured turns)",
+            metric_groups=[
+                CustomMetricGroup(title=title, metrics=[CustomMetricWithAlarm(
+                    alarm_friendly_name="TeacherAgreement",
+                    metric=judged,
+                    add_alarm={"Threshold": CustomThreshold(
+                        threshold=capture.min_agreement,
+                        comparison_operator=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+                        treat_missing_data_override=cloudwatch.TreatMissingData.NOT_BREACHING,
+                        datapoints_to_alarm=1, evaluation_periods=1,  # an hour is already the judgement
+                        runbook_link=runbook("teacher-agreement"),
+                    )},
+                )]),
+                CustomMetricGroup(
+                    title="Teacher agreement by strategy (hour)",
+                    metrics=[agreement("Average", each.value).with_(label=each.value) for each in stage.budgets],
+                ),
+                CustomMetricGroup(
+                    title="Uniform samples the teacher judged (hour)",
+                    metrics=[agreement("SampleCount", each.value).with_(label=each.value) for each in stage.budgets],
+                ),
+                _alarmed(
+                    "Capture dropped (share of sampled turns not sent in time)", "CaptureDroppedRate",
+                    cloudwatch.Metric(namespace=METRICS_NAMESPACE, metric_name="CaptureDropped",
+                                      dimensions_map={"service": ROUTER_SERVICE}, statistic="Average",
+                                      period=Duration.minutes(5)),
+                    above=CAPTURE_DROPPED_RATE_ALARM, runbook_slug="capture-dropped",
+                ),
+                CustomMetricGroup(
+                    title="Capture send latency p90 (ms)",
+                    metrics=[cloudwatch.Metric(namespace=METRICS_NAMESPACE, metric_name="CaptureSendLatency",
+                                               dimensions_map={"service": ROUTER_SERVICE}, statistic="p90",
+                                               period=Duration.minutes(5))],
+                ),
+                CustomMetricGroup(
+                    title="Teacher failures by cause",
+                    metrics=[cloudwatch.Metric(namespace=METRICS_NAMESPACE, metric_name="TeacherFailed",
+                                               dimensions_map={"service": TEACHER_SERVICE, "cause": cause},
+                                               statistic="Sum", period=Duration.minutes(5), label=cause)
+                             for cause in TEACHER_FAILURE_CAUSES],
+                ),
+                # Lambda's queue of asynchronous invocations: one teacher at a time, the rest wait; what
+                # waits past the maximum event age is dropped (a lost sample, by design).
+                CustomMetricGroup(
+                    title="Teacher queue: oldest event's age (ms) and events dropped",
+                    metrics=[
+                        teacher.metric("AsyncEventAge", statistic="Maximum", period=Duration.minutes(5)),
+                        teacher.metric("AsyncEventsDropped", statistic="Sum", period=Duration.minutes(5)),
+                    ],
+                ),
+            ],
+        )
+        # Its errors are bugs or a failed write (the teacher's own failures are in the record). Its
+        # throttles are by design: concurrency 1, Lambda's async queue retries them; shown, not alarmed.
+        facade.monitor_lambda_function(
+            lambda_function=teacher,
+            alarm_friendly_name="Teacher",
+            human_readable_name="Teacher function",
+            add_fault_count_alarm={"Errors": ErrorCountThreshold(max_error_count=0, runbook_link=runbook("teacher-errors"))},
+        )
+
+    def _alarm_handling_health(self, facade: MonitoringFacade) -> None:
+        """The alarm handler's own warnings: a notification it refused, a parameter no version writes. Each
+        is rare and means someone or something else is at work (a publisher on the topic, a hand edit):
+        one in five minutes alarms."""
+        handling = functools.partial(cloudwatch.Metric, namespace=METRICS_NAMESPACE, statistic="Sum",
+                                     dimensions_map={"service": ALARM_HANDLER_SERVICE}, period=Duration.minutes(5))
+        facade.monitor_custom(
+            alarm_friendly_name="AlarmHandling",
+            human_readable_name="Alarm handling",
+            metric_groups=[
+                _alarmed("Notifications skipped", "NotificationsSkipped", handling(metric_name="NotificationsSkipped"),
+                         above=0, runbook_slug="notifications-skipped", datapoints=1),
+                _alarmed("Parameters malformed", "ParameterMalformed", handling(metric_name="ParameterMalformed"),
+                         above=0, runbook_slug="parameter-malformed", datapoints=1),
+            ],
+        )
 
     def _primary_degraded(self, stage: StageConfig, facade: MonitoringFacade) -> cloudwatch.CompositeAlarm:
         """The primary's own health: its model latency, its model errors, or the share of its answers
@@ -417,8 +551,11 @@ def _component_alarm(
                     above=0, runbook_slug=runbook_slug)
 
 
-def _alarmed(title: str, name: str, metric: cloudwatch.IMetric, *, above: float, runbook_slug: str) -> CustomMetricGroup:
-    """A dashboard group of one metric, alarming when it is above `above` (no data: no alarm)."""
+def _alarmed(
+    title: str, name: str, metric: cloudwatch.IMetric, *, above: float, runbook_slug: str, datapoints: int | None = None
+) -> CustomMetricGroup:
+    """A dashboard group of one metric, alarming when it is above `above` (no data: no alarm); over the
+    facade's 3 of 5 periods, or `datapoints` of as many where one is enough."""
     return CustomMetricGroup(
         title=title,
         metrics=[
@@ -431,6 +568,8 @@ def _alarmed(title: str, name: str, metric: cloudwatch.IMetric, *, above: float,
                         comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
                         treat_missing_data_override=cloudwatch.TreatMissingData.NOT_BREACHING,
                         runbook_link=runbook(runbook_slug),
+                        datapoints_to_alarm=datapoints,
+                        evaluation_periods=datapoints,
                     )
                 },
             )

@@ -6,6 +6,7 @@ from aws_cdk import Environment, Stage, Tags
 from constructs import Construct
 
 from infra.api import ApiStack
+from infra.capture import CaptureStack
 from infra.config import StageConfig, check_deployable, load_adapter_manifests, load_serving
 from infra.lambda_code import check_bundle_for
 from infra.model_artifacts import ModelArtifactsStack
@@ -31,6 +32,16 @@ class TaskRouterStage(Stage):
             termination_protection=config.retain_on_delete,
         )
         self.operations = OperationsStack(self, "Operations", stage=config, termination_protection=config.retain_on_delete)
+        # Only where the stage captures: no bucket, key or teacher to pay for elsewhere; turning it on is
+        # a deploy, turning it off for a while is the kill switch.
+        self.capture = (
+            CaptureStack(
+                self, "Capture", stage=config, openai_secret=self.operations.openai_secret,
+                termination_protection=config.retain_on_delete,
+            )
+            if config.capture.enabled else None
+        )
+        router_manifest = next((m for m in manifests if m.name == config.router_adapter), None)
         self.hosting = ModelHostingStack(
             self,
             "ModelHosting",
@@ -48,8 +59,12 @@ class TaskRouterStage(Stage):
             ops_mode=self.operations.ops_mode,
             endpoint_arn=self.hosting.endpoint_arn,
             serving_max_tokens=serving.max_model_len,
+            capture=self.capture,
+            router_adapter_tasks=router_manifest.tasks if router_manifest else None,
         )
         self.api.add_stack_dependency(self.hosting)  # the router names the endpoint: deploy it first
+        if self.capture is not None:
+            self.api.add_stack_dependency(self.capture)  # the router invokes the teacher, reads the switch
         self.monitoring = MonitoringStack(
             self,
             "Monitoring",
@@ -62,4 +77,5 @@ class TaskRouterStage(Stage):
             ops_mode=self.operations.ops_mode,
             failover_state=self.operations.failover_state,
             endpoint_arn=self.hosting.endpoint_arn,
+            teacher=self.capture.teacher if self.capture else None,
         )

@@ -11,8 +11,16 @@ from pathlib import Path
 from infra.config import StageConfig
 
 
-def make_adapter(folder: Path, name: str, stage: StageConfig, *, rank: int = 16, s3_uri: str | None = None) -> Path:
-    """The manifest's path; its archive beside it, unless it is to be found at `s3_uri`."""
+# The tasks an adapter was trained on (its training manifest's tasks.names): a router adapter lists them.
+TRAINED_ON = ("meeting_recap", "follow_up_email")
+
+
+def make_adapter(
+    folder: Path, name: str, stage: StageConfig, *, rank: int = 16, s3_uri: str | None = None,
+    tasks: tuple[str, ...] | list[str] | None = TRAINED_ON,
+) -> Path:
+    """The manifest's path; its archive beside it, unless it is to be found at `s3_uri`. `tasks` None: a
+    manifest that lists none."""
     archive = folder / f"{name}.tar.gz"
     if s3_uri is None:
         with tarfile.open(archive, "w:gz") as packed:
@@ -26,6 +34,7 @@ def make_adapter(folder: Path, name: str, stage: StageConfig, *, rank: int = 16,
         "description": f"{name}, for a test",
         "base_model": stage.base_model.model_dump(),
         "adapter": {"method": "qlora", "rank": rank, **({"archive_s3_uri": s3_uri} if s3_uri else {"archive_file": str(archive)})},
+        **({"tasks": list(tasks)} if tasks is not None else {}),
     }
     path = folder / f"{name}.json"
     path.write_text(json.dumps(manifest))

@@ -13,6 +13,12 @@ from infra.config import StageConfig, load_stages
 from infra.stage import TaskRouterStage
 
 STAGES = load_stages()
+# Every stage's stacks; Capture only where the stage captures (infra/stage.py).
+STACKS = ("Registry", "ModelArtifacts", "Operations", "ModelHosting", "Api", "Monitoring")
+
+
+def stacks_of(config: StageConfig) -> tuple[str, ...]:
+    return STACKS + (("Capture",) if config.capture.enabled else ())
 
 
 @dataclass(frozen=True)

@@ -20,13 +20,15 @@ from tests.adapters import make_adapter
 from tests.infra.test_resources import assert_wakes_the_base_as_aws_guide_does
 
 S3_ARCHIVE = "s3://trained-adapters-bucket/jobs/router-b/output/adapter.tar.gz"
+# What router-a was trained on (its training manifest's tasks.names): the router's adapter must say.
+ROUTER_A_TASKS = ["meeting_recap", "follow_up_email", "crm_update"]
 
 
 @pytest.fixture(scope="module")
 def adapted(tmp_path_factory):
     folder = tmp_path_factory.mktemp("adapters")
     dev = load_stages()["dev"]
-    trained = make_adapter(folder, "router-a", dev)
+    trained = make_adapter(folder, "router-a", dev, tasks=ROUTER_A_TASKS)
     in_s3 = make_adapter(folder, "router-b", dev, s3_uri=S3_ARCHIVE)
     config = dev.model_copy(update={"adapters": [str(trained), str(in_s3)], "router_adapter": "router-a"})
     outdir = tmp_path_factory.mktemp("cdk.out")
@@ -51,7 +53,11 @@ def test_one_adapter_component_each_on_the_base_and_the_router_pointed_at_the_co
         assert names[name]["Properties"]["Specification"]["BaseInferenceComponentName"] == "taskrouter-dev-base"
     assert names["taskrouter-dev-router-b"]["Properties"]["Specification"]["Container"]["ArtifactUrl"] == S3_ARCHIVE
     router = next(iter(_of_type(templates["Api"], "AWS::Lambda::Function").values()))
-    assert router["Properties"]["Environment"]["Variables"]["TASKROUTER_SAGEMAKER_COMPONENT"] == "taskrouter-dev-router-a"
+    variables = router["Properties"]["Environment"]["Variables"]
+    assert variables["TASKROUTER_SAGEMAKER_COMPONENT"] == "taskrouter-dev-router-a"
+    # what it serves, and what that was trained on (sorted): a live task outside them is unseen
+    assert variables["TASKROUTER_ADAPTER_NAME"] == "router-a"
+    assert variables["TASKROUTER_ADAPTER_TASKS"] == ",".join(sorted(ROUTER_A_TASKS))
     metrics = [
         next(m["MetricStat"]["Metric"] for m in alarm["Properties"]["Metrics"] if "MetricStat" in m)
         if "Metrics" in alarm["Properties"] else alarm["Properties"]
@@ -61,6 +67,9 @@ def test_one_adapter_component_each_on_the_base_and_the_router_pointed_at_the_co
         d["Value"] for m in metrics if m.get("MetricName") == "ModelLatency" for d in m["Dimensions"]
     }
     assert latency_alarms == set(names)  # every component: the base and each adapter
+    # the teacher's agreement is judged for the adapter the router serves
+    agreement = [m for m in metrics if m.get("MetricName") == "TeacherAgreement"]
+    assert agreement and all({"Name": "adapter", "Value": "router-a"} in m["Dimensions"] for m in agreement)
     wakes = [a["Properties"] for a in _of_type(templates["ModelHosting"], "AWS::CloudWatch::Alarm").values()
              if "NoCapacityInvocationFailures" in json.dumps(a)]
     watched = [wake["Dimensions"][0]["Value"] for wake in wakes]

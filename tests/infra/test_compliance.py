@@ -85,6 +85,13 @@ CANARY_ACKNOWLEDGEMENTS = {
     for function in ("Router", "Registry")
 }
 
+# Only in a stage that captures (stages.toml, capture.enabled): the teacher function (infra/capture.py),
+# which writes records under one prefix of the capture bucket.
+CAPTURE_ACKNOWLEDGEMENTS = {
+    "Capture/Teacher": {"AwsSolutions-L1"},
+    "Capture/TeacherRole": {"AwsSolutions-IAM5[Resource::<Captured45005CB0.Arn>/records/*]"},
+}
+
 
 def _acknowledgements(outdir):
     found: dict[str, dict[str, str]] = {}
@@ -118,8 +125,10 @@ def test_each_acknowledgement_is_expected_and_gives_its_reason(synthesized):
         }
         config = STAGES[stage]
         names = {"{stage}": stage, "{region}": config.region, "{base}": f"{config.base_model.id}/{config.base_model.revision}"}
-        expected_here = EXPECTED_ACKNOWLEDGEMENTS | (
-            CANARY_ACKNOWLEDGEMENTS if config.router_concurrency.canary != "off" else {}
+        expected_here = (
+            EXPECTED_ACKNOWLEDGEMENTS
+            | (CANARY_ACKNOWLEDGEMENTS if config.router_concurrency.canary != "off" else {})
+            | (CAPTURE_ACKNOWLEDGEMENTS if config.capture.enabled else {})
         )
         expected = {path: {_fill(rule, names) for rule in rules} for path, rules in expected_here.items()}
         assert {path: {rule.removeprefix("Annotation::") for rule in rules} for path, rules in in_stage.items()} == expected

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from taskrouter.doctor import needs
 from taskrouter.doctor.assembly import read_assembly
-from tests.infra.conftest import STAGES
+from tests.infra.conftest import STAGES, stacks_of
 
 
 def _assembly(synthesized, stage: str):
@@ -16,7 +16,7 @@ def test_each_stage_names_its_stacks_and_the_bootstrap_it_needs(synthesized):
     for name in STAGES:
         assembly = _assembly(synthesized, name)
         assert sorted(stack.stack_name for stack in assembly.stacks) == sorted(
-            f"{name}-{stack}" for stack in ("Registry", "ModelArtifacts", "Operations", "ModelHosting", "Api", "Monitoring"))
+            f"{name}-{stack}" for stack in stacks_of(STAGES[name]))
         assert assembly.bootstrap_version_needed >= 6  # CDK's CheckBootstrapVersion refuses 1 to 5
         assert assembly.bootstrap_parameter == "/cdk-bootstrap/hnb659fds/version"
 
@@ -24,12 +24,15 @@ def test_each_stage_names_its_stacks_and_the_bootstrap_it_needs(synthesized):
 def test_the_lambda_concurrency_each_stage_takes(synthesized):
     for name, config in STAGES.items():
         functions = {function.label: function for function in needs.lambda_concurrency(_assembly(synthesized, name))}
-        assert set(functions) == {"router", "alarm handler"}
+        # the teacher where the stage captures: one at a time, its bound (infra/capture.py)
+        assert set(functions) == {"router", "alarm handler"} | ({"teacher"} if config.capture.enabled else set())
         router = functions["router"]
         assert (router.reserved, router.provisioned) == (config.router_concurrency.reserved,
                                                           config.router_concurrency.provisioned_max)
         assert router.takes == config.router_concurrency.reserved  # provisioned counts within it
         assert functions["alarm handler"].takes == 1
+        if config.capture.enabled:
+            assert (functions["teacher"].reserved, functions["teacher"].takes) == (1, 1)
 
 
 def test_the_endpoint_instances_each_stage_may_run(synthesized):
