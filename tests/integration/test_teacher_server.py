@@ -10,7 +10,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import botocore.session
@@ -22,10 +21,10 @@ from taskrouter.local.console import CaptureShown, banner
 from taskrouter.local.teacher_server import InvokeServer, TeacherFunction, function_name_of
 
 from .local_mode import LocalServer
-from .servers import OpenAIDouble
-from .test_teacher_function import MINUTES, captured
+from .servers import OpenAIDouble, SageMakerRuntimeDouble
 
 FUNCTION = "taskrouter-local-teacher"
+MINUTES = "prepare_meeting_minutes"
 
 
 class Recording:
@@ -140,25 +139,33 @@ def test_the_banner_says_where_captured_turns_go_and_who_labels_them(tmp_path):
     assert "capture:  off (TASKROUTER_CAPTURE_SHARE=0)" in off
 
 
-def test_make_local_starts_the_teacher_and_its_records_land_under_local_capture(tmp_path):
-    openai = OpenAIDouble()
-    openai.always(openai.answer(MINUTES))
-    server = LocalServer(tmp_path, openai)
+def test_make_local_captures_a_turn_the_primary_decided_under_local_capture(tmp_path):
+    """Router, teacher process and store together: the record the router sends is the one the teacher reads."""
+    openai, sagemaker = OpenAIDouble(), SageMakerRuntimeDouble()
+    openai.always(openai.answer(MINUTES))  # the teacher
+    sagemaker.always(sagemaker.answer(MINUTES))
+    server = LocalServer(
+        tmp_path, openai, TASKROUTER_SAGEMAKER_ENDPOINT="local-endpoint", AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=sagemaker.url,
+        TASKROUTER_PRIMARY_TIMEOUT_MS="5000", TASKROUTER_HEDGE_AFTER_MS="off",
+    )  # fmt: skip
     try:
         match = re.search(r"function (\S+) at (http://127\.0\.0\.1:\d+)", server.banner)
         assert match and match.group(1) == FUNCTION, server.banner
         assert f"written to {tmp_path}/capture/records/" in server.banner
-        record = captured()
-        client = lambda_client(match.group(2))
-        assert client.invoke(FunctionName=FUNCTION, InvocationType="Event", Payload=json.dumps(record))["StatusCode"] == 202
-        path = tmp_path / "capture" / "records" / "date=2026-12-02" / "hour=07" / f"{record['id']}.json"
-        deadline = time.monotonic() + 20
-        while not path.exists() and time.monotonic() < deadline:
+        said = "Write up the minutes of my call with dana@example.com"
+        status, body = server.request("POST", "/route", {"conversation": [{"role": "user", "content": said}]})
+        assert (status, body["backend"], body["task"]) == (200, "sagemaker", MINUTES)
+        records = tmp_path / "capture" / "records"
+        deadline = time.monotonic() + 30
+        while not list(records.rglob("*.json")) and time.monotonic() < deadline:
             time.sleep(0.05)
+        (path,) = records.rglob("*.json")
         stored = json.loads(path.read_bytes())
+        assert path.relative_to(records).parts[:2] == (f"date={stored['time'][:10]}", f"hour={stored['time'][11:13]}")
         assert stored["teacher"]["answer"] == MINUTES and stored["teacher"]["agrees"] is True
-        assert "SECRET-CONTENT" not in "".join(server.output)
+        assert "dana@example.com" not in path.read_text() and "dana@example.com" not in "".join(server.output)
         assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left
     finally:
         server.stop()
         openai.close()
+        sagemaker.close()
