@@ -231,6 +231,27 @@ def test_a_record_lambda_refuses_is_dropped_and_counted_never_retried(
     assert (dropped["reason"], dropped["detail"]) == ("throttled", "TooManyRequestsException")
 
 
+def test_a_fault_of_the_capture_s_own_never_fails_the_decision(
+    invoke: Invoke, teacher: LambdaInvokeDouble, sagemaker: SageMakerRuntimeDouble, capsys: pytest.CaptureFixture[str]
+):
+    def broken() -> runtime.Capture:
+        raise RuntimeError("no capture")
+
+    runtime.router()
+    sagemaker.always(sagemaker.answer("follow_up_email"))
+    capsys.readouterr()
+    built, runtime.capture = runtime.capture, broken
+    try:
+        result = invoke(route_body(CONVERSATION))
+    finally:
+        runtime.capture = built
+    assert result.status == 200 and result.json()["task"] == "follow_up_email"
+    stdout = capsys.readouterr().out
+    assert metric(stdout, "CaptureDropped") == [[1.0]]
+    [dropped] = [line for line in _log_lines(stdout) if line.get("message") == "capture dropped"]
+    assert (dropped["reason"], dropped["detail"]) == ("error", "RuntimeError")
+
+
 # -- the kill switch -------------------------------------------------------------------------------
 @pytest.fixture
 def ssm(aws: AwsState, router_env: pytest.MonkeyPatch) -> Any:

@@ -37,9 +37,12 @@ def _start() -> None:
     A broken environment is logged here, then answered per request (a 503 counted as unexpected)."""
     try:
         runtime.router()
-        runtime.capture()
     except Exception:
         logger.exception("router not built at start-up")
+    try:
+        runtime.capture()  # the sender, its dry run and the kill switch's first read
+    except Exception:
+        logger.exception("capture not built at start-up")
 
 
 _start()
@@ -126,13 +129,17 @@ def _record(decision: Decision, latency_ms: float) -> None:
 def _capture(request: RouteRequest, decision: Decision, decided_ms: float) -> None:
     """Draw the turn; a drawn one, while the kill switch is on, is built, redacted and sent within the
     send bound. Never fails the request, and logs causes only: no content of the turn."""
-    setup = runtime.capture()
-    if setup is None:
-        return
     try:
+        setup = runtime.capture()
+        if setup is None:
+            return
         unseen = setup.adapter.unseen(task.name for task in decision.shown_tasks)
-        primary_decided = decision.fallback_reason is None
-        drawn = capture.draw(setup.settings.policy, primary_decided=primary_decided, unseen=bool(unseen), random=setup.random)
+        drawn = capture.draw(
+            setup.settings.policy,
+            primary_decided=decision.fallback_reason is None,
+            unseen=bool(unseen),
+            random=setup.random,
+        )
         if drawn is None or not setup.switch.is_on():
             return
         record = capture.build_record(
