@@ -243,6 +243,7 @@ class Router:
 
         def still_waiting() -> PrimaryOutcome:  # the primary had not ended when the decision was made
             return PrimaryOutcome(latency_ms=_ms(time.monotonic() - asked_at))
+
         hedge: futures.Future[_Attempt] | None = None
         if budget.hedge_after_s is not None and self._fallback is not None:
             done, _ = futures.wait([primary], timeout=budget.hedge_after_s)
