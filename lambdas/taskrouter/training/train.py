@@ -33,7 +33,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from taskrouter.core.prompting import build_prompt
 from taskrouter.core.request import Message, Strategy
-from taskrouter.core.tasks import NO_TASK, Task
+from taskrouter.core.tasks import NO_TASK, Task, tasks_sha256
 from taskrouter.evaluation.dataset import Turn, load_dataset, turns_of
 from taskrouter.training.output import ARCHIVE as ADAPTER_ARCHIVE
 from taskrouter.training.output import MANIFEST, check_output, staged
@@ -43,6 +43,7 @@ PROMPT_FORMAT = "chat-messages: core/prompting.py, the base model's chat templat
 VALIDATION_SHARE = 10  # one conversation in ten, chosen by its id's digest, is held out
 CHECKPOINT_KEYS = {"run", "progress", "epoch_order", "adapter", "optimizer", "torch_rng", "cuda_rng"}
 CHECKPOINT_FIX = "delete it to start afresh, or give another --checkpoint-dir"
+IGNORED = -100  # the label of a position the loss skips (the prompt, the padding), as transformers has it
 
 
 class TrainingError(ValueError):
@@ -159,7 +160,7 @@ def train(
     optimizer = torch.optim.AdamW(trained, lr=hyper.learning_rate)
     order = random.Random(hyper.seed)
     # What a checkpoint must share with this run to be resumed (max_steps aside: a later stop is fine).
-    run = {"hyper_parameters": {**asdict(hyper), "max_steps": None}, "tasks_sha256": _tasks_digest(tasks),
+    run = {"hyper_parameters": {**asdict(hyper), "max_steps": None}, "tasks_sha256": tasks_sha256(tasks),
            "method": "qlora" if cuda else "lora", "dataset_sha256": hashlib.sha256(dataset.read_bytes()).hexdigest(),
            "base_model": base_model, "revision": revision}
     progress = {"steps": 0, "epoch": 0, "next_batch": 0, "losses": []}
@@ -182,7 +183,7 @@ def train(
             if hyper.max_steps is not None and steps >= hyper.max_steps:
                 break
             batch = _batch([encoded[i] for i in indices[first : first + hyper.batch_size]], tokenizer.pad_token_id, device)
-            loss = model(**batch).loss
+            loss = answer_loss(model, batch)
             value = loss.item()
             if not math.isfinite(value):  # told before the step: nothing diverged is saved or checkpointed
                 raise _not_finite(f"the training loss is {value} at step {steps + 1}", steps > 0, base_model, hyper)
@@ -208,7 +209,7 @@ def train(
         "hyper_parameters": asdict(hyper),
         "seed": hyper.seed,
         "dataset": {"file": dataset.name, "sha256": hashlib.sha256(dataset.read_bytes()).hexdigest()},
-        "tasks": {"names": sorted(catalogue), "sha256": _tasks_digest(tasks)},  # the prompts embed their text
+        "tasks": {"names": sorted(catalogue), "sha256": tasks_sha256(tasks)},  # the prompts embed their text
         "split": {
             "rule": f"a conversation is held out when sha256(id) % {VALIDATION_SHARE} == 0",
             "train_examples": len(training),
@@ -318,9 +319,12 @@ def _load_base(base_model: str, revision: str | None, cuda: bool) -> tuple[Any, 
         except Exception as error:
             raise TrainingError(f"{config} is not a model configuration transformers reads ({_gist(error)}): "
                                 "restore it from the model's source") from None
+    # a GGUF file (llama.cpp's format) is read from its folder by name, de-quantized (the `gguf` package)
+    gguf = {"gguf_file": folder.name} if folder.suffix == ".gguf" and folder.is_file() else {}
+    source = str(folder.parent) if gguf else base_model
     try:
-        tokenizer = AutoTokenizer.from_pretrained(base_model, revision=revision)
-        return tokenizer, AutoModelForCausalLM.from_pretrained(base_model, revision=revision, **_loading(cuda))
+        tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, **gguf)
+        return tokenizer, AutoModelForCausalLM.from_pretrained(source, revision=revision, **gguf, **_loading(cuda))
     except ImportError:  # a missing extra (bitsandbytes on a GPU), told as such by the command
         raise
     except Exception as error:
@@ -357,19 +361,42 @@ def _encode(tokenizer: Any, example: Example, max_length: int) -> tuple[list[int
     answer_ids = tokenizer(example.answer + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
     if len(prompt_ids) + len(answer_ids) > max_length:
         return None
-    return prompt_ids + answer_ids, [-100] * len(prompt_ids) + answer_ids
+    return prompt_ids + answer_ids, [IGNORED] * len(prompt_ids) + answer_ids
 
 
 def _batch(items: list[tuple[list[int], list[int]]], pad: int, device: Any) -> dict[str, Any]:
     width = max(len(ids) for ids, _ in items)
     ids = [i + [pad] * (width - len(i)) for i, _ in items]
-    labels = [l + [-100] * (width - len(l)) for _, l in items]
+    labels = [l + [IGNORED] * (width - len(l)) for _, l in items]
     mask = [[1] * len(i) + [0] * (width - len(i)) for i, _ in items]
     return {
         "input_ids": torch.tensor(ids, device=device),
         "labels": torch.tensor(labels, device=device),
         "attention_mask": torch.tensor(mask, device=device),
     }
+
+
+# Config fields of models whose forward transforms the head's logits (soft-capping, scaling, a padded
+# vocabulary cut): those are trained through their own forward, full logits and all.
+LOGIT_TRANSFORMS = ("final_logit_softcapping", "logits_scaling", "logit_scale", "unpadded_vocab_size")
+
+
+def answer_loss(model: Any, batch: dict[str, Any]) -> Any:
+    """`model(**batch).loss` (the mean cross-entropy over the shifted labels) with the LM head applied
+    only to the positions whose next token is labelled: the answer and the end of the turn. The full
+    logits (positions x vocabulary, upcast to float32, and as much again for their gradient) are what
+    a long prompt's step would otherwise spend its memory on (model_artifacts/README.md, "Training memory")."""
+    causal_lm = model.get_base_model()  # the PEFT-wrapped model, its LoRA layers in place
+    config = causal_lm.config.get_text_config()
+    if any(getattr(config, field, None) is not None for field in LOGIT_TRANSFORMS):
+        return model(**batch).loss
+    hidden = causal_lm.get_decoder()(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+    ).last_hidden_state
+    targets = batch["labels"][:, 1:]
+    learnt = targets != IGNORED
+    logits = causal_lm.get_output_embeddings()(hidden[:, :-1][learnt])
+    return torch.nn.functional.cross_entropy(logits.float(), targets[learnt])
 
 
 def _mean_loss(model: Any, encoded: list, pad: int, device: Any, batch_size: int) -> float | None:
@@ -379,7 +406,7 @@ def _mean_loss(model: Any, encoded: list, pad: int, device: Any, batch_size: int
     losses = []
     with torch.no_grad():
         for first in range(0, len(encoded), batch_size):
-            losses.append(float(model(**_batch(encoded[first : first + batch_size], pad, device)).loss))
+            losses.append(float(answer_loss(model, _batch(encoded[first : first + batch_size], pad, device))))
     model.train()
     return sum(losses) / len(losses)
 
@@ -401,17 +428,14 @@ def _archive(out: Path) -> None:
         packed.write(buffer.getvalue())
 
 
-def _tasks_digest(tasks: list[Task]) -> str:
-    text = json.dumps([[t.name, t.description, list(t.examples)] for t in sorted(tasks, key=lambda t: t.name)])
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 def _resolved_revision(model: Any, path: Path) -> str:
     """The base's revision when none was given: the commit the hub resolved, or a local folder's
-    files' digest."""
+    files' (a GGUF file's) digest."""
     commit = getattr(getattr(model, "config", None), "_commit_hash", None)
     if commit:
         return commit
+    if path.is_file():
+        return f"sha256:{hashlib.sha256(path.read_bytes()).hexdigest()}"
     if not path.is_dir():
         return "unknown"
     digest = hashlib.sha256()
