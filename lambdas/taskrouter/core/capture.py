@@ -7,7 +7,6 @@ the record's id, so that a seeded generator makes the sampling reproducible in t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -18,7 +17,7 @@ from typing import Any, Literal
 from taskrouter.core.prompting import EXAMPLES_SHOWN, shown_messages
 from taskrouter.core.request import Message
 from taskrouter.core.router import Decision
-from taskrouter.core.tasks import Task
+from taskrouter.core.tasks import Task, tasks_sha256
 
 SCHEMA = 1
 BASE_ADAPTER = "base"  # the base model alone: it was trained on no task, so no task is unseen by it
@@ -117,15 +116,7 @@ def redact(text: str, kinds: Collection[str]) -> str:
 
 
 # -- the record ------------------------------------------------------------------------------------
-def registry_sha256(tasks: Iterable[Task]) -> str:
-    """The registry's content (names, descriptions, examples; not versions or times), as compact JSON
-    sorted by name: the same digest as an evaluation report's `tasks_sha256`."""
-    listed = sorted(
-        ({"name": t.name, "description": t.description, "examples": list(t.examples)} for t in tasks),
-        key=lambda task: task["name"],
-    )
-    canonical = json.dumps(listed, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+registry_sha256 = tasks_sha256  # the registry's content, as an evaluation report's `tasks_sha256`
 
 
 def iso_time(moment: datetime) -> str:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -28,6 +31,18 @@ class Task:
     examples: tuple[str, ...] = field(default_factory=tuple)
     version: int = 1
     updated_at: str = ""
+
+
+def tasks_sha256(tasks: Iterable[Task]) -> str:
+    """A task list's content (names, descriptions, examples; not versions or times, which differ
+    between two registries holding the same tasks), as compact JSON sorted by name: the one digest of
+    a task list, in captured records, evaluation reports and adapter manifests alike."""
+    listed = sorted(
+        ({"name": t.name, "description": t.description, "examples": list(t.examples)} for t in tasks),
+        key=lambda task: task["name"],
+    )
+    canonical = json.dumps(listed, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class TaskSource(Protocol):
