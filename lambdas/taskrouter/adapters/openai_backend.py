@@ -26,7 +26,7 @@ from taskrouter.core.request import Strategy
 logger = logging.getLogger(__name__)
 
 # Room for the JSON object: the task alone, or one or two reasoning lines before it.
-_MAX_TOKENS = {Strategy.ZERO_SHOT: 64, Strategy.FEW_SHOT_COT: 160, Strategy.REACT: 224}
+ANSWER_TOKENS = {Strategy.ZERO_SHOT: 64, Strategy.FEW_SHOT_COT: 160, Strategy.REACT: 224}
 
 
 class OpenAIBackend:
@@ -83,7 +83,7 @@ class OpenAIBackend:
                 messages=prompt.json_messages(),  # type: ignore[arg-type]
                 response_format=response_format,  # type: ignore[arg-type]
                 temperature=0,
-                max_completion_tokens=_MAX_TOKENS[prompt.strategy],
+                max_completion_tokens=ANSWER_TOKENS[prompt.strategy],
                 timeout=timeout_s,
             )
 

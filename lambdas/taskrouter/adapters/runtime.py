@@ -80,7 +80,7 @@ def build_router(
     fallback = None
     if settings.openai_configured:
         fallback = OpenAIBackend(
-            settings.openai_model, _api_key_reader(session, settings.openai_secret_arn), settings.openai_response_format
+            settings.openai_model, api_key_reader(session, settings.openai_secret_arn), settings.openai_response_format
         )
         fallback.warm()
     ops_mode = None
@@ -102,7 +102,7 @@ def build_router(
     )
 
 
-def _api_key_reader(session: Any, secret_arn: str | None) -> Callable[[], str | None]:
+def api_key_reader(session: Any, secret_arn: str | None) -> Callable[[], str | None]:
     """The OpenAI key from Secrets Manager, held and re-read in the background (a rotated key is taken
     up within `_SECRET_MAX_AGE_S`); its client is bounded like every other, so an unreachable Secrets
     Manager costs the start-up a few seconds at most, never a request."""

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 from taskrouter.adapters.captured_record import CapturedTurn
-from taskrouter.adapters.openai_backend import _MAX_TOKENS as OPENAI_ANSWER_TOKENS
+from taskrouter.adapters.openai_backend import ANSWER_TOKENS as OPENAI_ANSWER_TOKENS
 from taskrouter.adapters.rate_limit import PerMinuteCaps
 from taskrouter.core.backends import Backend, BackendFailure
 from taskrouter.core.prompting import InvalidOutput, RoutingPrompt, build_prompt, rendered_size

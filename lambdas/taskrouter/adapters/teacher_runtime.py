@@ -11,7 +11,7 @@ from botocore.config import Config
 from taskrouter.adapters.openai_backend import OpenAIBackend
 from taskrouter.adapters.rate_limit import PerMinuteCaps
 from taskrouter.adapters.record_store import DirectoryRecordStore, RecordStore, S3RecordStore
-from taskrouter.adapters.runtime import _api_key_reader
+from taskrouter.adapters.runtime import api_key_reader
 from taskrouter.adapters.shadow_teacher import ShadowTeacher
 from taskrouter.adapters.teacher_settings import TeacherSettings
 
@@ -27,7 +27,7 @@ def shadow_teacher() -> ShadowTeacher:
     backend = None
     if current.openai_configured:
         session = botocore.session.get_session()
-        api_key = _api_key_reader(session, current.openai_secret_arn)
+        api_key = api_key_reader(session, current.openai_secret_arn)
         backend = OpenAIBackend(current.model, api_key, current.response_format)
         backend.warm()
     caps = PerMinuteCaps(current.requests_per_minute, current.tokens_per_minute)
