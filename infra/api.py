@@ -290,6 +290,8 @@ class ApiStack(Stack):
 
         CfnOutput(self, "ApiUrl", value=self.api.url)
         CfnOutput(self, "ApiKeyId", value=api_key.key_id)
+        # what `taskrouter ops unseen` and `doctor` read the serving adapter and the registry from
+        CfnOutput(self, "RouterFunctionName", value=self.router.function_name)
         # the resource a writer's IAM policy names to be allowed PUT and DELETE on /tasks
         CfnOutput(self, "TasksWriteArn", value=self.api.arn_for_execute_api("*", "/tasks/*", API_STAGE_NAME))
 

@@ -21,6 +21,8 @@ from botocore.validate import validate_parameters
 
 from taskrouter.repository import ROOT
 
+from .deployed_router import deploy_router
+
 SNAPSHOTS = ROOT / "tests" / "infra" / "__snapshots__" / "test_snapshots"
 STACK_IDS = ("Registry", "ModelArtifacts", "Operations", "ModelHosting", "Api", "Monitoring")
 ENDPOINT_QUOTA = "ml.g5.2xlarge for endpoint usage"
@@ -94,7 +96,10 @@ def ran_a_build(region: str) -> str:
 
 def deploy_stage(stage: str, region: str, emails: list[str], *, secret_set: bool, router_reserved: int = 20) -> dict[str, str]:
     """The stacks the doctor reads after a deploy: Operations (its secret, as CloudFormation creates
-    it), Monitoring (the alarm topic and its e-mail subscriptions), Api (the router, reserved)."""
+    it), Monitoring (the alarm topic and its e-mail subscriptions), Api (the router, reserved, and the
+    output naming the live router, whose adapter saw two of the registry's four tasks)."""
+    live_router = deploy_router(stage, region, {"TASKROUTER_ADAPTER_NAME": "sales-router-v2",
+                                                "TASKROUTER_ADAPTER_TASKS": "follow_up_email,prepare_meeting_minutes"})
     cloudformation = boto3.client("cloudformation", region_name=region)
     secrets = boto3.client("secretsmanager", region_name=region)
     secret = secrets.create_secret(Name=f"OpenAIApiKey-{stage}", SecretString="q8Zr!kT2#generated-by-CloudFormation")["ARN"]
@@ -113,7 +118,7 @@ def deploy_stage(stage: str, region: str, emails: list[str], *, secret_set: bool
     for stack_id, resources, outputs in (
         ("Operations", {"Marker": {"Type": "AWS::SNS::Topic"}}, {"OpenAISecretArn": secret}),
         ("Monitoring", {"Marker": {"Type": "AWS::SNS::Topic"}}, {"AlarmTopicArn": topic}),
-        ("Api", {"Router16807C72": router}, {}),
+        ("Api", {"Router16807C72": router}, {"RouterFunctionName": live_router}),
     ):
         template = {"Resources": resources, "Outputs": {key: {"Value": value} for key, value in outputs.items()}}
         cloudformation.create_stack(StackName=f"{stage}-{stack_id}", TemplateBody=json.dumps(template))

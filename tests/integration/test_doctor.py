@@ -69,8 +69,10 @@ def test_a_ready_account_is_all_ok_before_a_deploy(fake, tmp_path, capsys):
     assert lines["alarm e-mails"] == "ok: alarm e-mails: 1 in [dev] of infra/stages.toml"
     assert lines["openai secret"] == "skipped: openai secret: not deployed (no stack dev-Operations in us-east-1)"
     assert lines["alarm subscriptions"] == "skipped: alarm subscriptions: not deployed (no stack dev-Monitoring in us-east-1)"
+    assert lines["unseen tasks"] == "skipped: unseen tasks: not deployed (no stack dev-Api in us-east-1)"
     assert list(lines) == ["credentials", "bootstrap", "region", "lambda concurrency", "endpoint instances",
-                           "training instances", "codebuild", "alarm e-mails", "openai secret", "alarm subscriptions"]
+                           "training instances", "codebuild", "alarm e-mails", "openai secret", "alarm subscriptions",
+                           "unseen tasks"]
 
 
 def test_a_new_accounts_lambda_concurrency_of_10_blocks_with_the_quota_request(fake, tmp_path, capsys):
@@ -221,6 +223,9 @@ def test_after_a_deploy_the_secret_and_confirmed_subscriptions_are_ok(fake, tmp_
     assert status == 0, "\n".join(lines.values())
     assert lines["openai secret"].startswith("ok: openai secret: set (last changed ")
     assert lines["alarm subscriptions"] == "ok: alarm subscriptions: 1 confirmed on the alarm topic"
+    assert lines["unseen tasks"].startswith(
+        "ok: unseen tasks: adapter sales-router-v2 never saw 2 of the 4 live tasks: book_a_demo, renewal_reminder"
+    )
     assert "secretsmanager:GetSecretValue" not in fake.asked  # the key itself is never read
 
 

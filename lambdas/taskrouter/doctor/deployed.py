@@ -6,6 +6,7 @@ from __future__ import annotations
 from taskrouter.doctor.context import Context, outputs
 from taskrouter.doctor.findings import Finding, blocks, ok, skipped, unchecked
 from taskrouter.doctor.stage import StageSettings, is_placeholder
+from taskrouter.operations.unseen import ROUTER_FUNCTION_OUTPUT, unseen_tasks
 
 CONFIRMATION_PENDING = "PendingConfirmation"  # ListSubscriptionsByTopic's SubscriptionArn until confirmed
 
@@ -71,3 +72,16 @@ def alarm_subscriptions(ctx: Context) -> Finding:
                       "click the link of the e-mail \"AWS Notification - Subscription Confirmation\" (check the spam "
                       f"folder); to send it again: {resend}")
     return ok(check, f"{len(wanted)} confirmed on the alarm topic")
+
+
+def unseen(ctx: Context) -> Finding:
+    """Live tasks the serving adapter never saw: never blocking (the router routes them, the teacher
+    samples them more), but what tells when to retrain."""
+    check, name = "unseen tasks", f"{ctx.stage.name}-Api"
+    stack = ctx.stack(name)
+    if stack is None:
+        return skipped(check, f"not deployed (no stack {name} in {ctx.region})")
+    router = outputs(stack).get(ROUTER_FUNCTION_OUTPUT)
+    if router is None:
+        return unchecked(check, f"stack {name} ({stack['StackStatus']}) has no output {ROUTER_FUNCTION_OUTPUT}", ctx.deploy_command)
+    return ok(check, unseen_tasks(ctx.aws.call, router).describe())

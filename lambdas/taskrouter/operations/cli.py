@@ -3,6 +3,7 @@
     taskrouter ops mode show --stage S [--region R]
     taskrouter ops mode set primary_first|openai_only --stage S --reason TEXT [--region R]
     taskrouter ops mode set auto --stage S [--region R]     (hand back to the alarm handling)
+    taskrouter ops unseen --stage S [--region R]            (live tasks the serving adapter never saw)
 
 A mode set by an operator is an override: the alarm handling records the alarm's changes but never
 undoes it; `set auto` ends it, and the mode becomes what the alarm's last recorded state calls for (a
@@ -23,6 +24,7 @@ from datetime import datetime, timezone
 from taskrouter.core.resilience import OpsMode
 from taskrouter.operations.failover import MALFORMED, clear_override, set_override
 from taskrouter.operations.store import MalformedParameter, Operations, Snapshot
+from taskrouter.operations.unseen import ROUTER_FUNCTION_OUTPUT, unseen_tasks
 
 AUTO = "auto"
 
@@ -37,6 +39,8 @@ def main(argv: list[str]) -> int:
         return 1
     try:
         session = boto3.session.Session(region_name=args.region or _stage_region(args.stage))
+        if args.command == "unseen":
+            return _unseen(session, args.stage)
         outputs = _outputs(session, f"{args.stage}-Operations")
         topic = _outputs(session, f"{args.stage}-Monitoring").get("AlarmTopicArn") if args.action == "set" else None
         ops = Operations(
@@ -122,6 +126,19 @@ def _set(ops: Operations, args: argparse.Namespace) -> int:
     return 0
 
 
+def _unseen(session, stage: str) -> int:
+    from botocore import xform_name
+
+    def call(service: str, operation: str, **params):
+        return getattr(session.client(service), xform_name(operation))(**params)
+
+    found = unseen_tasks(call, _outputs(session, f"{stage}-Api")[ROUTER_FUNCTION_OUTPUT])
+    print(json.dumps({"adapter": found.adapter, "live_tasks": found.live, "unseen": list(found.tasks),
+                      "adapter_tasks_known": found.known}, indent=2))
+    print(f"{stage}: {found.describe()}", file=sys.stderr)
+    return 0
+
+
 def _outputs(session, stack: str) -> dict[str, str]:
     stacks = session.client("cloudformation").describe_stacks(StackName=stack)["Stacks"]
     return {output["OutputKey"]: output["OutputValue"] for output in stacks[0].get("Outputs", [])}
@@ -159,4 +176,8 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--reason", type=_reason, help="why, up to 300 characters (required for an override; "
                              "announced on the alarm topic)")
             sub.add_argument("--by", help="who (default: your user name)")
+    unseen = commands.add_parser("unseen", help="live tasks the serving adapter's manifest does not list (read from "
+                                 "the deployed router and registry)")
+    unseen.add_argument("--stage", required=True, help="the stage (infra/stages.toml), e.g. dev")
+    unseen.add_argument("--region", help="AWS region (default: the stage's, from infra/stages.toml)")
     return parser

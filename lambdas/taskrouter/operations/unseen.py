@@ -1,0 +1,65 @@
+"""Live tasks the serving adapter never saw, on a deployed stage: their turns are routed by a model
+that never learnt them (the router samples them more for the teacher, docs/capture.md). Shown by
+`taskrouter ops unseen` and `taskrouter doctor`; read from what is deployed, not from the repository:
+the router function's environment (its adapter and the adapter manifest's task names) and the registry
+table it names."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from taskrouter.adapters.settings import serving_adapter_from_env
+from taskrouter.core.capture import BASE_ADAPTER
+from taskrouter.registry_schema import DELETED, PARTITION_KEY, TASK_PARTITION
+
+ROUTER_FUNCTION_OUTPUT = "RouterFunctionName"  # the Api stack's output
+LIVE_ALIAS = "live"  # the version API Gateway invokes (infra/api.py)
+# An AWS call: (service, operation, **parameters) -> the answer, as boto3 names them ("lambda",
+# "GetFunctionConfiguration"); the IAM actions are lambda:GetFunctionConfiguration and dynamodb:Query.
+Call = Callable[..., dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Unseen:
+    adapter: str  # the serving adapter's name, or `base`
+    live: int  # tasks in the registry
+    tasks: tuple[str, ...]  # the live tasks its manifest does not list, sorted
+    known: bool  # whether the adapter's task list is known (the base model has none to miss)
+
+    def describe(self) -> str:
+        if self.adapter == BASE_ADAPTER:
+            return f"the base model serves (no adapter): none of the {self.live} live tasks is unseen"
+        if not self.known:
+            return f"adapter {self.adapter}: its manifest lists no tasks, so which of the {self.live} live tasks it saw is unknown"
+        if not self.tasks:
+            return f"adapter {self.adapter} was trained on all {self.live} live tasks"
+        return (f"adapter {self.adapter} never saw {len(self.tasks)} of the {self.live} live tasks: {', '.join(self.tasks)} "
+                "(their turns are captured more; harvest, review and retrain: README, the data flywheel)")
+
+
+def unseen_tasks(call: Call, router_function: str) -> Unseen:
+    configuration = call("lambda", "GetFunctionConfiguration", FunctionName=router_function, Qualifier=LIVE_ALIAS)
+    environment = configuration.get("Environment", {}).get("Variables", {})
+    adapter = serving_adapter_from_env(environment)
+    live = _live_task_names(call, environment["TASKROUTER_TABLE_NAME"])
+    return Unseen(adapter.name, len(live), adapter.unseen(live), adapter.name == BASE_ADAPTER or adapter.tasks is not None)
+
+
+def _live_task_names(call: Call, table: str) -> list[str]:
+    """The registry's task names: its one partition, paged, without deleted tasks' tombstones."""
+    names, request = [], {
+        "TableName": table,
+        "KeyConditionExpression": "#pk = :pk",
+        "FilterExpression": "attribute_not_exists(#deleted)",
+        "ProjectionExpression": "#name",
+        "ExpressionAttributeNames": {"#pk": PARTITION_KEY, "#deleted": DELETED, "#name": "name"},
+        "ExpressionAttributeValues": {":pk": {"S": TASK_PARTITION}},
+    }
+    while True:
+        page = call("dynamodb", "Query", **request)
+        names += [item["name"]["S"] for item in page.get("Items", []) if "S" in item.get("name", {})]
+        if "LastEvaluatedKey" not in page:
+            return names
+        request["ExclusiveStartKey"] = page["LastEvaluatedKey"]

@@ -1,0 +1,71 @@
+"""Live tasks the serving adapter never saw, read from a deployed stage (moto): the router function's
+environment on its `live` alias and the registry table it names; `taskrouter ops unseen` and the
+doctor's line."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from taskrouter.operations.cli import main as ops_main
+from taskrouter.operations.unseen import unseen_tasks
+
+from .deployed_router import LIVE_TASKS as LIVE
+from .deployed_router import deploy_router
+
+REGION = "us-east-1"
+
+
+def _deploy(adapter_env: dict[str, str]) -> str:
+    """The deployed router, and the Api stack's output naming it."""
+    function = deploy_router("qa", REGION, adapter_env)
+    template = {"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}, "Outputs": {"RouterFunctionName": {"Value": function}}}
+    boto3.client("cloudformation", region_name=REGION).create_stack(StackName="qa-Api", TemplateBody=json.dumps(template))
+    return function
+
+
+def _call(service: str, operation: str, **params):
+    from botocore import xform_name
+
+    return getattr(boto3.client(service, region_name=REGION), xform_name(operation))(**params)
+
+
+@pytest.mark.usefixtures("fake_aws_credentials")
+@pytest.mark.parametrize(
+    ("adapter_env", "unseen", "known", "said"),
+    [
+        ({"TASKROUTER_ADAPTER_NAME": "sales-router-v2", "TASKROUTER_ADAPTER_TASKS": "follow_up_email,prepare_meeting_minutes"},
+         ("book_a_demo", "renewal_reminder"), True, "never saw 2 of the 4 live tasks: book_a_demo, renewal_reminder"),
+        ({"TASKROUTER_ADAPTER_NAME": "base"}, (), True, "the base model serves"),
+        ({"TASKROUTER_ADAPTER_NAME": "sales-router-v2"}, (), False, "lists no tasks"),
+    ],
+)
+def test_unseen_tasks_come_from_the_deployed_router_and_registry(adapter_env, unseen, known, said):
+    with mock_aws():
+        found = unseen_tasks(_call, _deploy(adapter_env))
+    assert (found.live, found.tasks, found.known) == (len(LIVE), unseen, known)  # the deleted task is no live one
+    assert said in found.describe()
+
+
+@pytest.mark.usefixtures("fake_aws_credentials")
+def test_ops_unseen_prints_them(capsys):
+    with mock_aws():
+        _deploy({"TASKROUTER_ADAPTER_NAME": "sales-router-v2", "TASKROUTER_ADAPTER_TASKS": "follow_up_email"})
+        code = ops_main(["unseen", "--stage", "qa", "--region", REGION])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    shown = json.loads(captured.out)
+    assert shown == {"adapter": "sales-router-v2", "live_tasks": 4, "adapter_tasks_known": True,
+                     "unseen": ["book_a_demo", "prepare_meeting_minutes", "renewal_reminder"]}
+    assert captured.err.startswith("qa: adapter sales-router-v2 never saw 3 of the 4 live tasks")
+
+
+@pytest.mark.usefixtures("fake_aws_credentials")
+def test_ops_unseen_of_a_stage_not_deployed_is_one_line(capsys):
+    with mock_aws():
+        code = ops_main(["unseen", "--stage", "qa", "--region", REGION])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "is the stage deployed" in err
