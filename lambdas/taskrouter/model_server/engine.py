@@ -9,14 +9,12 @@ ids it was trained on.
 Prefix cache: vLLM (LMI's engine) keeps the KV blocks of every prompt prefix it has seen, keyed by the
 tokens and the LoRA adapter, so the router's system message, the same for every request over one task
 list, is prefilled once. Here the KV of the tokens up to the end of the system message is kept per
-(adapter, system text) and each request decodes on a copy of it. The copy shares the cached tensors
-rather than duplicating them (tens of MB, a noticeable part of a decision on a CPU): transformers'
-dynamic cache layers grow by concatenation, into new tensors, so the shared ones are never written.
+(adapter, system text) and each request decodes on a copy of it (kv_cache.py: the copy is made by the
+request's first write, never into the cached tensors).
 """
 
 from __future__ import annotations
 
-import copy
 import threading
 import time
 from collections import OrderedDict
@@ -27,8 +25,8 @@ from typing import Any
 import numpy
 import torch
 import xgrammar
-from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
+from taskrouter.model_server.kv_cache import fork, new_cache
 from taskrouter.model_server.loading import LoadedModel
 
 CACHED_PREFIXES = 16  # (adapter, system text) pairs kept: a few task lists and adapters at once
@@ -124,7 +122,10 @@ class Engine:
         """The next token's logits (float32, shape (1, vocab)) after `ids`, and the grown cache; the
         output layer runs on the last position only."""
         output = self.loaded.model(
-            input_ids=torch.tensor([ids]), past_key_values=cache, use_cache=True, logits_to_keep=1
+            input_ids=torch.tensor([ids]),
+            past_key_values=new_cache(self.loaded.base_config) if cache is None else cache,
+            use_cache=True,
+            logits_to_keep=1,
         )
         return output.logits[:, -1, :].float(), output.past_key_values
 
@@ -150,7 +151,7 @@ class Engine:
         # The cache serves only a prompt that begins with exactly its tokens, and leaves one to feed.
         if len(prefix.ids) >= len(ids) or tuple(ids[: len(prefix.ids)]) != prefix.ids:
             return 0, None
-        return len(prefix.ids), _fork(prefix.cache)
+        return len(prefix.ids), fork(prefix.cache)
 
     def _system_ids(self, system: dict[str, str]) -> tuple[int, ...] | None:
         """The tokens of the system message as the template renders it at the head of a prompt; None
@@ -161,16 +162,6 @@ class Engine:
         except Exception:  # a template that wants a user turn
             return None
         return tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-def _fork(cache: Any) -> Any:
-    """A cache that starts as `cache` and grows apart from it, sharing its tensors; a deep copy for a
-    layer that might write its tensors in place (a static or quantized cache)."""
-    if not all(type(layer) in (DynamicLayer, DynamicSlidingWindowLayer) for layer in cache.layers):
-        return copy.deepcopy(cache)
-    fork = copy.copy(cache)
-    fork.layers = [copy.copy(layer) for layer in cache.layers]
-    return fork
 
 
 def _bitmask_without(tokens: frozenset[int], vocab_size: int) -> torch.Tensor:
