@@ -28,7 +28,8 @@ CONVERSATION = [Message(role="user", content="Can you write up the minutes of my
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory: pytest.TempPathFactory) -> tuple[Engine, Engine, Grammars]:
     loaded = load(build_tiny_base(tmp_path_factory.mktemp("tiny")), {})
-    return Engine(loaded), Engine(loaded, prefix_cache=False), Grammars(loaded.tokenizer, loaded.vocab_size)
+    cached = Engine(loaded)
+    return cached, Engine(loaded, prefix_cache=False), Grammars(loaded.tokenizer, loaded.vocab_size, cached.stop_ids)
 
 
 @pytest.mark.parametrize("strategy", list(Strategy))

@@ -16,10 +16,14 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from taskrouter.arguments import OneLineParser, positive_int
 from taskrouter.extras import MissingExtra, install_line
 from taskrouter.model_server.bundled import BundledModelMissing, smollm2_gguf
+
+if TYPE_CHECKING:  # imported when serving: torch comes with it
+    from taskrouter.model_server.server import ModelService
 
 PROG = "taskrouter model"
 DEFAULT_ENDPOINT = "taskrouter-local"
@@ -69,7 +73,7 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _service(args: argparse.Namespace):  # -> ModelService (imported late: torch)
+def _service(args: argparse.Namespace) -> ModelService:
     import torch
 
     from taskrouter.model_server.constraints import Grammars
@@ -84,7 +88,7 @@ def _service(args: argparse.Namespace):  # -> ModelService (imported late: torch
     started = time.monotonic()
     loaded = load(Path(args.model).expanduser(), adapters, DTYPES[args.dtype])
     engine = Engine(loaded, prefix_cache=args.prefix_cache)
-    grammars = Grammars(loaded.tokenizer, loaded.vocab_size)
+    grammars = Grammars(loaded.tokenizer, loaded.vocab_size, engine.stop_ids)
     engine.complete([{"role": "user", "content": "hello"}], max_tokens=1)  # warm: the first pass sets up kernels
     served = ", ".join(adapters) or "none"
     say(f"loaded {args.model} ({args.dtype}, {torch.get_num_threads()} threads, prefix cache "

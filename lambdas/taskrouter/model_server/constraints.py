@@ -12,7 +12,7 @@ not shown in the text."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import xgrammar
@@ -35,8 +35,11 @@ class Grammars:
     """Compiles constraints for one tokenizer; xgrammar's compiler caches each grammar it compiled, so
     the router's constraint (the same for a task list) is compiled once."""
 
-    def __init__(self, tokenizer: Any, vocab_size: int) -> None:
-        self.tokenizer_info = xgrammar.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size)
+    def __init__(self, tokenizer: Any, vocab_size: int, stop_ids: Iterable[int]) -> None:
+        # The engine's stop tokens: a complete match allows exactly those, which end the decoding.
+        self.tokenizer_info = xgrammar.TokenizerInfo.from_huggingface(
+            tokenizer, vocab_size=vocab_size, stop_token_ids=sorted(stop_ids)
+        )
         self._compiler = xgrammar.GrammarCompiler(self.tokenizer_info, cache_enabled=True)
 
     def compile(self, structured_outputs: Mapping[str, Any] | None) -> xgrammar.CompiledGrammar | None:

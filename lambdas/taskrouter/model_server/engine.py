@@ -49,7 +49,7 @@ class Completion:
 @dataclass(frozen=True)
 class _Prefix:
     ids: tuple[int, ...]
-    cache: Any  # transformers' DynamicCache of `ids`, never written to
+    cache: Any  # the keys and values of `ids` (kv_cache.py), never written to
 
 
 class Engine:
