@@ -41,17 +41,20 @@ TASKS = {
          "examples": ["Write up the minutes of my call"]},
     ]
 }  # fmt: skip
+
+
+def _user(content: str, task: str | None, event: str) -> dict[str, Any]:
+    return {"role": "user", "content": content, "expect": {"task": task, "event": event}}
+
+
+MINUTES, EMAIL = "prepare_meeting_minutes", "follow_up_email"
 CONVERSATIONS = [  # a few labelled turns: training needs two steps' worth, the ids test one turn
-    {"id": "minutes", "messages": [
-        {"role": "user", "content": "minutes of my acme call please", "expect": {"task": "prepare_meeting_minutes", "event": "start"}}]},
-    {"id": "email", "messages": [
-        {"role": "user", "content": "email Dana a follow-up", "expect": {"task": "follow_up_email", "event": "start"}}]},
+    {"id": "minutes", "messages": [_user("minutes of my acme call please", MINUTES, "start")]},
+    {"id": "email", "messages": [_user("email Dana a follow-up", EMAIL, "start")]},
     {"id": "switch", "messages": [
-        {"role": "user", "content": "minutes of the globex call", "expect": {"task": "prepare_meeting_minutes", "event": "start"}},
-        {"role": "assistant", "content": "Here they are."},
-        {"role": "user", "content": "now a follow-up e-mail to them", "expect": {"task": "follow_up_email", "event": "switch"}}]},
-    {"id": "thanks", "messages": [
-        {"role": "user", "content": "thanks, that is all", "expect": {"task": None, "event": "none"}}]},
+        _user("minutes of the globex call", MINUTES, "start"), {"role": "assistant", "content": "Here they are."},
+        _user("now a follow-up e-mail to them", EMAIL, "switch")]},
+    {"id": "thanks", "messages": [_user("thanks, that is all", None, "none")]},
 ]  # fmt: skip
 START_TIMEOUT_S = 600  # the model loads and de-quantizes in seconds alone, minutes on a busy machine
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -105,9 +108,9 @@ def _invocations(model_url: str) -> list[dict[str, Any]]:
 
 
 def _runtime(model_url: str) -> Any:
-    return boto3.session.Session(aws_access_key_id="local", aws_secret_access_key="local", region_name="us-east-1").client(
-        "sagemaker-runtime", endpoint_url=model_url, config=Config(read_timeout=60, retries={"total_max_attempts": 1})
-    )
+    session = boto3.session.Session(aws_access_key_id="local", aws_secret_access_key="local", region_name="us-east-1")
+    config = Config(read_timeout=60, retries={"total_max_attempts": 1})
+    return session.client("sagemaker-runtime", endpoint_url=model_url, config=config)
 
 
 def test_the_banner_shows_the_model_adapters_and_timeouts(local: LocalServer) -> None:
@@ -184,18 +187,22 @@ def test_the_real_server_refuses_what_the_double_refuses(model_url: str, case: s
     try:
         errors = []
         for url in (model_url, double.url):
+            content_type = extra.get("content_type", "application/json")
+            headers = {name: value for name, value in extra.items() if name != "content_type"}
             with pytest.raises(ClientError) as caught:
-                _runtime(url).invoke_endpoint(EndpointName=ENDPOINT, ContentType=extra.get("content_type", "application/json"),
-                                              Body=json.dumps(body).encode(),
-                                              **{k: v for k, v in extra.items() if k != "content_type"})
-            errors.append((caught.value.response["ResponseMetadata"]["HTTPStatusCode"], caught.value.response["Error"]["Code"]))
+                _runtime(url).invoke_endpoint(EndpointName=ENDPOINT, ContentType=content_type,
+                                              Body=json.dumps(body).encode(), **headers)
+            response = caught.value.response
+            errors.append((response["ResponseMetadata"]["HTTPStatusCode"], response["Error"]["Code"]))
     finally:
         double.close()
     assert errors[0] == errors[1], errors
 
 
 def test_the_real_answer_has_the_doubles_shape(model_url: str) -> None:
-    response = _runtime(model_url).invoke_endpoint(EndpointName=ENDPOINT, ContentType="application/json", Body=json.dumps(CHAT))
+    response = _runtime(model_url).invoke_endpoint(
+        EndpointName=ENDPOINT, ContentType="application/json", Body=json.dumps(CHAT)
+    )
     real = json.loads(response["Body"].read())
     double = json.loads(SageMakerRuntimeDouble.answer("none").body)
 

