@@ -12,8 +12,8 @@ and it runs again, for the bytecode, under the runtime's own interpreter.
   interpreter running it, whatever `--python-version` says. Either way the set it installed must be
   `lambda-requirements.lock`, the set resolved for the runtime: a difference is an error, not a bundle.
 - Bytecode is the runtime interpreter's (a .pyc is specific to one CPython minor version): Lambda's
-  /var/task is read-only, so uncompiled modules are compiled again on every cold start (~1 s instead of
-  ~0.3 s). Without that interpreter the bundle ships sources, says so, and records it in
+  /var/task is read-only, so uncompiled modules are compiled again on every cold start (~2 s instead of
+  ~0.8 s: benchmarks/footprint.py). Without that interpreter the bundle ships sources, says so, and records it in
   `build/lambda-bundle.json`; a stage with provisioned concurrency refuses such a bundle at synth
   unless TASKROUTER_ALLOW_SOURCE_BUNDLE=1 (infra/lambda_code.py).
 """
@@ -168,7 +168,7 @@ def build_bundle(
     if python is None:
         print(
             f"make bundle: no CPython {RUNTIME_VERSION} found (LAMBDA_PYTHON, python{RUNTIME_VERSION} on PATH, "
-            f"pyenv): the bundle ships sources, and each cold start compiles them (~1 s instead of ~0.3 s). "
+            f"pyenv): the bundle ships sources, and each cold start compiles them (~2 s instead of ~0.8 s). "
             f"A stage with provisioned concurrency refuses it: install CPython {RUNTIME_VERSION} (README).",
             file=sys.stderr,
         )

@@ -39,7 +39,7 @@ def bundle_has_bytecode() -> bool:
 
 
 def check_bundle_for(stage: StageConfig) -> None:
-    """A bundle of sources alone compiles them on every cold start (~1 s instead of ~0.3 s): a stage
+    """A bundle of sources alone compiles them on every cold start (~2 s instead of ~0.8 s: benchmarks/footprint.py): a stage
     that pays for provisioned concurrency to keep cold starts off its users' path refuses it."""
     if stage.router_concurrency.provisioned_max == 0 or bundle_has_bytecode():
         return
