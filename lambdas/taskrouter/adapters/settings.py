@@ -65,12 +65,12 @@ class CaptureSettings:
         return cls(
             function_name=env.get("TASKROUTER_CAPTURE_FUNCTION") or None,
             policy=SamplingPolicy(
-                share=_number(env, "TASKROUTER_CAPTURE_SHARE", 1, 0, 1),
-                fallback_share=_number(env, "TASKROUTER_CAPTURE_FALLBACK_SHARE", 1, 0, 1),
-                unseen_share=_number(env, "TASKROUTER_CAPTURE_UNSEEN_SHARE", 1, 0, 1),
+                share=number_setting(env, "TASKROUTER_CAPTURE_SHARE", 1, 0, 1),
+                fallback_share=number_setting(env, "TASKROUTER_CAPTURE_FALLBACK_SHARE", 1, 0, 1),
+                unseen_share=number_setting(env, "TASKROUTER_CAPTURE_UNSEEN_SHARE", 1, 0, 1),
             ),
             redaction=_redaction(env),
-            send_timeout_s=_number(
+            send_timeout_s=number_setting(
                 env, "TASKROUTER_CAPTURE_SEND_TIMEOUT_MS", DEFAULT_CAPTURE_SEND_TIMEOUT_MS, *CAPTURE_SEND_TIMEOUT_MS
             ) / 1000,
             switch_parameter=env.get("TASKROUTER_CAPTURE_PARAMETER") or None,
@@ -143,11 +143,11 @@ class RuntimeSettings:
             openai_secret_arn=secret_arn,
             # Locally the official client reads OPENAI_API_KEY / OPENAI_BASE_URL itself.
             openai_configured=bool(secret_arn or env.get("OPENAI_API_KEY")),
-            registry_ttl_s=_number(env, "TASKROUTER_REGISTRY_TTL_S", 15, 0, 25),
+            registry_ttl_s=number_setting(env, "TASKROUTER_REGISTRY_TTL_S", 15, 0, 25),
             ops_mode_parameter=env.get("TASKROUTER_OPS_MODE_PARAMETER") or None,
-            breaker_failures=int(_number(env, "TASKROUTER_BREAKER_FAILURES", DEFAULT_FAILURES, 1, 1000)),
-            breaker_window_s=_number(env, "TASKROUTER_BREAKER_WINDOW_S", DEFAULT_WINDOW_S, 1, 3600),
-            breaker_cooldown_s=_number(env, "TASKROUTER_BREAKER_COOLDOWN_S", DEFAULT_COOLDOWN_S, 1, 3600),
+            breaker_failures=int(number_setting(env, "TASKROUTER_BREAKER_FAILURES", DEFAULT_FAILURES, 1, 1000)),
+            breaker_window_s=number_setting(env, "TASKROUTER_BREAKER_WINDOW_S", DEFAULT_WINDOW_S, 1, 3600),
+            breaker_cooldown_s=number_setting(env, "TASKROUTER_BREAKER_COOLDOWN_S", DEFAULT_COOLDOWN_S, 1, 3600),
             router=RouterSettings(
                 default_strategy=Strategy(
                     _choice(env, "TASKROUTER_DEFAULT_STRATEGY", "zero_shot", tuple(s.value for s in Strategy))
@@ -155,7 +155,7 @@ class RuntimeSettings:
                 primary_timeout_s=zero_shot.primary_timeout_s,
                 fallback_timeout_s=zero_shot.fallback_timeout_s,
                 hedge_after_s=zero_shot.hedge_after_s,
-                retry_after_s=int(_number(env, "TASKROUTER_RETRY_AFTER_S", DEFAULT_RETRY_AFTER_S, 1, 3600)),
+                retry_after_s=int(number_setting(env, "TASKROUTER_RETRY_AFTER_S", DEFAULT_RETRY_AFTER_S, 1, 3600)),
                 strategy_budgets=budgets,
                 explanations=_explanations(env),
                 catalogue_budget=catalogue_budget_from_env(env),
@@ -186,7 +186,7 @@ def catalogue_budget_from_env(environ: Mapping[str, str] | None = None) -> int |
     env = os.environ if environ is None else environ
     if not env.get(SERVING_MAX_TOKENS):
         return None
-    return catalogue_budget(int(_number(env, SERVING_MAX_TOKENS, 0, *_SERVING_MAX_TOKENS_BOUNDS)))
+    return catalogue_budget(int(number_setting(env, SERVING_MAX_TOKENS, 0, *_SERVING_MAX_TOKENS_BOUNDS)))
 
 
 def timeout_setting(kind: str, strategy: Strategy) -> str:
@@ -252,7 +252,8 @@ def _required(env: Mapping[str, str], name: str) -> str:
     return value
 
 
-def _number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+def number_setting(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    """A number read from `env[name]` within [low, high], `default` when unset or empty."""
     raw = env.get(name)
     if raw is None or raw == "":
         return float(default)
@@ -276,12 +277,12 @@ def _budgets(env: Mapping[str, str]) -> dict[Strategy, Budget]:
     timeouts = {}
     for strategy, (primary_ms, fallback_ms) in DEFAULT_TIMEOUTS_MS.items():
         timeouts[strategy] = (
-            _number(env, timeout_setting("PRIMARY", strategy), primary_ms, *PRIMARY_TIMEOUT_MS),
-            _number(env, timeout_setting("FALLBACK", strategy), fallback_ms, *FALLBACK_TIMEOUT_MS),
+            number_setting(env, timeout_setting("PRIMARY", strategy), primary_ms, *PRIMARY_TIMEOUT_MS),
+            number_setting(env, timeout_setting("FALLBACK", strategy), fallback_ms, *FALLBACK_TIMEOUT_MS),
         )
     hedge_after_s = None
     if env.get("TASKROUTER_HEDGE_AFTER_MS", "").lower() != "off":
-        hedge_ms = _number(env, "TASKROUTER_HEDGE_AFTER_MS", DEFAULT_HEDGE_AFTER_MS, 0, PRIMARY_TIMEOUT_MS[1])
+        hedge_ms = number_setting(env, "TASKROUTER_HEDGE_AFTER_MS", DEFAULT_HEDGE_AFTER_MS, 0, PRIMARY_TIMEOUT_MS[1])
         hedge_after_s = hedge_ms / 1000 if hedge_ms < timeouts[Strategy.ZERO_SHOT][0] else None
     return {
         strategy: Budget(

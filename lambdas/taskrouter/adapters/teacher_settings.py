@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from taskrouter.adapters.settings import DEFAULT_OPENAI_MODEL, SettingsError, openai_response_format_from_env
+from taskrouter.adapters.settings import DEFAULT_OPENAI_MODEL, SettingsError, number_setting, openai_response_format_from_env
 from taskrouter.adapters.structured_output import ResponseFormat
 from taskrouter.core.request import Strategy
 
@@ -51,12 +51,12 @@ class TeacherSettings:
         return cls(
             model=env.get("TASKROUTER_TEACHER_MODEL") or env.get("TASKROUTER_OPENAI_MODEL") or DEFAULT_OPENAI_MODEL,
             strategy=Strategy(strategy),
-            timeout_s=_bounded(env, "TASKROUTER_TEACHER_TIMEOUT_MS", DEFAULT_TEACHER_TIMEOUT_MS, *TEACHER_TIMEOUT_MS) / 1000,
+            timeout_s=number_setting(env, "TASKROUTER_TEACHER_TIMEOUT_MS", DEFAULT_TEACHER_TIMEOUT_MS, *TEACHER_TIMEOUT_MS) / 1000,
             requests_per_minute=int(
-                _bounded(env, "TASKROUTER_TEACHER_REQUESTS_PER_MINUTE", DEFAULT_REQUESTS_PER_MINUTE, 0, MAX_REQUESTS_PER_MINUTE)
+                number_setting(env, "TASKROUTER_TEACHER_REQUESTS_PER_MINUTE", DEFAULT_REQUESTS_PER_MINUTE, 0, MAX_REQUESTS_PER_MINUTE)
             ),
             tokens_per_minute=int(
-                _bounded(env, "TASKROUTER_TEACHER_TOKENS_PER_MINUTE", DEFAULT_TOKENS_PER_MINUTE, 0, MAX_TOKENS_PER_MINUTE)
+                number_setting(env, "TASKROUTER_TEACHER_TOKENS_PER_MINUTE", DEFAULT_TOKENS_PER_MINUTE, 0, MAX_TOKENS_PER_MINUTE)
             ),
             openai_secret_arn=secret_arn,
             # Locally the official client reads OPENAI_API_KEY / OPENAI_BASE_URL itself.
@@ -66,16 +66,3 @@ class TeacherSettings:
             kms_key=env.get("TASKROUTER_CAPTURE_KMS_KEY") or None,
             capture_dir=Path(capture_dir) if capture_dir else None,
         )
-
-
-def _bounded(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return float(default)
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
-    if not low <= value <= high:
-        raise SettingsError(f"{name} must be between {low:g} and {high:g}, got {raw}")
-    return value
