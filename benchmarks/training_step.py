@@ -4,8 +4,8 @@ before) and from the answer positions alone (`train.answer_loss`, how it runs no
 
     .venv/bin/python benchmarks/training_step.py [--model GGUF|DIR] [--batch-sizes 1 4] [--steps 3]
 
-Default model: SmolLM2-135M-Instruct, the GGUF that set-up installs (`taskrouter model path`). Prompts: the router's, over tasks/default_tasks.json and
-datasets/example.jsonl; the same seed, so both losses train on the same batches. Each case runs the
+Default model: SmolLM2-135M-Instruct, the GGUF that set-up installs (`taskrouter model path`).
+Prompts: the router's, over tasks/default_tasks.json and datasets/example.jsonl; the same seed, so both losses train on the same batches. Each case runs the
 real training function in a fresh process, whose peak resident memory (`ru_maxrss`: torch allocates
 outside tracemalloc's sight) is the figure; the peak once the base is loaded, before the first step,
 is shown beside it. Validation is skipped (forward only: it never sets the peak). Figures only: nothing
@@ -49,7 +49,8 @@ def measure(model: str, loss: str, batch_size: int, steps: int) -> dict[str, Any
     from taskrouter.training import train
 
     chosen = train.answer_loss if loss == "answer" else (lambda wrapped, batch: wrapped(**batch).loss)
-    figures: dict[str, Any] = {"loss": loss, "batch_size": batch_size, "widths": [], "seconds": [], "cpu": [], "losses": []}
+    figures: dict[str, Any] = {"loss": loss, "batch_size": batch_size}
+    figures.update({key: [] for key in ("widths", "seconds", "cpu", "losses")})
     started: list[tuple[float, float]] = []  # wall and CPU clocks as a step's forward starts
 
     def timed(wrapped: Any, batch: dict[str, Any]) -> Any:
@@ -91,9 +92,10 @@ def run(model: str, batch_sizes: list[int], steps: int) -> None:
             )
             f = json.loads(child.stdout.strip().splitlines()[-1])
             wall, cpu = (sum(f[k]) / len(f[k]) for k in ("seconds", "cpu"))
+            each = ", ".join(f"{s:.1f}" for s in f["seconds"])
             print(f"| {batch_size} | {loss} | {', '.join(map(str, f['widths']))} | {f['peak_mib'] / 1024:.2f} GiB "
-                  f"| {f['loaded_peak_mib'] / 1024:.2f} GiB | {wall:.1f} ({', '.join(f'{s:.1f}' for s in f['seconds'])}) "
-                  f"| {cpu:.1f} | {', '.join(f'{x:.4f}' for x in f['losses'])} |", flush=True)
+                  f"| {f['loaded_peak_mib'] / 1024:.2f} GiB | {wall:.1f} ({each}) | {cpu:.1f} "
+                  f"| {', '.join(f'{x:.4f}' for x in f['losses'])} |", flush=True)
 
 
 def main() -> None:
