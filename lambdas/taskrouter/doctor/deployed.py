@@ -24,13 +24,10 @@ def openai_secret(ctx: Context) -> Finding:
     """The Operations stack creates the secret with a random value CloudFormation generates (its
     first and only version) until someone puts the key: a second version means it was set. Reads the
     secret's metadata only, never its value."""
-    check, name = "openai secret", f"{ctx.stage.name}-Operations"
-    stack = ctx.stack(name)
-    if stack is None:
-        return skipped(check, f"not deployed (no stack {name} in {ctx.region})")
-    arn = outputs(stack).get("OpenAISecretArn")
-    if arn is None:
-        return unchecked(check, f"stack {name} ({stack['StackStatus']}) has no output OpenAISecretArn", ctx.deploy_command)
+    check = "openai secret"
+    arn = _deployed_output(ctx, check, "Operations", "OpenAISecretArn")
+    if isinstance(arn, Finding):
+        return arn
     secret = ctx.aws.call("secretsmanager", "DescribeSecret", SecretId=arn)
     if len(secret.get("VersionIdsToStages", {})) <= 1:
         return blocks(
@@ -44,13 +41,10 @@ def openai_secret(ctx: Context) -> Finding:
 def alarm_subscriptions(ctx: Context) -> Finding:
     """Each address of the stage subscribed to the alarm topic, and confirmed by its recipient (an
     unconfirmed e-mail subscription receives nothing, and expires)."""
-    check, name = "alarm subscriptions", f"{ctx.stage.name}-Monitoring"
-    stack = ctx.stack(name)
-    if stack is None:
-        return skipped(check, f"not deployed (no stack {name} in {ctx.region})")
-    topic = outputs(stack).get("AlarmTopicArn")
-    if topic is None:
-        return unchecked(check, f"stack {name} ({stack['StackStatus']}) has no output AlarmTopicArn", ctx.deploy_command)
+    check = "alarm subscriptions"
+    topic = _deployed_output(ctx, check, "Monitoring", "AlarmTopicArn")
+    if isinstance(topic, Finding):
+        return topic
     wanted = [email for email in ctx.stage.alarm_emails if not is_placeholder(email)]
     if not wanted:
         return skipped(check, "no address of the stage's is a real one (alarm e-mails, above)")
@@ -77,11 +71,21 @@ def alarm_subscriptions(ctx: Context) -> Finding:
 def unseen(ctx: Context) -> Finding:
     """Live tasks the serving adapter never saw: never blocking (the router routes them, the teacher
     samples them more), but what tells when to retrain."""
-    check, name = "unseen tasks", f"{ctx.stage.name}-Api"
+    check = "unseen tasks"
+    router = _deployed_output(ctx, check, "Api", ROUTER_FUNCTION_OUTPUT)
+    if isinstance(router, Finding):
+        return router
+    return ok(check, unseen_tasks(ctx.aws.call, router).describe())
+
+
+def _deployed_output(ctx: Context, check: str, stack_id: str, output: str) -> str | Finding:
+    """An output of the stage's stack `stack_id`, or the finding that says why it cannot be had: the
+    stack not deployed (skipped), or deployed without it (could not be checked: deploy again)."""
+    name = f"{ctx.stage.name}-{stack_id}"
     stack = ctx.stack(name)
     if stack is None:
         return skipped(check, f"not deployed (no stack {name} in {ctx.region})")
-    router = outputs(stack).get(ROUTER_FUNCTION_OUTPUT)
-    if router is None:
-        return unchecked(check, f"stack {name} ({stack['StackStatus']}) has no output {ROUTER_FUNCTION_OUTPUT}", ctx.deploy_command)
-    return ok(check, unseen_tasks(ctx.aws.call, router).describe())
+    value = outputs(stack).get(output)
+    if value is None:
+        return unchecked(check, f"stack {name} ({stack['StackStatus']}) has no output {output}", ctx.deploy_command)
+    return value
