@@ -37,8 +37,13 @@ PUBLIC_PATHS = ("/health", "/openapi.json")  # no key: they describe the server 
 _ERROR_CODES = {400: "invalid_request", 413: "request_too_large"}  # the contract's; others from the phrase
 _LENGTH = re.compile(r"[0-9]{1,12}")
 _BLANK_LINES = (b"\r\n", b"\n")
-_LINGER_S = 2.0  # how long a refused request's remaining body is read and dropped before closing
-_LINGER_BYTES = MAX_BODY_BYTES + 65536
+# A refused request's remaining body is read and dropped before closing, so that the client, which
+# may be writing it all before it reads (urllib, requests), sees the answer rather than a reset: up
+# to what it announced (at most _LINGER_BYTES), while it keeps sending (a pause of _LINGER_IDLE_S
+# ends it) and for _LINGER_S at most. Loopback moves 64 MiB in well under a second.
+_LINGER_S = 10.0
+_LINGER_IDLE_S = 1.0
+_LINGER_BYTES = 64 * 1024 * 1024
 
 
 class Server(ThreadingHTTPServer):
@@ -106,6 +111,7 @@ def handler_class(containers: Containers, client_timeout_s: float) -> type[BaseH
         disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall
         _deadline: _ReadDeadline | None = None
         _body_pending = False  # a body was announced and not read
+        _announced = 0  # the Content-Length announced, once it could be parsed
         _answered = False
 
         def __getattr__(self, name: str) -> Any:
@@ -126,6 +132,7 @@ def handler_class(containers: Containers, client_timeout_s: float) -> type[BaseH
                 return False
             self._deadline = _ReadDeadline(self.connection, client_timeout_s)
             self._body_pending = self._answered = False
+            self._announced = 0
             try:
                 parsed = super().parse_request()
             except (TimeoutError, OSError):  # the headers never finished, or the deadline shut them
@@ -162,7 +169,7 @@ def handler_class(containers: Containers, client_timeout_s: float) -> type[BaseH
                 self._body_pending = True
                 raise _Refused(HTTPStatus.BAD_REQUEST, "Content-Length: must be one non-negative integer")
             length = int(lengths.pop()) if lengths else 0
-            self._body_pending = length > 0
+            self._body_pending, self._announced = length > 0, length
             if length > MAX_BODY_BYTES:
                 raise _Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "body: over the size limit")
             if not self._public() and not _key_accepted(self.headers.get("x-api-key")):
@@ -280,20 +287,20 @@ def handler_class(containers: Containers, client_timeout_s: float) -> type[BaseH
 
         def _linger(self) -> None:
             """Close gracefully after refusing a request whose body is still coming: send what was
-            written, then read and drop the rest for a moment, so the client sees the answer."""
+            written, then read and drop the rest, so the client sees the answer."""
             if not self._body_pending:
                 return
             with contextlib.suppress(OSError):
                 self.wfile.flush()
                 self.connection.shutdown(socket.SHUT_WR)
-                self.connection.settimeout(0.2)
+                self.connection.settimeout(_LINGER_IDLE_S)
+                budget = min(self._announced or _LINGER_BYTES, _LINGER_BYTES) + 65536  # + headers read ahead
                 ends, dropped = time.monotonic() + _LINGER_S, 0
-                while time.monotonic() < ends and dropped < _LINGER_BYTES:
-                    with contextlib.suppress(TimeoutError):
-                        chunk = self.connection.recv(65536)
-                        if not chunk:
-                            break
-                        dropped += len(chunk)
+                while time.monotonic() < ends and dropped < budget:
+                    chunk = self.connection.recv(65536)  # a pause of _LINGER_IDLE_S raises and ends it
+                    if not chunk:
+                        break
+                    dropped += len(chunk)
 
         def log_request(self, code: Any = "-", size: Any = "-") -> None:  # method, path and status only
             path = getattr(self, "path", "")  # unset when the request line itself was refused
