@@ -75,7 +75,7 @@ synth: setup-synth bundle
 # Each file runs whole on one worker (tests/conftest.py); TEST_WORKERS=0 runs the suite in one process.
 TEST_WORKERS ?= 2
 test: setup bundle browser
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -n $(TEST_WORKERS)
 
 # make local serves a model only when TASKROUTER_LOCAL_MODEL is set (`taskrouter model path` names the one
 # set-up installs): only then does it install one.

@@ -99,4 +99,5 @@ def test_a_registry_over_the_budget_still_routes_and_logs_the_cut(server):
         })
     status, body = server.request("POST", "/route", ROUTE_BODY)
     assert status == 200 and body["backend"] == "openai", body
-    assert "examples dropped, descriptions cut to" in server.log_line("catalogue_cut", timeout_s=20)
+    # this route's cut (an earlier route of the module may have logged a milder one)
+    assert 'catalogue_cut="examples dropped, descriptions cut to' in server.log_line("examples dropped", timeout_s=20)
