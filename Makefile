@@ -21,7 +21,9 @@ help:
 # dependencies); make test adds every extra (tools, training, launch, test libraries).
 SYNTH_READY := $(VENV)/.installed-synth
 DEV_READY := $(VENV)/.installed-dev
-PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check -c requirements.lock
+# --no-compile: pip would byte-compile every file of every package (torch, the CDK: two thirds of the
+# set-up's time); Python compiles the modules actually imported, once, on first import.
+PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check --no-compile -c requirements.lock
 
 $(SYNTH_READY): pyproject.toml requirements.lock
 	@python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
