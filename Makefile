@@ -81,8 +81,10 @@ synth: setup-synth bundle
 
 # Two workers: most tests wait on servers, subprocesses and sockets, so one worker leaves a core idle.
 # Each file runs whole on one worker (tests/conftest.py); TEST_WORKERS=0 runs the suite in one process.
+# The package's bytecode first: the tests start a few hundred Python processes that import it.
 TEST_WORKERS ?= 2
 test: setup bundle browser
+	$(PY) -m compileall -qq -j 0 lambdas
 	$(PY) -m pytest -n $(TEST_WORKERS)
 
 # make local serves a model only when TASKROUTER_LOCAL_MODEL is set (`taskrouter model path` names the one
