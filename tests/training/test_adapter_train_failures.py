@@ -180,3 +180,21 @@ def test_a_base_with_a_bad_config_is_named_with_its_fix(tiny_base, tmp_path, kin
     line = error_line(capsys.readouterr().err)
     assert code == 1 and f"{config} is not a model configuration" in line and "restore it" in line
     assert not (tmp_path / "out").exists()
+
+
+def test_a_gguf_base_without_gguf_names_the_extra_that_brings_it(tmp_path, monkeypatch, capsys):
+    """The training extra reads model folders; a GGUF file needs the local-model extra's `gguf`, which
+    transformers asks for without naming the module."""
+    import sys
+
+    from taskrouter.extras import install_line
+    from taskrouter.model_server.bundled import smollm2_gguf
+
+    gguf = smollm2_gguf()  # installed by `make test`'s set-up
+    monkeypatch.setitem(sys.modules, "gguf", None)  # as if only the training extra were installed
+    code = main(["adapter", "train", "--dataset", "datasets/example.jsonl", "--tasks", "tasks/default_tasks.json",
+                 "--base-model", str(gguf), "--out", str(tmp_path / "adapter"), "--max-steps", "1"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and err.startswith(PROG), err
+    assert "gguf" in err.lower() and err.rstrip().endswith(install_line("local-model"))
+    assert not (tmp_path / "adapter").exists()

@@ -22,6 +22,7 @@ from taskrouter.core.task_spec import load_task_file
 from taskrouter.core.validation import describe
 from taskrouter.arguments import OneLineParser, positive_int
 from taskrouter.evaluation.dataset import DatasetError
+from taskrouter.extras import install_line
 from taskrouter.repository import DEFAULT_TASKS_FILE
 
 PROG = "taskrouter adapter train"
@@ -44,11 +45,20 @@ def main(argv: list[str]) -> int:
         print(f"{PROG}: stopped (Ctrl-C) before the adapter was saved: {args.out} is as it was; "
               f"{_resuming(args)}", file=sys.stderr)
         return 130
-    except ImportError as error:  # the training extra is not installed
-        missing = f"{error.name} is missing" if error.name else _one_line(error)
-        print(f"{PROG}: {missing}: pip install 'taskrouter[training]' "
-              "(and bitsandbytes with a CUDA torch for QLoRA on a GPU: 'taskrouter[training-gpu]')", file=sys.stderr)
+    except ImportError as error:  # an extra is not installed
+        missing = f"{error.name} is missing" if error.name else _one_line(error).rstrip(".")
+        print(f"{PROG}: {missing}: {_extra_for(error)}", file=sys.stderr)
         return 1
+
+
+def _extra_for(error: ImportError) -> str:
+    """What installs the missing module: a GGUF base needs the local-model extra's gguf (transformers
+    says so without naming the module), bitsandbytes the training-gpu one, anything else training's."""
+    if error.name == "gguf" or "gguf" in str(error).lower():
+        return install_line("local-model")
+    if (error.name or "").split(".")[0] == "bitsandbytes":
+        return f"{install_line('training-gpu')} (with a CUDA build of torch)"
+    return f"{install_line('training')} (for QLoRA on a GPU, the 'training-gpu' extra with a CUDA build of torch)"
 
 
 def _train(args: argparse.Namespace) -> int:

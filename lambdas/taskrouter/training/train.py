@@ -321,6 +321,8 @@ def _load_base(base_model: str, revision: str | None, cuda: bool) -> tuple[Any, 
                                 "restore it from the model's source") from None
     # a GGUF file (llama.cpp's format) is read from its folder by name, de-quantized (the `gguf` package)
     gguf = {"gguf_file": folder.name} if folder.suffix == ".gguf" and folder.is_file() else {}
+    if gguf:  # its absence named here, before transformers logs its own install advice
+        import gguf as _gguf  # noqa: F401
     source = str(folder.parent) if gguf else base_model
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, **gguf)
