@@ -16,7 +16,7 @@ import boto3
 import pytest
 
 from taskrouter.adapters import runtime
-from taskrouter.core.capture import registry_sha256
+from taskrouter.core.tasks import tasks_sha256
 from taskrouter.core.tasks import Task
 
 from .conftest import REGION, TASK_NAMES, TASKS, AwsState, Invoke
@@ -115,7 +115,7 @@ def test_a_sampled_turn_is_sent_as_an_asynchronous_invocation_of_the_teacher(
     assert record["redaction"] == ["email", "phone"]
     assert [task["name"] for task in record["tasks"]] == list(TASK_NAMES)
     live = [Task(name, description, tuple(examples)) for name, (description, examples) in TASKS.items()]
-    assert record["registry_sha256"] == registry_sha256(live)
+    assert record["registry_sha256"] == tasks_sha256(live)
     assert record["decision"] == {"task": "follow_up_email", "event": "start", "backend": "sagemaker", "fallback_reason": None}
     assert record["primary"]["answer"] == "follow_up_email" and record["primary"]["latency_ms"] > 0
     assert record["sampling"] == {"probability": 1.0, "uniform": True, "reason": "primary"}

@@ -116,9 +116,6 @@ def redact(text: str, kinds: Collection[str]) -> str:
 
 
 # -- the record ------------------------------------------------------------------------------------
-registry_sha256 = tasks_sha256  # the registry's content, as an evaluation report's `tasks_sha256`
-
-
 def iso_time(moment: datetime) -> str:
     """ISO 8601 in UTC with milliseconds: `2026-12-02T07:49:24.123Z`."""
     moment = moment.astimezone(UTC)
@@ -151,7 +148,7 @@ def build_record(
             {"name": task.name, "description": task.description, "examples": list(task.examples[:EXAMPLES_SHOWN])}
             for task in decision.shown_tasks
         ],
-        "registry_sha256": registry_sha256(decision.registry.values()),
+        "registry_sha256": tasks_sha256(decision.registry.values()),  # as a report's `tasks_sha256`
         "strategy": decision.strategy.value,
         "adapter": adapter.name,
         "unseen_tasks": list(adapter.unseen(task.name for task in decision.shown_tasks)),

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import hashlib
 
-from taskrouter.core.tasks import tasks_sha256  # noqa: F401  (the reports' task-list digest)
-
 
 def dataset_sha256(raw: bytes) -> str:
     """The dataset's bytes as read: what `sha256sum FILE` prints."""

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from taskrouter.core.tasks import Task
+from taskrouter.core.tasks import Task, tasks_sha256
 from taskrouter.evaluation.dataset import DatasetError, Turn, parse_dataset, turns_of
-from taskrouter.evaluation.digests import dataset_sha256, tasks_sha256
+from taskrouter.evaluation.digests import dataset_sha256
 from taskrouter.evaluation.metrics import ERROR_LABEL, classification, label_of, latency_summary
 from taskrouter.evaluation.progress import progress_bar
 from taskrouter.evaluation.targets import DEFAULT_TURN_TIMEOUT_S, Outcome, Target, refusal
