@@ -24,6 +24,8 @@ from typing import IO, Any
 from taskrouter.adapters.settings import DEFAULT_OPENAI_BASE_URL, RuntimeSettings
 from taskrouter.adapters.teacher_settings import TeacherSettings
 from taskrouter.core.request import Strategy
+from taskrouter.model_server.local import ADAPTERS
+from taskrouter.model_server.protocol import parse_adapters
 
 LOG_FORMATS = ("text", "json")
 # Fields of every Powertools line that say nothing about this request, or are on the line already.
@@ -92,7 +94,7 @@ def _primary(settings: RuntimeSettings, env: Mapping[str, str]) -> str:
 
 def _local_model(env: Mapping[str, str]) -> str:
     """The local model server's model and adapters, and why the primary's timeouts are long."""
-    names = [item.split("=", 1)[0].strip() for item in env.get("TASKROUTER_LOCAL_ADAPTERS", "").split(",") if item.strip()]
+    names = list(parse_adapters(env.get(ADAPTERS, ""), ADAPTERS))  # valid: the server loaded them before the banner
     adapters = (f"adapters {', '.join(names)}, each invoked by its name as component (TASKROUTER_LOCAL_ADAPTERS)"
                 if names else "no adapter (TASKROUTER_LOCAL_ADAPTERS=name=DIR,... adds some)")
     hedge = "no hedging" if env.get("TASKROUTER_HEDGE_AFTER_MS") == "off" else "hedging as set"
