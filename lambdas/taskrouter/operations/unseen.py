@@ -10,9 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from taskrouter.adapters.dynamodb_registry import read_all_tasks
 from taskrouter.adapters.settings import serving_adapter_from_env
 from taskrouter.core.capture import BASE_ADAPTER
-from taskrouter.registry_schema import DELETED, PARTITION_KEY, TASK_PARTITION
 
 ROUTER_FUNCTION_OUTPUT = "RouterFunctionName"  # the Api stack's output
 LIVE_ALIAS = "live"  # the version API Gateway invokes (infra/api.py)
@@ -43,23 +43,15 @@ def unseen_tasks(call: Call, router_function: str) -> Unseen:
     configuration = call("lambda", "GetFunctionConfiguration", FunctionName=router_function, Qualifier=LIVE_ALIAS)
     environment = configuration.get("Environment", {}).get("Variables", {})
     adapter = serving_adapter_from_env(environment)
-    live = _live_task_names(call, environment["TASKROUTER_TABLE_NAME"])
+    live = list(read_all_tasks(_Registry(call), environment["TASKROUTER_TABLE_NAME"]))  # as the router reads it
     return Unseen(adapter.name, len(live), adapter.unseen(live), adapter.name == BASE_ADAPTER or adapter.tasks is not None)
 
 
-def _live_task_names(call: Call, table: str) -> list[str]:
-    """The registry's task names: its one partition, paged, without deleted tasks' tombstones."""
-    names, request = [], {
-        "TableName": table,
-        "KeyConditionExpression": "#pk = :pk",
-        "FilterExpression": "attribute_not_exists(#deleted)",
-        "ProjectionExpression": "#name",
-        "ExpressionAttributeNames": {"#pk": PARTITION_KEY, "#deleted": DELETED, "#name": "name"},
-        "ExpressionAttributeValues": {":pk": {"S": TASK_PARTITION}},
-    }
-    while True:
-        page = call("dynamodb", "Query", **request)
-        names += [item["name"]["S"] for item in page.get("Items", []) if "S" in item.get("name", {})]
-        if "LastEvaluatedKey" not in page:
-            return names
-        request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+class _Registry:
+    """The registry table's Query through `call`, as `read_all_tasks` asks a DynamoDB client for it."""
+
+    def __init__(self, call: Call) -> None:
+        self._call = call
+
+    def query(self, **request: Any) -> dict[str, Any]:
+        return self._call("dynamodb", "Query", **request)
