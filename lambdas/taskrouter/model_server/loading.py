@@ -20,15 +20,22 @@ class ModelLoadError(ValueError):
     """A model or adapter that cannot be served; the message names it and the fix (one line)."""
 
 
+def gguf_source(model: Path) -> tuple[str, dict[str, Any]] | None:
+    """For a GGUF file (llama.cpp's format), `from_pretrained`'s first argument and keywords: its
+    folder and `gguf_file=` its name (transformers de-quantizes it with the `gguf` package); else None."""
+    if model.is_file() and model.suffix.lower() == GGUF_SUFFIX:
+        return str(model.parent), {"gguf_file": model.name}
+    return None
+
+
 def pretrained_source(model: Path) -> tuple[str, dict[str, Any]]:
-    """`from_pretrained`'s first argument and keywords for a model folder, or for a GGUF file: its
-    folder and `gguf_file=` its name (transformers de-quantizes it with the `gguf` package)."""
+    """`from_pretrained`'s first argument and keywords for a model folder or a GGUF file."""
     if model.is_dir():
         if not (model / "config.json").is_file():
             raise ModelLoadError(f"{model} has no config.json: give a model's folder (config.json, weights, tokenizer)")
         return str(model), {}
-    if model.is_file() and model.suffix.lower() == GGUF_SUFFIX:
-        return str(model.parent), {"gguf_file": model.name}
+    if (gguf := gguf_source(model)) is not None:
+        return gguf
     if model.exists():
         raise ModelLoadError(f"{model} is neither a model folder nor a {GGUF_SUFFIX} file")
     raise ModelLoadError(f"{model}: no such file or folder")

@@ -35,6 +35,7 @@ from taskrouter.core.prompting import build_prompt
 from taskrouter.core.request import Message, Strategy
 from taskrouter.core.tasks import NO_TASK, Task, tasks_sha256
 from taskrouter.evaluation.dataset import Turn, load_dataset, turns_of
+from taskrouter.model_server.loading import gguf_source
 from taskrouter.training.output import ARCHIVE as ADAPTER_ARCHIVE
 from taskrouter.training.output import MANIFEST, check_output, staged
 
@@ -319,14 +320,12 @@ def _load_base(base_model: str, revision: str | None, cuda: bool) -> tuple[Any, 
         except Exception as error:
             raise TrainingError(f"{config} is not a model configuration transformers reads ({_gist(error)}): "
                                 "restore it from the model's source") from None
-    # a GGUF file (llama.cpp's format) is read from its folder by name, de-quantized (the `gguf` package)
-    gguf = {"gguf_file": folder.name} if folder.suffix == ".gguf" and folder.is_file() else {}
-    if gguf:  # its absence named here, before transformers logs its own install advice
+    source, keywords = gguf_source(folder) or (base_model, {})
+    if keywords:  # gguf's absence named here, before transformers logs its own install advice
         import gguf as _gguf  # noqa: F401
-    source = str(folder.parent) if gguf else base_model
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, **gguf)
-        return tokenizer, AutoModelForCausalLM.from_pretrained(source, revision=revision, **gguf, **_loading(cuda))
+        tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, **keywords)
+        return tokenizer, AutoModelForCausalLM.from_pretrained(source, revision=revision, **keywords, **_loading(cuda))
     except ImportError:  # a missing extra (bitsandbytes on a GPU), told as such by the command
         raise
     except Exception as error:
