@@ -24,9 +24,9 @@ from taskrouter.core.capture import (
     build_record,
     draw,
     encode,
-    redact,
 )
 from taskrouter.core.prompting import MAX_TRANSCRIPT_BYTES
+from taskrouter.core.redaction import redact
 from taskrouter.core.request import Message, RouteRequest, Strategy
 from taskrouter.core.router import NOT_ASKED, Decision, PrimaryOutcome, Router
 from taskrouter.core.tasks import Task, tasks_sha256

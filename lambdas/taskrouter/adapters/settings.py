@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from taskrouter.adapters.structured_output import ResponseFormat
-from taskrouter.core.capture import BASE_ADAPTER, DEFAULT_REDACTION, REDACTION_KINDS, SamplingPolicy, ServingAdapter
+from taskrouter.core.capture import BASE_ADAPTER, SamplingPolicy, ServingAdapter
+from taskrouter.core.redaction import DEFAULT_REDACTION, REDACTION_KINDS
 from taskrouter.core.catalogue import catalogue_budget
 from taskrouter.core.request import Strategy
 from taskrouter.core.resilience import DEFAULT_COOLDOWN_S, DEFAULT_FAILURES, DEFAULT_WINDOW_S
