@@ -12,7 +12,6 @@ An error is one line on stderr and exit 1 (2: the command line itself); Ctrl-C, 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -23,10 +22,9 @@ from taskrouter.core.validation import describe
 from taskrouter.arguments import OneLineParser, positive_int
 from taskrouter.evaluation.dataset import DatasetError
 from taskrouter.extras import install_line
-from taskrouter.repository import DEFAULT_TASKS_FILE
+from taskrouter.training.options import add_training_options
 
 PROG = "taskrouter adapter train"
-SEED_LIMIT = 2**32  # numpy's seeds are below it
 
 
 def main(argv: list[str]) -> int:
@@ -102,31 +100,6 @@ def _resuming(args: argparse.Namespace) -> str:
 
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
-
-
-def positive_finite_float(value: str) -> float:
-    number = float(value)
-    if not (math.isfinite(number) and number > 0):
-        raise argparse.ArgumentTypeError("must be a positive number")
-    return number
-
-
-def seed_value(value: str) -> int:
-    number = int(value)
-    if not 0 <= number < SEED_LIMIT:
-        raise argparse.ArgumentTypeError(f"must be from 0 to {SEED_LIMIT - 1}")
-    return number
-
-
-def add_training_options(parser: argparse.ArgumentParser) -> None:
-    """The task list and hyper-parameters, the same for `train` and `launch` (which passes them on)."""
-    parser.add_argument("--tasks", default=str(DEFAULT_TASKS_FILE), help="the task list the router holds")
-    parser.add_argument("--epochs", type=positive_int, default=2)
-    parser.add_argument("--max-steps", type=positive_int, help="stop after this many optimizer steps")
-    parser.add_argument("--seed", type=seed_value, default=0)
-    parser.add_argument("--rank", type=positive_int, default=16)
-    parser.add_argument("--learning-rate", type=positive_finite_float, default=2e-4)
-    parser.add_argument("--batch-size", type=positive_int, default=4)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -48,7 +48,7 @@ from taskrouter.core.task_spec import load_task_file
 from taskrouter.core.validation import describe
 from taskrouter.evaluation.dataset import DatasetError, load_dataset, turns_of
 from taskrouter.repository import ROOT
-from taskrouter.training.cli import add_training_options
+from taskrouter.training.options import add_training_options
 
 PROG = "taskrouter adapter launch"
 STACK = "{stage}-ModelArtifacts"
