@@ -69,28 +69,26 @@ class ModelHostingStack(Stack):
         base_component_name = stage.base_component_name
         self.component_names = [base_component_name, *(stage.adapter_component_name(m.name) for m in manifests)]
 
-        # SageMaker creates these groups on first start (the endpoint's, and one per inference
-        # component); owning them gives them a retention. They
-        # have fixed names in a stateless stack: never retained, or a rolled-back first deploy
-        # would leave them behind and block the next one.
-        log_groups = [
-            logs.LogGroup(
-                self,
-                construct_id,
-                log_group_name=name,
-                retention=stage.log_retention,
-                removal_policy=RemovalPolicy.DESTROY,
+        # Where the endpoint's and each component's containers log, owned here for their retention. The
+        # groups have fixed names in a stateless stack, so nothing may ever create them but this stack: never
+        # retained (a rolled-back first deploy would leave them behind), no logs:CreateLogGroup for SageMaker
+        # (the role below), and each writer depends on its group, which CloudFormation therefore creates
+        # before it and deletes after it (a stack's resources are deleted in reverse dependency order).
+        # Otherwise a delete or a rollback removes a group while its endpoint still runs, SageMaker creates it
+        # again, and the next deploy fails on a group that "already exists".
+        def owned_log_group(construct_id: str, name: str) -> logs.LogGroup:
+            return logs.LogGroup(
+                self, construct_id, log_group_name=name, retention=stage.log_retention, removal_policy=RemovalPolicy.DESTROY
             )
-            for construct_id, name in (
-                ("EndpointLogs", f"{ENDPOINT_LOG_GROUP_PREFIX}{self.endpoint_name}"),
-                ("BaseComponentLogs", f"{COMPONENT_LOG_GROUP_PREFIX}{base_component_name}"),
-                *(
-                    (f"AdapterComponentLogs{_pascal(m.name)}", f"{COMPONENT_LOG_GROUP_PREFIX}{stage.adapter_component_name(m.name)}")
-                    for m in manifests
-                ),
+
+        endpoint_logs = owned_log_group("EndpointLogs", f"{ENDPOINT_LOG_GROUP_PREFIX}{self.endpoint_name}")
+        component_logs = {
+            name: owned_log_group(construct_id, f"{COMPONENT_LOG_GROUP_PREFIX}{name}")
+            for name, construct_id in (
+                (base_component_name, "BaseComponentLogs"),
+                *((stage.adapter_component_name(m.name), f"AdapterComponentLogs{_pascal(m.name)}") for m in manifests),
             )
-        ]
-        endpoint_logs = log_groups[0]
+        }
         role = self._execution_role(serving, stage, [archive.object_arn for archive in archives.values()], endpoint_logs)
         # The base's weights and the adapters: objects of the artifact bucket, under its key.
         weights = f"arn:{self.partition}:s3:::{artifact_bucket_name(stage, self)}/{artifacts.base_weights.prefix}*"
@@ -183,6 +181,7 @@ class ModelHostingStack(Stack):
             endpoint_name=self.endpoint_name,
             endpoint_config_name=endpoint_config.attr_endpoint_config_name,
         )
+        endpoint.node.add_dependency(endpoint_logs)
 
         base = sagemaker.CfnInferenceComponent(
             self,
@@ -206,6 +205,7 @@ class ModelHostingStack(Stack):
             ),
             deployment_config=self._rolling_update(base_component_name, stage),
         )
+        base.node.add_dependency(component_logs[base_component_name])
         self._scale(base, base_component_name, self.component_names, stage)
         # Each adapter shares the base component's GPUs: no compute of its own, only its weights.
         for manifest in manifests:
@@ -223,6 +223,7 @@ class ModelHostingStack(Stack):
                 ),
             )
             adapter.add_resource_dependency(base)
+            adapter.node.add_dependency(component_logs[stage.adapter_component_name(manifest.name)])
             if archive.upload is not None:
                 adapter.node.add_dependency(archive.upload)  # in the bucket before SageMaker reads it
 
@@ -284,8 +285,8 @@ class ModelHostingStack(Stack):
     def _scale(
         self, base: sagemaker.CfnInferenceComponent, component: str, components: list[str], stage: StageConfig
     ) -> None:
-        """Copies of the base on invocations per copy, within the stage's bounds; from zero, on the
-        first request that found no copy (SageMaker's NoCapacityInvocationFailures, on any component:
+        """Copies of the base on invocations per copy, within the stage's bounds; from zero to exactly one,
+        on the first request that found no copy (SageMaker's NoCapacityInvocationFailures, on any component:
         AWS does not say whether an adapter's refusals count under its name or its base's).
 
         Target tracking sees the base component's own invocations: an adapter's are not documented to
@@ -324,6 +325,22 @@ class ModelHostingStack(Stack):
         )
         if stage.scaling.min_copies > 0:
             return
+        # Waking sets the base to exactly one copy, however often it is asked to. The alarms below invoke the
+        # policy again every minute they stay in ALARM (CloudWatch User Guide, "Alarm actions": only Auto
+        # Scaling actions repeat while the state lasts), and they stay there for the minutes a copy takes to
+        # start, requests still failing meanwhile. The guide's own policy (ChangeInCapacity +1, cooldown 60 s)
+        # adds a copy at each invocation once its cooldown has passed (Application Auto Scaling User Guide,
+        # "Step scaling policies": adjustment types, cooldown period): a second GPU a minute into the first's
+        # start. ExactCapacity changes the capacity "to the specified value" (same page): 1, each time.
+        #
+        # ExactCapacity would also lower a base that has more copies, and target tracking does not stop a step
+        # policy's scale-in (same guide, "Target tracking scaling policies": considerations). It never gets
+        # the chance: the alarms watch NoCapacityInvocationFailures alone, which SageMaker counts only for a
+        # request that found no copy to serve it (scale-to-zero guide below; an adapter's copies are its
+        # base's), so they fire only while the base serves nothing. Target tracking cannot have added copies
+        # then: its metric is invocations per copy, with no copy to count on. What is left is a base whose
+        # every copy was lost at once, its desired count set back to 1 while none serves; target tracking
+        # raises it again on load. A stage that never goes to zero (min_copies > 0: prod) has no wake at all.
         wake = autoscaling.CfnScalingPolicy(
             self,
             "BaseCopiesFromZero",
@@ -331,7 +348,7 @@ class ModelHostingStack(Stack):
             policy_type="StepScaling",
             scaling_target_id=target.ref,
             step_scaling_policy_configuration=autoscaling.CfnScalingPolicy.StepScalingPolicyConfigurationProperty(
-                adjustment_type="ChangeInCapacity",
+                adjustment_type="ExactCapacity",
                 metric_aggregation_type="Maximum",
                 cooldown=60,
                 step_adjustments=[autoscaling.CfnScalingPolicy.StepAdjustmentProperty(
@@ -341,10 +358,12 @@ class ModelHostingStack(Stack):
         )
         # AWS's scale-to-zero guide (SageMaker Developer Guide, "Scale an endpoint to zero instances", "To
         # enable an endpoint to scale out from zero instances"): one alarm on NoCapacityInvocationFailures of a
-        # component, Sum over 60 s, threshold 1, one datapoint, acting on the step policy. A standard-resolution
-        # metric has no 30 s datapoints to alarm on. At or above 1 rather than the guide's "greater than": the
-        # first refused request wakes the base, not the second. One such alarm per component (AWS does not say
-        # whether an adapter's refusals count under its name or its base's), each waking the base.
+        # component ("when an endpoint receives an inference request, but the endpoint has no active instances
+        # to serve the request"), Sum over 60 s, threshold 1, one datapoint, acting on the step policy. A
+        # standard-resolution metric has no 30 s datapoints to alarm on. At or above 1 rather than the guide's
+        # "greater than": the first refused request wakes the base, not the second. One such alarm per
+        # component (AWS does not say whether an adapter's refusals count under its name or its base's), each
+        # waking the base: with an exact capacity, two alarms firing together still make one copy.
         for name in components:
             no_copy = cloudwatch.Alarm(
                 self,
@@ -396,23 +415,23 @@ class ModelHostingStack(Stack):
         # Guide, "Log groups and streams that Amazon SageMaker AI sends to Amazon CloudWatch Logs") names the
         # endpoint's, /aws/sagemaker/Endpoints/[EndpointName], and none for inference components, whose
         # containers log to /aws/sagemaker/InferenceComponents/<component name> in AWS's own examples (the
-        # namespace of their metrics too). AWS's execution-role policy grants these actions on "*" ("CreateModel API: Execution Role
-        # Permissions"), AmazonSageMakerFullAccess on /aws/sagemaker/*: here the endpoint's own group, and every
-        # component group of this stage by its names' prefix (stage names take no hyphen), so a component's
-        # logs are not lost for a name the owned groups above do not spell.
+        # namespace of their metrics too). AWS's execution-role policy ("CreateModel API: Execution Role
+        # Permissions") grants logs:CreateLogGroup besides these on "*": here no group may be created, the
+        # stack owns them all (above); streams are written in the endpoint's group and in this stage's
+        # component groups, by their names' prefix (stage names take no hyphen).
         component_logs = self.format_arn(
             service="logs", resource="log-group", arn_format=ArnFormat.COLON_RESOURCE_NAME,
             resource_name=f"{COMPONENT_LOG_GROUP_PREFIX}{stage.endpoint_name}-*",
         )
         role.add_to_policy(
             iam.PolicyStatement(
-                actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+                actions=["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
                 resources=[endpoint_logs.log_group_arn, component_logs],
             )
         )
         acknowledge(role, f"AwsSolutions-IAM5[Resource::{as_nag_shows(self, component_logs)}]",
                     "the log groups of this stage's inference components, /aws/sagemaker/InferenceComponents/"
-                    "<component>: AWS documents no exact name for them, and grants /aws/sagemaker/* itself")
+                    "<component>, each owned by the stack: streams only, no group can be created")
         # Instance and container metrics (GPU, memory) of the endpoint and its components.
         role.add_to_policy(
             iam.PolicyStatement(

@@ -17,7 +17,12 @@ from infra.model_artifacts import BASE_SHAPES, DEPLOYMENT_MEMORY_MIB, deployment
 from infra.nag import unacknowledged_findings
 from infra.stage import TaskRouterStage
 from tests.adapters import make_adapter
-from tests.infra.test_resources import assert_wakes_the_base_as_aws_guide_does
+from tests.infra.test_resources import (
+    alarm_minutes_of_a_slow_start,
+    assert_log_groups_outlive_their_writers,
+    assert_wakes_the_base_as_aws_guide_does,
+    copies_while_waking,
+)
 
 S3_ARCHIVE = "s3://trained-adapters-bucket/jobs/router-b/output/adapter.tar.gz"
 # What router-a was trained on (its training manifest's tasks.names): the router's adapter must say.
@@ -76,6 +81,21 @@ def test_one_adapter_component_each_on_the_base_and_the_router_pointed_at_the_co
     assert sorted(watched) == sorted(names)  # a refusal on any component wakes the base: one alarm each
     for wake, component in zip(wakes, watched):
         assert_wakes_the_base_as_aws_guide_does(templates["ModelHosting"], wake, component)
+
+
+def test_the_alarms_of_every_component_firing_together_start_one_copy(adapted):
+    _, templates, *_ = adapted
+    invoked = alarm_minutes_of_a_slow_start(alarms=3)  # the base's, router-a's and router-b's, each minute
+    assert copies_while_waking(templates["ModelHosting"], invoked) == [1] * len(invoked)
+
+
+def test_each_adapter_component_logs_into_a_group_created_before_and_deleted_after_it(adapted):
+    _, templates, *_ = adapted
+    hosting = templates["ModelHosting"]
+    assert_log_groups_outlive_their_writers(hosting)  # the endpoint, the base and both adapters
+    assert len(_of_type(hosting, "AWS::Logs::LogGroup")) == 4
+    statements = [s for p in _of_type(hosting, "AWS::IAM::Policy").values() for s in p["Properties"]["PolicyDocument"]["Statement"]]
+    assert not [s for s in statements if "logs:CreateLogGroup" in json.dumps(s["Action"])]
 
 
 def test_a_trained_archive_is_shipped_by_cdk_deploy_as_a_tar_gz_at_a_key_of_its_digest(adapted):

@@ -292,8 +292,7 @@ def test_execution_role_pulls_only_the_dlc_image_writes_only_its_logs(stage):
         "ecr:GetDownloadUrlForLayer",
         "ecr:BatchCheckLayerAvailability",
         "ecr:GetAuthorizationToken",
-        "logs:CreateLogGroup",
-        "logs:CreateLogStream",
+        "logs:CreateLogStream",  # no logs:CreateLogGroup: the stack owns every group
         "logs:PutLogEvents",
         "logs:DescribeLogStreams",
         "cloudwatch:PutMetricData",
@@ -318,7 +317,9 @@ def test_execution_role_pulls_only_the_dlc_image_writes_only_its_logs(stage):
             f"/aws/sagemaker/InferenceComponents/taskrouter-{config.name}-base",
         ]
     )
-    # the endpoint's group, by its documented name, and this stage's component groups by their prefix
+    # streams in the endpoint's group, by its documented name, and this stage's component groups by their
+    # prefix; no group created (logs:CreateLogGroup, logs:*): the stack owns them all
+    assert [s for s in statements if "logs:CreateLogGroup" in _actions(s) or "logs:*" in _actions(s)] == []
     (endpoint_logs,) = [k for k, g in log_groups.items() if g["Properties"]["LogGroupName"].startswith("/aws/sagemaker/Endpoints/")]
     endpoint_grant, component_grant = by_action["logs:PutLogEvents"]["Resource"]
     assert endpoint_grant == {"Fn::GetAtt": [endpoint_logs, "Arn"]}  # its ARN ends in :*, the group's streams
@@ -338,6 +339,76 @@ def test_execution_role_pulls_only_the_dlc_image_writes_only_its_logs(stage):
     assert {group["DeletionPolicy"] for group in log_groups.values()} == {"Delete"}
     roles = _resources(template, "AWS::IAM::Role")
     assert all("ManagedPolicyArns" not in role["Properties"] for role in roles.values())
+
+
+def _references(value) -> set[str]:
+    """The logical ids a property value names: Ref, Fn::GetAtt and Fn::Sub's ${Name}."""
+    if isinstance(value, list):
+        return set().union(*map(_references, value))
+    if not isinstance(value, dict):
+        return set()
+    found: set[str] = set()
+    for key, inner in value.items():
+        if key == "Ref":
+            found.add(inner)
+        elif key == "Fn::GetAtt":
+            found.add(inner[0] if isinstance(inner, list) else inner.split(".")[0])
+        elif key == "Fn::Sub":
+            text = inner[0] if isinstance(inner, list) else inner
+            found |= {name.split(".")[0] for name in re.findall(r"\$\{([^}!]+)\}", text)}
+        found |= _references(inner)
+    return found
+
+
+def created_before(template: dict, logical: str) -> set[str]:
+    """Every resource CloudFormation creates before `logical` and deletes after it: what it depends on,
+    by DependsOn or by a reference (Ref, GetAtt, Sub), transitively (CloudFormation Template Reference,
+    "DependsOn attribute": if A refers to B, "Resource B is created before resource A. Resource A is
+    deleted before resource B.")."""
+    resources = template["Resources"]
+    found: set[str] = set()
+    pending = [logical]
+    while pending:
+        resource = resources[pending.pop()]
+        depends = resource.get("DependsOn", [])
+        direct = ({depends} if isinstance(depends, str) else set(depends)) | _references(resource.get("Properties", {}))
+        for name in (direct & set(resources)) - found:
+            found.add(name)
+            pending.append(name)
+    return found
+
+
+def assert_log_groups_outlive_their_writers(template: dict) -> None:
+    """The endpoint and each inference component log into a group of their own name, which the stack
+    creates before them and deletes after them: SageMaker never finds its group missing, so it never
+    makes one the next deploy would collide with (it may not: the role has no logs:CreateLogGroup)."""
+    groups = {g["Properties"]["LogGroupName"]: k for k, g in _resources(template, "AWS::Logs::LogGroup").items()}
+    writers = {
+        f"/aws/sagemaker/Endpoints/{e['Properties']['EndpointName']}": k
+        for k, e in _resources(template, "AWS::SageMaker::Endpoint").items()
+    } | {
+        f"/aws/sagemaker/InferenceComponents/{c['Properties']['InferenceComponentName']}": k
+        for k, c in _resources(template, "AWS::SageMaker::InferenceComponent").items()
+    }
+    assert set(groups) == set(writers)  # one group each, none for anything else
+    for name, writer in writers.items():
+        assert groups[name] in created_before(template, writer), f"{writer} does not depend on its log group {name}"
+
+
+def test_sagemaker_log_groups_outlive_the_endpoint_and_components_that_write_them(stage):
+    template = stage.templates["ModelHosting"]
+    assert_log_groups_outlive_their_writers(template)  # (with adapters: tests/infra/test_adapters.py)
+    assert not [s for s in _statements(template) if "logs:CreateLogGroup" in _actions(s)]
+    # the checker sees a missing dependency: the base component cut loose from its group
+    loose = json.loads(json.dumps(template))
+    (base,) = [k for k, r in _resources(loose, "AWS::SageMaker::InferenceComponent").items()]
+    group = next(k for k, g in _resources(loose, "AWS::Logs::LogGroup").items() if "InferenceComponents" in g["Properties"]["LogGroupName"])
+    for resource in loose["Resources"].values():  # the role's policy names every group: name none
+        if resource["Type"] == "AWS::IAM::Policy":
+            resource["Properties"] = {}
+    loose["Resources"][base]["DependsOn"] = [d for d in loose["Resources"][base].get("DependsOn", []) if d != group]
+    with pytest.raises(AssertionError, match="does not depend on its log group"):
+        assert_log_groups_outlive_their_writers(loose)
 
 
 # --- API and router --------------------------------------------------------------------------
@@ -743,8 +814,103 @@ def assert_wakes_the_base_as_aws_guide_does(template: dict, alarm: dict, compone
                               if p["Properties"]["PolicyType"] == "StepScaling"]
     assert alarm["AlarmActions"] == [{"Ref": policy_id}]
     step = policy["StepScalingPolicyConfiguration"]
-    assert (step["AdjustmentType"], step["MetricAggregationType"], step["Cooldown"]) == ("ChangeInCapacity", "Maximum", 60)
-    assert step["StepAdjustments"] == [{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}]
+    assert step["MetricAggregationType"] == "Maximum"
+    # one step, for any breach (at or above the threshold); its effect: copies_while_waking
+    assert [set(s) for s in step["StepAdjustments"]] == [{"MetricIntervalLowerBound", "ScalingAdjustment"}]
+    assert step["StepAdjustments"][0]["MetricIntervalLowerBound"] == 0
+
+
+def copies_while_waking(template: dict, invoked_at_s: list[int]) -> list[int]:
+    """The base's desired copies after each invocation of its wake (the step policy) at these seconds,
+    starting from none, while no copy serves yet: the alarms keep invoking it every minute they stay in
+    ALARM (CloudWatch User Guide, "Alarm actions": Auto Scaling actions repeat while the state lasts),
+    and requests keep failing until a copy has started, minutes later.
+
+    Application Auto Scaling applies a step as its User Guide documents ("Step scaling policies"):
+    ChangeInCapacity adds the adjustment to the capacity, ExactCapacity changes the capacity to it;
+    within the cooldown of a scale-out, the capacity that scale-out added counts as part of the next
+    one (a step of 3 after one of 2 adds 1); a cooldown left out is 300 s (API Reference,
+    StepScalingPolicyConfiguration); the result stays within the target's MinCapacity and MaxCapacity."""
+    (target,) = _resources(template, "AWS::ApplicationAutoScaling::ScalableTarget").values()
+    low, high = target["Properties"]["MinCapacity"], target["Properties"]["MaxCapacity"]
+    (policy,) = [p["Properties"]["StepScalingPolicyConfiguration"]
+                 for p in _resources(template, "AWS::ApplicationAutoScaling::ScalingPolicy").values()
+                 if p["Properties"]["PolicyType"] == "StepScaling"]
+    (step,) = policy["StepAdjustments"]
+    adjustment, kind = step["ScalingAdjustment"], policy["AdjustmentType"]
+    capacity, cooldown_ends, added = 0, None, 0
+    copies = []
+    for second in invoked_at_s:
+        if kind == "ExactCapacity":
+            wanted = adjustment
+        elif kind == "ChangeInCapacity":
+            cooling = cooldown_ends is not None and second < cooldown_ends
+            wanted = capacity + (max(0, adjustment - added) if cooling else adjustment)
+        else:
+            raise AssertionError(f"no model of {kind}")
+        new = min(max(wanted, low), high)
+        if new > capacity:  # a scale-out: its cooldown starts
+            cooldown_ends, added = second + policy.get("Cooldown", 300), new - capacity
+        capacity = new
+        copies.append(capacity)
+    return copies
+
+
+def alarm_minutes_of_a_slow_start(alarms: int) -> list[int]:
+    """Each of `alarms` alarms invoking the wake once a minute for as long as a copy may take to start
+    (its weights' download and its container's health check, each to its timeout), and an hour more for
+    an instance to be found: a wake must not depend on how long that takes."""
+    start_s = SERVING.model_data_download_timeout_s + SERVING.container_startup_health_check_timeout_s + 3600
+    return [second for second in range(0, start_s, 60) for _ in range(alarms)]
+
+
+def test_a_wake_starts_exactly_one_copy_however_often_its_alarm_fires(stage):
+    template = stage.templates["ModelHosting"]
+    if stage.config.scaling.min_copies > 0:  # prod: never at zero, nothing to wake
+        assert not [p for p in _resources(template, "AWS::ApplicationAutoScaling::ScalingPolicy").values()
+                    if p["Properties"]["PolicyType"] == "StepScaling"]
+        return
+    invoked = alarm_minutes_of_a_slow_start(alarms=1)
+    assert copies_while_waking(template, invoked) == [1] * len(invoked)
+    # the model itself: the scale-to-zero guide's own policy (ChangeInCapacity +1, cooldown 60 s) adds a
+    # copy a minute into the start
+    guide = json.loads(json.dumps(template))
+    for policy in _resources(guide, "AWS::ApplicationAutoScaling::ScalingPolicy").values():
+        if policy["Properties"]["PolicyType"] == "StepScaling":
+            policy["Properties"]["StepScalingPolicyConfiguration"].update(AdjustmentType="ChangeInCapacity", Cooldown=60)
+    assert copies_while_waking(guide, [0, 30, 60, 120])[:3] == [1, 1, 2]
+
+
+def test_only_a_request_that_found_no_copy_can_wake_the_base(stage):
+    """ExactCapacity would lower a base that has more copies, and target tracking does not block a step
+    policy's scale-in (Application Auto Scaling User Guide, "Target tracking scaling policies",
+    considerations). So nothing may invoke the wake while a copy serves: only alarms on
+    NoCapacityInvocationFailures, which SageMaker emits when a request finds no active instance to serve
+    it (SageMaker Developer Guide, "Scale an endpoint to zero instances"), of this endpoint's components
+    (an adapter's copies are its base's), alone, no math; only where the base may have no copy at all.
+    Target tracking keeps its scale-in: it is what takes an idle base to zero; it adds no copy while
+    none serves (its metric is invocations per copy)."""
+    template = stage.templates["ModelHosting"]
+    policies = _resources(template, "AWS::ApplicationAutoScaling::ScalingPolicy")
+    wakes = [k for k, p in policies.items() if p["Properties"]["PolicyType"] == "StepScaling"]
+    (target,) = _resources(template, "AWS::ApplicationAutoScaling::ScalableTarget").values()
+    if target["Properties"]["MinCapacity"] > 0:
+        assert wakes == []
+        return
+    (wake,) = wakes
+    alarms = [a["Properties"] for a in _resources(template, "AWS::CloudWatch::Alarm").values()]
+    acting = [a for a in alarms if {"Ref": wake} in a.get("AlarmActions", [])]
+    components = {c["Properties"]["InferenceComponentName"] for c in _resources(template, "AWS::SageMaker::InferenceComponent").values()}
+    assert sorted(a["Dimensions"][0]["Value"] for a in acting) == sorted(components)  # one alarm a component
+    for alarm in acting:
+        assert "Metrics" not in alarm and (alarm["Namespace"], alarm["MetricName"]) == ("AWS/SageMaker", "NoCapacityInvocationFailures")
+        assert len(alarm["Dimensions"]) == 1 and alarm["ComparisonOperator"] in ("GreaterThanThreshold", "GreaterThanOrEqualToThreshold")
+        assert alarm["Threshold"] >= 1 and alarm["TreatMissingData"] == "notBreaching"  # no request, no wake
+    for alarm in alarms:  # nothing wakes the base on a return to OK or on missing data
+        assert {"Ref": wake} not in alarm.get("OKActions", []) + alarm.get("InsufficientDataActions", [])
+    (tracking,) = [p["Properties"]["TargetTrackingScalingPolicyConfiguration"] for p in policies.values()
+                   if p["Properties"]["PolicyType"] == "TargetTrackingScaling"]
+    assert tracking.get("DisableScaleIn", False) is False
 
 
 # Metric math functions CloudWatch documents (CloudWatch User Guide, "Using metric math"), less those it
