@@ -126,3 +126,44 @@ def test_a_dataset_is_read_from_bytes_as_from_a_file(tmp_path):
     assert parse_dataset(path.read_bytes(), "standard input") == load_dataset(path)
     with pytest.raises(DatasetError, match="standard input:1: "):
         parse_dataset(b'{"id": "x"}\n', "standard input")
+
+
+# -- a turn's allow-list: `tasks` on a labelled user message -----------------------------------------
+def allowed(tasks, task, event, current_task=None):
+    return {"id": "a1", "current_task": current_task, "messages": [
+        {"role": "user", "content": "Can you write up the minutes of this morning's call?", "tasks": tasks,
+         "expect": {"task": task, "event": event, "source": "teacher"}},
+    ]}  # fmt: skip
+
+
+def test_a_turn_s_allow_list_is_read_written_back_and_given_to_its_turn(tmp_path):
+    line = allowed(["follow_up_email"], None, "end", current_task="create_one_minute_pitch")
+    (conversation,) = load_dataset(write(tmp_path, line))
+    (turn,) = turns_of([conversation])
+    assert turn.tasks == ("follow_up_email",) and turn.current_task == "create_one_minute_pitch"
+    assert "tasks" not in turn.messages[0]  # the request's field, not a message's
+    assert as_json(conversation) == line
+    assert turns_of(load_dataset(write(tmp_path, allowed([], None, "none"))))[0].tasks == ()  # no task allowed
+    multi = {"id": "m", "messages": [user("minutes please", "prepare_meeting_minutes", "start"),
+                                     {**user("now the email", "follow_up_email", "switch"), "tasks": ["follow_up_email"]}]}
+    assert [t.tasks for t in turns_of(load_dataset(write(tmp_path, multi)))] == [None, ("follow_up_email",)]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (allowed(["follow_up_email"], "prepare_meeting_minutes", "start"),
+         r"messages\[0\]: expect\.task 'prepare_meeting_minutes' is not among the message's tasks"),
+        (allowed(["Not A Name"], None, "none"), r"messages\[0\]\.tasks\[0\]"),
+        (allowed("follow_up_email", None, "none"), r"messages\[0\]\.tasks"),
+        ({"id": "a1", "current_task": None, "messages": [
+            {"role": "user", "content": "hi", "tasks": ["follow_up_email"]},
+            {"role": "user", "content": "again", "expect": {"task": None, "event": "none"}},
+        ]}, r"messages\[0\]: tasks stands on a labelled user message only"),
+        ({"id": "a1", "messages": [user("hi", None, "none"), {"role": "assistant", "content": "ok", "tasks": []}]},
+         r"messages\[1\]: tasks stands on a labelled user message only"),
+    ],
+)
+def test_a_bad_allow_list_is_named(tmp_path, line, message):
+    with pytest.raises(DatasetError, match=rf"set.jsonl:1: {message}"):
+        load_dataset(write(tmp_path, line))

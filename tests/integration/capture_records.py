@@ -33,18 +33,28 @@ def record(
     current_task: str | None = None,
     history: tuple[dict[str, str], ...] = (),
     tasks: list[dict[str, Any]] = ALLOWED,
+    requested_tasks: list[str] | None = None,
+    schema: int = 2,
 ) -> dict[str, Any]:
     """One captured turn: the primary's decision (or the fallback's, with `fallback_reason`), and
-    the teacher's answer (`teacher`, None for `none`) for a turn the primary decided."""
+    the teacher's answer (`teacher`, None for `none`) for a turn the primary decided. With
+    `requested_tasks` (the request's allow-list), `tasks` are the allowed ones of the registry, as the
+    router records them, and a running task they lack is recorded whole (`running_task`)."""
     primary = fallback_reason is None
     teacher_answer = (teacher or "none") if teacher_error is None else None
+    if requested_tasks is not None:
+        tasks = [task for task in ALLOWED if task["name"] in requested_tasks]
+    shown = {task["name"] for task in tasks}
+    running = next((task for task in ALLOWED if task["name"] == current_task and current_task not in shown), None)
+    later_fields = {} if schema == 1 else {"requested_tasks": requested_tasks, "running_task": running}
     return {
-        "schema": 1,
+        "schema": schema,
         "id": uuid.uuid4().hex,
         "time": at.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "conversation": [*history, {"role": "user", "content": text}],
         "current_task": current_task,
         "tasks": tasks,
+        **later_fields,
         "registry_sha256": "0" * 64,
         "strategy": "zero_shot",
         "adapter": "base",

@@ -106,7 +106,7 @@ def test_a_sampled_turn_is_sent_as_an_asynchronous_invocation_of_the_teacher(
     assert sent.header("X-Amz-Invocation-Type") == "Event"
     assert sent.raw_body.count(b"\n") == 0  # one line of JSON
     record = json.loads(sent.raw_body)
-    assert len(record["id"]) == 32 and record["time"].endswith("Z") and record["schema"] == 1
+    assert len(record["id"]) == 32 and record["time"].endswith("Z") and record["schema"] == 2
     assert record["conversation"] == [
         {"role": "user", "content": "I had a call with Dana Smith ([email], [phone]) about the Zanzibar renewal."},
         {"role": "assistant", "content": "Shall I write to [email] or call [phone]?"},
@@ -114,6 +114,7 @@ def test_a_sampled_turn_is_sent_as_an_asynchronous_invocation_of_the_teacher(
     ]
     assert record["redaction"] == ["email", "phone"]
     assert [task["name"] for task in record["tasks"]] == list(TASK_NAMES)
+    assert record["requested_tasks"] is None and record["running_task"] is None  # no allow-list: the whole registry
     live = [Task(name, description, tuple(examples)) for name, (description, examples) in TASKS.items()]
     assert record["registry_sha256"] == tasks_sha256(live)
     assert record["decision"] == {"task": "follow_up_email", "event": "start", "backend": "sagemaker", "fallback_reason": None}
@@ -151,6 +152,24 @@ def test_a_turn_the_fallback_decided_is_drawn_at_the_fallback_share(
     start_capture(invoke)
     assert invoke(route_body(CONVERSATION)).json()["backend"] == "openai"
     assert teacher.records() == []
+
+
+def test_a_turn_routed_with_an_allow_list_records_it_and_the_running_task_it_left_out(
+    invoke: Invoke, teacher: LambdaInvokeDouble, sagemaker: SageMakerRuntimeDouble
+):
+    """The issue's turn: `tasks: ["follow_up_email"]` while a pitch runs. Without the allow-list a harvest
+    would replay it over every task; without the pitch's text, with no running task."""
+    start_capture(invoke)
+    sagemaker.always(sagemaker.answer("none"))
+    minutes = [user("Can you write up the minutes of this morning's call?")]
+    body = route_body(minutes, current_task="create_one_minute_pitch", tasks=["follow_up_email", "no_such_task"])
+    assert invoke(body).json()["event"] == "end"
+    record = only_record(teacher)
+    assert record["requested_tasks"] == ["follow_up_email", "no_such_task"]  # as sent
+    assert [task["name"] for task in record["tasks"]] == ["follow_up_email"]
+    assert record["current_task"] == "create_one_minute_pitch"
+    description, examples = TASKS["create_one_minute_pitch"]
+    assert record["running_task"] == {"name": "create_one_minute_pitch", "description": description, "examples": examples[:3]}
 
 
 def test_turns_with_tasks_the_adapter_never_saw_are_drawn_apart_from_the_uniform_sample(

@@ -236,3 +236,45 @@ def test_a_target_that_drops_connections_is_measured_not_fatal(tmp_path, capsys)
     del report["metrics"]["invalid_output_rate"]
     (tmp_path / "report.json").write_text(json.dumps(report))
     assert main(["eval", "compare", str(tmp_path)]) == 0
+
+
+# -- a turn's allow-list is sent: both targets route it over those tasks only ------------------------
+MINUTES_PLEASE = "Can you write up the minutes of this morning's call?"
+ALLOW_LIST_LINES = [
+    {"id": "allowed-email-only", "current_task": None, "messages": [  # the minutes were not allowed: none is right
+        {"role": "user", "content": MINUTES_PLEASE, "tasks": ["follow_up_email"], "expect": {"task": None, "event": "none"}},
+    ]},
+    {"id": "every-task", "current_task": None, "messages": [
+        {"role": "user", "content": MINUTES_PLEASE, "expect": {"task": "prepare_meeting_minutes", "event": "start"}},
+    ]},
+    {"id": "pitch-running-outside", "current_task": "create_one_minute_pitch", "messages": [
+        {"role": "user", "content": MINUTES_PLEASE, "tasks": ["follow_up_email"], "expect": {"task": None, "event": "end"}},
+    ]},
+]  # fmt: skip
+
+
+def minutes_when_allowed(received: Received) -> Reply:
+    """A primary that answers the minutes when its constraint offers them (vLLM's `structured_outputs`
+    `choice`: zero-shot's), none otherwise, as a model held to the choices would."""
+    choices = received.json()["structured_outputs"]["choice"]
+    assert last_message(received) == MINUTES_PLEASE
+    return SageMakerRuntimeDouble.answer("prepare_meeting_minutes" if "prepare_meeting_minutes" in choices else "none")
+
+
+def test_each_turn_is_routed_over_its_allow_list_at_either_target(local_env, served, tmp_path):
+    dataset = tmp_path / "allowed.jsonl"
+    dataset.write_text("".join(json.dumps(line) + "\n" for line in ALLOW_LIST_LINES))
+    primaries = {"local": local_env[0], "url": served[1]}
+    for name, target in (("local", ["local", "--tasks", str(TASKS_FILE)]), ("url", [served[0].url])):
+        primary = primaries[name]
+        oracle, received_before = primary.default, len(primary.requests)
+        primary.always(minutes_when_allowed)
+        try:
+            assert run_eval("--dataset", str(dataset), "--target", *target, "--out", str(tmp_path / name)) == 0
+        finally:
+            primary.always(oracle)  # the module's make local serves other tests
+        report = json.loads((tmp_path / name / "report.json").read_text())
+        assert [t["predicted"]["task"] for t in report["turns"]] == [None, "prepare_meeting_minutes", None], name
+        assert report["metrics"]["task"]["accuracy"] == report["metrics"]["event"]["accuracy"] == 1.0, name
+        offered = [r.json()["structured_outputs"]["choice"] for r in primary.requests[received_before:]]
+        assert offered[0] == ["follow_up_email", "none"] and len(offered[1]) > 2, name

@@ -1,6 +1,7 @@
 """The data flywheel end to end on `make local`: the SageMaker double as the primary, the OpenAI double
-as fallback and teacher; a mix of primary and fallback turns with one teacher disagreement is captured,
-labelled, harvested, and the harvested dataset evaluated."""
+as fallback and teacher, each answering within the choices it is offered, as a constrained model does; a
+mix of primary and fallback turns with one teacher disagreement and one turn routed with an allow-list is
+captured, labelled, harvested, and the harvested dataset evaluated."""
 
 from __future__ import annotations
 
@@ -19,8 +20,15 @@ TURNS = {
     "Draft a one minute pitch for Acme": ("prepare_linkedin_post", "create_one_minute_pitch"),  # disagreement
     "Send Dana the follow-up about pricing": (None, "follow_up_email"),  # the fallback decides
     "What's the weather like in Lyon?": ("none", "none"),
+    # routed with an allow-list that leaves the minutes out: both answer none, the minutes not offered
+    "Can you write up the minutes of this morning's call?": ("prepare_meeting_minutes", "prepare_meeting_minutes"),
 }
+ALLOW_LISTS = {"Can you write up the minutes of this morning's call?": ["follow_up_email"]}
 FALLBACK_ANSWER = "follow_up_email"
+
+
+def _within(answer: str, choices: list[str]) -> str:
+    return answer if answer in choices else "none"
 
 
 def _last_user_text(messages: list[dict]) -> str:
@@ -29,10 +37,11 @@ def _last_user_text(messages: list[dict]) -> str:
 
 
 def _primary(received: Received):
-    primary, _ = TURNS[_last_user_text(received.json()["messages"])]
+    body = received.json()
+    primary, _ = TURNS[_last_user_text(body["messages"])]
     if primary is None:
         return SageMakerRuntimeDouble.model_error()
-    return SageMakerRuntimeDouble.answer(primary)
+    return SageMakerRuntimeDouble.answer(_within(primary, body["structured_outputs"]["choice"]))
 
 
 def _openai(received: Received):
@@ -40,7 +49,8 @@ def _openai(received: Received):
     schema = body["response_format"]["json_schema"]["schema"]
     said = _last_user_text(body["messages"])
     if "reasoning" in schema["properties"]:  # the teacher asks with few_shot_cot; the fallback zero-shot
-        return OpenAIDouble.completion(json.dumps({"reasoning": "the last message says so", "task": TURNS[said][1]}))
+        task = _within(TURNS[said][1], schema["properties"]["task"]["enum"])
+        return OpenAIDouble.completion(json.dumps({"reasoning": "the last message says so", "task": task}))
     return OpenAIDouble.answer(FALLBACK_ANSWER)
 
 
@@ -65,15 +75,16 @@ def test_turns_are_captured_labelled_harvested_and_evaluated(tmp_path, monkeypat
     try:
         backends = []
         for said in TURNS:
-            status, body = server.request("POST", "/route", {"conversation": [{"role": "user", "content": said}]})
+            allow_list = {"tasks": ALLOW_LISTS[said]} if said in ALLOW_LISTS else {}
+            status, body = server.request("POST", "/route", {"conversation": [{"role": "user", "content": said}], **allow_list})
             assert status == 200, body
             backends.append(body["backend"])
-        assert backends.count("sagemaker") == 3 and backends.count("openai") == 1
+        assert backends.count("sagemaker") == 4 and backends.count("openai") == 1
 
         records = _records(state, len(TURNS))
         assert len(records) == len(TURNS)
         labelled = [r for r in records if r["teacher"] is not None]
-        assert len(labelled) == 3 and all(r["decision"]["backend"] == "sagemaker" for r in labelled)
+        assert len(labelled) == 4 and all(r["decision"]["backend"] == "sagemaker" for r in labelled)
         assert [r["decision"]["backend"] for r in records if r["teacher"] is None] == ["openai"]
         assert sum(r["teacher"]["agrees"] is False for r in labelled) == 1
         assert all(r["sampling"]["probability"] == 1 for r in records)
@@ -85,7 +96,9 @@ def test_turns_are_captured_labelled_harvested_and_evaluated(tmp_path, monkeypat
         assert len(lines) == len(TURNS)
         first = lines[0]["messages"][-1]["expect"]  # the disagreement first, labelled by the teacher
         assert (first["task"], first["source"]) == ("create_one_minute_pitch", "teacher")
-        assert sorted(line["messages"][-1]["expect"]["source"] for line in lines) == ["fallback", "teacher", "teacher", "teacher"]
+        assert sorted(line["messages"][-1]["expect"]["source"] for line in lines) == ["fallback", *["teacher"] * 4]
+        allowed = [line["messages"][-1] for line in lines if "tasks" in line["messages"][-1]]
+        assert [(m["tasks"], m["expect"]["task"]) for m in allowed] == [(["follow_up_email"], None)]
         assert (tmp_path / "harvest.tasks.json").exists()
         flagged = json.loads((tmp_path / "harvest.reviewed.flags.json").read_text())
         assert flagged == [lines[0]["id"]]
@@ -95,8 +108,9 @@ def test_turns_are_captured_labelled_harvested_and_evaluated(tmp_path, monkeypat
         assert code == 0, capsys.readouterr().err
         report = json.loads((out / "report.json").read_text())
         assert len(report["turns"]) == len(TURNS) and report["metrics"]["error_rate"] == 0
-        # the primary still answers the pitch as a LinkedIn post: the one turn the teacher would change
-        assert report["metrics"]["task"]["accuracy"] == 0.75
+        # the primary still answers the pitch as a LinkedIn post: the one turn the teacher would change; the
+        # turn of the allow-list is routed with it again (else the primary would answer the minutes)
+        assert report["metrics"]["task"]["accuracy"] == 0.8
     finally:
         server.stop()
         openai.close()

@@ -12,7 +12,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from taskrouter.adapters.record_store import S3RecordStore, record_body
+from taskrouter.adapters.record_store import record_body
 from taskrouter.cli import main
 from taskrouter.core.task_spec import load_task_file
 from taskrouter.datagen.captured import prefixes
@@ -67,8 +67,8 @@ def test_local_records_make_a_dataset_review_flags_and_eval_routes(local_dir, tm
     assert harvest("--local", "--out", str(out)) == 0
     captured = capsys.readouterr()
     assert "4 turns harvested to" in captured.out and "the 1 where the teacher disagreed first" in captured.out
-    assert ("7 records read" in captured.err and "1 whose teacher failed, 1 unusable and 1 duplicates skipped"
-            in captured.err)  # fmt: skip
+    assert ("7 records read" in captured.err and "1 whose teacher failed, 1 unusable, 0 sharing the id of a newer "
+            "record and 1 duplicates skipped" in captured.err)  # fmt: skip
     assert f"text differs between records, kept as the newest showed them: {MINUTES}" in captured.err
     assert "{not json" not in captured.err  # a record's content never reaches a message
 
@@ -165,8 +165,8 @@ def stage_bucket(monkeypatch):
             }  # fmt: skip
             session.client("cloudformation").create_stack(StackName="dev-Capture", TemplateBody=json.dumps(template))
 
-        def put(captured: dict) -> None:  # as the teacher function stores it
-            S3RecordStore(s3, "dev-capture-records").put(key_of(captured), record_body(captured))
+        def put(captured: dict) -> None:  # under the teacher function's key, its body
+            s3.put_object(Bucket="dev-capture-records", Key=key_of(captured), Body=record_body(captured))
 
         yield deploy, put
 
@@ -251,3 +251,135 @@ def test_a_flags_file_that_does_not_read_stops_the_run_before_anything_is_writte
     err = capsys.readouterr().err.splitlines()
     assert err[-1].endswith("h.reviewed.flags.json: not a list of conversation ids")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["h.reviewed.flags.json", "local-state"]
+
+
+# -- a turn keeps what it was routed with: its allow-list, its running task ------------------------
+MINUTES_PLEASE = "Can you write up the minutes of this morning's call?"
+WHAT_THE_USER_WANTS = {MINUTES_PLEASE: MINUTES, "thanks, that's all": None, "now email Sam the recap": EMAIL}
+
+
+def eval_over_harvest(tmp_path: Path, dataset: Path, monkeypatch) -> tuple[dict, list[list[str]]]:
+    """`taskrouter eval --target local --tasks <the harvest's task file>`, the fallback alone deciding: an
+    OpenAI double that answers what the user wants when the request allows it, `none` otherwise (as a
+    model constrained to the choices would). The report, and the choices each request offered."""
+    offered: list[list[str]] = []
+
+    def answer(received):
+        choices = received.json()["response_format"]["json_schema"]["schema"]["properties"]["task"]["enum"]
+        offered.append(choices)
+        wanted = WHAT_THE_USER_WANTS[last_message(received)]
+        return OpenAIDouble.answer(wanted if wanted in choices else None)
+
+    openai = OpenAIDouble()
+    openai.always(answer)
+    for name, value in {"OPENAI_BASE_URL": openai.base_url, "OPENAI_API_KEY": "sk-eval", "NO_PROXY": "127.0.0.1"}.items():
+        monkeypatch.setenv(name, value)
+    for name in ("TASKROUTER_SAGEMAKER_ENDPOINT", "TASKROUTER_TABLE_NAME", "TASKROUTER_OPENAI_SECRET_ARN"):
+        monkeypatch.delenv(name, raising=False)
+    tasks_file = dataset.with_name(f"{dataset.stem}.tasks.json")
+    try:
+        code = main(["eval", "--dataset", str(dataset), "--target", "local", "--tasks", str(tasks_file),
+                     "--out", str(tmp_path / "eval"), "--no-progress"])  # fmt: skip
+    finally:
+        openai.close()
+    assert code == 0
+    return json.loads((tmp_path / "eval" / "report.json").read_text()), offered
+
+
+def test_a_turn_routed_with_an_allow_list_is_harvested_with_it_and_eval_scores_it_right(local_dir, tmp_path, monkeypatch):
+    """The turn `tasks: ["follow_up_email"]`, "Can you write up the minutes…": `none` is right (the minutes
+    were not allowed). Another turn, routed over every task, puts prepare_meeting_minutes in the task
+    file: without its allow-list the first turn would be replayed over it, and `none` scored wrong."""
+    restricted = record(MINUTES_PLEASE, at=ago(hours=2), decided=None, teacher=None, requested_tasks=[EMAIL, "gone_task"])
+    everything = record("now email Sam the recap", at=ago(hours=1), decided=EMAIL, teacher=EMAIL)
+    write_local(local_dir, restricted), write_local(local_dir, everything)
+    out = tmp_path / "harvested.jsonl"
+    assert harvest("--local", "--out", str(out)) == 0
+
+    by_id = {line["id"]: line for line in lines_of(out)}
+    assert by_id[restricted["id"]]["messages"] == [{
+        "role": "user", "content": MINUTES_PLEASE, "tasks": [EMAIL],  # the names the router kept of the allow-list
+        "expect": {"task": None, "event": "none", "source": "teacher"},
+    }]  # fmt: skip
+    assert "tasks" not in by_id[everything["id"]]["messages"][-1]  # no allow-list: every task
+    assert MINUTES in {task.name for task in load_task_file(tmp_path / "harvested.tasks.json", updated_at="")}
+
+    report, offered = eval_over_harvest(tmp_path, out, monkeypatch)
+    assert report["metrics"]["task"]["accuracy"] == 1.0 and report["metrics"]["event"]["accuracy"] == 1.0
+    assert sorted(offered, key=len)[0] == [EMAIL, "none"]  # the restricted turn was routed over its allow-list
+
+
+def test_a_running_task_outside_the_allow_list_is_in_the_task_file_and_eval_routes_with_it(local_dir, tmp_path, monkeypatch):
+    """A pitch running, the turn allowed the follow-up email only: the pitch is no allowed task, yet the
+    task file holds it, so that eval's router keeps it running (else it takes it for none: `end` becomes
+    `none`, and every event is scored wrong on right task answers)."""
+    ends = record("thanks, that's all", at=ago(hours=2), decided=None, teacher=None, current_task=PITCH,
+                  requested_tasks=[EMAIL])  # fmt: skip
+    switches = record("now email Sam the recap", at=ago(hours=1), decided=EMAIL, teacher=EMAIL, current_task=PITCH,
+                      requested_tasks=[EMAIL])  # fmt: skip
+    write_local(local_dir, ends), write_local(local_dir, switches)
+    assert ends["running_task"]["name"] == PITCH and [task["name"] for task in ends["tasks"]] == [EMAIL]
+    out = tmp_path / "harvested.jsonl"
+    assert harvest("--local", "--out", str(out)) == 0
+
+    assert [(line["current_task"], line["messages"][-1]["expect"]["event"]) for line in lines_of(out)] == [
+        (PITCH, "end"), (PITCH, "switch")]  # fmt: skip
+    tasks = {task.name: task for task in load_task_file(tmp_path / "harvested.tasks.json", updated_at="")}
+    assert sorted(tasks) == [PITCH, EMAIL]
+    assert tasks[PITCH].description == next(task["description"] for task in ALLOWED if task["name"] == PITCH)
+
+    report, _ = eval_over_harvest(tmp_path, out, monkeypatch)
+    assert report["metrics"]["event"]["accuracy"] == 1.0 and report["metrics"]["task"]["accuracy"] == 1.0
+
+
+def test_a_record_of_schema_1_is_still_harvested_over_every_task(local_dir, tmp_path):
+    old = record(MINUTES_PLEASE, at=ago(hours=1), decided=MINUTES, teacher=MINUTES, schema=1)
+    assert "requested_tasks" not in old
+    write_local(local_dir, old)
+    out = tmp_path / "old.jsonl"
+    assert harvest("--local", "--out", str(out)) == 0
+    (line,) = lines_of(out)
+    assert "tasks" not in line["messages"][-1] and line["messages"][-1]["expect"]["task"] == MINUTES
+
+
+def test_records_sharing_an_id_make_one_line_and_are_counted(local_dir, tmp_path, capsys):
+    """A record stored twice (a retried write, a copy under another hour): one line per id, the newest,
+    and the count said; review then takes the file."""
+    first = record("minutes from my acme call pls", at=ago(hours=3), decided=MINUTES, teacher=MINUTES, schema=1)
+    again = {**record("draft the follow up email to Sam", at=ago(hours=1), decided=EMAIL, teacher=EMAIL), "id": first["id"]}
+    other = record("a pitch for our app", at=ago(hours=2), decided=PITCH, teacher=PITCH, schema=1)
+    for captured in (first, again, other):
+        write_local(local_dir, captured)
+    out = tmp_path / "h.jsonl"
+    assert harvest("--local", "--out", str(out)) == 0
+    err = capsys.readouterr().err
+    assert "3 records read" in err and "1 sharing the id of a newer record" in err
+    lines = lines_of(out)
+    assert sorted(line["id"] for line in lines) == sorted([first["id"], other["id"]])
+    kept = next(line for line in lines if line["id"] == first["id"])
+    assert kept["messages"][-1]["content"] == "draft the follow up email to Sam"  # the newest of the two
+    assert ReviewStore(out, [task["name"] for task in ALLOWED]).state()["conversations"]
+
+
+@pytest.mark.parametrize("since", ["1000000000d", "999999999d", "700000d", "367d", "8785h", "527041m", "9" * 5000 + "d"])
+def test_since_past_its_bound_is_a_usage_error_in_one_line(local_dir, tmp_path, capsys, since):
+    assert harvest("--local", "--since", since, "--out", str(tmp_path / "h.jsonl")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and len(err) < 400
+    assert "--since: takes at most 366d" in err
+    assert not (tmp_path / "h.jsonl").exists()
+
+
+@pytest.mark.parametrize("since", ["7", "d", "-3d", "1.5h", "3w", "٣d", "0m", ""])
+def test_a_malformed_since_is_a_usage_error_in_one_line(local_dir, tmp_path, capsys, since):
+    assert harvest("--local", f"--since={since}", "--out", str(tmp_path / "h.jsonl")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and "takes a duration above 0" in err
+
+
+def test_the_bound_of_since_is_in_its_help_and_a_year_is_read(local_dir, tmp_path, capsys):
+    assert harvest("--help") == 0
+    assert "at most 366d" in " ".join(capsys.readouterr().out.split())
+    write_local(local_dir, record("minutes from my acme call pls", at=ago(days=300), decided=MINUTES, teacher=MINUTES))
+    assert harvest("--local", "--since", "366d", "--out", str(tmp_path / "h.jsonl")) == 0
+    assert len(lines_of(tmp_path / "h.jsonl")) == 1

@@ -168,3 +168,25 @@ def test_a_label_the_task_file_lacks_is_flagged_and_never_offered(tmp_path, page
             page.keyboard.press("4")  # the fourth task of the task file, whatever the dataset holds
         assert reviewed(store)[ids(reviewed(store)).index("linkedin-start")]["messages"][0]["expect"]["task"] == TASKS[3]
         page.wait_for_selector(".label:not(.unknown)")
+
+
+def test_a_turn_s_allow_list_is_shown_and_only_its_tasks_are_offered(tmp_path, page):
+    """A harvested turn routed with `tasks: ["follow_up_email"]`: the page says so, offers that task and
+    no task only, and key 1 is that task, not the task file's first (prepare_meeting_minutes)."""
+    source = tmp_path / "harvested.jsonl"
+    source.write_text(json.dumps({"id": "allowed-one", "current_task": None, "messages": [
+        {"role": "user", "content": "Can you write up the minutes of this morning's call?", "tasks": ["follow_up_email"],
+         "expect": {"task": None, "event": "none", "source": "teacher"}},
+    ]}) + "\n")  # fmt: skip
+    store = ReviewStore(source, TASKS)
+    with serving(store) as server:
+        page.goto(server.url)
+        page.wait_for_selector("#conversation-id >> text=allowed-one")
+        assert page.text_content(".label .allowed") == "allowed: follow_up_email"
+        options = page.eval_on_selector_all('select[aria-label="task of message 0"] option', "els => els.map(e => e.value)")
+        assert options == ["", "follow_up_email"]
+        with page.expect_response("**/api/label") as answer:
+            page.keyboard.press("1")
+        assert answer.value.ok
+    assert reviewed(store)[0]["messages"][0]["expect"] == {"task": "follow_up_email", "event": "start", "source": "reviewed"}
+    assert reviewed(store)[0]["messages"][0]["tasks"] == ["follow_up_email"]  # kept in the reviewed copy

@@ -162,3 +162,15 @@ def test_a_single_turn_line_is_relabelled_from_its_running_task_and_marked_revie
     assert saved["current_task"] == "follow_up_email"
     assert saved["messages"][2]["expect"] == {"task": "prepare_meeting_minutes", "event": "switch", "source": "reviewed"}
     assert "expect" not in saved["messages"][0]
+
+
+def test_a_label_outside_the_turn_s_allow_list_is_refused(tmp_path):
+    source = tmp_path / "harvested.jsonl"
+    source.write_text(json.dumps({"id": "allowed-one", "current_task": None, "messages": [
+        {"role": "user", "content": "Can you write up the minutes?", "tasks": ["follow_up_email"],
+         "expect": {"task": None, "event": "none", "source": "teacher"}},
+    ]}) + "\n")  # fmt: skip
+    store = ReviewStore(source, TASKS)
+    with pytest.raises(ReviewError, match="'prepare_meeting_minutes' is not among the tasks this turn allowed: follow_up_email"):
+        store.set_label("allowed-one", 0, "prepare_meeting_minutes")
+    assert store.set_label("allowed-one", 0, "follow_up_email")["messages"][0]["tasks"] == ["follow_up_email"]

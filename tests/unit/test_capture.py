@@ -169,7 +169,7 @@ def record(**fields) -> dict:
     arguments = dict(
         record_id="0" * 32, decided_at=DECIDED_AT, conversation=CONVERSATION, decision=decision(),
         adapter=ServingAdapter("v3", frozenset({"follow_up_email"})), sampled=Draw(0.25, True, "primary"),
-        latency_ms=57.25, redaction=("email", "phone"),
+        latency_ms=57.25, redaction=("email", "phone"), requested_tasks=None,
     )  # fmt: skip
     return build_record(**{**arguments, **fields})
 
@@ -186,7 +186,7 @@ def test_the_record_has_the_documented_fields_but_the_teacher_s():
 
 def test_the_record_s_fields():
     captured = record()
-    assert captured["schema"] == SCHEMA == 1
+    assert captured["schema"] == SCHEMA == 2
     assert captured["id"] == "0" * 32
     assert captured["time"] == "2026-12-02T07:49:24.123Z"
     assert captured["current_task"] is None
@@ -202,6 +202,35 @@ def test_the_record_s_fields():
     assert captured["latency_ms"] == 57.25
     assert captured["sampling"] == {"probability": 0.25, "uniform": True, "reason": "primary"}
     assert captured["redaction"] == ["email", "phone"]
+    assert captured["requested_tasks"] is None and captured["running_task"] is None  # no allow-list, none running
+
+
+def test_the_record_keeps_the_request_s_allow_list_as_sent_and_the_running_task_it_left_out():
+    """A turn routed with `tasks: ["follow_up_email"]` while a pitch runs: the record says what the request
+    allowed (the whole registry was not: `tasks` alone cannot tell), and the running task's text, which
+    its `tasks` lacks."""
+    pitch = TASKS["create_one_minute_pitch"]
+    allowed = record(
+        requested_tasks=["follow_up_email", "ghost_task", "follow_up_email"],
+        decision=decision(current_task=pitch.name, shown_tasks=(TASKS["follow_up_email"],), event="switch"),
+    )
+    assert allowed["requested_tasks"] == ["follow_up_email", "ghost_task", "follow_up_email"]  # as sent
+    assert [task["name"] for task in allowed["tasks"]] == ["follow_up_email"]
+    assert allowed["running_task"] == {"name": pitch.name, "description": "Write a pitch.", "examples": []}
+    inside = record(requested_tasks=[], decision=decision(current_task="follow_up_email"))  # among the shown tasks
+    assert inside["requested_tasks"] == [] and inside["running_task"] is None
+
+
+def test_a_routed_turn_records_what_its_request_allowed():
+    """Through the router: the allow-list as the request sent it, the running task outside it."""
+    router = Router(Registry(), Backend("sagemaker", "follow_up_email"), None, SETTINGS)
+    made = router.route(RouteRequest(
+        conversation=[Message(role="user", content="hi")], current_task="prepare_linkedin_post", tasks=["follow_up_email"]
+    ))  # fmt: skip
+    captured = record(decision=made, requested_tasks=["follow_up_email"])
+    assert [task["name"] for task in captured["tasks"]] == ["follow_up_email"]
+    assert captured["current_task"] == "prepare_linkedin_post"
+    assert captured["running_task"]["name"] == "prepare_linkedin_post"
 
 
 def test_every_message_is_redacted_the_assistant_s_too():

@@ -1,22 +1,27 @@
 """A captured turn as the router sends it to the teacher function (docs/capture.md, "The record").
 
 Only the fields the teacher reads are checked, strictly enough that a record can neither break its
-prompt nor its object key; every other field is kept as it came and written back unchanged.
+prompt, its object key nor its metrics; every other field is kept as it came and written back
+unchanged. Whatever the event, `read_record` gives a usable turn or raises `InvalidRecord`: the
+teacher function drops what raises that, and Lambda would retry anything else, to fail again.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import json
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from taskrouter.core.capture import READ_SCHEMAS, record_time
 from taskrouter.core.request import Message, Strategy
 from taskrouter.core.tasks import TASK_NAME_PATTERN, Task
 from taskrouter.core.validation import describe
 
-SCHEMA_VERSION = 1
 BASE_ADAPTER = "base"  # the base model alone, in the record and in metrics
+TaskName = Annotated[str, Field(pattern=TASK_NAME_PATTERN.pattern)]
+MAX_DIMENSION_CHARS = 1024  # a metric's dimension value (the adapter's name), as CloudWatch takes it
 
 
 class InvalidRecord(ValueError):
@@ -33,7 +38,7 @@ class _Message(_Checked):
 
 
 class _Task(_Checked):
-    name: Annotated[str, Field(pattern=TASK_NAME_PATTERN.pattern)]
+    name: TaskName
     description: str
     examples: list[str] = []
 
@@ -48,27 +53,37 @@ class _Sampling(_Checked):
 
 
 class _Record(_Checked):
-    schema_: Annotated[Literal[1], Field(alias="schema")]
+    schema_: Annotated[int, Field(alias="schema")]
     id: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]  # the object's file name: nothing else fits
-    time: str
+    time: datetime  # in UTC (below): the object's date and hour
     conversation: Annotated[list[_Message], Field(min_length=1)]
-    current_task: str | None
+    current_task: TaskName | None  # the prompt's running-task line: a name, never free text
     tasks: list[_Task]
     strategy: Literal["zero_shot", "few_shot_cot", "react"]  # Strategy's values, as JSON carries them
     adapter: str | None = None
     decision: _Decision
     sampling: _Sampling
 
-    @field_validator("time")
+    @field_validator("schema_")
     @classmethod
-    def _utc_time(cls, value: str) -> str:
-        try:
-            moment = datetime.fromisoformat(value)
-        except ValueError:  # its own message would quote the value
-            raise ValueError("must be an ISO 8601 time") from None
-        if moment.tzinfo is None:
-            raise ValueError("must carry its time zone (UTC, Z)")
+    def _a_schema_read_here(cls, value: int) -> int:
+        if value not in READ_SCHEMAS:
+            raise ValueError(f"must be {' or '.join(map(str, READ_SCHEMAS))}: the record formats the teacher reads")
         return value
+
+    @field_validator("adapter")
+    @classmethod
+    def _a_dimension_value(cls, value: str | None) -> str | None:
+        if value is not None and not (value.strip() and len(value) <= MAX_DIMENSION_CHARS):
+            raise ValueError(f"must be an adapter's name (1 to {MAX_DIMENSION_CHARS} characters, not blank), or null")
+        return value
+
+    @field_validator("time", mode="before")
+    @classmethod
+    def _utc_time(cls, value: Any) -> datetime:
+        if not isinstance(value, str):
+            raise ValueError("must be an ISO 8601 time, as a string")
+        return record_time(value)
 
 
 class CapturedTurn:
@@ -77,9 +92,10 @@ class CapturedTurn:
     def __init__(self, record: dict[str, Any], checked: _Record) -> None:
         self.record = record
         self.id = checked.id
-        self.time = datetime.fromisoformat(checked.time).astimezone(timezone.utc)
+        self.time = checked.time
         self.conversation = tuple(Message.model_construct(role=m.role, content=m.content) for m in checked.conversation)
-        self.current_task = checked.current_task
+        self.current_task = checked.current_task  # the router's running task, by name
+        # The tasks the router showed (its allow-list's, fitted): the teacher is asked over the same ones.
         self.allowed = {t.name: Task(t.name, t.description, tuple(t.examples)) for t in checked.tasks}
         self.strategy = Strategy(checked.strategy)
         self.adapter = checked.adapter or BASE_ADAPTER
@@ -97,6 +113,13 @@ def read_record(event: Any) -> CapturedTurn:
     if not isinstance(event, dict):
         raise InvalidRecord(f"the event is a JSON {type(event).__name__}, not an object")
     try:
-        return CapturedTurn(event, _Record.model_validate(event))
+        checked = _Record.model_validate(event)
     except ValidationError as error:
         raise InvalidRecord(describe(error)) from None
+    try:  # the fields kept unread are written back as they came: they must make JSON again
+        json.dumps(event, allow_nan=False)
+    except (ValueError, TypeError, RecursionError):
+        raise InvalidRecord(
+            "the event holds a value JSON cannot write (NaN, infinity, an integer of over 4,300 digits)"
+        ) from None
+    return CapturedTurn(event, checked)

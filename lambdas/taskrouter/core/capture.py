@@ -19,7 +19,8 @@ from taskrouter.core.request import Message
 from taskrouter.core.router import Decision
 from taskrouter.core.tasks import Task, tasks_sha256
 
-SCHEMA = 1
+SCHEMA = 2  # 2: the request's allow-list (`requested_tasks`) and the running task's text (`running_task`)
+READ_SCHEMAS = (1, 2)  # the versions the teacher and harvest read
 BASE_ADAPTER = "base"  # the base model alone: it was trained on no task, so no task is unseen by it
 SamplingReason = Literal["primary", "fallback", "unseen"]
 
@@ -89,6 +90,32 @@ def iso_time(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
+def record_time(value: str) -> datetime:
+    """A record's `time` in UTC, as the teacher (its object key) and harvest (its window) read it.
+
+    Raises ValueError with a message that never quotes the value. The year must have four digits in
+    UTC: the key's partition is `date=YYYY-MM-DD`, and a time such as `0001-01-01T00:30:00+01:00`,
+    valid ISO 8601, has no UTC year at all (converting it overflows)."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:  # its own message would quote the value
+        raise ValueError("must be an ISO 8601 time") from None
+    if moment.tzinfo is None:
+        raise ValueError("must carry its time zone (UTC, Z)")
+    try:
+        moment = moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("must be a time of the years 1000 to 9999 in UTC") from None
+    if moment.year < 1000:
+        raise ValueError("must be a time of the years 1000 to 9999 in UTC")
+    return moment
+
+
+def task_json(task: Task) -> dict[str, Any]:
+    """A task as a record holds it: the examples the prompt shows, at most."""
+    return {"name": task.name, "description": task.description, "examples": list(task.examples[:EXAMPLES_SHOWN])}
+
+
 def build_record(
     *,
     record_id: str,
@@ -99,9 +126,18 @@ def build_record(
     sampled: Draw,
     latency_ms: float,
     redaction: Collection[str],
+    requested_tasks: Sequence[str] | None,
 ) -> dict[str, Any]:
-    """The captured turn as docs/capture.md defines it, redacted; the teacher function adds `teacher`."""
+    """The captured turn as docs/capture.md defines it, redacted; the teacher function adds `teacher`.
+
+    `requested_tasks` is the request's allow-list as sent (None: it had none, and `tasks` is then the
+    whole registry): only with it can a harvested turn be replayed over the tasks it was routed with."""
     kinds = [kind for kind in REDACTION_KINDS if kind in redaction]
+    # The running task's text when the allow-list left it out: the prompt names it, and a replay needs
+    # it in its registry, or the router would take it for none.
+    running = None
+    if decision.current_task is not None and decision.current_task not in {task.name for task in decision.shown_tasks}:
+        running = decision.registry.get(decision.current_task)
     return {
         "schema": SCHEMA,
         "id": record_id,
@@ -111,10 +147,9 @@ def build_record(
             for message in shown_messages(conversation)
         ],
         "current_task": decision.current_task,
-        "tasks": [
-            {"name": task.name, "description": task.description, "examples": list(task.examples[:EXAMPLES_SHOWN])}
-            for task in decision.shown_tasks
-        ],
+        "tasks": [task_json(task) for task in decision.shown_tasks],
+        "requested_tasks": None if requested_tasks is None else list(requested_tasks),
+        "running_task": None if running is None else task_json(running),
         "registry_sha256": tasks_sha256(decision.registry.values()),  # as a report's `tasks_sha256`
         "strategy": decision.strategy.value,
         "adapter": adapter.name,

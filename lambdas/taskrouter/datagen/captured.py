@@ -18,8 +18,11 @@ from typing import Any, Protocol
 
 RECORDS = "records/"
 READERS = 16  # records fetched at once from a bucket: one small GET each
-_DURATION = re.compile(r"(\d+)([mhd])")
-_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
+# The longest window: a year, leap day included. A stage keeps records `retention_days` (docs/data.md);
+# a longer window would only list more prefixes (one per day) for records already expired.
+MAX_SINCE = timedelta(days=366)
+_DURATION = re.compile(r"([0-9]+)([mhd])")  # ASCII digits
+_MINUTES = {"m": 1, "h": 60, "d": 24 * 60}
 
 
 class CaptureStore(Protocol):
@@ -61,11 +64,20 @@ class BucketCapture:
 
 
 def duration(value: str) -> timedelta:
-    """`--since`: minutes, hours or days, as `90m`, `24h`, `7d`."""
+    """`--since`: minutes, hours or days, as `90m`, `24h`, `7d`, above 0 and at most `MAX_SINCE`."""
+    shown = value.strip() if len(value.strip()) <= 20 else f"{value.strip()[:20]}…"
     match = _DURATION.fullmatch(value.strip())
-    if match is None or int(match.group(1)) == 0:
-        raise argparse.ArgumentTypeError(f"takes a duration above 0 in minutes, hours or days (90m, 24h, 7d), not {value!r}")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    if match is None or not match.group(1).lstrip("0"):
+        raise argparse.ArgumentTypeError(f"takes a duration above 0 in minutes, hours or days (90m, 24h, 7d), not {shown!r}")
+    # Bounded before any timedelta is made (1000000000d is past what one holds), and before a number of
+    # thousands of digits is read (Python refuses those).
+    digits, unit = match.groups()
+    if len(digits.lstrip("0")) > 9 or int(digits) * _MINUTES[unit] > MAX_SINCE // timedelta(minutes=1):
+        raise argparse.ArgumentTypeError(
+            f"takes at most {MAX_SINCE.days}d (a year; a stage keeps its records retention_days), not {shown}: "
+            "leave --since out to read every record kept"
+        )
+    return timedelta(minutes=int(digits) * _MINUTES[unit])
 
 
 def prefixes(start: datetime | None, now: datetime) -> list[str]:

@@ -5,6 +5,10 @@ teacher is what measures the primary), the fallback's decision when the fallback
 teacher is not asked then: that label is already paid for). Turns where the teacher's label differs
 from what the primary answered are the ones worth a person's look: they come first, and are flagged.
 
+A line keeps what its turn was routed with: the request's allow-list (`tasks` on its user message, from
+a record of schema 2: schema 1 cannot tell an allow-list from the whole registry), and the running task,
+whose text the task file holds even when the allow-list left it out.
+
 Nothing of a record's content reaches a message: a record that cannot be used is counted, with the
 field at fault, never its text.
 """
@@ -16,8 +20,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from taskrouter.core.capture import READ_SCHEMAS, record_time
 from taskrouter.core.events import derive_event
 from taskrouter.core.request import Message
 from taskrouter.core.task_spec import TaskSpec
@@ -45,14 +50,44 @@ class Record(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    schema_: Literal[1] = Field(alias="schema")  # the record format this harvest reads
+    schema_: int = Field(alias="schema")
     id: Annotated[str, Field(min_length=1, max_length=200)]
-    time: AwareDatetime
+    time: datetime  # in UTC
     conversation: Annotated[list[Message], Field(min_length=1)]
     current_task: str | None
-    tasks: list[TaskSpec]
+    tasks: list[TaskSpec]  # as the prompt showed them
+    requested_tasks: list[str] | None = None  # schema 2: the request's allow-list as sent; None: none
+    running_task: TaskSpec | None = None  # schema 2: the running task, when `tasks` lacks it
     decision: _Decision
     teacher: _Teacher | None
+
+    @field_validator("schema_")
+    @classmethod
+    def _a_schema_read_here(cls, value: int) -> int:
+        if value not in READ_SCHEMAS:
+            raise ValueError(f"must be {' or '.join(map(str, READ_SCHEMAS))}: the record formats this harvest reads")
+        return value
+
+    @field_validator("time", mode="before")
+    @classmethod
+    def _utc_time(cls, value: object) -> datetime:
+        if not isinstance(value, str):
+            raise ValueError("must be an ISO 8601 time, as a string")
+        return record_time(value)
+
+    @property
+    def allowed(self) -> list[str] | None:
+        """The allow-list the turn was routed with: the request's names the router kept (those it
+        showed), in the request's order; None when the request had none."""
+        if self.requested_tasks is None:
+            return None
+        shown = {spec.name for spec in self.tasks}
+        return [name for name in dict.fromkeys(self.requested_tasks) if name in shown]
+
+    @property
+    def named_tasks(self) -> list[TaskSpec]:
+        """Every task the turn's line names: those allowed, and the running one."""
+        return [*self.tasks, *([self.running_task] if self.running_task is not None else [])]
 
     @property
     def primary_decided(self) -> bool:
@@ -90,7 +125,8 @@ class Harvest:
     tasks_changed: list[str] = field(default_factory=list)  # tasks whose text differs between records
     read: int = 0
     older: int = 0  # before the window
-    duplicates: int = 0
+    same_id: int = 0  # records whose id another record kept has: one line per id
+    duplicates: int = 0  # the same turn again, under another id
     teacher_failed: int = 0
     unusable: int = 0
     first_unusable: str | None = None
@@ -112,6 +148,8 @@ def labelled(record: Record) -> Labelled:
         raise Unusable(f"label {task!r} is not among the record's tasks")
     expect = {"task": task, "event": derive_event(record.current_task, task), "source": source}
     messages: list[dict[str, Any]] = [m.model_dump() for m in record.conversation]
+    if record.allowed is not None:
+        messages[-1]["tasks"] = record.allowed
     messages[-1]["expect"] = expect
     line = {"id": record.id, "current_task": record.current_task, "messages": messages}
     try:
@@ -132,9 +170,9 @@ def _label(record: Record) -> tuple[str | None, LabelSource]:
 
 def harvest(raws: list[bytes], since: datetime | None) -> Harvest:
     """The dataset the records make: each usable record at or after `since` once, the newest of
-    duplicates kept."""
+    those sharing an id, then of duplicates, kept."""
     result = Harvest(read=len(raws))
-    newest: dict[str, Labelled] = {}
+    by_id: dict[str, Labelled] = {}
     for raw in raws:
         try:
             record = parse_record(raw)
@@ -149,11 +187,19 @@ def harvest(raws: list[bytes], since: datetime | None) -> Harvest:
             result.unusable += 1
             result.first_unusable = result.first_unusable or str(error)
             continue
-        key = record.dedup_key()
+        kept = by_id.get(record.id)
+        if kept is not None:  # a record stored twice (a retried write), or a copy: the dataset's ids are unique
+            result.same_id += 1
+            if kept.record.time >= record.time:
+                continue
+        by_id[record.id] = made
+    newest: dict[str, Labelled] = {}
+    for made in by_id.values():
+        key = made.record.dedup_key()
         kept = newest.get(key)
         if kept is not None:
             result.duplicates += 1
-            if _order(kept.record) > _order(record):
+            if _order(kept.record) > _order(made.record):
                 continue
         newest[key] = made
     ordered = sorted(newest.values(), key=lambda made: (not made.disagrees, _order(made.record)))
@@ -168,11 +214,12 @@ def _order(record: Record) -> tuple[datetime, str]:
 
 
 def _tasks_of(records: list[Record]) -> tuple[list[TaskSpec], list[str]]:
-    """The union of the records' tasks, each as the newest record showed it; the names whose text changed."""
+    """The union of the tasks the records name (their running tasks too), each as the newest record
+    showed it; the names whose text changed."""
     latest: dict[str, TaskSpec] = {}
     changed: set[str] = set()
     for record in sorted(records, key=_order):
-        for spec in record.tasks:
+        for spec in record.named_tasks:
             if spec.name in latest and latest[spec.name] != spec:
                 changed.add(spec.name)
             latest[spec.name] = spec

@@ -16,7 +16,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from taskrouter.arguments import OneLineParser
-from taskrouter.datagen.captured import BucketCapture, CaptureStore, LocalCapture, duration, prefixes, read_records
+from taskrouter.datagen.captured import (
+    MAX_SINCE,
+    BucketCapture,
+    CaptureStore,
+    LocalCapture,
+    duration,
+    prefixes,
+    read_records,
+)
 from taskrouter.datagen.destination import STANDARD_OUTPUT, Destination, DestinationError
 from taskrouter.datagen.harvest import Harvest, dataset_text, harvest, task_file
 from taskrouter.evaluation.files import write_atomically, write_new_atomically
@@ -106,8 +114,8 @@ def _tell_skipped(result: Harvest, where: str) -> None:
     """What was read and not kept, on standard error: counts and field names, never content."""
     print(
         f"{PROG}: {result.read} records read from {where}: {result.older} older than --since, "
-        f"{result.teacher_failed} whose teacher failed, {result.unusable} unusable and {result.duplicates} "
-        "duplicates skipped",
+        f"{result.teacher_failed} whose teacher failed, {result.unusable} unusable, {result.same_id} sharing the id "
+        f"of a newer record and {result.duplicates} duplicates skipped",
         file=sys.stderr,
     )
     if result.first_unusable:
@@ -175,7 +183,8 @@ def _parser() -> argparse.ArgumentParser:
                                                              "(default .local/capture)")  # fmt: skip
     parser.add_argument("--region", help="--stage's AWS region (default: the stage's in infra/stages.toml)")
     parser.add_argument("--since", type=duration, metavar="DURATION",
-                        help="only the turns of the last DURATION: 90m, 24h, 7d (default: every record kept)")  # fmt: skip
+                        help=f"only the turns of the last DURATION: 90m, 24h, 7d, at most {MAX_SINCE.days}d "
+                             "(default: every record kept)")  # fmt: skip
     parser.add_argument("--out", required=True, type=_no_standard_output, metavar="FILE",
                         help="the JSONL dataset to write; NAME.tasks.json beside it (NAME: FILE less its suffix) holds its task list")  # fmt: skip
     parser.add_argument("--force", action="store_true", help="replace --out and its task list when they exist")

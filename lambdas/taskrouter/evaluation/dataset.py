@@ -4,6 +4,8 @@ Multi-turn form: each user message is labelled with the task and event it should
 routed turn: the router gets the conversation up to and including it, and, as `current_task`, the
 task the labels before it left running. Single-turn form (what a harvest writes): a top-level
 `current_task` and a label on the last user message only, one routed turn with that running task.
+A labelled user message may carry `tasks`, its request's allow-list (what a harvested turn was routed
+with): the turn is routed, trained and reviewed over those tasks only.
 
 Messages follow the API's own rules for a message (`core.request.Message`); labels are task names (or
 null for no task), so that no label can be taken for the report's pseudo-labels."""
@@ -34,14 +36,23 @@ class Expected(BaseModel):
 
 
 class LabelledMessage(Message):
-    """A message of the API's shape, a user message possibly labelled."""
+    """A message of the API's shape, a user message possibly labelled, and restricted to an allow-list."""
 
+    tasks: list[TaskName] | None = None  # the request's `tasks` for this turn; None: every task
     expect: Expected | None = None
 
     @model_validator(mode="after")
     def _labels_on_user_messages(self) -> LabelledMessage:
         if self.role == "assistant" and self.expect is not None:
             raise ValueError("expect stands on user messages only")
+        if self.tasks is None:
+            return self
+        if self.expect is None:
+            raise ValueError("tasks stands on a labelled user message only: it is the allow-list of that routed turn")
+        if self.expect.task is not None and self.expect.task not in self.tasks:
+            raise ValueError(
+                f"expect.task {self.expect.task!r} is not among the message's tasks: the router could never answer it"
+            )
         return self
 
 
@@ -105,6 +116,7 @@ class Turn:
     messages: tuple[dict[str, str], ...]  # the conversation up to and including it, without labels
     current_task: str | None
     expected: Expected
+    tasks: tuple[str, ...] | None = None  # the request's allow-list; None: every task of the target
 
 
 class DatasetError(ValueError):
@@ -140,12 +152,17 @@ def parse_dataset(raw: bytes, source: str) -> list[Conversation]:
 
 def as_json(conversation: Conversation) -> dict[str, Any]:
     """A conversation as a dataset line holds it: `expect` on user messages only, a null task kept, the
-    single-turn form's `current_task` kept, a label's `source` only when known."""
+    single-turn form's `current_task` kept, a label's `source` only when known, a turn's `tasks` when given."""
     return {
         "id": conversation.id,
         **({"current_task": conversation.current_task} if conversation.single_turn else {}),
         "messages": [
-            {"role": m.role, "content": m.content, **({"expect": _label_json(m.expect)} if m.expect else {})}
+            {
+                "role": m.role,
+                "content": m.content,
+                **({"tasks": list(m.tasks)} if m.tasks is not None else {}),
+                **({"expect": _label_json(m.expect)} if m.expect else {}),
+            }
             for m in conversation.messages
         ],
     }
@@ -165,6 +182,7 @@ def turns_of(conversations: list[Conversation]) -> list[Turn]:
             if message.expect is None:
                 continue
             history = tuple({"role": m.role, "content": m.content} for m in conversation.messages[: index + 1])
-            turns.append(Turn(conversation.id, index, history, running, message.expect))
+            allowed = None if message.tasks is None else tuple(message.tasks)
+            turns.append(Turn(conversation.id, index, history, running, message.expect, allowed))
             running = message.expect.task
     return turns

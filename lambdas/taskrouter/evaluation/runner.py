@@ -132,14 +132,23 @@ def warnings_before_routing(turns: Sequence[Turn], tasks: list[Task] | None, str
             label for turn in turns for label in {turn.expected.task, turn.current_task} - {None} if label not in names
         )
         if unknown:
-            listed = ", ".join(f"{label} ({count} turns)" for label, count in sorted(unknown.items()))
-            said.append(f"labels not in the task list the target routes over: {listed}; check the dataset or the tasks")
+            said.append(
+                f"labels not in the task list the target routes over: {_counted(unknown)}; check the dataset or the tasks"
+            )
+        ignored = Counter(name for turn in turns for name in set(turn.tasks or ()) if name not in names)
+        if ignored:
+            said.append(f"allowed tasks (a turn's tasks) not in the task list the target routes over, which it ignores: "
+                        f"{_counted(ignored)}; give the task file the dataset came with")  # fmt: skip
     refused = [(turn, error) for turn in turns if (error := refusal(turn, strategy)) is not None]
     if refused:
         shown = "; ".join(f"{t.conversation} turn {t.index}: {e.status} {e.message}" for t, e in refused[:_SHOWN_REFUSALS])
         more = f"; and {len(refused) - _SHOWN_REFUSALS} more" if len(refused) > _SHOWN_REFUSALS else ""
         said.append(f"{len(refused)} turns the API would refuse, counted as error turns: {shown}{more}")
     return said
+
+
+def _counted(names: Counter[str]) -> str:
+    return ", ".join(f"{name} ({count} turns)" for name, count in sorted(names.items()))
 
 
 def evaluate(

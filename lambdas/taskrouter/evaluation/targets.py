@@ -56,6 +56,8 @@ def request_body(turn: Turn, strategy: str | None) -> str:
     body: dict[str, object] = {"conversation": list(turn.messages)}
     if turn.current_task is not None:  # absent means none
         body["current_task"] = turn.current_task
+    if turn.tasks is not None:  # the allow-list the turn was routed with (a harvested one's); absent: every task
+        body["tasks"] = list(turn.tasks)
     if strategy is not None:
         body["strategy"] = strategy
     return json.dumps(body)

@@ -151,6 +151,7 @@ def _capture(request: RouteRequest, decision: Decision, decided_ms: float) -> No
             sampled=drawn,
             latency_ms=decided_ms,
             redaction=setup.settings.redaction,
+            requested_tasks=request.tasks,
         )
         started = time.perf_counter()
         dropped = setup.sink.send(capture.encode(record))

@@ -120,6 +120,9 @@ class ReviewStore:
             messages = conversation["messages"]
             if not 0 <= index < len(messages) or "expect" not in messages[index]:
                 raise ReviewError(f"{conversation_id}: message {index} is not a labelled user turn")
+            allowed = messages[index].get("tasks")  # the turn's allow-list: the router could answer no other task
+            if task is not None and allowed is not None and task not in allowed:
+                raise ReviewError(f"{task!r} is not among the tasks this turn allowed: {', '.join(allowed) or 'none'}")
             messages[index]["expect"]["task"] = task
             if "source" in messages[index]["expect"]:  # a teacher's label the reviewer set is no longer the teacher's
                 messages[index]["expect"]["source"] = "reviewed"

@@ -33,6 +33,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from taskrouter.core.prompting import build_prompt
 from taskrouter.core.request import Message, Strategy
+from taskrouter.core.router import _allowed_tasks as allowed_tasks  # the router's own rule, not a copy
 from taskrouter.core.tasks import NO_TASK, Task, tasks_sha256
 from taskrouter.evaluation.dataset import Turn, load_dataset, turns_of
 from taskrouter.model_server.loading import gguf_source
@@ -86,12 +87,14 @@ class Example:
 
 
 def examples_of(turns: list[Turn], tasks: dict[str, Task]) -> list[Example]:
-    """Each turn as the router would prompt it, with the task list the router would hold."""
+    """Each turn as the router would prompt it, `tasks` its registry: the tasks the turn's allow-list
+    keeps of it (all of them without one), and its running task if the registry holds it."""
     made = []
     for turn in turns:
         conversation = [Message(role=m["role"], content=m["content"]) for m in turn.messages]
         current = turn.current_task if turn.current_task in tasks else None
-        prompt = build_prompt(PROMPT_STRATEGY, conversation, tasks, current)
+        allowed, _ = allowed_tasks(tasks, None if turn.tasks is None else list(turn.tasks))
+        prompt = build_prompt(PROMPT_STRATEGY, conversation, allowed, current)
         made.append(Example(turn.conversation, prompt.messages(), turn.expected.task or NO_TASK))
     return made
 
