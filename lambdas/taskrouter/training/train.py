@@ -39,6 +39,7 @@ from taskrouter.evaluation.dataset import Turn, load_dataset, turns_of
 from taskrouter.model_server.loading import gguf_source
 from taskrouter.training.output import ARCHIVE as ADAPTER_ARCHIVE
 from taskrouter.training.output import MANIFEST, check_output, staged
+from taskrouter.training.progress import progress_for, total_steps
 
 PROMPT_STRATEGY = Strategy.ZERO_SHOT
 PROMPT_FORMAT = "chat-messages: core/prompting.py, the base model's chat template"
@@ -175,6 +176,7 @@ def train(
                                 "raise --max-steps or give another --checkpoint-dir")
         log(f"resumed from {checkpoints.file} after step {progress['steps']}")
     steps, losses, started = progress["steps"], progress["losses"], time.monotonic()
+    shown = progress_for(total_steps(len(encoded), hyper.batch_size, hyper.epochs, hyper.max_steps), steps, log)
     model.train()
     for epoch in range(progress["epoch"], hyper.epochs):
         epoch_order = order.getstate()  # what a resumed run replays this epoch's shuffle from
@@ -198,10 +200,11 @@ def train(
             if not torch.stack([torch.isfinite(p).all() for p in trained]).all():  # a finite loss, then a step too far
                 raise _not_finite(f"the adapter's weights are not finite after step {steps}", True, base_model, hyper)
             losses.append(value)
-            log(f"epoch {epoch + 1} step {steps}: loss {losses[-1]:.4f}")
+            shown.step(epoch + 1, steps, value)
             if checkpoints is not None and steps % checkpoints.every == 0:
                 at = {"steps": steps, "epoch": epoch, "next_batch": batch_number + 1, "losses": losses}
                 _save_state(checkpoints.file, run, at, epoch_order, model, optimizer)
+    shown.close()
     validation_loss = _mean_loss(model, held_out, tokenizer.pad_token_id, device, hyper.batch_size)
     if validation_loss is not None and not math.isfinite(validation_loss):
         raise _not_finite(f"the validation loss is {validation_loss}", steps > 0, base_model, hyper)
