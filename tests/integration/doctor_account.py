@@ -12,10 +12,13 @@ import re
 import time
 import zlib
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
+import botocore.session
 from botocore.awsrequest import AWSResponse
 from botocore.validate import validate_parameters
 
@@ -24,23 +27,27 @@ from taskrouter.repository import ROOT
 from .deployed_router import deploy_router
 
 SNAPSHOTS = ROOT / "tests" / "infra" / "__snapshots__" / "test_snapshots"
-STACK_IDS = ("Registry", "ModelArtifacts", "Operations", "ModelHosting", "Api", "Monitoring")
+_SNAPSHOT = re.compile(r"test_stack_matches_snapshot\[(?P<stack>\w+)-(?P<stage>\w+)\]\.json")
+# The order synth lists a stage's stacks in (its manifest.json), which the doctor's lines follow.
+STACK_ORDER = ("Registry", "ModelArtifacts", "Operations", "Capture", "ModelHosting", "Api", "Monitoring")
 ENDPOINT_QUOTA = "ml.g5.2xlarge for endpoint usage"
 SPOT_QUOTA = "ml.g5.2xlarge for spot training job usage"
 BOOTSTRAP_PARAMETER = "/cdk-bootstrap/hnb659fds/version"
 REAL_EMAIL = "oncall@acme-sales.io"
+ACCOUNT = "123456789012"  # moto's
 _PAGE = 100  # Service Quotas' largest page
 _PARAMS = "fake-account-params"  # where a call's parameters wait in its request context
 
 
 def write_assembly(cdk_out: Path, stage: str, region: str, *, templates_of: str = "dev", bootstrap_version: int = 6) -> Path:
     """A cloud assembly as `cdk synth` writes it (manifest.json, assembly-<stage>/), holding the
-    snapshotted templates of one of the committed stages: what tests/infra holds the synth to."""
+    snapshotted templates of every stack of one of the committed stages (Capture where it captures):
+    what tests/infra holds the synth to."""
     directory = cdk_out / f"assembly-{stage}"
     directory.mkdir(parents=True)
     artifacts: dict[str, Any] = {}
-    for stack_id in STACK_IDS:
-        template = json.loads((SNAPSHOTS / f"test_stack_matches_snapshot[{stack_id}-{templates_of}].json").read_text())
+    for stack_id, snapshot in snapshots_of(templates_of).items():
+        template = json.loads(snapshot.read_text())
         (directory / f"{stage}{stack_id}.template.json").write_text(json.dumps(template))
         versions = {"requiresBootstrapStackVersion": bootstrap_version, "bootstrapStackVersionSsmParameter": BOOTSTRAP_PARAMETER}
         artifacts[f"{stage}{stack_id}.assets"] = {"type": "cdk:asset-manifest", "properties": {"file": "x.assets.json", **versions}}
@@ -57,6 +64,14 @@ def write_assembly(cdk_out: Path, stage: str, region: str, *, templates_of: str 
     nested = {"type": "cdk:cloud-assembly", "properties": {"directoryName": directory.name, "displayName": stage}}
     (cdk_out / "manifest.json").write_text(json.dumps({"version": "55.0.0", "artifacts": {directory.name: nested}}))
     return cdk_out
+
+
+def snapshots_of(stage: str) -> dict[str, Path]:
+    """The snapshotted template of each stack of a committed stage, by stack id."""
+    found = {match["stack"]: path for path in SNAPSHOTS.iterdir()
+             if (match := _SNAPSHOT.fullmatch(path.name)) and match["stage"] == stage}
+    assert found, f"no snapshot of stage {stage} in {SNAPSHOTS}"
+    return dict(sorted(found.items(), key=lambda item: STACK_ORDER.index(item[0]) if item[0] in STACK_ORDER else 99))
 
 
 def write_stages(path: Path, *, emails: list[str] | None = None, region: str | None = None, account: str | None = None) -> Path:
@@ -146,10 +161,13 @@ class FakeAccount:
         session.events.register("after-call.sns.ListSubscriptionsByTopic", self._unconfirmed)
         return session
 
-    def _answer(self, model: Any, context: dict[str, Any], **_: Any) -> tuple[AWSResponse, dict[str, Any]] | None:
-        params = context.get(_PARAMS, {})
+    def _answer(self, model: Any, params: dict[str, Any], context: dict[str, Any],
+                **_: Any) -> tuple[AWSResponse, dict[str, Any]] | None:
         service, operation = model.service_model.signing_name, model.name
         self.asked.append(f"{service}:{operation}")
+        if not urlsplit(params["url"]).hostname.endswith(".amazonaws.com"):
+            return None  # an endpoint of the test's own (AWS_ENDPOINT_URL...): the request goes there
+        params = context.get(_PARAMS, {})
         if operation in self.failing:
             return _error(self.failing[operation], f"the fake account answers {operation} with {self.failing[operation]}")
         if operation in self.overrides:
@@ -219,3 +237,81 @@ def _error(code: str, message: str) -> tuple[AWSResponse, dict[str, Any]]:
     status = 429 if code == "TooManyRequestsException" else 400
     return AWSResponse(None, status, {}, None), {"Error": {"Code": code, "Message": message},
                                                  "ResponseMetadata": {"HTTPStatusCode": status}}
+
+
+@dataclass(frozen=True)
+class Call:
+    """One AWS call of the doctor or of `taskrouter ops unseen`, and an answer the service gives to it
+    (the fields of its API reference's response syntax)."""
+
+    service: str  # boto3's name
+    operation: str
+    params: dict[str, Any]
+    result: dict[str, Any]
+    paged: str | None = None  # read page by page (Aws.items), the items under this key
+
+    @property
+    def action(self) -> str:
+        """The IAM action, as the doctor names a call: "servicequotas:ListServiceQuotas"."""
+        return f"{_MODELS.get_service_model(self.service).signing_name}:{self.operation}"
+
+
+_MODELS = botocore.session.get_session()  # botocore's service models, loaded once
+_WHEN = datetime(2026, 3, 2, 9, 30, tzinfo=timezone.utc)
+_ROUTER_ARN = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:dev-Api-Router16807C72-x1Y2z3"
+_TOPIC = f"arn:aws:sns:us-east-1:{ACCOUNT}:dev-alarms"
+_SECRET = f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:OpenAIApiKey-dev-AbCdEf"
+_QUOTA = {"ServiceCode": "sagemaker", "ServiceName": "Amazon SageMaker", "QuotaArn":
+          f"arn:aws:servicequotas:us-east-1:{ACCOUNT}:sagemaker/L-1D5F8A1B", "QuotaCode": "L-1D5F8A1B",
+          "QuotaName": ENDPOINT_QUOTA, "Value": 4.0, "Unit": "None", "Adjustable": True, "GlobalQuota": False}
+
+# Every call the doctor makes (tests/integration/test_doctor.py holds a full run to this list) and the
+# ones `taskrouter ops unseen` makes (DescribeStacks, GetFunctionConfiguration, Query: the same).
+CALLS = (
+    Call("sts", "GetCallerIdentity", {}, {"UserId": "AIDAJQABLZS4A3QDU576Q", "Account": ACCOUNT,
+                                          "Arn": f"arn:aws:iam::{ACCOUNT}:user/ops"}),
+    Call("cloudformation", "DescribeStacks", {"StackName": "CDKToolkit"}, {"Stacks": [{
+        "StackId": f"arn:aws:cloudformation:us-east-1:{ACCOUNT}:stack/CDKToolkit/0b7f8d10-e8f4-11ee-9f6a-0a1b2c3d4e5f",
+        "StackName": "CDKToolkit", "CreationTime": _WHEN, "StackStatus": "CREATE_COMPLETE",
+        "Outputs": [{"OutputKey": "BootstrapVersion", "OutputValue": "30"}]}]}),
+    Call("ssm", "GetParameter", {"Name": BOOTSTRAP_PARAMETER}, {"Parameter": {
+        "Name": BOOTSTRAP_PARAMETER, "Type": "String", "Value": "30", "Version": 1, "LastModifiedDate": _WHEN,
+        "ARN": f"arn:aws:ssm:us-east-1:{ACCOUNT}:parameter/cdk-bootstrap/hnb659fds/version", "DataType": "text"}}),
+    Call("cloudformation", "DescribeType", {"Type": "RESOURCE", "TypeName": "AWS::Lambda::Function"}, {
+        "Arn": "arn:aws:cloudformation:us-east-1::type/resource/AWS-Lambda-Function", "Type": "RESOURCE",
+        "TypeName": "AWS::Lambda::Function", "Visibility": "PUBLIC", "DeprecatedStatus": "LIVE"}),
+    Call("lambda", "GetAccountSettings", {}, {
+        "AccountLimit": {"TotalCodeSize": 80530636800, "CodeSizeUnzipped": 262144000, "CodeSizeZipped": 52428800,
+                         "ConcurrentExecutions": 1000, "UnreservedConcurrentExecutions": 979},
+        "AccountUsage": {"TotalCodeSize": 5242880, "FunctionCount": 9}}),
+    Call("cloudformation", "DescribeStackResource", {"StackName": "dev-Api", "LogicalResourceId": "Router16807C72"},
+         {"StackResourceDetail": {"StackName": "dev-Api", "LogicalResourceId": "Router16807C72",
+                                  "PhysicalResourceId": "dev-Api-Router16807C72-x1Y2z3",
+                                  "ResourceType": "AWS::Lambda::Function", "LastUpdatedTimestamp": _WHEN,
+                                  "ResourceStatus": "CREATE_COMPLETE"}}),
+    Call("lambda", "GetFunctionConcurrency", {"FunctionName": "dev-Api-Router16807C72-x1Y2z3"},
+         {"ReservedConcurrentExecutions": 20}),
+    Call("service-quotas", "ListServiceQuotas", {"ServiceCode": "sagemaker"}, {"Quotas": [_QUOTA]}, paged="Quotas"),
+    Call("service-quotas", "ListAWSDefaultServiceQuotas", {"ServiceCode": "sagemaker"}, {"Quotas": [_QUOTA]},
+         paged="Quotas"),
+    Call("codebuild", "ListBuilds", {"sortOrder": "DESCENDING"}, {"ids": ["dev-BaseWeights:5e6f7a8b"]}),
+    Call("codebuild", "BatchGetBuilds", {"ids": ["dev-BaseWeights:5e6f7a8b"]}, {"builds": [{
+        "id": "dev-BaseWeights:5e6f7a8b", "startTime": _WHEN, "buildStatus": "SUCCEEDED",
+        "environment": {"type": "LINUX_CONTAINER", "image": "aws/codebuild/standard:7.0",
+                        "computeType": "BUILD_GENERAL1_SMALL"}}], "buildsNotFound": []}),
+    Call("secretsmanager", "DescribeSecret", {"SecretId": _SECRET}, {
+        "ARN": _SECRET, "Name": "OpenAIApiKey-dev", "LastChangedDate": _WHEN,
+        "VersionIdsToStages": {"a1b2c3d4-5678-90ab-cdef-EXAMPLE11111": ["AWSPREVIOUS"],
+                               "a1b2c3d4-5678-90ab-cdef-EXAMPLE22222": ["AWSCURRENT"]}}),
+    Call("sns", "ListSubscriptionsByTopic", {"TopicArn": _TOPIC}, {"Subscriptions": [{
+        "SubscriptionArn": f"{_TOPIC}:0a1b2c3d-4e5f-6a7b-8c9d-0e1f2a3b4c5d", "Owner": ACCOUNT, "Protocol": "email",
+        "Endpoint": REAL_EMAIL, "TopicArn": _TOPIC}]}, paged="Subscriptions"),
+    Call("lambda", "GetFunctionConfiguration", {"FunctionName": "dev-Api-Router16807C72-x1Y2z3", "Qualifier": "live"}, {
+        "FunctionName": "dev-Api-Router16807C72-x1Y2z3", "FunctionArn": f"{_ROUTER_ARN}:live", "Runtime": "python3.13",
+        "Environment": {"Variables": {"TASKROUTER_TABLE_NAME": "taskrouter-dev-tasks",
+                                      "TASKROUTER_ADAPTER_NAME": "sales-router-v2"}}}),
+    Call("dynamodb", "Query", {"TableName": "taskrouter-dev-tasks", "KeyConditionExpression": "#pk = :pk",
+                               "ExpressionAttributeNames": {"#pk": "pk"},
+                               "ExpressionAttributeValues": {":pk": {"S": "task"}}},
+         {"Items": [{"pk": {"S": "task"}, "sk": {"S": "follow_up_email"}}], "Count": 1, "ScannedCount": 1}),
+)

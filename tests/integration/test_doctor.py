@@ -8,6 +8,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+from botocore.config import Config
 from moto import mock_aws
 
 from taskrouter.cli import main
@@ -15,6 +16,7 @@ from taskrouter.doctor import cli as doctor_cli
 from taskrouter.doctor import stage as doctor_stage
 from taskrouter.doctor.aws import RETRIES, Aws
 from tests.integration.doctor_account import (
+    CALLS,
     ENDPOINT_QUOTA,
     REAL_EMAIL,
     SPOT_QUOTA,
@@ -26,6 +28,7 @@ from tests.integration.doctor_account import (
     write_assembly,
     write_stages,
 )
+from tests.integration.foreign_endpoint import HTML_200, KINDS, ForeignEndpoint, foreign
 
 REGION = "us-east-1"  # dev's, in infra/stages.toml
 ACCOUNT = "123456789012"  # moto's
@@ -61,8 +64,8 @@ def test_a_ready_account_is_all_ok_before_a_deploy(fake, tmp_path, capsys):
     assert lines["bootstrap"] == "ok: bootstrap: CDKToolkit in us-east-1 at version 30 (the stage needs 6 or later)"
     assert lines["region"].startswith("ok: region: CloudFormation in us-east-1 has all ")
     assert lines["lambda concurrency"].startswith(
-        "ok: lambda concurrency: the stage reserves 21 (router 20, alarm handler 1) of the account's 1000 in us-east-1; "
-        "979 stay unreserved")
+        "ok: lambda concurrency: the stage reserves 22 (teacher 1, router 20, alarm handler 1) of the account's 1000 in "
+        "us-east-1; 978 stay unreserved")
     assert lines["endpoint instances"].startswith(f"ok: endpoint instances: '{ENDPOINT_QUOTA}' is 4 in us-east-1; the stage needs 3")
     assert lines["training instances"].startswith(f"ok: training instances: '{SPOT_QUOTA}' is 2")
     assert lines["codebuild"].startswith("ok: codebuild: the account ran earlier:")
@@ -80,8 +83,9 @@ def test_a_new_accounts_lambda_concurrency_of_10_blocks_with_the_quota_request(f
     status, lines = doctor(tmp_path, capsys)
     assert status == 1
     assert lines["lambda concurrency"] == (
-        "blocks: lambda concurrency: the account may run 10 concurrent executions in us-east-1; the stage reserves 21 "
-        "(router 20, alarm handler 1) and Lambda keeps 100 unreserved, so it needs at least 121 (the deploy would fail: "
+        "blocks: lambda concurrency: the account may run 10 concurrent executions in us-east-1; the stage reserves 22 "
+        "(teacher 1, router 20, alarm handler 1) and Lambda keeps 100 unreserved, so it needs at least 122 (the deploy "
+        "would fail: "
         "\"decreases account's UnreservedConcurrentExecution below its minimum value\"). Fix: aws service-quotas "
         "request-service-quota-increase --service-code lambda --quota-code L-B99A9384 --desired-value 1000 --region us-east-1"
     )
@@ -92,17 +96,17 @@ def test_what_other_functions_reserve_counts(fake, tmp_path, capsys):
     status, lines = doctor(tmp_path, capsys)
     assert status == 1
     assert "other functions reserve 890" in lines["lambda concurrency"]
-    assert "it needs at least 1011" in lines["lambda concurrency"] and "--desired-value 1011" in lines["lambda concurrency"]
+    assert "it needs at least 1012" in lines["lambda concurrency"] and "--desired-value 1012" in lines["lambda concurrency"]
 
 
 def test_a_deployed_stages_own_reservation_is_not_counted_twice(fake, tmp_path, capsys):
     # 640 in all, 500 reserved by others and 20 by the deployed router: 120 unreserved now. After the
-    # deploy the stage holds 21 (20 of them already), so 119 stay unreserved: enough.
+    # deploy the stage holds 22 (20 of them already), so 118 stay unreserved: enough.
     deploy_stage("dev", REGION, [REAL_EMAIL], secret_set=True, router_reserved=20)
     fake.concurrency, fake.reserved = 640, 520
     status, lines = doctor(tmp_path, capsys)
-    assert lines["lambda concurrency"].startswith("ok: lambda concurrency: the stage reserves 21")
-    assert "other functions reserve 500; 119 stay unreserved" in lines["lambda concurrency"]
+    assert lines["lambda concurrency"].startswith("ok: lambda concurrency: the stage reserves 22")
+    assert "other functions reserve 500; 118 stay unreserved" in lines["lambda concurrency"]
     assert "lambda:GetFunctionConcurrency" in fake.asked
 
 
@@ -218,7 +222,7 @@ def test_the_committed_placeholder_alarm_email_blocks(fake, monkeypatch, tmp_pat
 
 def test_after_a_deploy_the_secret_and_confirmed_subscriptions_are_ok(fake, tmp_path, capsys):
     deploy_stage("dev", REGION, [REAL_EMAIL], secret_set=True)
-    fake.reserved = 21
+    fake.reserved = 22
     status, lines = doctor(tmp_path, capsys)
     assert status == 0, "\n".join(lines.values())
     assert lines["openai secret"].startswith("ok: openai secret: set (last changed ")
@@ -334,3 +338,67 @@ def test_a_stage_is_required(capsys):
     assert main(["doctor"]) == 2
     assert capsys.readouterr().err == ("taskrouter doctor: the following arguments are required: --stage "
                                        "(see `taskrouter doctor --help`)\n")
+
+
+# ----- An endpoint that answers, but not as AWS does (tests/integration/foreign_endpoint.py): a proxy's
+# page, a gateway's text 500, an empty 200, an answer cut short, a redirect, a reset. Every call with
+# every kind, at the level of the doctor's calls: tests/integration/test_foreign_endpoints.py.
+
+# Each service's own endpoint variable (botocore: AWS_ENDPOINT_URL_ and the service id, in capitals,
+# spaces as underscores) and the checks that call it, on a deployed stage.
+SERVICE_CHECKS = {
+    "AWS_ENDPOINT_URL_STS": {"credentials"},  # nothing else runs without it
+    "AWS_ENDPOINT_URL_CLOUDFORMATION": {"bootstrap", "region", "lambda concurrency", "openai secret",
+                                        "alarm subscriptions", "unseen tasks"},
+    "AWS_ENDPOINT_URL_SSM": {"bootstrap"},
+    "AWS_ENDPOINT_URL_LAMBDA": {"lambda concurrency", "unseen tasks"},
+    "AWS_ENDPOINT_URL_SERVICE_QUOTAS": {"endpoint instances", "training instances"},
+    "AWS_ENDPOINT_URL_CODEBUILD": {"codebuild"},
+    "AWS_ENDPOINT_URL_SECRETS_MANAGER": {"openai secret"},
+    "AWS_ENDPOINT_URL_SNS": {"alarm subscriptions"},
+    "AWS_ENDPOINT_URL_DYNAMODB": {"unseen tasks"},
+}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_aws_endpoint_url_that_is_not_aws_could_not_be_checked(fake, monkeypatch, tmp_path, capsys, kind):
+    (sts,) = [call for call in CALLS if call.operation == "GetCallerIdentity"]
+    if kind == "reset":  # botocore retries a reset with backoff (seconds); one attempt is enough to see it told
+        monkeypatch.setattr("taskrouter.doctor.aws.RETRIES", Config(retries={"mode": "standard", "total_max_attempts": 1}))
+    with ForeignEndpoint(foreign(kind, sts.service, sts.operation, sts.result)) as endpoint:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint.url)
+        status, lines = doctor(tmp_path, capsys)
+    assert status == 2 and list(lines) == ["credentials"], lines
+    line = lines["credentials"]
+    assert line.startswith("could not be checked: credentials: sts:GetCallerIdentity: ") and endpoint.url in line
+    assert line.endswith(f"Fix: AWS_ENDPOINT_URL sends STS's calls to {endpoint.url}: unset it, or point it at STS")
+    assert endpoint.requests == 1  # the doctor's own retries (5 attempts) leave an answer in no AWS format alone
+    if kind == "html 200":  # a proxy's page, well-formed: botocore's XML parser raised KeyError on it
+        assert line == (
+            f"could not be checked: credentials: sts:GetCallerIdentity: {endpoint.url} answered HTTP 200 (text/html; "
+            "charset=utf-8) with XML whose root is <html>, not <GetCallerIdentityResponse>: not an answer of STS. "
+            f"Fix: AWS_ENDPOINT_URL sends STS's calls to {endpoint.url}: unset it, or point it at STS")
+
+
+def test_each_services_endpoint_that_is_not_aws_leaves_its_checks_unchecked(fake, monkeypatch, tmp_path, capsys):
+    deploy_stage("dev", REGION, [REAL_EMAIL], secret_set=True)
+    with ForeignEndpoint(HTML_200) as endpoint:
+        for variable, checks in SERVICE_CHECKS.items():
+            with monkeypatch.context() as scoped:
+                scoped.setenv(variable, endpoint.url)
+                status, lines = doctor(tmp_path, capsys)
+            unchecked = {check for check, line in lines.items() if line.startswith("could not be checked: ")}
+            assert (status, unchecked) == (2, checks), (variable, lines)
+            for check in checks:
+                assert endpoint.url in lines[check] and f"Fix: {variable} sends " in lines[check], lines[check]
+            assert all(line.startswith(("ok: ", "skipped: ")) for check, line in lines.items() if check not in checks), lines
+
+
+def test_every_call_the_doctor_makes_is_tried_against_an_endpoint_that_is_not_aws(fake, tmp_path, capsys):
+    """tests/integration/test_foreign_endpoints.py tries each of CALLS with each kind: a call the doctor
+    makes that is not among them would go untried."""
+    deploy_stage("dev", REGION, [REAL_EMAIL], secret_set=True)
+    fake.applied_quotas = {SPOT_QUOTA: 2}  # the endpoint's quota never changed: read from the defaults
+    fake.default_quotas = {ENDPOINT_QUOTA: 4}
+    doctor(tmp_path, capsys)
+    assert set(fake.asked) == {call.action for call in CALLS}

@@ -1,6 +1,6 @@
 """Live tasks the serving adapter never saw, read from a deployed stage (moto): the router function's
 environment on its `live` alias and the registry table it names; `taskrouter ops unseen` and the
-doctor's line."""
+doctor's line; and `ops unseen` against an endpoint that is not AWS."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 
 import boto3
 import pytest
+from botocore.config import Config
 from moto import mock_aws
 
 from taskrouter.operations.cli import main as ops_main
@@ -15,8 +16,11 @@ from taskrouter.operations.unseen import unseen_tasks
 
 from .deployed_router import LIVE_TASKS as LIVE
 from .deployed_router import deploy_router
+from .doctor_account import CALLS
+from .foreign_endpoint import HTML_200, KINDS, ForeignEndpoint, foreign
 
 REGION = "us-east-1"
+ONE_ATTEMPT = Config(retries={"mode": "standard", "total_max_attempts": 1})
 
 
 def _deploy(adapter_env: dict[str, str]) -> str:
@@ -69,3 +73,34 @@ def test_ops_unseen_of_a_stage_not_deployed_is_one_line(capsys):
         code = ops_main(["unseen", "--stage", "qa", "--region", REGION])
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1 and "is the stage deployed" in err
+
+
+@pytest.mark.usefixtures("fake_aws_credentials")
+def test_ops_unseen_says_in_one_line_when_an_endpoint_is_not_aws(monkeypatch, capsys):
+    """An endpoint that answers, but not as AWS does (tests/integration/foreign_endpoint.py), is told as
+    such (exit 2, as the doctor's "could not be checked"), never a traceback nor "deploy the stage
+    first". Every kind through AWS_ENDPOINT_URL (the first call, DescribeStacks); a page at 200 and a
+    text 500 through each later call's own variable. (Every call of the doctor's and of this command,
+    with every kind: tests/integration/test_foreign_endpoints.py.)"""
+    monkeypatch.setattr("taskrouter.doctor.aws.RETRIES", ONE_ATTEMPT)  # a reset, not retried here with backoff
+    cases = [("AWS_ENDPOINT_URL", "DescribeStacks", kind) for kind in KINDS] + [
+        (variable, operation, kind)
+        for variable, operation in (("AWS_ENDPOINT_URL_LAMBDA", "GetFunctionConfiguration"), ("AWS_ENDPOINT_URL_DYNAMODB", "Query"))
+        for kind in ("html 200", "text 500")]
+    with mock_aws(), ForeignEndpoint(HTML_200) as endpoint:
+        _deploy({"TASKROUTER_ADAPTER_NAME": "sales-router-v2", "TASKROUTER_ADAPTER_TASKS": "follow_up_email"})
+        for variable, operation, kind in cases:
+            (call,) = [call for call in CALLS if call.operation == operation]
+            endpoint.answer = foreign(kind, call.service, call.operation, call.result)
+            with monkeypatch.context() as scoped:
+                scoped.setenv(variable, endpoint.url)
+                code = ops_main(["unseen", "--stage", "qa", "--region", REGION])
+            captured, case = capsys.readouterr(), (variable, kind)
+            assert (code, captured.out) == (2, ""), (case, captured)
+            assert captured.err.count("\n") == 1, (case, captured.err)
+            assert captured.err.startswith(f"taskrouter ops unseen: could not be checked: {call.action}: "), (case, captured.err)
+            assert endpoint.url in captured.err, (case, captured.err)
+            assert f"Fix: {variable} sends " in captured.err and "deploy the stage" not in captured.err, (case, captured.err)
+        code = ops_main(["unseen", "--stage", "qa", "--region", REGION])  # AWS's own endpoints again
+    assert code == 0 and json.loads(capsys.readouterr().out)["unseen"] == ["book_a_demo", "prepare_meeting_minutes",
+                                                                          "renewal_reminder"]

@@ -34,13 +34,13 @@ def credentials(stage: StageSettings, new_aws: Callable[[], Aws]) -> tuple[Findi
     try:
         aws = new_aws()
         identity = aws.call("sts", "GetCallerIdentity")
+        account, arn = str(identity["Account"]), identity["Arn"]
     except (aws_errors.BotoCoreError, aws_errors.ClientError, CallFailed) as error:
         return _no_identity(error), None, None
-    account = str(identity["Account"])
     if stage.account is not None and stage.account != account:
         return blocks(check, f"the credentials are of account {account}, {stage.table} deploys to {stage.account}",
                       f"set AWS_PROFILE to a profile of account {stage.account}"), None, None
-    return ok(check, f"account {account} as {identity['Arn']}"), aws, account
+    return ok(check, f"account {account} as {arn}"), aws, account
 
 
 def _no_identity(error: Exception) -> Finding:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from taskrouter.doctor.aws import CallFailed, Denied, Throttled, error_code
+from taskrouter.doctor.aws import CallFailed, Denied, Throttled, Unanswered, error_code
 from taskrouter.doctor.findings import Finding, unchecked
 
 PERMISSIONS_FIX = "grant it to your AWS identity (docs/doctor.md lists every permission the doctor needs)"
@@ -18,6 +18,8 @@ def not_answered(check: str, error: CallFailed) -> Finding:
         return unchecked(check, f"needs permission {error.action}", PERMISSIONS_FIX)
     if isinstance(error, Throttled):
         return unchecked(check, f"AWS throttled {error.action} after botocore's retries", THROTTLED_FIX)
+    if isinstance(error, Unanswered):  # a proxy's page, a wrong endpoint, no answer: named, with where it came from
+        return unchecked(check, str(error), error.fix)
     return unchecked(check, str(error))
 
 

@@ -127,12 +127,19 @@ def _set(ops: Operations, args: argparse.Namespace) -> int:
 
 
 def _unseen(session, stage: str) -> int:
-    from botocore import xform_name
+    """Through the doctor's calls: an endpoint that answers but not as AWS does (a proxy's page, a wrong
+    AWS_ENDPOINT_URL) is told as such, exit 2, as the doctor's `could not be checked`."""
+    from taskrouter.doctor.aws import Aws, CallFailed, Unanswered
+    from taskrouter.doctor.context import outputs
 
-    def call(service: str, operation: str, **params):
-        return getattr(session.client(service), xform_name(operation))(**params)
-
-    found = unseen_tasks(call, _outputs(session, f"{stage}-Api")[ROUTER_FUNCTION_OUTPUT])
+    aws = Aws(session)
+    try:
+        api = aws.call("cloudformation", "DescribeStacks", StackName=f"{stage}-Api")["Stacks"][0]
+        found = unseen_tasks(aws.call, outputs(api)[ROUTER_FUNCTION_OUTPUT])
+    except CallFailed as error:
+        fix = f". Fix: {error.fix}" if isinstance(error, Unanswered) else ""
+        print(" ".join(f"taskrouter ops unseen: could not be checked: {error}{fix}".split()), file=sys.stderr)
+        return 2
     print(json.dumps({"adapter": found.adapter, "live_tasks": found.live, "unseen": list(found.tasks),
                       "adapter_tasks_known": found.known}, indent=2))
     print(f"{stage}: {found.describe()}", file=sys.stderr)
