@@ -1,23 +1,28 @@
 """The teacher function end to end (docs/capture.md): a captured turn in, the teacher (the OpenAI double)
-asked, the completed record in the capture bucket (moto), `TeacherAgreement` and `TeacherFailed` as
-EMF documents; failures lose a sample, never the record; no content in any log line."""
+asked, the completed record in the capture bucket (a moto server, or a slow S3 double), `TeacherAgreement`
+and `TeacherFailed` as EMF documents; failures lose a sample, never the record; every call ends by a
+deadline taken from the invocation's remaining time; a stage that stores nothing still labels and
+publishes; no content in any log line."""
 
 from __future__ import annotations
 
 import json
 import sys
+import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from taskrouter.adapters import teacher_runtime
 from taskrouter.adapters.record_store import S3RecordStore
 
 from .apigw import LambdaContext
+from .s3_double import SlowS3
 from .servers import OpenAIDouble
 
 BUCKET = "taskrouter-test-capture"
@@ -64,6 +69,16 @@ class _CurrentStdout:
         pass
 
 
+@dataclass
+class CountdownContext(LambdaContext):
+    """A Lambda context whose remaining time runs down to `deadline` (time.monotonic()), as Lambda's does."""
+
+    deadline: float = 0.0
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.deadline - time.monotonic()) * 1000))
+
+
 class Teacher:
     def __init__(self, s3: Any, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
         from taskrouter.handlers import teacher
@@ -73,10 +88,17 @@ class Teacher:
         self._handler = teacher.handler
         self.s3, self._capsys, self._caplog = s3, capsys, caplog
         self.output = ""
+        self.timeout_at = 0.0
 
-    def __call__(self, event: Any) -> None:
+    def __call__(self, event: Any, remaining_s: float = 20.0) -> None:
+        """One invocation with `remaining_s` left of the function's time (the stage's timeout: 20 s), which
+        ends at `self.timeout_at`."""
+        teacher_runtime.shadow_teacher()  # the init phase's (handlers/teacher.py, `_start`): not the invocation's time
+        teacher_runtime.record_store()
+        self.timeout_at = time.monotonic() + remaining_s
         try:
-            assert self._handler(event, LambdaContext()) is None
+            context = CountdownContext(function_name="taskrouter-teacher", deadline=self.timeout_at)
+            assert self._handler(event, context) is None
         finally:
             captured_now = self._capsys.readouterr()
             self.output += captured_now.out + captured_now.err
@@ -106,32 +128,45 @@ class Teacher:
         return [json.loads(line) for line in self.output.splitlines() if f'"message":"{message}"' in line]
 
 
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 @pytest.fixture
-def teacher(
+def teacher_env(
     monkeypatch: pytest.MonkeyPatch, fake_aws_credentials: None, openai_server: OpenAIDouble,
-    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
-) -> Iterator[Teacher]:
+) -> Iterator[pytest.MonkeyPatch]:
+    """The teacher function's environment, the teacher on the OpenAI double; no store named yet."""
     for name in ("TASKROUTER_CAPTURE_DIR", "TASKROUTER_CAPTURE_KMS_KEY", "TASKROUTER_OPENAI_SECRET_ARN",
                  "TASKROUTER_OPENAI_MODEL", "TASKROUTER_TEACHER_MODEL", "TASKROUTER_TEACHER_STRATEGY",
-                 "POWERTOOLS_METRICS_DISABLED", "POWERTOOLS_LOGGER_LOG_EVENT", "AWS_ENDPOINT_URL_S3"):  # fmt: skip
+                 "TASKROUTER_CAPTURE_BUCKET", "POWERTOOLS_METRICS_DISABLED", "POWERTOOLS_LOGGER_LOG_EVENT",
+                 "AWS_ENDPOINT_URL_S3"):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
     for name, value in {
         "AWS_DEFAULT_REGION": "us-east-1",
         "OPENAI_BASE_URL": openai_server.base_url,
         "OPENAI_API_KEY": "sk-test-teacher",
         "NO_PROXY": "127.0.0.1,localhost",
-        "TASKROUTER_CAPTURE_BUCKET": BUCKET,
         "TASKROUTER_TEACHER_TIMEOUT_MS": "3000",
         "POWERTOOLS_SERVICE_NAME": "taskrouter-teacher",
         "POWERTOOLS_METRICS_NAMESPACE": "TaskRouter",
         "POWERTOOLS_LOGGER_LOG_EVENT": "true",  # the handler never logs its event, whatever this says
     }.items():
         monkeypatch.setenv(name, value)
-    with mock_aws():
-        s3 = boto3.client("s3", region_name="us-east-1")
-        s3.create_bucket(Bucket=BUCKET)
-        yield Teacher(s3, capsys, caplog)
+    yield monkeypatch
     teacher_runtime.reset()
+
+
+@pytest.fixture
+def teacher(
+    teacher_env: pytest.MonkeyPatch, _moto_server: str, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
+) -> Iterator[Teacher]:
+    """Records in the capture bucket of a moto server, reached over HTTP as S3 is."""
+    _NO_PROXY.open(urllib.request.Request(f"{_moto_server}/moto-api/reset", method="POST"), timeout=10).read()
+    teacher_env.setenv("TASKROUTER_CAPTURE_BUCKET", BUCKET)
+    teacher_env.setenv("AWS_ENDPOINT_URL_S3", _moto_server)
+    s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=_moto_server)
+    s3.create_bucket(Bucket=BUCKET)
+    yield Teacher(s3, capsys, caplog)
 
 
 # -- agreement ----------------------------------------------------------------------------------------
@@ -235,29 +270,140 @@ def test_the_object_is_the_record_on_one_line_under_its_date_and_hour(teacher, o
     assert head["ContentType"] == "application/json"
 
 
-def test_the_kms_key_is_sent_only_when_named():
-    class Recording:
-        def __init__(self) -> None:
-            self.calls: list[dict[str, Any]] = []
+@pytest.fixture
+def slow_s3() -> Iterator[SlowS3]:
+    double = SlowS3()
+    yield double
+    double.close()
 
-        def put_object(self, **kwargs: Any) -> None:
-            self.calls.append(kwargs)
 
-    s3 = Recording()
-    S3RecordStore(s3, BUCKET).put("records/k.json", b"{}\n")
-    S3RecordStore(s3, BUCKET, "arn:aws:kms:us-east-1:111122223333:key/k1").put("records/k.json", b"{}\n")
-    assert "ServerSideEncryption" not in s3.calls[0] and "SSEKMSKeyId" not in s3.calls[0]  # the bucket's default key
-    assert (s3.calls[1]["ServerSideEncryption"], s3.calls[1]["SSEKMSKeyId"]) == (
+def _bounded_s3(url: str) -> Any:
+    """A real botocore S3 client, as the teacher's runtime builds it, on `url`."""
+    import botocore.session
+    from botocore.config import Config
+
+    from taskrouter.adapters.deadline_botocore import DeadlineBoundClient
+
+    client = botocore.session.get_session().create_client(
+        "s3", region_name="us-east-1", endpoint_url=url, config=Config(retries={"total_max_attempts": 1}),
+    )  # fmt: skip
+    return DeadlineBoundClient(client)
+
+
+def test_the_kms_key_is_sent_only_when_named(fake_aws_credentials, slow_s3):
+    s3 = _bounded_s3(slow_s3.url)
+    S3RecordStore(s3, BUCKET).put("records/k.json", b"{}\n", time.monotonic() + 10)
+    S3RecordStore(s3, BUCKET, "arn:aws:kms:us-east-1:111122223333:key/k1").put("records/k.json", b"{}\n", time.monotonic() + 10)
+    default, named = slow_s3.requests
+    assert (default.method, default.path, default.body) == ("PUT", f"/{BUCKET}/records/k.json", b"{}\n")
+    assert not [name for name in default.headers if name.startswith("x-amz-server-side-encryption")]  # the bucket's key
+    assert (named.headers["x-amz-server-side-encryption"], named.headers["x-amz-server-side-encryption-aws-kms-key-id"]) == (
         "aws:kms", "arn:aws:kms:us-east-1:111122223333:key/k1",
     )
 
 
-def test_a_failed_write_raises_for_lambda_to_retry_and_counts_nothing(teacher, openai_server, monkeypatch):
+def test_a_failed_write_fails_the_invocation_and_is_counted(teacher, openai_server, monkeypatch):
+    """The one error the function raises: Lambda retries none (the teacher would be paid again), its event goes
+    to the on-failure destination. The label was known: its metrics are published all the same."""
+    from taskrouter.handlers.teacher import RecordNotStored
+
     monkeypatch.setenv("TASKROUTER_CAPTURE_BUCKET", "no-such-bucket")
     openai_server.always(openai_server.answer(MINUTES))
-    with pytest.raises(Exception, match="NoSuchBucket"):
+    record = captured()
+    with pytest.raises(RecordNotStored, match=rf"record {record['id']} not stored \(error\): .*NoSuchBucket"):
+        teacher(record)
+    assert teacher.metrics("RecordNotWritten") == [(1.0, {"cause": "error"})]
+    assert teacher.metrics("RecordWritten") == [] and teacher.metrics("TeacherAgreement") == [(1.0, {"adapter": "sales-v3", "strategy": "zero_shot"})]
+
+
+# -- deadlines from the invocation's remaining time ------------------------------------------------------
+@pytest.fixture
+def teacher_on_slow_s3(teacher_env, slow_s3, capsys, caplog) -> Iterator[tuple[Teacher, SlowS3, list[float]]]:
+    """The teacher writing to the slow S3 double; the deadline of each S3 call it makes, as it makes it."""
+    from taskrouter.adapters.deadline_botocore import DeadlineBoundClient
+
+    teacher_env.setenv("TASKROUTER_CAPTURE_BUCKET", BUCKET)
+    teacher_env.setenv("AWS_ENDPOINT_URL_S3", slow_s3.url)
+    deadlines: list[float] = []
+    call = DeadlineBoundClient.call
+
+    def recorded(self: Any, operation: str, ends_at: float, **params: Any) -> dict[str, Any]:
+        deadlines.append(ends_at)
+        return call(self, operation, ends_at, **params)
+
+    teacher_env.setattr(DeadlineBoundClient, "call", recorded)
+    yield Teacher(None, capsys, caplog), slow_s3, deadlines
+
+
+@pytest.mark.parametrize("reply", ["stall", "trickle"])
+def test_a_slow_s3_ends_as_a_counted_failure_before_the_function_times_out(teacher_on_slow_s3, openai_server, reply):
+    """A stalled answer, or one trickled a byte a tenth of a second (no per-read timeout ever fires), ends
+    by the deadline the handler took from the invocation's remaining time, not by the function's timeout
+    (which Lambda would count as the function's error with no word of the write)."""
+    from taskrouter.adapters.teacher_deadlines import RETURN_S
+    from taskrouter.handlers.teacher import RecordNotStored
+
+    teacher, s3, deadlines = teacher_on_slow_s3
+    s3.default = reply
+    openai_server.always(openai_server.answer(MINUTES))
+    record = captured()
+    with pytest.raises(RecordNotStored, match=rf"record {record['id']} not stored \(deadline\): DeadlineExceeded"):
+        teacher(record, remaining_s=3.0)
+    (ends_at,) = deadlines  # one call, its tries bounded together
+    # taken from the context's remaining time, with room left to return before the function's timeout
+    assert teacher.timeout_at - 3.0 < ends_at <= teacher.timeout_at - RETURN_S
+    assert [(r.method, r.path) for r in s3.requests][:1] == [("PUT", f"/{BUCKET}/records/date=2026-12-02/hour=07/{record['id']}.json")]
+    assert teacher.metrics("RecordNotWritten") == [(1.0, {"cause": "deadline"})]
+    assert teacher.metrics("TeacherAgreement") == [(1.0, {"adapter": "sales-v3", "strategy": "zero_shot"})]
+
+
+def test_a_transient_s3_error_is_tried_again_within_the_deadline(teacher_on_slow_s3, openai_server):
+    teacher, s3, deadlines = teacher_on_slow_s3
+    s3.script("internal_error")  # then "ok"
+    openai_server.always(openai_server.answer(MINUTES))
+    teacher(captured())
+    assert len(s3.requests) == 2 and len(deadlines) == 1  # two tries of one call, under one deadline
+    assert teacher.metrics("RecordWritten") == [(1.0, {})]
+
+
+def test_s3_throttling_every_try_fails_the_write_after_its_tries(teacher_on_slow_s3, openai_server):
+    from taskrouter.handlers.teacher import RecordNotStored
+
+    teacher, s3, _ = teacher_on_slow_s3
+    s3.default = "slow_down"
+    openai_server.always(openai_server.answer(MINUTES))
+    with pytest.raises(RecordNotStored, match=r"not stored \(error\): .*SlowDown"):
         teacher(captured())
-    assert teacher.metrics("TeacherAgreement") == teacher.metrics("RecordWritten") == []
+    assert len(s3.requests) == 3  # DeadlineBoundClient's tries; botocore itself makes one a call
+
+
+@pytest.mark.parametrize(("remaining_s", "asked"), [(3.0, True), (2.0, False)])
+def test_the_teacher_gets_what_the_invocation_can_give_it(teacher, openai_server, monkeypatch, remaining_s, asked):
+    """A teacher timeout of a minute, an OpenAI that answers in 5 s, and an invocation with 3 s left: the
+    teacher gets 3 - 0.5 (return) - 2 (the write) = 0.5 s and the sample is stored `timeout`; with 2 s
+    left it gets nothing and is not asked. The record is written either way."""
+    monkeypatch.setenv("TASKROUTER_TEACHER_TIMEOUT_MS", "60000")
+    openai_server.always(openai_server.answer(MINUTES, delay_s=5))
+    record = captured()
+    teacher(record, remaining_s=remaining_s)
+    label = teacher.teacher_of(record)
+    assert (label["answer"], label["error"]) == (None, "timeout")
+    assert (label["latency_ms"] is not None, len(openai_server.requests) == 1) == (asked, asked)
+    assert teacher.metrics("TeacherFailed") == [(1.0, {"cause": "timeout"})]
+    from taskrouter.adapters.teacher_deadlines import RETURN_S, WRITE_S
+
+    assert (remaining_s - RETURN_S - WRITE_S > 0) == asked  # the shares the arithmetic above names
+
+
+# -- a stage that stores no records ---------------------------------------------------------------------
+def test_a_stage_that_stores_nothing_labels_and_publishes_only(teacher_env, openai_server, capsys, caplog):
+    openai_server.always(openai_server.answer(MINUTES))
+    teacher = Teacher(None, capsys, caplog)  # no bucket, no folder: nothing to write to
+    teacher(captured())
+    assert teacher.metrics("TeacherAgreement") == [(1.0, {"adapter": "sales-v3", "strategy": "zero_shot"})]
+    assert teacher.metrics("RecordWritten") == teacher.metrics("RecordNotWritten") == []
+    (labelled,) = teacher.logs("record labelled")
+    assert labelled["agrees"] is True and not teacher.logs("record written")
 
 
 # -- malformed events ----------------------------------------------------------------------------------

@@ -12,9 +12,15 @@ from typing import Any, Protocol
 
 
 class RecordStore(Protocol):
-    def put(self, key: str, body: bytes) -> None:
-        """Store `body` under `key`; raises when it could not (the invocation is then retried)."""
+    def put(self, key: str, body: bytes, ends_at: float) -> None:
+        """Store `body` under `key` by `ends_at` (on `time.monotonic()`'s clock); raises when it could not."""
         ...
+
+
+class BoundedCalls(Protocol):
+    """A client whose calls end by a deadline (deadline_botocore.DeadlineBoundClient)."""
+
+    def call(self, operation: str, ends_at: float, **params: Any) -> dict[str, Any]: ...
 
 
 def record_key(record_id: str, decided_at: datetime) -> str:
@@ -31,17 +37,21 @@ def record_body(record: dict[str, Any]) -> bytes:
 
 
 class S3RecordStore:
-    """PutObject through a botocore S3 client. No encryption header unless a key is named: the bucket's
-    default encryption (its KMS key) applies then; naming `aws:kms` alone would pick the account's
-    AWS-managed `aws/s3` key instead (S3 PutObject, `x-amz-server-side-encryption-aws-kms-key-id`)."""
+    """PutObject through an S3 client whose calls end by their deadline, its tries included. No encryption
+    header unless a key is named: the bucket's default encryption (its KMS key) applies then; naming
+    `aws:kms` alone would pick the account's AWS-managed `aws/s3` key instead (S3 PutObject,
+    `x-amz-server-side-encryption-aws-kms-key-id`)."""
 
-    def __init__(self, s3: Any, bucket: str, kms_key: str | None = None) -> None:
+    def __init__(self, s3: BoundedCalls, bucket: str, kms_key: str | None = None) -> None:
         self._s3 = s3
         self._bucket = bucket
         self._encryption = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key} if kms_key else {}
 
-    def put(self, key: str, body: bytes) -> None:
-        self._s3.put_object(Bucket=self._bucket, Key=key, Body=body, ContentType="application/json", **self._encryption)
+    def put(self, key: str, body: bytes, ends_at: float) -> None:
+        self._s3.call(
+            "put_object", ends_at,
+            Bucket=self._bucket, Key=key, Body=body, ContentType="application/json", **self._encryption,
+        )  # fmt: skip
 
     def __str__(self) -> str:
         return f"s3://{self._bucket}/records/"
@@ -54,7 +64,8 @@ class DirectoryRecordStore:
     def __init__(self, root: Path) -> None:
         self._root = root
 
-    def put(self, key: str, body: bytes) -> None:
+    def put(self, key: str, body: bytes, ends_at: float | None = None) -> None:
+        """`ends_at` is not needed: a local disk answers or fails, it does not trickle."""
         path = self._root / key
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

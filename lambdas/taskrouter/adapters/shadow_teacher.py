@@ -35,7 +35,7 @@ class TeacherLabel:
     strategy: str
     answer: str | None  # a task name or "none"; None on failure
     agrees: bool | None  # with the primary's decision; None on failure
-    latency_ms: float | None  # None when the teacher was not asked (capped)
+    latency_ms: float | None  # None when the teacher was not asked (capped, or no time left)
     error: TeacherError | None
 
     def as_record_field(self) -> dict[str, object]:
@@ -66,19 +66,23 @@ class ShadowTeacher:
         self._caps = caps
         self._clock = clock
 
-    def label(self, turn: CapturedTurn) -> TeacherLabel | None:
+    def label(self, turn: CapturedTurn, within_s: float | None = None) -> TeacherLabel | None:
         """The teacher's label of a turn the primary decided; None for one the fallback decided (its
-        answer is already the label, paid for)."""
+        answer is already the label, paid for). The teacher gets its timeout, or `within_s` when that is
+        less (what the invocation can give it); with no time at all it is not asked (`timeout`)."""
         if not turn.decided_by_primary:
             return None
         if self._backend is None:
             return self._failed("error", None)
+        timeout_s = self._timeout_s if within_s is None else min(self._timeout_s, within_s)
+        if timeout_s <= 0:
+            return self._failed("timeout", None)
         prompt = build_prompt(self._strategy, turn.conversation, turn.allowed, turn.current_task)
         if not self._caps.admit(estimated_tokens(prompt)):
             return self._failed("capped", None)
         started = self._clock()
         try:
-            task = self._backend.decide(prompt, self._timeout_s)
+            task = self._backend.decide(prompt, timeout_s)
         except InvalidOutput:
             return self._failed("invalid_output", started)
         except BackendFailure as failure:

@@ -1,5 +1,5 @@
 """Builds the teacher function's parts from the environment once per execution environment, at start-up:
-the teacher (the fallback's adapter on the teacher's model), its caps, and the record store."""
+the teacher (the fallback's adapter on the teacher's model), its caps, and the record store (if any)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import functools
 import botocore.session
 from botocore.config import Config
 
+from taskrouter.adapters.deadline_botocore import DeadlineBoundClient
 from taskrouter.adapters.openai_backend import OpenAIBackend
 from taskrouter.adapters.rate_limit import PerMinuteCaps
 from taskrouter.adapters.record_store import DirectoryRecordStore, RecordStore, S3RecordStore
@@ -35,16 +36,16 @@ def shadow_teacher() -> ShadowTeacher:
 
 
 @functools.cache
-def record_store() -> RecordStore:
+def record_store() -> RecordStore | None:
+    """None where the stage stores no records."""
     current = settings()
-    if current.bucket is None:
-        assert current.capture_dir is not None  # the settings require one or the other
+    if current.bucket is not None:
+        # One try per botocore call: the tries, and every one's time, are the deadline's (deadline_botocore.py).
+        s3 = botocore.session.get_session().create_client("s3", config=Config(retries={"total_max_attempts": 1}))
+        return S3RecordStore(DeadlineBoundClient(s3), current.bucket, current.kms_key)
+    if current.capture_dir is not None:
         return DirectoryRecordStore(current.capture_dir)
-    # A few quick tries of its own; a write that still fails fails the invocation, which Lambda retries.
-    s3 = botocore.session.get_session().create_client(
-        "s3", config=Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard", "total_max_attempts": 3})
-    )
-    return S3RecordStore(s3, current.bucket, current.kms_key)
+    return None
 
 
 def reset() -> None:

@@ -1,5 +1,6 @@
 """The teacher function's settings from the environment (docs/configuration.md): the teacher's model,
-strategy, timeout and caps, and where completed records go."""
+strategy, timeout and caps, and where completed records go: the capture bucket (AWS), a folder
+(`make local`), or nowhere (a stage that stores no records: the teacher labels and publishes only)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ class TeacherSettings:
     openai_secret_arn: str | None  # in AWS the key comes from Secrets Manager, never the environment
     openai_configured: bool
     response_format: ResponseFormat  # the fallback's server dialect: the teacher asks the same server
-    bucket: str | None  # the capture bucket (AWS); it wins over `capture_dir`
+    bucket: str | None  # the capture bucket (AWS); it wins over `capture_dir`; neither: nothing stored
     kms_key: str | None  # sent with each object only when set: otherwise the bucket's default key
     capture_dir: Path | None  # make local's capture folder
 
@@ -43,8 +44,6 @@ class TeacherSettings:
         secret_arn = env.get("TASKROUTER_OPENAI_SECRET_ARN") or None
         bucket = env.get("TASKROUTER_CAPTURE_BUCKET") or None
         capture_dir = env.get("TASKROUTER_CAPTURE_DIR") or None
-        if bucket is None and capture_dir is None:
-            raise SettingsError("set TASKROUTER_CAPTURE_BUCKET (AWS) or TASKROUTER_CAPTURE_DIR (a folder) for the records")
         strategy = env.get("TASKROUTER_TEACHER_STRATEGY") or DEFAULT_TEACHER_STRATEGY.value
         if strategy not in {s.value for s in Strategy}:
             raise SettingsError(f"TASKROUTER_TEACHER_STRATEGY must be one of {[s.value for s in Strategy]}, got {strategy!r}")

@@ -1,14 +1,17 @@
 """The teacher function: a captured turn in (an asynchronous invocation from the router, docs/capture.md),
-the teacher's label added, the completed record stored; `TeacherAgreement` over uniform samples.
+the teacher's label added, `TeacherAgreement` over uniform samples, the completed record stored where
+the stage stores records.
 
-Lambda retries an asynchronous invocation that raises, so only a failed write raises (the retry then
-writes it); a malformed event is logged, counted and dropped, and a teacher failure is part of the
-record. Metrics are published once the record is stored, so that a retried write counts nothing twice.
-Nothing of the conversation or the tasks reaches a log line or a metric.
+Every call ends before the function's timeout (teacher_deadlines.py): a slow OpenAI is a `timeout` label,
+a slow or failing S3 a counted `RecordNotWritten` and the one error raised. Lambda retries no failed
+invocation of this function (it would pay the teacher again); the stage's on-failure destination keeps
+its event. A malformed event is logged, counted and dropped. Metrics are published as soon as the label
+is known, stored or not. Nothing of the conversation or the tasks reaches a log line or a metric.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, single_metric
@@ -16,8 +19,10 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from taskrouter.adapters import teacher_runtime
 from taskrouter.adapters.captured_record import CapturedTurn, InvalidRecord, read_record
-from taskrouter.adapters.record_store import record_body, record_key
+from taskrouter.adapters.deadline_botocore import DeadlineExceeded
+from taskrouter.adapters.record_store import RecordStore, record_body, record_key
 from taskrouter.adapters.shadow_teacher import TeacherLabel
+from taskrouter.adapters.teacher_deadlines import TeacherDeadlines
 
 # Service and namespace come from POWERTOOLS_SERVICE_NAME / POWERTOOLS_METRICS_NAMESPACE.
 logger = Logger()
@@ -36,23 +41,31 @@ def _start() -> None:
 _start()
 
 
+class RecordNotStored(Exception):
+    """The record's write failed or missed its deadline: the invocation fails, and its event goes to the
+    function's on-failure destination (the stage's asynchronous settings, infra/capture.py)."""
+
+
 # log_event=False whatever POWERTOOLS_LOGGER_LOG_EVENT says: the event is a conversation.
 @logger.inject_lambda_context(log_event=False)
 @metrics.log_metrics
-def handler(event: Any, context: object) -> None:
+def handler(event: Any, context: Any) -> None:
+    started = time.monotonic()
     try:
         turn = read_record(event)
     except InvalidRecord as error:
         logger.warning("record dropped", extra={"reason": str(error)})
         metrics.add_metric(name="RecordRejected", unit=MetricUnit.Count, value=1)
         return
-    label = teacher_runtime.shadow_teacher().label(turn)
-    record = turn.completed(None if label is None else label.as_record_field())
-    teacher_runtime.record_store().put(record_key(turn.id, turn.time), record_body(record))
-    metrics.add_metric(name="RecordWritten", unit=MetricUnit.Count, value=1)
+    store = teacher_runtime.record_store()
+    deadlines = TeacherDeadlines.sharing(context.get_remaining_time_in_millis(), store is not None, started)
+    label = teacher_runtime.shadow_teacher().label(turn, within_s=deadlines.teacher_ends_at - time.monotonic())
     _publish(turn, label)
+    if store is not None:
+        assert deadlines.write_ends_at is not None  # a store always has its deadline
+        _store(store, turn, label, deadlines.write_ends_at)
     logger.info(
-        "record written",
+        "record written" if store is not None else "record labelled",
         extra={
             "record_id": turn.id,
             "backend": "sagemaker" if turn.decided_by_primary else "openai",
@@ -64,6 +77,19 @@ def handler(event: Any, context: object) -> None:
             "teacher_latency_ms": None if label is None else label.latency_ms,
         },
     )
+
+
+def _store(store: RecordStore, turn: CapturedTurn, label: TeacherLabel | None, ends_at: float) -> None:
+    record = turn.completed(None if label is None else label.as_record_field())
+    try:
+        store.put(record_key(turn.id, turn.time), record_body(record), ends_at)
+    except Exception as error:
+        cause = "deadline" if isinstance(error, DeadlineExceeded) else "error"
+        with single_metric(name="RecordNotWritten", unit=MetricUnit.Count, value=1) as metric:
+            metric.add_dimension(name="cause", value=cause)
+        # The message names the record and the store's error (an AWS error code, a deadline), no content.
+        raise RecordNotStored(f"record {turn.id} not stored ({cause}): {type(error).__name__}: {error}") from error
+    metrics.add_metric(name="RecordWritten", unit=MetricUnit.Count, value=1)
 
 
 def _publish(turn: CapturedTurn, label: TeacherLabel | None) -> None:
