@@ -1,13 +1,18 @@
 """Quality in production (docs/capture.md): the stage's capture bucket, its Glue table and Athena
-workgroup, the teacher function the router sends sampled turns to, and the kill switch.
+workgroup with the analysts' policy to query them, the teacher function the router sends sampled turns
+to, and the kill switch.
 
 Stateful like the registry: the records outlive any stateless stack. Created only where the stage's
-`capture.enabled` (infra/stage.py); the kill switch stops capture with no deploy."""
+`capture.enabled` (infra/stage.py); the kill switch stops capture with no deploy. The teacher function
+(`shadow_teacher`) is built for a stage that stores records and for one that stores none: only the
+first exists today."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
+import jsii
 from aws_cdk import (
     CfnOutput,
     Duration,
@@ -16,6 +21,7 @@ from aws_cdk import (
     aws_glue as glue,
     aws_iam as iam,
     aws_kms as kms,
+    aws_lambda as lambda_,
     aws_s3 as s3,
     aws_secretsmanager as secretsmanager,
     aws_ssm as ssm,
@@ -29,11 +35,19 @@ from infra.nag import acknowledge
 TEACHER_SERVICE = "taskrouter-teacher"  # Powertools' service: the `service` of TeacherAgreement
 RECORDS_PREFIX = "records/"  # records/date=YYYY-MM-DD/hour=HH/<id>.json (docs/capture.md)
 ATHENA_RESULTS_PREFIX = "athena-results/"
+# Where Lambda writes the invocation record of a teacher event that failed, as an on-failure destination:
+# aws/lambda/async/<function-name>/YYYY/MM/DD/<time>-<uuid> (aws-cdk-lib's aws-lambda-destinations README,
+# "S3Destination"); not settable, so the expiry follows it.
+FAILED_EVENTS_PREFIX = "aws/lambda/async/"
 # What the teacher's function needs besides its OpenAI call: start, read the key's secret, write a record.
 TEACHER_MARGIN_S = 10
 # A sample Lambda could not hand to the teacher within this is dropped (Lambda's default is 6 hours):
-# its turn is stale for an hourly agreement, and a retry would pay the teacher twice.
+# its turn is stale for an hourly agreement.
 TEACHER_MAX_EVENT_AGE = Duration.hours(1)
+# A failed invocation is not tried again: it would ask (and pay) the teacher again. Its handler raises only
+# when the record could not be written (handlers/teacher.py); the event then goes to the on-failure
+# destination where the stage stores records, and is counted as dropped (AsyncEventsDropped) everywhere.
+TEACHER_RETRY_ATTEMPTS = 0
 KILL_SWITCH_VALUES = ("on", "off")
 
 _STRING, _INT, _DOUBLE, _BOOL = glue.Schema.STRING, glue.Schema.INTEGER, glue.Schema.DOUBLE, glue.Schema.BOOLEAN
@@ -43,14 +57,18 @@ def _struct(**fields: glue.Type) -> glue.Type:
     return glue.Schema.struct([glue.Column(name=name, type=kind) for name, kind in fields.items()])
 
 
-# The record's fields as docs/capture.md has them, in its order; the JSON SerDe maps keys to columns by name.
+_TASK = _struct(name=_STRING, description=_STRING, examples=glue.Schema.array(_STRING))
+# The record's fields as docs/capture.md has them, in its order; the JSON SerDe maps keys to columns by name
+# (a schema-1 record lacks the two of schema 2: they read as null).
 RECORD_COLUMNS: dict[str, glue.Type] = {
     "schema": _INT,
     "id": _STRING,
     "time": _STRING,  # ISO 8601 with milliseconds and Z, which Hive's timestamp does not parse
     "conversation": glue.Schema.array(_struct(role=_STRING, content=_STRING)),
     "current_task": _STRING,
-    "tasks": glue.Schema.array(_struct(name=_STRING, description=_STRING, examples=glue.Schema.array(_STRING))),
+    "tasks": glue.Schema.array(_TASK),
+    "requested_tasks": glue.Schema.array(_STRING),
+    "running_task": _TASK,
     "registry_sha256": _STRING,
     "strategy": _STRING,
     "adapter": _STRING,
@@ -70,6 +88,99 @@ DAY_PARTITION, HOUR_PARTITION = "day", "hour"
 
 def teacher_timeout_s(stage: StageConfig) -> int:
     return math.ceil(stage.capture.teacher_timeout_ms / 1000) + TEACHER_MARGIN_S
+
+
+@dataclass(frozen=True)
+class StoredRecords:
+    """Where a stage stores its records: the capture bucket and its key."""
+
+    bucket: s3.IBucket
+    key: kms.IKey
+
+
+@jsii.implements(lambda_.IDestination)
+class _FailedEventsBucket:
+    """The capture bucket as the teacher's on-failure destination, granting nothing: aws-cdk-lib's
+    `S3Destination` grants the function read of the whole bucket (`grantRead`), every record included;
+    the grants the delivery needs are `shadow_teacher`'s."""
+
+    def __init__(self, bucket: s3.IBucket) -> None:
+        self._bucket = bucket
+
+    def bind(self, _scope: Construct, _fn: lambda_.IFunction, *, type: lambda_.DestinationType) -> lambda_.DestinationConfig:
+        return lambda_.DestinationConfig(destination=self._bucket.bucket_arn)
+
+
+def shadow_teacher(
+    scope: Stack, stage: StageConfig, openai_secret: secretsmanager.ISecret, records: StoredRecords | None
+) -> lambda_.Function:
+    """The teacher function (handlers/teacher.py). The router invokes it asynchronously with a redacted
+    turn; it asks the teacher, publishes TeacherAgreement and, where the stage stores records, writes the
+    record. One at a time (reserved concurrency 1): the teacher's cost and OpenAI share are bounded
+    whatever the traffic; what waits longer than an hour in Lambda's queue is dropped; nothing is tried
+    again (`TEACHER_RETRY_ATTEMPTS`).
+
+    A failed event's invocation record holds the request, the redacted conversation: where the stage
+    stores records it goes to the capture bucket (on-failure destination: KMS, TLS only, expiry), where
+    it stores none it goes nowhere, counted by AsyncEventsDropped only (infra/monitoring.py alarms both
+    that and DestinationDeliveryFailures)."""
+    capture = stage.capture
+    environment = {
+        "POWERTOOLS_SERVICE_NAME": TEACHER_SERVICE,
+        "TASKROUTER_TEACHER_MODEL": capture.teacher_model,
+        "TASKROUTER_TEACHER_STRATEGY": capture.teacher_strategy.value,
+        "TASKROUTER_TEACHER_TIMEOUT_MS": str(capture.teacher_timeout_ms),
+        "TASKROUTER_TEACHER_REQUESTS_PER_MINUTE": str(capture.teacher_requests_per_minute),
+        "TASKROUTER_TEACHER_TOKENS_PER_MINUTE": str(capture.teacher_tokens_per_minute),
+        "TASKROUTER_OPENAI_SECRET_ARN": openai_secret.secret_arn,
+        "TASKROUTER_OPENAI_MODEL": stage.openai_model,
+    }
+    if records is not None:
+        environment["TASKROUTER_CAPTURE_BUCKET"] = records.bucket.bucket_name
+    function, role = bundled_function(
+        scope,
+        stage,
+        "Teacher",
+        description="TaskRouter: the shadow teacher (a captured turn answered again, its record stored)",
+        handler="taskrouter.handlers.teacher.handler",
+        memory_size=512,
+        timeout=Duration.seconds(teacher_timeout_s(stage)),
+        reserved_concurrent_executions=1,
+        traced=False,  # X-Ray's actions take no resource: this role names every one it may touch
+        environment=environment,
+    )
+    function.configure_async_invoke(
+        retry_attempts=TEACHER_RETRY_ATTEMPTS,
+        max_event_age=TEACHER_MAX_EVENT_AGE,
+        on_failure=None if records is None else _FailedEventsBucket(records.bucket),
+    )
+    role.add_to_policy(
+        iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"], resources=[openai_secret.secret_arn])
+    )
+    if records is not None:
+        _grant_record_writes(scope, role, records)
+    return function
+
+
+def _grant_record_writes(scope: Stack, role: iam.Role, records: StoredRecords) -> None:
+    """Writes records, and Lambda's delivery of a failed event with the function's role; reads nothing back.
+    The delivery needs s3:PutObject and s3:ListBucket on the bucket, and kms:GenerateDataKey on its key
+    (the Lambda Developer Guide, "Capturing records of Lambda asynchronous invocations" and, for the same
+    S3 destinations of event source mappings, "Capturing discarded batches ...": the execution role's
+    permissions for an S3 destination and its KMS key)."""
+    bucket = records.bucket
+    role.add_to_policy(iam.PolicyStatement(
+        actions=["s3:PutObject"],
+        resources=[bucket.arn_for_objects(RECORDS_PREFIX + "*"), bucket.arn_for_objects(FAILED_EVENTS_PREFIX + "*")],
+    ))  # fmt: skip
+    role.add_to_policy(iam.PolicyStatement(actions=["s3:ListBucket"], resources=[bucket.bucket_arn]))
+    # SSE-KMS asks for a data key on a write; no decrypt.
+    role.add_to_policy(iam.PolicyStatement(actions=["kms:GenerateDataKey"], resources=[records.key.key_arn]))
+    bucket_arn = f"<{scope.get_logical_id(bucket.node.default_child)}.Arn>"
+    for prefix, why in ((RECORDS_PREFIX, "one new object per captured turn under records/, named by the record's id and its hour"),
+                        (FAILED_EVENTS_PREFIX, "Lambda's delivery of a failed event, under the prefix Lambda names")):  # fmt: skip
+        acknowledge(role, f"AwsSolutions-IAM5[Resource::{bucket_arn}/{prefix}*]",
+                    f"the teacher writes {why}: PutObject only, no other prefix, no read")
 
 
 class CaptureStack(Stack):
@@ -120,6 +231,7 @@ class CaptureStack(Stack):
             lifecycle_rules=[
                 s3.LifecycleRule(id="records", prefix=RECORDS_PREFIX, expiration=retention),
                 s3.LifecycleRule(id="athena-results", prefix=ATHENA_RESULTS_PREFIX, expiration=retention),
+                s3.LifecycleRule(id="failed-events", prefix=FAILED_EVENTS_PREFIX, expiration=retention),
                 s3.LifecycleRule(id="uploads", abort_incomplete_multipart_upload_after=Duration.days(1)),
             ],
             server_access_logs_bucket=access_logs,
@@ -127,7 +239,8 @@ class CaptureStack(Stack):
             **common,
         )
         self._catalogue(stage)
-        self.teacher = self._teacher(stage, openai_secret)
+        self.analysts = self._analyst_policy(stage)
+        self.teacher = shadow_teacher(self, stage, openai_secret, StoredRecords(self.bucket, self.key))
         # The kill switch: "off" stops the router's sampling within its cache's minute, no deploy.
         self.switch = ssm.StringParameter(
             self,
@@ -204,45 +317,88 @@ class CaptureStack(Stack):
         CfnOutput(self, "GlueDatabase", value=self.database.database_name)
         CfnOutput(self, "AthenaWorkgroup", value=self.workgroup.ref)
 
-    def _teacher(self, stage: StageConfig, openai_secret: secretsmanager.ISecret):
-        """The router invokes it asynchronously with a redacted turn; it asks the teacher, publishes
-        TeacherAgreement and writes the record. One at a time (reserved concurrency 1): the teacher's
-        cost and OpenAI share are bounded whatever the traffic; what waits longer than an hour in
-        Lambda's queue is dropped. One retry: the handler raises only when the record could not be written
-        (a teacher failure is stored as such), so a retry re-pays one teacher call to save the record."""
-        capture = stage.capture
-        function, role = bundled_function(
+    def _analyst_policy(self, stage: StageConfig) -> iam.ManagedPolicy:
+        """What an analyst needs to query the records with Athena and nothing more: attach it to their role
+        or group. Each grant follows AWS's documentation of an Athena query over SSE-KMS data (checked
+        statement by statement in tests/infra/test_analyst_access.py):
+        - the workgroup's query actions (Athena User Guide, "Example workgroup policies": running queries
+          in a specified workgroup), the catalogue's browsing on AwsDataCatalog, the workgroup list;
+        - Glue reads of the database and the table with their catalogue (Athena User Guide, "Configure
+          access to databases and tables in the AWS Glue Data Catalog");
+        - S3: list and read under records/, read and write the results under athena-results/ (the
+          workgroup enforces that location), the results' multipart uploads (Athena User Guide, "Control
+          access to Amazon S3 from Athena"; AmazonAthenaFullAccess's grants on a results bucket);
+        - KMS: kms:Decrypt to read the records and results, kms:GenerateDataKey to write results (Athena
+          User Guide, "Permissions to encrypted data in Amazon S3"), through S3 only; the key's policy
+          lets the account's IAM policies grant them (the KMS Developer Guide's default key policy)."""
+        bucket, workgroup = self.bucket, self.workgroup.ref
+        catalog = self.format_arn(service="glue", resource="catalog")
+        database = self.format_arn(service="glue", resource="database", resource_name=self.database.database_name)
+        table = self.format_arn(
+            service="glue", resource="table", resource_name=f"{self.database.database_name}/{self.table.table_name}"
+        )
+        policy = iam.ManagedPolicy(
             self,
-            stage,
-            "Teacher",
-            description="TaskRouter: the shadow teacher (a captured turn answered again, its record stored)",
-            handler="taskrouter.handlers.teacher.handler",
-            memory_size=512,
-            timeout=Duration.seconds(teacher_timeout_s(stage)),
-            reserved_concurrent_executions=1,
-            traced=False,  # X-Ray's actions take no resource: this role names every one it may touch
-            environment={
-                "POWERTOOLS_SERVICE_NAME": TEACHER_SERVICE,
-                "TASKROUTER_CAPTURE_BUCKET": self.bucket.bucket_name,
-                "TASKROUTER_TEACHER_MODEL": capture.teacher_model,
-                "TASKROUTER_TEACHER_STRATEGY": capture.teacher_strategy.value,
-                "TASKROUTER_TEACHER_TIMEOUT_MS": str(capture.teacher_timeout_ms),
-                "TASKROUTER_TEACHER_REQUESTS_PER_MINUTE": str(capture.teacher_requests_per_minute),
-                "TASKROUTER_TEACHER_TOKENS_PER_MINUTE": str(capture.teacher_tokens_per_minute),
-                "TASKROUTER_OPENAI_SECRET_ARN": openai_secret.secret_arn,
-                "TASKROUTER_OPENAI_MODEL": stage.openai_model,
-            },
+            "AnalystPolicy",
+            description=f"TaskRouter {stage.name}: query the captured turns with Athena (workgroup {workgroup})",
+            statements=[
+                iam.PolicyStatement(
+                    sid="QueryInTheWorkgroup",
+                    actions=["athena:GetWorkGroup", "athena:StartQueryExecution", "athena:StopQueryExecution",
+                             "athena:GetQueryExecution", "athena:BatchGetQueryExecution", "athena:ListQueryExecutions",
+                             "athena:GetQueryResults", "athena:GetQueryResultsStream"],
+                    resources=[self.format_arn(service="athena", resource="workgroup", resource_name=workgroup)],
+                ),
+                iam.PolicyStatement(
+                    sid="BrowseTheCatalogue",
+                    actions=["athena:GetDataCatalog", "athena:ListDatabases", "athena:GetDatabase",
+                             "athena:ListTableMetadata", "athena:GetTableMetadata"],
+                    resources=[self.format_arn(service="athena", resource="datacatalog", resource_name="AwsDataCatalog")],
+                ),
+                iam.PolicyStatement(sid="ListWorkgroups", actions=["athena:ListWorkGroups"], resources=["*"]),
+                iam.PolicyStatement(
+                    sid="ReadTheTable",
+                    actions=["glue:GetDatabase", "glue:GetDatabases", "glue:GetTable", "glue:GetTables",
+                             "glue:GetPartitions"],
+                    resources=[catalog, database, table],
+                ),
+                iam.PolicyStatement(
+                    sid="ListRecordsAndResults",
+                    actions=["s3:ListBucket"],
+                    resources=[bucket.bucket_arn],
+                    conditions={"StringLike": {"s3:prefix": [RECORDS_PREFIX + "*", ATHENA_RESULTS_PREFIX + "*"]}},
+                ),
+                iam.PolicyStatement(
+                    sid="LocateAndListUploads",
+                    actions=["s3:GetBucketLocation", "s3:ListBucketMultipartUploads"],
+                    resources=[bucket.bucket_arn],
+                ),
+                iam.PolicyStatement(
+                    sid="ReadRecordsAndResults",
+                    actions=["s3:GetObject"],
+                    resources=[bucket.arn_for_objects(RECORDS_PREFIX + "*"), bucket.arn_for_objects(ATHENA_RESULTS_PREFIX + "*")],
+                ),
+                iam.PolicyStatement(
+                    sid="WriteResults",
+                    actions=["s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
+                    resources=[bucket.arn_for_objects(ATHENA_RESULTS_PREFIX + "*")],
+                ),
+                iam.PolicyStatement(
+                    sid="UseTheKeyThroughS3",
+                    actions=["kms:Decrypt", "kms:GenerateDataKey"],
+                    resources=[self.key.key_arn],
+                    conditions={"StringEquals": {"kms:ViaService": f"s3.{self.region}.amazonaws.com"}},
+                ),
+            ],
         )
-        function.configure_async_invoke(retry_attempts=1, max_event_age=TEACHER_MAX_EVENT_AGE)
-        # Writes records, reads nothing back; the key only to encrypt them (SSE-KMS asks for a data key).
-        records = self.bucket.arn_for_objects(RECORDS_PREFIX + "*")
-        role.add_to_policy(iam.PolicyStatement(actions=["s3:PutObject"], resources=[records]))
-        role.add_to_policy(iam.PolicyStatement(actions=["kms:GenerateDataKey"], resources=[self.key.key_arn]))
-        role.add_to_policy(
-            iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"], resources=[openai_secret.secret_arn])
-        )
-        bucket_arn = f"<{self.get_logical_id(self.bucket.node.default_child)}.Arn>"
-        acknowledge(role, f"AwsSolutions-IAM5[Resource::{bucket_arn}/{RECORDS_PREFIX}*]",
-                    "the teacher writes one new object per captured turn under records/, named by the record's "
-                    "id and its hour: PutObject only, no other prefix, no read")
-        return function
+        bucket_arn = f"<{self.get_logical_id(bucket.node.default_child)}.Arn>"
+        for finding, reason in (
+            ("Resource::*", "athena:ListWorkGroups has no resource-level form; it lists workgroups' names only"),
+            (f"Resource::{bucket_arn}/{RECORDS_PREFIX}*", "Athena reads every record of the table's location"),
+            (f"Resource::{bucket_arn}/{ATHENA_RESULTS_PREFIX}*",
+             "Athena writes and reads a query's results under the workgroup's enforced results location"),
+        ):
+            acknowledge(policy, f"AwsSolutions-IAM5[{finding}]", reason)
+        # An analyst's session attaches it by this ARN (docs/capture.md, "Querying the records").
+        CfnOutput(self, "AnalystPolicyArn", value=policy.managed_policy_arn)
+        return policy

@@ -380,15 +380,23 @@ class MonitoringStack(Stack):
                                                statistic="Sum", period=Duration.minutes(5), label=cause)
                              for cause in TEACHER_FAILURE_CAUSES],
                 ),
-                # Lambda's queue of asynchronous invocations: one teacher at a time, the rest wait; what
-                # waits past the maximum event age is dropped (a lost sample, by design).
+                # Lambda's queue of asynchronous invocations: one teacher at a time, the rest wait.
                 CustomMetricGroup(
-                    title="Teacher queue: oldest event's age (ms) and events dropped",
-                    metrics=[
-                        teacher.metric("AsyncEventAge", statistic="Maximum", period=Duration.minutes(5)),
-                        teacher.metric("AsyncEventsDropped", statistic="Sum", period=Duration.minutes(5)),
-                    ],
+                    title="Teacher queue: oldest event's age (ms)",
+                    metrics=[teacher.metric("AsyncEventAge", statistic="Maximum", period=Duration.minutes(5))],
                 ),
+                # An event dropped: its invocation failed (never tried again) or it waited past the maximum
+                # event age. Where records are stored it went to the on-failure destination first; where
+                # none are, this count is its only trace. The first one alarms.
+                _alarmed("Teacher events dropped", "TeacherEventsDropped",
+                         teacher.metric("AsyncEventsDropped", statistic="Sum", period=Duration.minutes(5)),
+                         above=0, runbook_slug="teacher-events-dropped", datapoints=1),
+                # Only where the teacher has a destination (the stage stores records: infra/capture.py): an event
+                # Lambda could not deliver there is lost with its conversation. The first one alarms.
+                *([_alarmed("Teacher destination failures", "TeacherDestinationFailures",
+                            teacher.metric("DestinationDeliveryFailures", statistic="Sum", period=Duration.minutes(5)),
+                            above=0, runbook_slug="teacher-destination-failures", datapoints=1)]
+                  if capture.enabled else []),
             ],
         )
         # Its errors are bugs or a failed write (the teacher's own failures are in the record). Its

@@ -11,6 +11,7 @@ import re
 
 import pytest
 
+import infra.capture as capture_stack
 from infra.capture import ATHENA_RESULTS_PREFIX, RECORDS_PREFIX, TEACHER_MARGIN_S, TEACHER_SERVICE
 from infra.config import (
     ADAPTER_TASKS_MAX_BYTES,
@@ -76,6 +77,10 @@ def _text(value) -> str:
 
 def _actions(statement: dict) -> list[str]:
     return [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
+
+
+def _resources_of(statement: dict) -> list:
+    return statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
 
 
 def _role_statements(template: dict, role_id: str) -> list[dict]:
@@ -231,7 +236,8 @@ def test_the_capture_bucket_is_kms_encrypted_tls_only_private_and_expires(captur
         "BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True, "RestrictPublicBuckets": True}
     assert "VersioningConfiguration" not in props  # a noncurrent version would outlive retention_days
     rules = {rule.get("Prefix"): rule for rule in props["LifecycleConfiguration"]["Rules"]}
-    for prefix in (RECORDS_PREFIX, ATHENA_RESULTS_PREFIX):
+    # the teacher's failed events (Lambda's on-failure destination) hold conversations too: the same expiry
+    for prefix in (RECORDS_PREFIX, ATHENA_RESULTS_PREFIX, capture_stack.FAILED_EVENTS_PREFIX):
         assert (rules[prefix]["ExpirationInDays"], rules[prefix]["Status"]) == (config.capture.retention_days, "Enabled")
     assert rules[None]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
     # server access logs, as the artifact bucket's, to an SSE-S3 bucket of the same stack
@@ -264,8 +270,10 @@ def test_the_glue_table_reads_the_records_as_json_lines_over_projected_partition
     assert storage["InputFormat"] == "org.apache.hadoop.mapred.TextInputFormat"
     assert _text(storage["Location"]) == f"s3://${{{bucket_id}}}/records/"
     columns = [column["Name"] for column in storage["Columns"]]
-    assert columns == _documented_fields() and len(columns) == 16  # every field of the record, in its order
+    assert columns == _documented_fields() and len(columns) == 18  # every field of the record, in its order
     types = {column["Name"]: column["Type"] for column in storage["Columns"]}
+    assert (types["requested_tasks"], types["running_task"]) == (
+        "array<string>", "struct<name:string,description:string,examples:array<string>>")  # schema 2's
     assert types["teacher"] == "struct<model:string,strategy:string,answer:string,agrees:boolean,latency_ms:double,error:string>"
     assert types["sampling"] == "struct<probability:double,uniform:boolean,reason:string>"
     assert [(k["Name"], k["Type"]) for k in table_input["PartitionKeys"]] == [("day", "string"), ("hour", "int")]
@@ -299,15 +307,18 @@ def test_the_athena_workgroup_writes_results_beside_the_records_under_the_same_k
 def test_the_teacher_runs_one_at_a_time_never_retried(capturing):
     template = capturing.templates["Capture"]
     config = capturing.config
-    _, _, teacher_id = _capture_parts(template)
+    bucket_id, _, teacher_id = _capture_parts(template)
     props = template["Resources"][teacher_id]["Properties"]
     assert props["ReservedConcurrentExecutions"] == 1  # the teacher's bound (the doctor counts it)
     assert props["Timeout"] == math.ceil(config.capture.teacher_timeout_ms / 1000) + TEACHER_MARGIN_S
     assert props["Timeout"] * 1000 > config.capture.teacher_timeout_ms
     assert props.get("TracingConfig", {}).get("Mode", "PassThrough") == "PassThrough"  # no X-Ray: no wildcard
     _, invoke = _one(template, "AWS::Lambda::EventInvokeConfig")
-    assert invoke["Properties"] == {"FunctionName": {"Ref": teacher_id}, "MaximumRetryAttempts": 1,
-                                    "MaximumEventAgeInSeconds": 3600, "Qualifier": "$LATEST"}
+    # never tried again (it would pay the teacher twice); a failed or expired event's invocation record, which
+    # holds the redacted conversation, goes to the capture bucket: KMS, TLS only, expiring with the records
+    assert invoke["Properties"] == {"FunctionName": {"Ref": teacher_id}, "MaximumRetryAttempts": 0,
+                                    "MaximumEventAgeInSeconds": 3600, "Qualifier": "$LATEST",
+                                    "DestinationConfig": {"OnFailure": {"Destination": {"Fn::GetAtt": [bucket_id, "Arn"]}}}}
 
 
 def test_the_teacher_environment(capturing):
@@ -336,15 +347,18 @@ def test_the_teacher_role_writes_records_and_reads_its_secret_only(capturing):
     role_id = template["Resources"][teacher_id]["Properties"]["Role"]["Fn::GetAtt"][0]
     assert "ManagedPolicyArns" not in template["Resources"][role_id]["Properties"]
     statements = _role_statements(template, role_id)
-    granted = {action: _text(s["Resource"]) for s in statements for action in _actions(s)}
+    granted = {action: sorted(_text(r) for r in _resources_of(s)) for s in statements for action in _actions(s)}
     logs_id = template["Resources"][teacher_id]["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
-    secret = next(v for k, v in granted.items() if k == "secretsmanager:GetSecretValue")
+    (secret,) = granted["secretsmanager:GetSecretValue"]
     assert granted == {
-        "logs:CreateLogStream": f"${{{logs_id}.Arn}}",
-        "logs:PutLogEvents": f"${{{logs_id}.Arn}}",
-        "s3:PutObject": f"${{{bucket_id}.Arn}}/records/*",  # no read, no other prefix
-        "kms:GenerateDataKey": f"${{{key_id}.Arn}}",  # SSE-KMS's data key for a write; no decrypt
-        "secretsmanager:GetSecretValue": secret,
+        "logs:CreateLogStream": [f"${{{logs_id}.Arn}}"],
+        "logs:PutLogEvents": [f"${{{logs_id}.Arn}}"],
+        # the records, and Lambda's delivery of a failed event with this role (the Lambda Developer Guide:
+        # an S3 destination needs s3:PutObject and s3:ListBucket, kms:GenerateDataKey for its KMS key)
+        "s3:PutObject": [f"${{{bucket_id}.Arn}}/aws/lambda/async/*", f"${{{bucket_id}.Arn}}/records/*"],  # no read
+        "s3:ListBucket": [f"${{{bucket_id}.Arn}}"],  # names, never content
+        "kms:GenerateDataKey": [f"${{{key_id}.Arn}}"],  # SSE-KMS's data key for a write; no decrypt
+        "secretsmanager:GetSecretValue": [secret],
     }
     assert secret.startswith(f"${{import:{capturing.config.name}-Operations:") and "OpenAIApiKey" in secret
     assert all(s["Effect"] == "Allow" and "*" not in "".join(_actions(s)) for s in statements)  # no wildcard action
@@ -459,6 +473,25 @@ def test_capture_dropped_and_the_teachers_errors_alarm(capturing):
     assert "docs/runbook.md#teacher-errors" in errors["AlarmDescription"]
 
 
+@pytest.mark.parametrize(("metric", "section"), [("AsyncEventsDropped", "teacher-events-dropped"),
+                                                  ("DestinationDeliveryFailures", "teacher-destination-failures")])
+def test_a_dropped_or_undelivered_teacher_event_alarms_at_the_first(capturing, metric, section):
+    """Lambda's own metrics of the teacher function: an event dropped (failed, never tried again, or past the
+    maximum age: sent to the on-failure destination first where records are stored), and a destination
+    Lambda could not deliver to (the event lost with its conversation)."""
+    template = capturing.templates["Monitoring"]
+    topic_id = next(iter(_resources(template, "AWS::SNS::Topic")))
+    (alarm,) = [props for props in _alarms(template).values() if props.get("MetricName") == metric]
+    assert (alarm["Namespace"], alarm["Statistic"], alarm["Period"]) == ("AWS/Lambda", "Sum", 300)
+    (dimension,) = alarm["Dimensions"]
+    assert dimension["Name"] == "FunctionName" and "-Capture:ExportsOutputRefTeacher" in json.dumps(dimension["Value"])
+    assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+    assert (alarm["EvaluationPeriods"], alarm["DatapointsToAlarm"], alarm["TreatMissingData"]) == (1, 1, "notBreaching")
+    assert alarm["AlarmActions"] == [{"Ref": topic_id}]
+    assert f"docs/runbook.md#{section}" in alarm["AlarmDescription"]
+    assert section in _sections(RUNBOOK)
+
+
 def test_the_dashboard_shows_capture_the_teacher_and_unseen_tasks(capturing):
     (dashboard,) = _resources(capturing.templates["Monitoring"], "AWS::CloudWatch::Dashboard").values()
     body = json.dumps(dashboard["Properties"]["DashboardBody"])
@@ -507,3 +540,26 @@ def test_a_stage_without_capture_has_no_capture_stack_teacher_or_capture_setting
     assert "TeacherAgreement" not in names and "CaptureDropped" not in names and "-Teacher-" not in names
     for template in not_capturing.templates.values():
         assert not _resources(template, "AWS::Glue::Table") and not _resources(template, "AWS::Athena::WorkGroup")
+        assert not _resources(template, "AWS::IAM::ManagedPolicy")  # no records: nothing for analysts to query
+
+
+def test_a_teacher_where_no_records_are_stored_keeps_no_failed_event_and_writes_nowhere():
+    """The teacher as a stage that stores no records will have it (the next step puts it on every stage):
+    it labels and publishes only; a failed event's invocation record, which holds the conversation, goes to
+    no destination (AsyncEventsDropped is its only trace), and the role may write no bucket nor use a key."""
+    from aws_cdk import App, Environment, Stack, aws_secretsmanager as secretsmanager
+    from aws_cdk.assertions import Template
+
+    config = STAGES["prod"]
+    stack = Stack(App(), "TeacherOnly", env=Environment(account="111122223333", region=config.region))
+    secret = secretsmanager.Secret(stack, "OpenAIApiKey")
+    capture_stack.shadow_teacher(stack, config, secret, records=None)
+    template = Template.from_stack(stack).to_json()
+    _, invoke = _one(template, "AWS::Lambda::EventInvokeConfig")
+    assert "DestinationConfig" not in invoke["Properties"] and invoke["Properties"]["MaximumRetryAttempts"] == 0
+    teacher = next(f for f in _resources(template, "AWS::Lambda::Function").values()
+                               if f["Properties"].get("Handler") == "taskrouter.handlers.teacher.handler")
+    assert "TASKROUTER_CAPTURE_BUCKET" not in teacher["Properties"]["Environment"]["Variables"]  # nothing stored
+    statements = _role_statements(template, teacher["Properties"]["Role"]["Fn::GetAtt"][0])
+    assert sorted(a for s in statements for a in _actions(s)) == [
+        "logs:CreateLogStream", "logs:PutLogEvents", "secretsmanager:GetSecretValue"]
