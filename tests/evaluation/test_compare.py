@@ -145,3 +145,42 @@ def test_out_dash_is_standard_output(tmp_path, capsys, monkeypatch):
     assert (code, err) == (0, "")
     assert out.startswith("| run |") and out.count("| run |") == 1  # the table once, on standard output
     assert not (tmp_path / "-").exists()
+
+
+def labelled(running: str | None, expected: str | None, predicted: str | None) -> dict:
+    return turn(expected, predicted) | {
+        "expected": {"task": expected, "event": derive_event(running, expected)},
+        "predicted": {"task": predicted, "event": derive_event(running, predicted)},
+    }
+
+
+def write_lifecycle_run(tmp_path, name: str, *, starts_right: int, continues_right: int) -> str:
+    """10 starts (nothing running, follow_up_email expected), 10 continues (follow_up_email running and
+    expected) and 2 turns no task fits; the wrong ones answer WRONG (a start of another task, or a switch)."""
+    turns = [labelled(None, "follow_up_email", "follow_up_email" if i < starts_right else WRONG) for i in range(10)]
+    turns += [labelled("follow_up_email", "follow_up_email", "follow_up_email" if i < continues_right else WRONG)
+              for i in range(10)]
+    turns += [labelled(None, None, None) for _ in range(2)]
+    return write_run(tmp_path, name, turns=turns, metrics=measure(turns))
+
+
+def test_a_candidate_whose_headline_rises_while_one_event_collapses_is_refused_naming_the_event(tmp_path, capsys):
+    """The base copies the running task (continue right, start wrong); the candidate classifies the last
+    message (start right, continue wrong): task accuracy 0.59 -> 0.64, continue recall 0.80 -> 0.20."""
+    baseline = write_lifecycle_run(tmp_path, "base", starts_right=3, continues_right=8)
+    candidate = write_lifecycle_run(tmp_path, "lora", starts_right=10, continues_right=2)
+    code, _, err = compare(capsys, candidate, "--gate", baseline)
+    assert code == 1
+    assert "lora: recall of event continue 0.200 is below the baseline's 0.800 by more than 0.01" in err
+    assert "task accuracy" not in err and "recall of event start" not in err
+    assert compare(capsys, baseline, "--gate", baseline)[0] == 0
+
+
+def test_a_report_without_an_event_s_recall_is_refused(tmp_path, capsys):
+    baseline = write_lifecycle_run(tmp_path, "base", starts_right=5, continues_right=5)
+    report = json.loads((tmp_path / "base" / "report.json").read_text())
+    report["metrics"]["event"]["per_class"]["continue"]["recall"] = math.nan
+    (tmp_path / "nan").mkdir()
+    (tmp_path / "nan" / "report.json").write_text(json.dumps(report))
+    code, _, err = compare(capsys, str(tmp_path / "nan"), "--gate", baseline)
+    assert code == 1 and "recall of event continue is nan, not a finite number" in one_line(err)

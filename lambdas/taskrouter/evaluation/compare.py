@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,9 @@ class Row:
     invalid_output_rate: float
     p50_ms: float
     p90_ms: float
+    # Recall of each event the dataset expects (support > 0): a headline accuracy can rise while one
+    # event collapses (an adapter that classifies the last message and forgets `continue`).
+    event_recall: dict[str, float] = field(default_factory=dict)
 
     def cells(self) -> list[str]:
         rates = (
@@ -93,6 +96,10 @@ def _row(run: Path, report: dict[str, Any]) -> Row:
         for name in ("precision", "recall", "support"):
             _number(scores.get(name), f"metrics.task.per_class.{label}.{name}")
     precision, recall = macro(per_class)
+    event_recall = {}
+    for label, scores in metrics["event"].get("per_class", {}).items():
+        if _number(scores.get("support"), f"metrics.event.per_class.{label}.support"):
+            event_recall[label] = _number(scores.get("recall"), f"metrics.event.per_class.{label}.recall")
     none = per_class.get(NONE_LABEL)
     digests = {name: report.get(name) for name in DIGESTS}
     for name, digest in digests.items():
@@ -113,6 +120,7 @@ def _row(run: Path, report: dict[str, Any]) -> Row:
         invalid_output_rate=invalid_output_rate(report["turns"]),  # from the documented fields alone
         p50_ms=_number(metrics["latency_ms"].get("p50"), "metrics.latency_ms.p50"),
         p90_ms=_number(metrics["latency_ms"].get("p90"), "metrics.latency_ms.p90"),
+        event_recall=event_recall,
     )
 
 
@@ -135,7 +143,8 @@ def table(rows: list[Row]) -> str:
 
 def gate(rows: list[Row], baseline: Row, tolerance: float) -> list[str]:
     """Why the runs do not pass against `baseline`, one line each: the refusals (what cannot be judged)
-    first, else each run's regressions past `tolerance` in task accuracy or recall of none."""
+    first, else each run's regressions past `tolerance` in task accuracy, recall of none, or the recall
+    of any event the baseline's dataset expects."""
     if baseline.digests_missing:
         return [f"{baseline.run}: its report has no {', '.join(baseline.digests_missing)}: re-run the baseline "
                 "with this version of taskrouter eval"]  # fmt: skip
@@ -150,6 +159,8 @@ def gate(rows: list[Row], baseline: Row, tolerance: float) -> list[str]:
                 f"({_short(baseline.dataset_sha256)}…): gate runs over the baseline's dataset"
             )
         refusals += [problem for metric in GATED if (problem := _unjudgeable(row, metric))]
+        refusals += [problem for event in baseline.event_recall if (problem := _unjudgeable_event(row, event))]
+    refusals += [problem for event in baseline.event_recall if (problem := _unjudgeable_event(baseline, event))]
     if refusals:
         return refusals
     failures = []
@@ -158,7 +169,21 @@ def gate(rows: list[Row], baseline: Row, tolerance: float) -> list[str]:
             value, floor = getattr(row, metric), getattr(baseline, metric)
             if value < floor - tolerance:
                 failures.append(f"{row.run}: {name} {value:.3f} is below the baseline's {floor:.3f} by more than {tolerance}")
+        for event, floor in baseline.event_recall.items():
+            value = row.event_recall[event]
+            if value < floor - tolerance:
+                failures.append(f"{row.run}: recall of event {event} {value:.3f} is below the baseline's {floor:.3f} "
+                                f"by more than {tolerance}")
     return failures
+
+
+def _unjudgeable_event(row: Row, event: str) -> str | None:
+    value = row.event_recall.get(event)
+    if value is None:  # same dataset, same support: only a report cut short lacks it
+        return f"{row.run}: recall of event {event} is missing: the gate cannot judge it"
+    if not math.isfinite(value):
+        return f"{row.run}: recall of event {event} is {value}, not a finite number"
+    return None
 
 
 def _unjudgeable(row: Row, metric: str) -> str | None:
