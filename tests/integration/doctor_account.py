@@ -2,7 +2,9 @@
 SSM, Secrets Manager, SNS, CodeBuild, Lambda functions); botocore `before-call` handlers answer the
 rest, as botocore's Stubber does, each answer checked against the operation's output shape: Lambda's
 GetAccountSettings, Service Quotas' lists and CloudFormation's DescribeType (none in moto), and the
-answers moto never gives (throttling, AccessDenied, an unconfirmed e-mail subscription)."""
+answers moto never gives (throttling, AccessDenied, an unconfirmed e-mail subscription). A call sent to
+an endpoint of a test's own (AWS_ENDPOINT_URL...) goes there. CALLS: every call the doctor makes, with
+an answer the service gives."""
 
 from __future__ import annotations
 

@@ -12,6 +12,7 @@ from taskrouter.doctor import needs
 from taskrouter.doctor.aws import Aws, error_code
 from taskrouter.doctor.context import Context
 from taskrouter.doctor.findings import Finding, blocks, ok, skipped, unchecked
+from taskrouter.doctor.stage import Training
 
 # "You can reserve up to the Unreserved account concurrency value minus 100. The remaining 100 units
 # of concurrency are for functions that aren't using reserved concurrency."
@@ -21,7 +22,8 @@ from taskrouter.doctor.findings import Finding, blocks, ok, skipped, unchecked
 UNRESERVED_FLOOR = 100
 LAMBDA_CONCURRENCY_QUOTA = "L-B99A9384"  # Service Quotas' "Concurrent executions" of Lambda
 DEFAULT_LAMBDA_CONCURRENCY = 1000  # an account's usual quota, what a raised one is asked up to at least
-_BUILDS_LOOKED_AT = 100  # the newest builds of the region, one page of ListBuilds (BatchGetBuilds' limit too)
+BUILDS_LOOKED_AT = 100  # the newest builds of the region, one page of ListBuilds (BatchGetBuilds' limit too)
+TRAINING_INSTANCES = 1  # `taskrouter adapter launch` runs one job on one instance
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,7 @@ def endpoint_instances(ctx: Context, sagemaker: ServiceQuotas) -> list[Finding]:
     for instance_type, endpoints in sorted(by_type.items()):
         at_deploy, at_most = sum(e.at_deploy for e in endpoints), sum(e.at_most for e in endpoints)
         why = f"{at_deploy} at deploy, up to {at_most} while scaling or rolling out"
-        findings.append(_enough(ctx, sagemaker, "endpoint instances", f"{instance_type} for endpoint usage", at_most, why,
+        findings.append(_enough(ctx, sagemaker, "endpoint instances", endpoint_quota(instance_type), at_most, why,
                                 f"gpu_instance_type or region in {ctx.stage.table}"))
     return findings
 
@@ -119,9 +121,18 @@ def training_instances(ctx: Context, sagemaker: ServiceQuotas) -> Finding:
     training = ctx.stage.training
     if training is None:
         return skipped("training instances", f"{ctx.stage.table} has no training table")
-    usage = "spot training job usage" if training.spot else "training job usage"
-    return _enough(ctx, sagemaker, "training instances", f"{training.instance_type} for {usage}", 1,
+    return _enough(ctx, sagemaker, "training instances", training_quota(training), TRAINING_INSTANCES,
                    "one job of `taskrouter adapter launch`", f"training.instance_type or region in {ctx.stage.table}")
+
+
+def endpoint_quota(instance_type: str) -> str:
+    """Service Quotas' name for SageMaker endpoint instances of a type."""
+    return f"{instance_type} for endpoint usage"
+
+
+def training_quota(training: Training) -> str:
+    """Service Quotas' name for the training jobs' instances (managed spot or on demand)."""
+    return f"{training.instance_type} for {'spot training job usage' if training.spot else 'training job usage'}"
 
 
 def _enough(ctx: Context, quotas: ServiceQuotas, check: str, name: str, needed: int, why: str, other_choice: str) -> Finding:
@@ -166,7 +177,7 @@ def codebuild(ctx: Context) -> Finding:
 
 
 def _a_build_ran(aws: Aws, environments: list[needs.BuildEnvironment]) -> dict[str, Any] | None:
-    ids = aws.call("codebuild", "ListBuilds", sortOrder="DESCENDING").get("ids", [])[:_BUILDS_LOOKED_AT]
+    ids = aws.call("codebuild", "ListBuilds", sortOrder="DESCENDING").get("ids", [])[:BUILDS_LOOKED_AT]
     if not ids:
         return None
     wanted = {(environment.environment_type, environment.compute_type) for environment in environments}
