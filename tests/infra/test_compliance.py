@@ -89,7 +89,11 @@ CANARY_ACKNOWLEDGEMENTS = {
 # which writes records under one prefix of the capture bucket.
 CAPTURE_ACKNOWLEDGEMENTS = {
     "Capture/Teacher": {"AwsSolutions-L1"},
-    "Capture/TeacherRole": {"AwsSolutions-IAM5[Resource::<Captured45005CB0.Arn>/records/*]"},
+    "Capture/TeacherRole": {"AwsSolutions-IAM5[Resource::<Captured45005CB0.Arn>/records/*]",
+                            "AwsSolutions-IAM5[Resource::<Captured45005CB0.Arn>/aws/lambda/async/*]"},
+    "Capture/AnalystPolicy": {"AwsSolutions-IAM5[Resource::*]",
+                              "AwsSolutions-IAM5[Resource::<Captured45005CB0.Arn>/records/*]",
+                              "AwsSolutions-IAM5[Resource::<Captured45005CB0.Arn>/athena-results/*]"},
 }
 
 
