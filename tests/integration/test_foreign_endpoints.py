@@ -94,3 +94,20 @@ def test_an_answer_without_what_the_service_always_sends_is_not_the_services(mon
             answer["AccountLimit"]
     assert raised.value.message == f"{endpoint.url} answered with no AccountLimit, which Lambda always sends"
     assert answer.get("AccountUsage") is None  # what a check reads with .get may be left out
+
+
+@pytest.mark.usefixtures("fake_aws_credentials")
+def test_what_a_map_holds_is_data_not_the_endpoints(monkeypatch):
+    """A registry item is a map of attributes: one the router cannot read (a name stored as a number)
+    is skipped as the router skips it, not blamed on the endpoint; and a function's environment lacks
+    what it lacks."""
+    from taskrouter.adapters.dynamodb_registry import task_from_item
+
+    (call,) = [call for call in CALLS if call.operation == "Query"]
+    malformed = {"Items": [{"pk": {"S": "task"}, "sk": {"S": "follow_up_email"}, "name": {"N": "7"}}], "Count": 1,
+                 "ScannedCount": 1}
+    with ForeignEndpoint(service_answer(call.service, call.operation, malformed)) as endpoint:
+        (item,) = _make(call, _aws(monkeypatch, call, endpoint))["Items"]
+    assert task_from_item(item) is None
+    with pytest.raises(KeyError):
+        item["name"]["S"]

@@ -174,16 +174,15 @@ def _missing_member(client: Any, operation: str) -> Callable[[str], Exception]:
 
 
 def _readable(value: Any, shape: Any, missing: Callable[[str], Exception]) -> Any:
-    """The parsed answer with each structure an Answer; maps (a function's environment, a secret's
-    versions) are data, where a missing key is no fault of the endpoint."""
-    if shape is None:
+    """The parsed answer with each structure of the protocol an Answer. A map is data (a function's
+    environment, a secret's versions, a registry item and its attributes): left as it is, whatever it
+    holds, since a key missing there is the data's, not the endpoint's."""
+    if shape is None or not isinstance(value, (dict, list)):
         return value
     if shape.type_name == "structure" and isinstance(value, dict):
         return Answer({name: _readable(item, shape.members.get(name), missing) for name, item in value.items()}, missing)
     if shape.type_name == "list" and isinstance(value, list):
         return [_readable(item, shape.member, missing) for item in value]
-    if shape.type_name == "map" and isinstance(value, dict):
-        return {key: _readable(item, shape.value, missing) for key, item in value.items()}
     return value
 
 
