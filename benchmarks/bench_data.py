@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_data.py strip RAW.jsonl... --copy COPY.jsonl --first FIRST.jsonl
     .venv/bin/python benchmarks/bench_data.py agree --copy COPY.jsonl --first FIRST.jsonl --second SECOND.jsonl --out DIR
     .venv/bin/python benchmarks/bench_data.py finalize RAW.jsonl... --adjudication ADJ.jsonl --out datasets/bench
-    .venv/bin/python benchmarks/bench_data.py stats [--bench datasets/bench]
+    .venv/bin/python benchmarks/bench_data.py stats [--bench datasets/bench] [--markdown]
 
 1. `strip`: the writers' conversations (their raw form: id, registry, lang, tags, allow, messages with
    labels) become the labeller's copy, in the dataset format with every label removed and each user
@@ -237,6 +237,42 @@ def statistics(bench: Path = BENCH) -> dict[str, Any]:
     return {key: dict(sorted(counter.items())) for key, counter in sorted(count.items())}
 
 
+def copy_digests(files: dict[str, list[dict]], meta: dict[str, dict]) -> dict[str, str]:
+    """Each registry's unlabelled copy rebuilt from the splits (labels removed, by id, as `strip`
+    wrote it) and its SHA-256: equal to the digest committed before the second labelling, they show
+    that no conversation changed after it."""
+    lines: dict[str, list[str]] = collections.defaultdict(list)
+    for conversation in sorted((c for rows in files.values() for c in rows), key=lambda c: c["id"]):
+        unlabelled = {"id": conversation["id"],
+                      "messages": [{k: v for k, v in m.items() if k != "expect"} for m in conversation["messages"]]}
+        lines[meta[conversation["id"]]["registry"]].append(json.dumps(unlabelled, ensure_ascii=False) + "\n")
+    return {registry: hashlib.sha256("".join(rows).encode()).hexdigest() for registry, rows in lines.items()}
+
+
+def datasheet_tables(stats: dict[str, Any], agreement_: dict[str, Any]) -> str:
+    """The datasheet's statistics and agreement, as Markdown (docs/benchmark.md holds this block)."""
+    def row(name: str, counts: dict[str, int]) -> str:
+        turns = counts["turns"]
+        shares = " | ".join(f"{counts.get(f'event:{event}', 0)} ({counts.get(f'event:{event}', 0) / turns:.0%})" for event in EVENTS)
+        return f"| {name} | {counts['conversations']} | {turns} | {shares} | {counts['restricted_turns']} ({counts['restricted_turns'] / turns:.0%}) |"
+
+    head = ["| | conversations | turns | " + " | ".join(EVENTS) + " | turns with a restricted allow-list |",
+            "|---|" + "---|" * (3 + len(EVENTS))]
+    blocks = ["By split:", "", *head, *(row(split, stats[f"split:{split}"]) for split in SPLITS), row("all", stats["all"]), "",
+              "By registry:", "", *head,
+              *(row(key.split(":", 1)[1], counts) for key, counts in stats.items() if key.startswith("registry:")), "",
+              "By language:", "", *head,
+              *(row(key.split(":", 1)[1], counts) for key, counts in stats.items() if key.startswith("lang:")), "",
+              "Conversations by split and registry: " + ", ".join(f"{key} {count}" for key, count in stats["split_registry"].items()) + ".", "",
+              "Conversations by tag: " + ", ".join(f"{tag} {count}" for tag, count in stats["tags"].items()) + ".", "",
+              "Agreement of the two labellings (Cohen's kappa, and the share of turns labelled alike):", "",
+              "| | turns | task kappa | task agreement | event kappa | event agreement |", "|---|---|---|---|---|---|"]
+    for name, measured in [("all", agreement_["overall"]), *agreement_["by_registry"].items()]:
+        blocks.append(f"| {name} | {measured['turns']} | {measured['task']['kappa']:.3f} | {measured['task']['agreement']:.3f} "
+                      f"| {measured['event']['kappa']:.3f} | {measured['event']['agreement']:.3f} |")
+    return "\n".join(blocks) + "\n"
+
+
 def shingles(conversation: dict[str, Any]) -> set[str]:
     text = " ".join(" ".join(message["content"].lower().split()) for _, message in user_turns(conversation["messages"]))
     return {text[start:start + SHINGLE] for start in range(max(len(text) - SHINGLE + 1, 1))}
@@ -283,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     finalize_parser.add_argument("--out", type=Path, default=BENCH)
     stats_parser = commands.add_parser("stats")
     stats_parser.add_argument("--bench", type=Path, default=BENCH)
+    stats_parser.add_argument("--markdown", action="store_true", help="the datasheet's tables (docs/benchmark.md)")
     args = parser.parse_args(argv)
 
     if args.command == "strip":
@@ -308,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
         raws = [row for path in args.raw for row in read_jsonl(path)]
         stats = finalize(raws, read_jsonl(args.adjudication), registries(), args.out)
         print(json.dumps(stats["all"]))
+    elif args.markdown:
+        agreement_ = json.loads((args.bench / "labelling" / "agreement.json").read_text())
+        print(datasheet_tables(statistics(args.bench), agreement_), end="")
     else:
         print(json.dumps(statistics(args.bench), indent=1, sort_keys=True))
         files, _ = load_bench(args.bench)
