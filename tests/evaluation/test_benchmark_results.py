@@ -1,0 +1,37 @@
+"""The benchmark's measurements (docs/benchmark.md, "Results"): the tables are built from the committed
+reports alone, and the training sets of the learning curve are balanced across events and nested."""
+
+import collections
+
+from benchmarks import bench_data, routing_bench
+
+
+def test_the_results_block_of_the_datasheet_is_the_table_of_the_committed_reports():
+    doc = (routing_bench.ROOT / "docs" / "benchmark.md").read_text()
+    begin = doc.index(routing_bench.TABLE_BEGIN) + len(routing_bench.TABLE_BEGIN)
+    assert doc[begin:doc.index(routing_bench.TABLE_END)] == "\n" + routing_bench.table()
+
+
+def test_every_committed_run_says_how_it_was_made():
+    for name, entry in routing_bench.load_runs().items():
+        run = entry["run"]
+        assert run["name"] == name and run["command"] and run["seconds"] >= 0 and run["date"]
+        assert len(entry["report"]["turns"]) == bench_data.statistics()["split:test"]["turns"]
+
+
+def test_a_learning_curve_s_training_sets_are_balanced_across_events_and_nested():
+    small, large = routing_bench.balanced_turns(50, 0), routing_bench.balanced_turns(100, 0)
+    for chosen in (small, large):
+        events = collections.Counter(line["messages"][-1]["expect"]["event"] for line in chosen)
+        assert set(events.values()) == {len(chosen) // 5}, events
+        assert len({line["id"] for line in chosen}) == len(chosen)
+    assert {line["id"] for line in small} <= {line["id"] for line in large}
+    assert routing_bench.balanced_turns(50, 0) == small and routing_bench.balanced_turns(50, 1) != small
+
+
+def test_a_training_line_is_the_turn_the_router_sees():
+    """Single-turn form: the conversation up to the turn, its running task, its label and allow-list."""
+    line = next(l for l in routing_bench.balanced_turns(50, 0) if l["messages"][-1]["expect"]["event"] == "continue")
+    last = line["messages"][-1]
+    assert line["current_task"] == last["expect"]["task"] and last["role"] == "user" and last["tasks"]
+    assert all("expect" not in m and "tasks" not in m for m in line["messages"][:-1])
