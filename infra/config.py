@@ -19,7 +19,7 @@ from taskrouter.adapters.settings import (
     REGISTRY_CONNECT_TIMEOUT_S,
     REGISTRY_READ_TIMEOUT_S,
 )
-from taskrouter.core.catalogue import catalogue_budget, catalogue_bytes
+from taskrouter.core.catalogue import byte_budget, catalogue_bytes
 from taskrouter.core.request import Strategy
 from taskrouter.core.task_spec import load_task_file
 from taskrouter.core.tasks import check_task_name
@@ -583,7 +583,7 @@ def check_deployable(stage: StageConfig, manifests: list[AdapterManifest], servi
     if len(manifests) > serving.max_loras:
         problems.append(f"{len(manifests)} adapters, over serving.json's OPTION_MAX_LORAS {serving.max_loras}")
     default_catalogue = catalogue_bytes(load_task_file(DEFAULT_TASKS_FILE, updated_at=""))
-    if default_catalogue > (budget := catalogue_budget(serving.max_model_len)):
+    if default_catalogue > (budget := byte_budget(serving.max_model_len).limit):
         problems.append(
             f"the default tasks' catalogue ({default_catalogue} bytes) is over the budget serving.json's "
             f"OPTION_MAX_MODEL_LEN leaves ({budget} bytes)"

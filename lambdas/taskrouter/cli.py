@@ -36,7 +36,7 @@ from pydantic import ValidationError
 from taskrouter.adapters.settings import catalogue_budget_from_env
 from taskrouter.arguments import OneLineParser
 from taskrouter.client import API_STACK, TaskRouterClient, TaskRouterError, has_http_scheme
-from taskrouter.core.catalogue import catalogue_bytes, check_write
+from taskrouter.core.catalogue import CatalogueBudget, catalogue_bytes, check_write
 from taskrouter.core.request import Strategy
 from taskrouter.core.task_spec import parse_task_file
 from taskrouter.core.tasks import Task
@@ -121,7 +121,11 @@ _TOOLS = {
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    set_serving_defaults()  # every tool bounds the task catalogue as a deployed stage does
+    try:  # every tool bounds the task catalogue as a deployed stage does (or as make local's model)
+        set_serving_defaults()
+    except (ValueError, OSError) as error:
+        print(f"taskrouter: TASKROUTER_LOCAL_MODEL: {error}", file=sys.stderr)
+        return 1
     if argv[:1] and argv[0] in _TOOLS:  # the tools have command lines of their own
         try:
             return _TOOLS[argv[0]]()(argv[1:])
@@ -392,8 +396,9 @@ def _import(client: TaskRouterClient, args: argparse.Namespace) -> int:
     wanted = args.input
     current = client.tasks.list()
     changes = plan_import(current, wanted, prune=args.prune)
-    _check_catalogue(current, changes, args.file)
-    for change in _in_catalogue_order(current, changes):
+    budget = catalogue_budget_from_env()
+    _check_catalogue(current, changes, args.file, budget)
+    for change in _in_catalogue_order(current, changes, budget):
         print(f"{'would ' if args.dry_run else ''}{change.action} {change.name}")
         if args.dry_run:
             continue
@@ -413,10 +418,11 @@ def _as_task(stored: Mapping[str, Any]) -> Task:
     return Task(stored["name"], stored["description"], tuple(stored["examples"]))
 
 
-def _check_catalogue(current: list[dict[str, Any]], changes: list[Change], source: str) -> None:
+def _check_catalogue(
+    current: list[dict[str, Any]], changes: list[Change], source: str, budget: CatalogueBudget | None
+) -> None:
     """The whole import against the catalogue budget, before its first write: the registry would
     refuse the write that takes it past the budget, leaving the import half done."""
-    budget = catalogue_budget_from_env()
     if budget is None:
         return
     written = [change.task for change in changes if change.task is not None]
@@ -427,16 +433,19 @@ def _check_catalogue(current: list[dict[str, Any]], changes: list[Change], sourc
         raise CliError(f"{name}: {check.message}: nothing imported (shorten or remove tasks, or add --prune)")
 
 
-def _in_catalogue_order(current: list[dict[str, Any]], changes: list[Change]) -> list[Change]:
-    """Deletions first, then the changes that shrink the catalogue, then those that grow it: no write
-    on the way takes the catalogue past the size it ends at."""
+def _in_catalogue_order(
+    current: list[dict[str, Any]], changes: list[Change], budget: CatalogueBudget | None
+) -> list[Change]:
+    """Deletions first, then the changes that shrink the catalogue, then those that grow it (as the
+    budget measures it): no write on the way takes the catalogue past the size it ends at."""
     stored = {task["name"]: _as_task(task) for task in current}
+    size = catalogue_bytes if budget is None else budget.size
 
     def growth(change: Change) -> int:
         if change.task is None:
-            return -catalogue_bytes([stored[change.name]])
-        before = catalogue_bytes([stored[change.name]]) if change.name in stored else 0
-        return catalogue_bytes([change.task]) - before
+            return -size([stored[change.name]])
+        before = size([stored[change.name]]) if change.name in stored else 0
+        return size([change.task]) - before
 
     return sorted(changes, key=lambda change: (change.task is not None, growth(change) > 0))
 

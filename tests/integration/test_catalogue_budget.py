@@ -11,14 +11,14 @@ import boto3
 import pytest
 
 from taskrouter.cli import main
-from taskrouter.core.catalogue import catalogue_budget
+from taskrouter.core.catalogue import byte_budget
 from taskrouter.core.task_spec import MAX_DESCRIPTION_CHARS, MAX_EXAMPLE_CHARS
 from taskrouter.registry_schema import PARTITION_KEY, SORT_KEY, TASK_PARTITION
 from taskrouter.repository import serving_max_tokens
 
 from .test_local_server import ROUTE_BODY, serving
 
-BUDGET = catalogue_budget(serving_max_tokens())
+BUDGET = byte_budget(serving_max_tokens()).limit
 REFUSAL = re.compile(r"catalogue (\d+) bytes of (\d+), (\d+) left")
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from infra.config import load_serving, load_stages
-from taskrouter.core.catalogue import catalogue_budget, catalogue_bytes, check_write
+from taskrouter.core.catalogue import byte_budget, catalogue_bytes, check_write
 from taskrouter.core.prompting import MAX_TRANSCRIPT_BYTES, TEMPLATE_TOKENS, RoutingPrompt, build_prompt
 from taskrouter.core.request import MAX_CONTENT_CHARS, MAX_MESSAGES, Message, Strategy
 from taskrouter.core.task_spec import MAX_DESCRIPTION_CHARS, MAX_EXAMPLE_CHARS, MAX_EXAMPLES, load_task_file
@@ -16,7 +16,7 @@ from taskrouter.core.tasks import MAX_TASK_NAME_CHARS, Task
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVING_TOKENS = load_serving().max_model_len
-BUDGET = catalogue_budget(SERVING_TOKENS)
+BUDGET = byte_budget(SERVING_TOKENS)
 
 
 def _widest_task(index: int) -> Task:
@@ -53,7 +53,7 @@ MANY_SHORT = [Message(role="assistant", content="&" * (MAX_TRANSCRIPT_BYTES // M
 
 def test_the_largest_admitted_catalogue_fills_the_budget():
     size = catalogue_bytes(LARGEST.values())
-    assert BUDGET > 0 and BUDGET - 200 < size <= BUDGET  # full: no small task more fits
+    assert BUDGET.limit > 0 and BUDGET.limit - 200 < size <= BUDGET.limit  # full: no small task more fits
     assert check_write(LARGEST.values(), [Task("small_task_9999", "&" * 20)], [], BUDGET).refused
 
 
@@ -66,13 +66,13 @@ def test_the_longest_prompt_fits_the_model_length(strategy, conversation, allow_
     task, plus the chat template and the largest answer cap, fit OPTION_MAX_MODEL_LEN."""
     allowed = LARGEST if allow_list is None else dict(list(LARGEST.items())[:: 3])
     prompt = build_prompt(strategy, conversation, allowed, max(allowed, key=len))
-    assert catalogue_bytes(allowed.values()) <= BUDGET
+    assert catalogue_bytes(allowed.values()) <= BUDGET.limit
     assert prompt.system_bytes + len(prompt.context.encode()) + TEMPLATE_TOKENS + RoutingPrompt.largest_answer_tokens() <= SERVING_TOKENS
 
 
 def test_the_default_tasks_fit_with_room_to_grow():
     tasks = load_task_file(ROOT / "tasks" / "default_tasks.json", updated_at="")
-    assert catalogue_bytes(tasks) * 4 <= BUDGET
+    assert catalogue_bytes(tasks) * 4 <= BUDGET.limit
 
 
 def test_lora_and_cache_settings_cover_the_stages():

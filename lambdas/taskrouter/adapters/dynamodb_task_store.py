@@ -21,7 +21,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from taskrouter.adapters.dynamodb_registry import read_all_tasks, task_from_item
-from taskrouter.core.catalogue import check_write
+from taskrouter.core.catalogue import CatalogueBudget, check_write
 from taskrouter.core.errors import CatalogueTooLarge, NotFound, VersionConflict
 from taskrouter.core.task_spec import TaskBody
 from taskrouter.core.tasks import Task
@@ -71,14 +71,14 @@ class DynamoDBTaskStore:
         clock: Callable[[], str] = utc_now,
         round_budget_s: float = DEFAULT_ROUND_BUDGET_S,
         timer: Callable[[], float] = time.monotonic,
-        catalogue_budget: int | None = None,
+        catalogue_budget: CatalogueBudget | None = None,
     ) -> None:
         self._client = client
         self._table = table_name
         self._clock = clock
         self._round_budget_s = round_budget_s
         self._timer = timer
-        self._catalogue_budget = catalogue_budget  # rendered bytes (core.catalogue); None: unbounded
+        self._catalogue_budget = catalogue_budget  # core.catalogue; None: unbounded
 
     def _rounds(self) -> Iterator[int]:
         """The rounds a write may take: at most MAX_WRITE_ROUNDS, each starting within the budget."""

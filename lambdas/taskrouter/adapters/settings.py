@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from taskrouter.adapters.structured_output import ResponseFormat
 from taskrouter.core.capture import BASE_ADAPTER, SamplingPolicy, ServingAdapter
 from taskrouter.core.redaction import DEFAULT_REDACTION, REDACTION_KINDS
-from taskrouter.core.catalogue import catalogue_budget
+from taskrouter.adapters.served_tokenizer import TokenizerUnavailable, token_counter
+from taskrouter.core.catalogue import CatalogueBudget, byte_budget, token_budget
+from taskrouter.core.prompting import transcript_bound
 from taskrouter.core.request import Strategy
 from taskrouter.core.resilience import DEFAULT_COOLDOWN_S, DEFAULT_FAILURES, DEFAULT_WINDOW_S
 from taskrouter.core.router import Budget, Explanations, RouterSettings
@@ -160,6 +162,7 @@ class RuntimeSettings:
                 strategy_budgets=budgets,
                 explanations=_explanations(env),
                 catalogue_budget=catalogue_budget_from_env(env),
+                transcript=transcript_bound(serving_tokens_from_env(env)),
             ),
             openai_response_format=openai_response_format_from_env(env),
             adapter=serving_adapter_from_env(env),
@@ -176,18 +179,44 @@ def openai_response_format_from_env(environ: Mapping[str, str] | None = None) ->
 
 
 SERVING_MAX_TOKENS = "TASKROUTER_SERVING_MAX_TOKENS"
-# What the catalogue budget needs at least: the prompt's other parts (core.catalogue) and some room.
+SERVING_TOKENIZER = "TASKROUTER_SERVING_TOKENIZER"
+# The serving lengths the catalogue budget takes: measured in bytes, what the prompt's worst case needs
+# to leave room for a catalogue; in tokens, any context that leaves it some (checked below).
 _SERVING_MAX_TOKENS_BOUNDS = (16_384, 1_048_576)
+_SERVING_MAX_TOKENS_BOUNDS_IN_TOKENS = (1_024, 1_048_576)
 
 
-def catalogue_budget_from_env(environ: Mapping[str, str] | None = None) -> int | None:
-    """The task catalogue's budget in rendered bytes, derived from the endpoint's serving length
-    (TASKROUTER_SERVING_MAX_TOKENS, which the stack sets from model_artifacts/serving.json); None when
-    unset: no budget is enforced."""
+def serving_tokens_from_env(environ: Mapping[str, str] | None = None) -> int | None:
+    """The model's serving length in tokens (TASKROUTER_SERVING_MAX_TOKENS: the stack sets it from
+    model_artifacts/serving.json, make local from its local model); None when unset."""
     env = os.environ if environ is None else environ
     if not env.get(SERVING_MAX_TOKENS):
         return None
-    return catalogue_budget(int(number_setting(env, SERVING_MAX_TOKENS, 0, *_SERVING_MAX_TOKENS_BOUNDS)))
+    bounds = _SERVING_MAX_TOKENS_BOUNDS_IN_TOKENS if env.get(SERVING_TOKENIZER) else _SERVING_MAX_TOKENS_BOUNDS
+    return int(number_setting(env, SERVING_MAX_TOKENS, 0, *bounds))
+
+
+def catalogue_budget_from_env(environ: Mapping[str, str] | None = None) -> CatalogueBudget | None:
+    """The task catalogue's budget, derived from the serving length: in tokens of the served model's
+    tokenizer when TASKROUTER_SERVING_TOKENIZER names one (make local with a local model), else in
+    rendered bytes; None when no serving length is set: no budget is enforced."""
+    env = os.environ if environ is None else environ
+    serving_tokens = serving_tokens_from_env(env)
+    if serving_tokens is None:
+        return None
+    tokenizer = env.get(SERVING_TOKENIZER)
+    if not tokenizer:
+        return byte_budget(serving_tokens)
+    try:
+        budget = token_budget(serving_tokens, token_counter(tokenizer))
+    except TokenizerUnavailable as error:
+        raise SettingsError(f"{SERVING_TOKENIZER}: {error}") from None
+    if budget.limit <= 0:
+        raise SettingsError(
+            f"{SERVING_MAX_TOKENS}={serving_tokens} leaves no room for a task catalogue: the rest of the "
+            f"longest prompt takes {serving_tokens - budget.limit} tokens (docs/api.md, the catalogue budget)"
+        )
+    return budget
 
 
 def timeout_setting(kind: str, strategy: Strategy) -> str:

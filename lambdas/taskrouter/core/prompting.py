@@ -33,6 +33,33 @@ from taskrouter.core.tasks import MAX_TASK_NAME_CHARS, NO_TASK, Task
 # bound keeps the prompt inside the model's context and its prefill inside the latency budget
 # (model_artifacts/README.md).
 MAX_TRANSCRIPT_BYTES = 4000
+
+
+@dataclass(frozen=True)
+class TranscriptBound:
+    """How much of the conversation a prompt shows: its most recent messages, at most `max_messages` of
+    them, whose rendered contents add up to at most `max_bytes` (the last message always, cut if need be)."""
+
+    max_bytes: int
+    max_messages: int
+
+
+FULL_TRANSCRIPT = TranscriptBound(MAX_TRANSCRIPT_BYTES, MAX_MESSAGES)
+# A model's context bounds its transcript too: at most a sixth of the serving length in bytes, so that
+# a small context (SmolLM2's 8,192 tokens) keeps most of itself for the task catalogue, and a message
+# per 80 of those bytes (a message's fence alone is ~38); a stage's 32,768 tokens get the full bound.
+_CONTEXT_SHARE = 6
+_BYTES_PER_MESSAGE = 80
+
+
+def transcript_bound(serving_tokens: int | None) -> TranscriptBound:
+    """The transcript a prompt shows for a model serving `serving_tokens` tokens (None: not known)."""
+    if serving_tokens is None:
+        return FULL_TRANSCRIPT
+    max_bytes = min(MAX_TRANSCRIPT_BYTES, serving_tokens // _CONTEXT_SHARE)
+    return TranscriptBound(max_bytes, max(1, min(MAX_MESSAGES, max_bytes // _BYTES_PER_MESSAGE)))
+
+
 _CUT = " … "
 # A free-text reasoning line is at most this long (~50 tokens of English), which bounds decoding.
 MAX_REASONING_CHARS = 200
@@ -84,7 +111,12 @@ class RoutingPrompt:
     @property
     def system_bytes(self) -> int:
         """The constant part's size, the larger of its text and JSON forms."""
-        return max(rendered_size(self.messages()[0]["content"]), rendered_size(self.json_messages()[0]["content"]))
+        return self.system_size(rendered_size)
+
+    def system_size(self, size: Callable[[str], int]) -> int:
+        """The constant part's size as `size` measures text (bytes, or a tokenizer's tokens), the larger
+        of its text and JSON forms."""
+        return max(size(self.messages()[0]["content"]), size(self.json_messages()[0]["content"]))
 
     def output_constraint(self) -> dict[str, Any]:
         """The answer's shape for the serving engine to enforce while decoding (vLLM's
@@ -182,23 +214,24 @@ _OPEN, _OPEN_OMITTED, _CLOSE = "<conversation>", '<conversation omitted="{omitte
 _MESSAGE = '<message role="{role}">{content}</message>'
 
 
-def shown_messages(conversation: Sequence[Message]) -> Sequence[Message]:
-    """The most recent messages the transcript shows: those whose contents, as rendered, add up to at
-    most `MAX_TRANSCRIPT_BYTES`, and the last message always (its middle cut if it alone is over)."""
+def shown_messages(conversation: Sequence[Message], bound: TranscriptBound = FULL_TRANSCRIPT) -> Sequence[Message]:
+    """The most recent messages the transcript shows: at most `bound.max_messages` of them, whose
+    contents, as rendered, add up to at most `bound.max_bytes`, and the last message always (its middle
+    cut if it alone is over)."""
     size = 0
     for count, message in enumerate(reversed(conversation)):
         size += rendered_size(_escape(message.content))
-        if size > MAX_TRANSCRIPT_BYTES:
+        if size > bound.max_bytes or count == bound.max_messages:
             return conversation[len(conversation) - max(count, 1) :]
     return conversation
 
 
-def render_transcript(conversation: Sequence[Message]) -> str:
+def render_transcript(conversation: Sequence[Message], bound: TranscriptBound = FULL_TRANSCRIPT) -> str:
     """The messages `shown_messages` keeps, fenced, and how many were left out."""
-    shown = shown_messages(conversation)
+    shown = shown_messages(conversation, bound)
     contents = [_escape(message.content) for message in shown]
-    if contents and rendered_size(contents[-1]) > MAX_TRANSCRIPT_BYTES:  # the last message alone is over
-        contents[-1] = _clipped(shown[-1].content, MAX_TRANSCRIPT_BYTES)
+    if contents and rendered_size(contents[-1]) > bound.max_bytes:  # the last message alone is over
+        contents[-1] = _clipped(shown[-1].content, bound.max_bytes)
     omitted = len(conversation) - len(shown)
     lines = [_OPEN_OMITTED.format(omitted=omitted) if omitted else _OPEN]
     lines += [_MESSAGE.format(role=m.role, content=c) for m, c in zip(shown, contents)]
@@ -206,21 +239,23 @@ def render_transcript(conversation: Sequence[Message]) -> str:
     return "\n".join(lines)
 
 
-def render_context(conversation: Sequence[Message], current_task: str | None) -> str:
+def render_context(
+    conversation: Sequence[Message], current_task: str | None, bound: TranscriptBound = FULL_TRANSCRIPT
+) -> str:
     """The user message: the running task, then the fenced conversation."""
-    return _RUNNING.format(task=current_task or NO_TASK) + render_transcript(conversation)
+    return _RUNNING.format(task=current_task or NO_TASK) + render_transcript(conversation, bound)
 
 
-def max_context_bytes() -> int:
+def max_context_bytes(bound: TranscriptBound = FULL_TRANSCRIPT) -> int:
     """An upper bound of `render_context`'s bytes for any valid request: the longest running-task line,
-    the opening tag with the most omitted messages, a fence per message for the most messages, the
-    transcript's bound, the line breaks and the closing tag."""
+    the opening tag with the most omitted messages, a fence per message for the most messages shown,
+    the transcript's bound, the line breaks and the closing tag."""
     longest_fence = max(rendered_size(_MESSAGE.format(role=role, content="")) for role in ("user", "assistant"))
     return (
         rendered_size(_RUNNING.format(task="x" * MAX_TASK_NAME_CHARS))
         + rendered_size(_OPEN_OMITTED.format(omitted=MAX_MESSAGES))
-        + MAX_MESSAGES * (longest_fence + 1)  # each message's fence and its line break
-        + MAX_TRANSCRIPT_BYTES
+        + bound.max_messages * (longest_fence + 1)  # each message's fence and its line break
+        + bound.max_bytes
         + 1
         + rendered_size(_CLOSE)
     )
@@ -249,14 +284,28 @@ def render_catalogue(tasks: Iterable[Task]) -> str:
     return "\n".join(lines) if lines else "(no task is available)"
 
 
+def _demonstration(task: Task) -> Demonstration:
+    return Demonstration(task.examples[0], f"The last message asks for what {task.name} does.", task.name)
+
+
 def _demonstrations(tasks: Sequence[Task]) -> tuple[Demonstration, ...]:
     """Worked examples from the registry's own examples (the first of each of the first tasks that
     have one, in name order), then one of `none`."""
     shown = [task for task in tasks if task.examples][:DEMONSTRATED_TASKS]
-    return (
-        *(Demonstration(t.examples[0], f"The last message asks for what {t.name} does.", t.name) for t in shown),
-        _NONE_DEMONSTRATION,
-    )
+    return (*(_demonstration(task) for task in shown), _NONE_DEMONSTRATION)
+
+
+def largest_demonstrations(tasks: Iterable[Task], size: Callable[[str], int]) -> tuple[Demonstration, ...]:
+    """The worked examples that measure largest (as `size` measures a system message) of all those a
+    request's allowed part of `tasks` could show, then `none`'s: a budget over a whole registry counts
+    these, since few-shot shows the first tasks with examples of whatever part a request allows."""
+
+    def measured(task: Task) -> int:  # the forms differ by the same text for every task: one tells
+        alone = RoutingPrompt(Strategy.FEW_SHOT_COT, "", "", (), (_demonstration(task),))
+        return size(_demonstration_block(alone, _reasoned_answer))
+
+    largest = sorted((task for task in tasks if task.examples), key=measured, reverse=True)[:DEMONSTRATED_TASKS]
+    return _demonstrations(sorted(largest, key=lambda task: task.name))
 
 
 def build_prompt(
@@ -264,12 +313,13 @@ def build_prompt(
     conversation: Sequence[Message],
     allowed: Mapping[str, Task],
     current_task: str | None,
+    transcript: TranscriptBound = FULL_TRANSCRIPT,
 ) -> RoutingPrompt:
     tasks = [allowed[name] for name in sorted(allowed)]
     return RoutingPrompt(
         strategy=strategy,
         instructions=_INSTRUCTIONS.format(catalogue=render_catalogue(tasks), none=NO_TASK),
-        context=render_context(conversation, current_task),
+        context=render_context(conversation, current_task, transcript),
         choices=(*(task.name for task in tasks), NO_TASK),
         demonstrations=_demonstrations(tasks) if strategy is Strategy.FEW_SHOT_COT else (),
     )
@@ -281,6 +331,10 @@ def _demonstration_block(prompt: RoutingPrompt, answer: Callable[[Demonstration]
         f'<conversation>\n<message role="user">{_one_line(demo.message)}</message>\n</conversation>\n{answer(demo)}'
         for demo in prompt.demonstrations
     )
+
+
+def _reasoned_answer(demonstration: Demonstration) -> str:
+    return f"{demonstration.reasoning}\nAnswer: {demonstration.answer}"
 
 
 def _last_line_after(label: str) -> Callable[[str], str]:
@@ -330,7 +384,7 @@ _TEXT: dict[Strategy, _TextFormat] = {
     Strategy.FEW_SHOT_COT: _TextFormat(
         instructions=lambda p: (
             f"{p.instructions}\n\n{_COT_FORMAT.format(none=NO_TASK)}\n\nWorked examples:\n\n"
-            + _demonstration_block(p, lambda d: f"{d.reasoning}\nAnswer: {d.answer}")
+            + _demonstration_block(p, _reasoned_answer)
         ),
         constraint=lambda choices: {"regex": rf"{_LINE}\nAnswer: {_alternatives(choices)}"},
         parse=_last_line_after("Answer:"),

@@ -20,10 +20,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from taskrouter.core.backends import Backend, BackendFailure, BackendName, FallbackReason
-from taskrouter.core.catalogue import Fitted, fit_catalogue
+from taskrouter.core.catalogue import CatalogueBudget, Fitted, fit_catalogue
 from taskrouter.core.errors import NoBackendAvailable
 from taskrouter.core.events import Event, derive_event
-from taskrouter.core.prompting import InvalidOutput, RoutingPrompt, build_prompt
+from taskrouter.core.prompting import FULL_TRANSCRIPT, InvalidOutput, RoutingPrompt, TranscriptBound, build_prompt
 from taskrouter.core.request import RouteRequest, Strategy
 from taskrouter.core.resilience import CircuitBreaker, FixedOpsMode, OpsMode, OpsModeSource
 from taskrouter.core.tasks import NO_TASK, RegistryUnavailable, Task, TaskSource
@@ -86,8 +86,10 @@ class RouterSettings:
     fallback_retry_min_s: float = 0.5  # a retry needs at least this much of the fallback's budget
     strategy_budgets: Mapping[Strategy, Budget] = field(default_factory=dict)
     explanations: Explanations = field(default_factory=Explanations)
-    # The task catalogue's budget in rendered bytes (core.catalogue); None: the catalogue is not fitted.
-    catalogue_budget: int | None = None
+    # The task catalogue's budget and its measure (core.catalogue); None: the catalogue is not fitted.
+    catalogue_budget: CatalogueBudget | None = None
+    # How much of the conversation a prompt shows: shorter for a model with a small context.
+    transcript: TranscriptBound = FULL_TRANSCRIPT
 
     def budget(self, strategy: Strategy) -> Budget:
         default = Budget(self.primary_timeout_s, self.fallback_timeout_s, self.hedge_after_s)
@@ -123,6 +125,7 @@ class Decision:
     shown_tasks: tuple[Task, ...] = ()
     primary: PrimaryOutcome = NOT_ASKED
     registry: Mapping[str, Task] = field(default_factory=dict, compare=False, repr=False)
+    transcript: TranscriptBound = FULL_TRANSCRIPT  # how much of the conversation the prompt showed
 
 
 @dataclass(frozen=True)
@@ -198,7 +201,7 @@ class Router:
         fitted = self._fitted(allowed)
         current = request.current_task if request.current_task in registry else None
         strategy = request.strategy or self._settings.default_strategy
-        prompt = build_prompt(strategy, request.conversation, fitted.tasks, current)
+        prompt = build_prompt(strategy, request.conversation, fitted.tasks, current, self._settings.transcript)
         budget = self._settings.budget(strategy)
         shown = tuple(fitted.tasks[name] for name in sorted(fitted.tasks))  # the prompt's order
 
@@ -211,7 +214,8 @@ class Router:
         ) -> Decision:
             event = derive_event(current, task)
             return Decision(
-                task, event, backend, reason, ignored, strategy, detail, fitted.cut, current, shown, primary, registry
+                task, event, backend, reason, ignored, strategy, detail, fitted.cut, current, shown, primary, registry,
+                self._settings.transcript,
             )
 
         breaker = self._breakers[strategy]
@@ -392,7 +396,7 @@ def _fallback_cause(explain: Explanations, strategy: Strategy, budget: Budget, a
 
 
 @functools.lru_cache(maxsize=8)
-def _fit_cached(tasks: tuple[Task, ...], budget: int) -> Fitted:
+def _fit_cached(tasks: tuple[Task, ...], budget: CatalogueBudget) -> Fitted:
     """Fitting costs a few renders of the catalogue; the registry changes rarely (its copy lives 15 s),
     so the same tasks are fitted once."""
     return fit_catalogue({task.name: task for task in tasks}, budget)
