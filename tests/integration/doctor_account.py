@@ -111,12 +111,15 @@ def ran_a_build(region: str) -> str:
     return codebuild.start_build(projectName="earlier")["build"]["id"]
 
 
-def deploy_stage(stage: str, region: str, emails: list[str], *, secret_set: bool, router_reserved: int = 20) -> dict[str, str]:
+ADAPTER_ENV = {"TASKROUTER_ADAPTER_NAME": "sales-router-v2", "TASKROUTER_ADAPTER_TASKS": "follow_up_email,prepare_meeting_minutes"}
+
+
+def deploy_stage(stage: str, region: str, emails: list[str], *, secret_set: bool, router_reserved: int = 20,
+                 router_env: dict[str, str] = ADAPTER_ENV) -> dict[str, str]:
     """The stacks the doctor reads after a deploy: Operations (its secret, as CloudFormation creates
     it), Monitoring (the alarm topic and its e-mail subscriptions), Api (the router, reserved, and the
     output naming the live router, whose adapter saw two of the registry's four tasks)."""
-    live_router = deploy_router(stage, region, {"TASKROUTER_ADAPTER_NAME": "sales-router-v2",
-                                                "TASKROUTER_ADAPTER_TASKS": "follow_up_email,prepare_meeting_minutes"})
+    live_router = deploy_router(stage, region, router_env)
     cloudformation = boto3.client("cloudformation", region_name=region)
     secrets = boto3.client("secretsmanager", region_name=region)
     secret = secrets.create_secret(Name=f"OpenAIApiKey-{stage}", SecretString="q8Zr!kT2#generated-by-CloudFormation")["ARN"]

@@ -402,3 +402,15 @@ def test_every_call_the_doctor_makes_is_tried_against_an_endpoint_that_is_not_aw
     fake.default_quotas = {ENDPOINT_QUOTA: 4}
     doctor(tmp_path, capsys)
     assert set(fake.asked) == {call.action for call in CALLS}
+
+
+@pytest.mark.parametrize(("router_env", "said"), [
+    ({"TASKROUTER_TABLE_NAME": ""}, "has no TASKROUTER_TABLE_NAME in its environment"),
+    ({"TASKROUTER_ADAPTER_TASKS": "Follow Up!"}, "TASKROUTER_ADAPTER_TASKS: 'Follow Up!' is no task name"),
+])
+def test_a_router_the_doctor_cannot_read_could_not_be_checked(fake, tmp_path, capsys, router_env, said):
+    deploy_stage("dev", REGION, [REAL_EMAIL], secret_set=True, router_env=router_env)
+    status, lines = doctor(tmp_path, capsys)
+    assert status == 2
+    assert lines["unseen tasks"].startswith("could not be checked: unseen tasks: function dev-live-router (live")
+    assert said in lines["unseen tasks"] and lines["unseen tasks"].endswith("Fix: npx cdk deploy 'dev/*'")

@@ -104,3 +104,18 @@ def test_ops_unseen_says_in_one_line_when_an_endpoint_is_not_aws(monkeypatch, ca
         code = ops_main(["unseen", "--stage", "qa", "--region", REGION])  # AWS's own endpoints again
     assert code == 0 and json.loads(capsys.readouterr().out)["unseen"] == ["book_a_demo", "prepare_meeting_minutes",
                                                                           "renewal_reminder"]
+
+
+@pytest.mark.usefixtures("fake_aws_credentials")
+@pytest.mark.parametrize(("router_env", "said"), [
+    ({"TASKROUTER_TABLE_NAME": ""}, "has no TASKROUTER_TABLE_NAME in its environment"),
+    ({"TASKROUTER_ADAPTER_TASKS": "Follow Up!"}, "TASKROUTER_ADAPTER_TASKS: 'Follow Up!' is no task name"),
+])
+def test_ops_unseen_of_a_function_that_is_no_router_is_one_line(capsys, router_env, said):
+    with mock_aws():
+        _deploy(router_env)
+        code = ops_main(["unseen", "--stage", "qa", "--region", REGION])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1, err
+    assert err.startswith("taskrouter ops unseen: function qa-live-router (live") and said in err
+    assert err.endswith("deploy the stage again (`npx cdk deploy 'qa/*'`)\n")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from taskrouter.doctor.context import Context, outputs
 from taskrouter.doctor.findings import Finding, blocks, ok, skipped, unchecked
 from taskrouter.doctor.stage import StageSettings, is_placeholder
-from taskrouter.operations.unseen import ROUTER_FUNCTION_OUTPUT, unseen_tasks
+from taskrouter.operations.unseen import ROUTER_FUNCTION_OUTPUT, NotTheRouter, unseen_tasks
 
 CONFIRMATION_PENDING = "PendingConfirmation"  # ListSubscriptionsByTopic's SubscriptionArn until confirmed
 
@@ -75,7 +75,10 @@ def unseen(ctx: Context) -> Finding:
     router = _deployed_output(ctx, check, "Api", ROUTER_FUNCTION_OUTPUT)
     if isinstance(router, Finding):
         return router
-    return ok(check, unseen_tasks(ctx.aws.call, router).describe())
+    try:
+        return ok(check, unseen_tasks(ctx.aws.call, router).describe())
+    except NotTheRouter as error:
+        return unchecked(check, str(error), ctx.deploy_command)
 
 
 def _deployed_output(ctx: Context, check: str, stack_id: str, output: str) -> str | Finding:

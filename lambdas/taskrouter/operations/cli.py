@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from taskrouter.core.resilience import OpsMode
 from taskrouter.operations.failover import MALFORMED, clear_override, set_override
 from taskrouter.operations.store import MalformedParameter, Operations, Snapshot
-from taskrouter.operations.unseen import ROUTER_FUNCTION_OUTPUT, unseen_tasks
+from taskrouter.operations.unseen import ROUTER_FUNCTION_OUTPUT, NotTheRouter, unseen_tasks
 
 AUTO = "auto"
 
@@ -140,6 +140,9 @@ def _unseen(session, stage: str) -> int:
         fix = f". Fix: {error.fix}" if isinstance(error, Unanswered) else ""
         print(" ".join(f"taskrouter ops unseen: could not be checked: {error}{fix}".split()), file=sys.stderr)
         return 2
+    except NotTheRouter as error:
+        print(f"taskrouter ops unseen: {error}: deploy the stage again (`npx cdk deploy '{stage}/*'`)", file=sys.stderr)
+        return 1
     print(json.dumps({"adapter": found.adapter, "live_tasks": found.live, "unseen": list(found.tasks),
                       "adapter_tasks_known": found.known}, indent=2))
     print(f"{stage}: {found.describe()}", file=sys.stderr)

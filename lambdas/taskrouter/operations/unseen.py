@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from taskrouter.adapters.dynamodb_registry import read_all_tasks
-from taskrouter.adapters.settings import serving_adapter_from_env
+from taskrouter.adapters.settings import SettingsError, serving_adapter_from_env
 from taskrouter.core.capture import BASE_ADAPTER
 
 ROUTER_FUNCTION_OUTPUT = "RouterFunctionName"  # the Api stack's output
@@ -19,6 +19,10 @@ LIVE_ALIAS = "live"  # the version API Gateway invokes (infra/api.py)
 # An AWS call: (service, operation, **parameters) -> the answer, as boto3 names them ("lambda",
 # "GetFunctionConfiguration"); the IAM actions are lambda:GetFunctionConfiguration and dynamodb:Query.
 Call = Callable[..., dict[str, Any]]
+
+
+class NotTheRouter(Exception):
+    """The function the Api stack names has no environment the router would run with (one line)."""
 
 
 @dataclass(frozen=True)
@@ -42,8 +46,14 @@ class Unseen:
 def unseen_tasks(call: Call, router_function: str) -> Unseen:
     configuration = call("lambda", "GetFunctionConfiguration", FunctionName=router_function, Qualifier=LIVE_ALIAS)
     environment = configuration.get("Environment", {}).get("Variables", {})
-    adapter = serving_adapter_from_env(environment)
-    live = list(read_all_tasks(_Registry(call), environment["TASKROUTER_TABLE_NAME"]))  # as the router reads it
+    table = environment.get("TASKROUTER_TABLE_NAME")
+    if not table:
+        raise NotTheRouter(f"function {router_function} ({LIVE_ALIAS}) has no TASKROUTER_TABLE_NAME in its environment")
+    try:
+        adapter = serving_adapter_from_env(environment)
+    except SettingsError as error:  # the router itself refuses to start with it
+        raise NotTheRouter(f"function {router_function} ({LIVE_ALIAS}): {error}") from None
+    live = list(read_all_tasks(_Registry(call), table))  # as the router reads it
     return Unseen(adapter.name, len(live), adapter.unseen(live), adapter.name == BASE_ADAPTER or adapter.tasks is not None)
 
 
