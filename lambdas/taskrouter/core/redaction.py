@@ -34,7 +34,7 @@ import unicodedata
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from itertools import compress
+from itertools import chain, compress, repeat
 
 REDACTION_KINDS = ("email", "phone")
 DEFAULT_REDACTION = REDACTION_KINDS
@@ -45,12 +45,11 @@ _Spans = Iterator[tuple[int, int]]  # [start, end) of what a kind finds in a vie
 _INVISIBLE = frozenset({"Cf", "Mn", "Mc", "Me"})  # format characters and combining marks
 _DOTS = frozenset("\u00b7\u2022\u2219\u22c5\u30fb")  # middle dots some write between digit groups
 _QUOTES = frozenset("\u201c\u201d\u201e\u201f\u2033")  # typographic double quotes around a local part
-_NOT_PRINTABLE_ASCII = r"[^\x20-\x7e\n]+"  # what the view folds, besides the escapes a kind reads
 _MAX_CACHED_FOLDS = 8192  # distinct characters: hostile text must not grow the cache without bound
 
 
 def _fold(character: str) -> str:
-    """How the patterns read one character that is not printable ASCII ("" for one they skip)."""
+    """How the patterns read one character ("" for one they skip)."""
     category = unicodedata.category(character)
     if category in _INVISIBLE:
         return ""
@@ -85,17 +84,17 @@ class _Folds(dict[int, str]):
         return folded
 
 
-class _Kept(dict[int, str]):
-    """`str.translate`'s table of "\x01" for a character the view keeps, "\x00" for one it skips."""
+class _Lengths(dict[int, str]):
+    """`str.translate`'s table of each character's fold length, as a character (a fold is under 256)."""
 
     def __missing__(self, code: int) -> str:
-        kept = "\x01" if _FOLDS[code] else "\x00"
+        length = chr(len(_FOLDS[code]))
         if len(self) < _MAX_CACHED_FOLDS:
-            self[code] = kept
-        return kept
+            self[code] = length
+        return length
 
 
-_FOLDS, _KEPT = _Folds(), _Kept()
+_FOLDS, _LENGTHS = _Folds(), _Lengths()
 
 
 @dataclass(frozen=True)
@@ -111,10 +110,6 @@ class _Kind:
     def escape(self) -> re.Pattern[str]:
         return re.compile("|".join("".join(f"[{c}{c.lower()}]" if c.isalpha() else c for c in e) for e in self.escapes))
 
-    @cached_property
-    def to_fold(self) -> re.Pattern[str]:
-        return re.compile(f"{self.escape.pattern}|{_NOT_PRINTABLE_ASCII}")
-
 
 class _View:
     """`text` as the patterns read it, and for each of its characters where in `original` it came from."""
@@ -124,40 +119,33 @@ class _View:
         self._starts: list[int] | None = None  # None: each character of the view is the text's at its place
         self._ends: list[int] = []
         self.text = original.translate(_FOLDS)
-        if _EXPANDED.isdisjoint(original) and not kind.escape.search(original):
-            if not _SKIPPED.isdisjoint(original):  # zero-width characters, combining marks: at C speed too
-                self._starts = list(compress(range(len(original)), original.translate(_KEPT).encode("latin-1")))
-                self._ends = list(map((1).__add__, self._starts))
-            return  # else one character for one: the common case
-        self._pieces: list[str] = []
-        self._starts, self._ends = [], []
+        if _SKIPPED.isdisjoint(original) and _EXPANDED.isdisjoint(original) and not kind.escape.search(original):
+            return  # one character for one: the common case
+        pieces: list[str] = []
+        self._starts = []
         position = 0
-        for found in kind.to_fold.finditer(original):
-            begin, end = found.span()
-            self._keep(original[position:begin], position)
-            run = found.group()
-            if escape := kind.escapes.get(run.upper()):
-                self._add(escape, begin, end)
-            elif (folded := run.translate(_FOLDS)) and _SKIPPED.isdisjoint(run) and _EXPANDED.isdisjoint(run):
-                self._keep(folded, begin)  # one character for one
-            else:
-                for offset, character in enumerate(run):
-                    self._add(_FOLDS[ord(character)], begin + offset, begin + offset + 1)
-            position = end
-        self._keep(original[position:], position)
-        self.text = "".join(self._pieces)
+        for escape in kind.escape.finditer(original):  # few in a text: the rest is folded at C speed
+            pieces.append(self._folded(position, escape.start()))
+            pieces.append(kind.escapes[escape.group().upper()])
+            self._starts.append(escape.start())
+            self._ends.append(escape.end())
+            position = escape.end()
+        pieces.append(self._folded(position, len(original)))
+        self.text = "".join(pieces)
 
-    def _keep(self, piece: str, at: int) -> None:
-        """`piece` stands for as many characters of the text, from `at`."""
-        self._pieces.append(piece)
-        self._starts.extend(range(at, at + len(piece)))
-        self._ends.extend(range(at + 1, at + len(piece) + 1))
-
-    def _add(self, piece: str, begin: int, end: int) -> None:
-        """`piece` (maybe empty) stands for the text's characters [begin, end)."""
-        self._pieces.append(piece)
-        self._starts.extend([begin] * len(piece))
-        self._ends.extend([end] * len(piece))
+    def _folded(self, begin: int, end: int) -> str:
+        """The view of the text's [begin, end), each of its characters noted as many times as its fold
+        has characters (none for a skipped one)."""
+        stretch = self.original[begin:end]
+        lengths = stretch.translate(_LENGTHS).encode("latin-1")
+        if _EXPANDED.isdisjoint(stretch):  # lengths of 0 and 1 only: zero-width characters, combining marks
+            kept = list(compress(range(begin, end), lengths))
+            self._starts.extend(kept)
+            self._ends.extend(map((1).__add__, kept))
+        else:
+            self._starts.extend(chain.from_iterable(map(repeat, range(begin, end), lengths)))
+            self._ends.extend(chain.from_iterable(map(repeat, range(begin + 1, end + 1), lengths)))
+        return stretch.translate(_FOLDS)
 
     def original_span(self, start: int, end: int) -> tuple[int, int]:
         """The text's span that the view's non-empty span [start, end) came from, with the characters
