@@ -123,8 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:  # every tool bounds the task catalogue as a deployed stage does (or as make local's model)
         set_serving_defaults()
-    except (ValueError, OSError) as error:
-        print(f"taskrouter: TASKROUTER_LOCAL_MODEL: {error}", file=sys.stderr)
+    except (ValueError, OSError, ImportError) as error:
+        said = missing_extra(error) if isinstance(error, ImportError) else str(error)
+        print(f"taskrouter: TASKROUTER_LOCAL_MODEL: {said or error}", file=sys.stderr)
         return 1
     if argv[:1] and argv[0] in _TOOLS:  # the tools have command lines of their own
         try:

@@ -151,7 +151,8 @@ def test_the_byte_rule_at_its_floor_holds_the_default_tasks():
     """16,384 tokens left 2,593 bytes with the full transcript, under the nine default tasks' 2,705."""
     default = catalogue_bytes(load_task_file(DEFAULT_TASKS_FILE, updated_at=""))
     assert byte_budget(16384).limit >= default
-    assert byte_budget(16384).limit == 16384 - TEMPLATE_TOKENS - RoutingPrompt.largest_answer_tokens() - max_context_bytes(transcript_bound(16384)) - 6098
+    shorter_transcript = max_context_bytes(FULL_TRANSCRIPT) - max_context_bytes(transcript_bound(16384))
+    assert byte_budget(16384).limit == byte_budget(32768).limit - (32768 - 16384) + shorter_transcript
 
 
 def test_the_settings_count_in_tokens_where_a_tokenizer_is_named_and_refuse_a_context_too_small(tmp_path):

@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from taskrouter.adapters.settings import DEFAULT_OPENAI_BASE_URL, RuntimeSettings
+from taskrouter.adapters.settings import DEFAULT_OPENAI_BASE_URL, SERVING_MAX_TOKENS, RuntimeSettings
 from taskrouter.adapters.teacher_settings import TeacherSettings
 from taskrouter.core.request import Strategy
 from taskrouter.model_server.local import ADAPTERS
@@ -74,6 +74,7 @@ def banner(
     lines.append("  timeouts: " + _timeouts(settings))
     strategy = settings.router.default_strategy.value
     lines.append(f"  strategy: {strategy} when a request names none (TASKROUTER_DEFAULT_STRATEGY)")
+    lines.append("  budget:   " + _catalogue(settings, env))
     if capture is not None:
         lines.extend("  capture:  " * (i == 0) + " " * 12 * (i > 0) + line for i, line in enumerate(_capture(capture)))
     lines.append(f"  state:    {state_dir} (TASKROUTER_LOCAL_DIR)")
@@ -100,6 +101,20 @@ def _local_model(env: Mapping[str, str]) -> str:
     hedge = "no hedging" if env.get("TASKROUTER_HEDGE_AFTER_MS") == "off" else "hedging as set"
     return (f"{env['TASKROUTER_LOCAL_MODEL']} on this CPU (TASKROUTER_LOCAL_MODEL), greedy, its output held by "
             f"xgrammar; {adapters}; a CPU decides in seconds: {hedge}, timeouts below (docs/local-model.md)")
+
+
+def _catalogue(settings: RuntimeSettings, env: Mapping[str, str]) -> str:
+    """The task catalogue's budget, its unit and where the serving length comes from, and the transcript."""
+    budget, transcript = settings.router.catalogue_budget, settings.router.transcript
+    shown = f"prompts show at most {transcript.max_messages} messages, {transcript.max_bytes:,} bytes of them"
+    if budget is None:
+        return f"no budget (TASKROUTER_SERVING_MAX_TOKENS unset); {shown}"
+    serving = int(env[SERVING_MAX_TOKENS])
+    if budget.unit == "tokens":
+        source = f"the {serving:,}-token context of the model served, counted with its tokenizer"
+    else:
+        source = f"a serving length of {serving:,} tokens: TASKROUTER_SERVING_MAX_TOKENS"
+    return f"{budget.limit:,} {budget.unit} of task catalogue ({source}); {shown} (docs/api.md)"
 
 
 def _fallback(settings: RuntimeSettings, env: Mapping[str, str], placeholder_key: bool) -> list[str]:

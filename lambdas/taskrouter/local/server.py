@@ -28,17 +28,17 @@ from pathlib import Path
 
 from taskrouter.adapters.settings import RuntimeSettings, SettingsError
 from taskrouter.adapters.teacher_settings import TeacherSettings
+from taskrouter.extras import missing_extra
 from taskrouter.local.apigw import LambdaContext
 from taskrouter.local.console import LOG_FORMATS, CaptureShown, banner, say
 from taskrouter.local.containers import Containers
 from taskrouter.local.gateway import Server, handler_class
 from taskrouter.model_server.local import start_local_model
 from taskrouter.local.teacher_server import DEFAULT_FUNCTION_NAME
-from taskrouter.repository import DEFAULT_TASKS_FILE, ROOT, set_serving_defaults
+from taskrouter.repository import DEFAULT_TASKS_FILE, ROOT, local_state_dir, set_serving_defaults
 
 DYNALITE = ROOT / "node_modules" / ".bin" / "dynalite"
 DEFAULT_PORT = 8080
-DEFAULT_STATE_DIR = ROOT / ".local"
 # Sent as the key when OPENAI_BASE_URL names a server and OPENAI_API_KEY is unset: the `openai` client
 # refuses to start without one, and local servers (Ollama, llama.cpp, vLLM) take any.
 PLACEHOLDER_OPENAI_KEY = "unused-local-placeholder"
@@ -68,10 +68,14 @@ def main() -> None:
 def _serve() -> None:
     for name, value in _LOCAL_DEFAULTS.items():
         os.environ.setdefault(name, value)
-    set_serving_defaults()
     local_model = start_local_model(os.environ)  # TASKROUTER_LOCAL_MODEL (docs/local-model.md): before the settings
+    try:  # the catalogue's budget follows the model served: read while the model server loads it
+        set_serving_defaults()
+    except (ValueError, OSError, ImportError) as error:
+        said = missing_extra(error) if isinstance(error, ImportError) else str(error)
+        raise SystemExit(f"cannot start: TASKROUTER_LOCAL_MODEL: {said or error}") from None
     port = _integer("PORT", DEFAULT_PORT, 0, 65535)
-    state_dir = Path(os.environ.get("TASKROUTER_LOCAL_DIR") or DEFAULT_STATE_DIR)
+    state_dir = local_state_dir()
     containers = _integer("TASKROUTER_LOCAL_CONTAINERS", 4, 1, 64)
     client_timeout_s = _seconds("TASKROUTER_LOCAL_CLIENT_TIMEOUT_S", 10.0)
     log_format = os.environ.get("TASKROUTER_LOCAL_LOG_FORMAT") or "text"
