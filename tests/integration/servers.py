@@ -400,6 +400,18 @@ class SageMakerRuntimeDouble(HttpDouble):
         )
 
     @classmethod
+    def busy(cls) -> Reply:
+        """The container's queue is full: djl-serving answers a job its queue cannot take with its
+        throttle status, 503 by default, and the body of its ErrorResponse (branch 0.36.0-lmi18-dlc:
+        `wlm/src/main/java/ai/djl/serving/wlm/WorkLoadManager.java:113-123`,
+        `serving/src/main/java/ai/djl/serving/http/InferenceRequestHandler.java:504-512`,
+        `serving/src/main/java/ai/djl/serving/util/ConfigManager.java:496-497`,
+        `serving/src/main/java/ai/djl/serving/util/NettyUtils.java:301-311`); SageMaker hands it on as
+        a ModelError."""
+        body = {"code": 503, "type": "WlmCapacityException", "message": "Worker queue capacity exceeded for model: lmi"}
+        return cls.model_error(503, json.dumps(body))
+
+    @classmethod
     def internal_failure(cls) -> Reply:
         return cls.error(500, "InternalFailure", "An internal error occurred.")
 

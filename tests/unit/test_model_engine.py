@@ -50,7 +50,7 @@ def test_the_cached_prefix_is_never_written(engines) -> None:
     cached, _, grammars = engines
     prompt = build_prompt(Strategy.REACT, CONVERSATION, TASKS, None)
     cached.complete(prompt.messages(), max_tokens=1)
-    (prefix,) = [p for key, p in cached._prefixes.items() if key[1] == prompt.messages()[0]["content"]]
+    prefix = cached.prefixes.get((None, prompt.messages()[0]["content"]))  # (adapter, system text)
     before = [(layer.keys.clone(), layer.values.clone()) for layer in prefix.cache.layers]
 
     for other in ("Send Dana a follow-up", "Thanks, that is all"):

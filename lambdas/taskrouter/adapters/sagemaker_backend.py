@@ -17,6 +17,11 @@ _THROTTLING_CODES = {"ThrottlingException", "TooManyRequestsException", "Service
 # this request. ApplicationAutoScaling may be in-progress ..."). Calling it anyway is what wakes it:
 # SageMaker counts the refusal in NoCapacityInvocationFailures, on which the stage scales from zero.
 _NO_CAPACITY = "has no capacity"
+# The container refusing for load, handed on by SageMaker as a ModelError with its status: LMI's
+# (djl-serving) answer to a job its queue cannot take is its throttle status, 503 by default
+# (`throttle_error_http_code`; model_server/protocol.py cites the source); 429 is the usual other.
+# Throttled, like SageMaker's own refusals for load: the endpoint's capacity, not the model, failed.
+_CONTAINER_THROTTLE_STATUSES = {429, 503}
 
 
 class SageMakerBackend:
@@ -69,8 +74,10 @@ class SageMakerBackend:
         except ClientError as error:
             code = error.response.get("Error", {}).get("Code", "")
             status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code in _THROTTLING_CODES or status == 429:
-                raise BackendThrottled(f"{code} {status}") from None
+            original = error.response.get("OriginalStatusCode")  # a ModelError's: the container's status
+            container_throttled = code == "ModelError" and original in _CONTAINER_THROTTLE_STATUSES
+            if code in _THROTTLING_CODES or status == 429 or container_throttled:
+                raise BackendThrottled(f"{code} {status}" + (f" ({original})" if original is not None else "")) from None
             if code == "ValidationError" and _NO_CAPACITY in error.response.get("Error", {}).get("Message", ""):
                 raise BackendNoCapacity(f"{code} {status}") from None
             raise BackendError(f"{code} {status}") from None

@@ -10,30 +10,43 @@ Prefix cache: vLLM (LMI's engine) keeps the KV blocks of every prompt prefix it 
 tokens and the LoRA adapter, so the router's system message, the same for every request over one task
 list, is prefilled once. Here the KV of the tokens up to the end of the system message is kept per
 (adapter, system text) and each request decodes on a copy of it (kv_cache.py: the copy is made by the
-request's first write, never into the cached tensors).
+request's first write, never into the cached tensors), within a bound on the cache's memory.
+
+Limits (limits.py): one decode at a time, requests waiting their turn in a bounded line; each request
+stops before its next forward pass once its client is gone or its deadline has passed.
+
+A grammar's dead end (no token allowed, not even a stop) is never a complete match: the request fails
+(`DeadEnd`) rather than being answered as `stop` with text outside the constraint.
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import jinja2
 import numpy
 import torch
 import xgrammar
 
-from taskrouter.model_server.kv_cache import fork, new_cache
+from taskrouter.model_server.kv_cache import PrefixCache, fork, new_cache
+from taskrouter.model_server.limits import UNWATCHED, Limits, Turns, Watch
 from taskrouter.model_server.loading import LoadedModel
-
-CACHED_PREFIXES = 16  # (adapter, system text) pairs kept: a few task lists and adapters at once
 
 
 class ContextTooLong(ValueError):
     """The prompt and the answer's cap do not fit the model's context."""
+
+
+class PromptError(ValueError):
+    """The messages do not render or tokenize (a template error; text the tokenizer cannot take, such
+    as a lone surrogate)."""
+
+
+class DeadEnd(RuntimeError):
+    """The grammar allows no token at all, not even a stop: an incomplete match that cannot go on."""
 
 
 @dataclass(frozen=True)
@@ -46,31 +59,32 @@ class Completion:
     seconds: float
 
 
-@dataclass(frozen=True)
-class _Prefix:
-    ids: tuple[int, ...]
-    cache: Any  # the keys and values of `ids` (kv_cache.py), never written to
-
-
 class Engine:
     """One model, one request at a time (a CPU has no room for a batch worth having)."""
 
-    def __init__(self, loaded: LoadedModel, *, prefix_cache: bool = True) -> None:
+    def __init__(self, loaded: LoadedModel, *, prefix_cache: bool = True, limits: Limits = Limits()) -> None:
         self.loaded = loaded
         self.prefix_cache = prefix_cache
+        self.limits = limits
         tokenizer = loaded.tokenizer
         generation = getattr(loaded.base_config, "eos_token_id", None)
         stops = {tokenizer.eos_token_id, *(generation if isinstance(generation, list) else [generation])}
         self.stop_ids = frozenset(int(token) for token in stops if token is not None)
         self._eos = int(tokenizer.eos_token_id if tokenizer.eos_token_id is not None else min(self.stop_ids))
-        self._lock = threading.Lock()
-        self._prefixes: OrderedDict[tuple[str | None, str], _Prefix] = OrderedDict()
+        self.turns = Turns(limits.queue)
+        self.prefixes = PrefixCache(limits.prefix_cache_bytes)
         self._non_stop = _bitmask_without(self.stop_ids, loaded.vocab_size)
 
     def prompt_ids(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        """The prompt's tokens; PromptError where vLLM's chat preprocessing fails (it catches these
+        exceptions of the template and the tokenizer and answers 400: serving_chat.py,
+        `create_chat_completion`)."""
         tokenizer = self.loaded.tokenizer
-        text = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
-        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+        try:
+            text = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+            return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+        except (ValueError, TypeError, RuntimeError, jinja2.TemplateError) as error:
+            raise PromptError(f"{error} {error.__cause__}") from None
 
     def complete(
         self,
@@ -79,7 +93,10 @@ class Engine:
         adapter: str | None = None,
         grammar: xgrammar.CompiledGrammar | None = None,
         max_tokens: int | None = None,
+        watch: Watch = UNWATCHED,
     ) -> Completion:
+        """Raises what `Turns.turn` and `watch.check` raise (limits.py), ContextTooLong, PromptError and
+        DeadEnd."""
         started = time.perf_counter()
         ids = self.prompt_ids(messages)
         room = self.loaded.max_model_len - len(ids)
@@ -89,15 +106,16 @@ class Engine:
                 f"{len(ids) + (max_tokens or 1)} tokens ({len(ids)} in the messages, {max_tokens or 1} in the completion)."
             )
         cap = room if max_tokens is None else max_tokens  # vLLM's default: the rest of the context
-        with self._lock, torch.inference_mode(), self.loaded.serving(adapter):
+        with self.turns.turn(watch), torch.inference_mode(), self.loaded.serving(adapter):
+            watch.check()
             cached, cache = self._cached_prefix(adapter, messages, ids)
-            answer, finish = self._decode(ids[cached:], cache, grammar, cap)
+            answer, finish = self._decode(ids[cached:], cache, grammar, cap, watch)
         text = self.loaded.tokenizer.decode(answer, skip_special_tokens=True)  # vLLM's default
         return Completion(tuple(ids), cached, tuple(answer), text, finish, time.perf_counter() - started)
 
     # -- decoding --------------------------------------------------------------------------------------
     def _decode(
-        self, pending: list[int], cache: Any, grammar: xgrammar.CompiledGrammar | None, cap: int
+        self, pending: list[int], cache: Any, grammar: xgrammar.CompiledGrammar | None, cap: int, watch: Watch
     ) -> tuple[list[int], str]:
         matcher = xgrammar.GrammarMatcher(grammar) if grammar is not None else None
         bitmask = xgrammar.allocate_token_bitmask(1, self.loaded.vocab_size) if matcher else None
@@ -105,9 +123,13 @@ class Engine:
         while len(answer) < cap:
             if matcher is not None:
                 matcher.fill_next_token_bitmask(bitmask)
+                if not bool(torch.any(bitmask)):
+                    raise DeadEnd(f"the output constraint allows no token after {len(answer)} tokens of its "
+                                  "answer: it can never be completed from there")
                 if self._only_stops(bitmask):  # a complete match: its stop token needs no forward pass
                     answer.append(self._eos)
                     return answer, "stop"
+            watch.check(len(answer))  # between tokens: a gone client or a passed deadline ends it here
             logits, cache = self._forward(pending, cache)
             if matcher is not None:
                 xgrammar.apply_token_bitmask_inplace(logits, bitmask)
@@ -132,6 +154,7 @@ class Engine:
         return output.logits[:, -1, :].float(), output.past_key_values
 
     def _only_stops(self, bitmask: torch.Tensor) -> bool:
+        """Whether the mask allows stop tokens and nothing else (a non-empty mask: see DeadEnd)."""
         return not bool(torch.any(bitmask & self._non_stop))
 
     # -- prefix cache ----------------------------------------------------------------------------------
@@ -140,16 +163,13 @@ class Engine:
         if not self.prefix_cache or not messages or messages[0].get("role") != "system":
             return 0, None
         key = (adapter, messages[0]["content"])
-        prefix = self._prefixes.get(key)
+        prefix = self.prefixes.get(key)
         if prefix is None:
             prefix_ids = self._system_ids(messages[0])
             if prefix_ids is None:
                 return 0, None
-            _, cache = self._forward(list(prefix_ids), None)
-            prefix = self._prefixes[key] = _Prefix(prefix_ids, cache)
-            while len(self._prefixes) > CACHED_PREFIXES:
-                self._prefixes.popitem(last=False)
-        self._prefixes.move_to_end(key)
+            _, cache = self._forward(list(prefix_ids), new_cache(self.loaded.base_config, exact=True))
+            prefix = self.prefixes.put(key, prefix_ids, cache)
         # The cache serves only a prompt that begins with exactly its tokens, and leaves one to feed.
         if len(prefix.ids) >= len(ids) or tuple(ids[: len(prefix.ids)]) != prefix.ids:
             return 0, None

@@ -1,4 +1,9 @@
-"""A model folder or GGUF file, loaded once for the CPU, and the LoRA adapters it serves by name."""
+"""A model folder or GGUF file, loaded once for the CPU, and the LoRA adapters it serves by name.
+
+From local files only, never a hub: each load is `local_files_only`, folders are made absolute first
+(a relative name that does not resolve would be taken as a hub id), and an adapter folder must hold
+its config and its weights before anything loads (peft asks the hub for weights a folder lacks). The
+server's process also runs with the hub's offline switches set (cli.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +18,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as transformers_logging
 
 GGUF_SUFFIX = ".gguf"
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")  # peft's names, the first preferred
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
@@ -81,11 +88,11 @@ def load(model: Path, adapters: Mapping[str, Path], dtype: torch.dtype = torch.f
     each adapter loaded under its name."""
     transformers_logging.set_verbosity_error()  # its notes on generation config and GGUF are not the user's
     transformers_logging.disable_progress_bar()
+    model = model.expanduser().absolute()
     source, keywords = pretrained_source(model)
+    adapters = {name: folder.expanduser().absolute() for name, folder in adapters.items()}
     for name, folder in adapters.items():
-        if not (folder / "adapter_config.json").is_file():
-            raise ModelLoadError(f"adapter {name}: {folder} has no adapter_config.json (give the folder "
-                                 "`taskrouter adapter train --out` wrote)")
+        check_adapter(name, folder)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True, **keywords)
         loaded = AutoModelForCausalLM.from_pretrained(source, local_files_only=True, dtype=dtype, **keywords)
@@ -99,6 +106,19 @@ def load(model: Path, adapters: Mapping[str, Path], dtype: torch.dtype = torch.f
     return LoadedModel(model, tokenizer, loaded, tuple(adapters), dtype)
 
 
+def check_adapter(name: str, folder: Path) -> None:
+    """Refuses, in one line naming what is missing, a folder that is not a whole adapter."""
+    if not folder.is_dir():
+        raise ModelLoadError(f"adapter {name}: {folder} is not a folder (give the folder `taskrouter adapter train "
+                             "--out` wrote)")
+    missing = [] if (folder / ADAPTER_CONFIG).is_file() else [ADAPTER_CONFIG]
+    if not any((folder / weights).is_file() for weights in ADAPTER_WEIGHTS):
+        missing.append(" or ".join(ADAPTER_WEIGHTS))
+    if missing:
+        raise ModelLoadError(f"adapter {name}: {folder} has no {' and no '.join(missing)}: not a whole adapter (an "
+                             "interrupted training?); give the folder `taskrouter adapter train --out` wrote")
+
+
 def _with_adapters(model: Any, adapters: Mapping[str, Path]) -> Any:
     from peft import PeftModel
 
@@ -106,9 +126,10 @@ def _with_adapters(model: Any, adapters: Mapping[str, Path]) -> Any:
     for name, folder in adapters.items():
         try:
             if served is None:
-                served = PeftModel.from_pretrained(model, str(folder), adapter_name=name, is_trainable=False)
+                served = PeftModel.from_pretrained(model, str(folder), adapter_name=name, is_trainable=False,
+                                                   local_files_only=True)
             else:
-                served.load_adapter(str(folder), adapter_name=name, is_trainable=False)
+                served.load_adapter(str(folder), adapter_name=name, is_trainable=False, local_files_only=True)
         except Exception as error:
             raise ModelLoadError(f"adapter {name} ({folder}) does not load on this base ({_gist(error)})") from None
     served.eval()

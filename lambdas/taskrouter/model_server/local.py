@@ -6,6 +6,11 @@ the server (unless the user set it), then starts the server, which loads while d
 containers start; `wait_ready` holds the banner until the model answers. A model on a CPU takes
 seconds where the stage's GPU takes milliseconds, so in this mode the primary's timeouts are 10 s (the
 settings' highest) and the fallback never starts beside a primary still decoding, unless set.
+
+The server stops a request at its deadline, unless TASKROUTER_MODEL_DEADLINE_MS says otherwise the
+router's longest primary timeout: past it the router has given up on the answer (and a frozen
+container's connection, still open, would not tell the server so). It runs with the hub's offline
+switches set (cli.OFFLINE).
 """
 
 from __future__ import annotations
@@ -22,7 +27,11 @@ import urllib.request
 from collections.abc import MutableMapping
 from pathlib import Path
 
-from taskrouter.model_server.cli import DEFAULT_ENDPOINT
+from taskrouter.adapters.settings import (
+    DEFAULT_TIMEOUTS_MS, PRIMARY_TIMEOUT_MS, SettingsError, number_setting, timeout_setting,
+)  # fmt: skip
+from taskrouter.model_server.cli import DEFAULT_ENDPOINT, OFFLINE
+from taskrouter.model_server.limits import DEADLINE_VARIABLE
 
 MODEL = "TASKROUTER_LOCAL_MODEL"
 ADAPTERS = "TASKROUTER_LOCAL_ADAPTERS"
@@ -94,11 +103,26 @@ def start_local_model(environ: MutableMapping[str, str]) -> LocalModel:
                "--endpoint", environ["TASKROUTER_SAGEMAKER_ENDPOINT"], "--stop-with-parent"]
     if environ.get(ADAPTERS):
         command += ["--adapters", environ[ADAPTERS]]
+    if not environ.get(DEADLINE_VARIABLE):
+        command += ["--deadline-ms", str(primary_timeout_ms(environ))]
     # Its lines go to stderr with make local's own notes: stdout is the banner's.
-    process = subprocess.Popen(command, stdout=sys.stderr, stderr=sys.stderr, env=dict(environ))
+    process = subprocess.Popen(command, stdout=sys.stderr, stderr=sys.stderr, env={**environ, **OFFLINE})
     started = LocalModel(process, url)
     atexit.register(started.stop)
     return started
+
+
+def primary_timeout_ms(environ: MutableMapping[str, str]) -> int:
+    """The router's longest primary timeout, of every strategy (one that does not read as a setting
+    counts as the settings' highest: the router itself then refuses to start, saying why)."""
+    longest = 0.0
+    for strategy, (default_ms, _) in DEFAULT_TIMEOUTS_MS.items():
+        try:
+            longest = max(longest, number_setting(environ, timeout_setting("PRIMARY", strategy), default_ms,
+                                                  *PRIMARY_TIMEOUT_MS))
+        except SettingsError:
+            longest = PRIMARY_TIMEOUT_MS[1]
+    return max(1, round(longest))
 
 
 def _free_port() -> int:

@@ -17,10 +17,31 @@ that does not parse is the container's 424 "Input parsing failed: ..."; vLLM's o
 status (400, or 404 for a model it does not serve); the answer is vLLM's `chat.completion` object and a
 newline, as application/json. `model` defaults to LMI's served name `lmi`, or to the adapter's name.
 
+The fields it takes are read as vLLM reads them: `ChatCompletionRequest` is a pydantic model in lax
+mode (vllm/entrypoints/openai/protocol.py, `temperature: float | None`, `n: int | None`, `stream: bool |
+None`, ...), so `temperature: false` is 0.0, `n: true` is 1, `stream: 0` is false and `"0.5"` is 0.5;
+what pydantic refuses (`stream: 2`, `n: 1.5`) is LMI's 424 "Input parsing failed"
+(`vllm_async_service.py:238-242`). `_Fields` below holds the same types, so pydantic coerces exactly so.
+
 This server decodes greedily and nothing else, so a request that asks for more (sampling, several
 answers, streaming, tools, logprobs) is refused, naming the field, rather than answered otherwise than
 asked. vLLM would ignore a field it does not know (and with it, say, a misspelt constraint); this
 server refuses it, as the test double of the endpoint does.
+
+The answers of the container's limits (limits.py), as the stage's gives them:
+- a request beyond the queue: djl-serving's answer to a job its queue cannot take (branch
+  0.36.0-lmi18-dlc: `wlm/.../WorkLoadManager.java:113-123` fails it with WlmCapacityException;
+  `serving/.../http/InferenceRequestHandler.java:504-512` answers that with the throttle status,
+  `ConfigManager.java:496-497` `throttle_error_http_code`, 503 by default; `NettyUtils.java:301-311`
+  writes the body `{"code", "type", "message"}`), which SageMaker hands on as a 424 ModelError with
+  OriginalStatusCode 503 (`busy`);
+- a request past its deadline: LMI sets none in vLLM async mode (`PyProcess.java:168-169` hands the
+  request to AsyncRequestManager with no timeout; predict_timeout bounds only the other modes); the
+  front end waits `chunked_read_timeout` (120 s, `ConfigManager.java:470`) and then drops the
+  connection (`InferenceRequestHandler.java:418,453-457`), so what answers first is SageMaker's own
+  limit on an invocation (60 s): a 424 ModelError "Received server error (0) from primary with
+  message "Your invocation timed out while waiting for a response from container primary. ..."",
+  as AWS's users have quoted it (aws/amazon-sagemaker-examples#799, #1407) (`invocation_timed_out`).
 """
 
 from __future__ import annotations
@@ -33,6 +54,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pydantic
 
 INVOCATIONS = re.compile(r"^/endpoints/(?P<endpoint>[^/]+)/invocations$")
 COMPONENT_HEADER = "X-Amzn-SageMaker-Inference-Component"
@@ -51,6 +74,25 @@ JSON = "application/json"
 NEUTRAL = {"temperature": 0, "repetition_penalty": 1, "top_p": 1, "n": 1, "stream": False, "add_generation_prompt": True}
 TAKEN = frozenset({"messages", "model", "max_completion_tokens", "max_tokens", "structured_outputs", "seed",
                    "return_token_ids", *NEUTRAL})
+_LONG = 2**63  # vLLM bounds `seed` to torch.long
+
+
+class _Fields(pydantic.BaseModel):
+    """The taken fields but `messages` and `structured_outputs` (checked on their own), typed as vLLM
+    0.12's ChatCompletionRequest types them: pydantic's lax mode coerces them as it does there."""
+
+    model_config = pydantic.ConfigDict(extra="ignore")
+    model: str | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    repetition_penalty: float | None = None
+    n: int | None = 1
+    stream: bool | None = False
+    add_generation_prompt: bool = True
+    seed: int | None = pydantic.Field(None, ge=-_LONG, le=_LONG - 1)
+    return_token_ids: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -106,7 +148,7 @@ def validation_error(message: str) -> Reply:
 
 def model_error(original_status: int, message: str, endpoint: str) -> Reply:
     """The container's error, as SageMaker hands it on."""
-    kind = "client" if original_status < 500 else "server"
+    kind = "client" if 400 <= original_status < 500 else "server"
     return sagemaker_error(
         424,
         "ModelError",
@@ -116,6 +158,21 @@ def model_error(original_status: int, message: str, endpoint: str) -> Reply:
         OriginalMessage=message,
         LogStreamArn=f"arn:aws:logs:local:{LOCAL_ACCOUNT}:log-group:/aws/sagemaker/Endpoints/{endpoint}",
     )
+
+
+def busy(endpoint: str) -> Reply:
+    """The container's answer to a request beyond its queue (the module's docstring)."""
+    body = {"code": 503, "type": "WlmCapacityException",
+            "message": f"Worker queue capacity exceeded for model: {SERVED_MODEL}"}
+    return model_error(503, json.dumps(body), endpoint)
+
+
+def invocation_timed_out(endpoint: str) -> Reply:
+    """SageMaker's answer to an invocation whose container answered nothing in time (the module's
+    docstring): no status from the container, hence 0."""
+    return model_error(0, "Your invocation timed out while waiting for a response from container primary. Review the "
+                          "latency metrics for each container in Amazon CloudWatch, resolve the issue, and try again.",
+                       endpoint)
 
 
 def unknown_endpoint(endpoint: str) -> Reply:
@@ -157,25 +214,37 @@ def chat_request(body: bytes, content_type: str | None, component: str | None, e
     others = sorted(set(payload) - TAKEN)
     if others:
         raise refused(f"fields {others} are not taken by the local model server (greedy decoding of one answer)")
+    try:
+        fields = _Fields.model_validate(payload)
+    except pydantic.ValidationError as error:
+        raise parsing_failed(_first_problem(error)) from None
     for name, neutral in NEUTRAL.items():
-        if name in payload and payload[name] != neutral:
-            raise refused(f"{name} {payload[name]!r}: the local model server decodes greedily only ({name} {neutral!r})")
-    tokens = [payload[name] for name in ("max_completion_tokens", "max_tokens") if payload.get(name) is not None]
-    if any(not isinstance(value, int) or isinstance(value, bool) or value < 1 for value in tokens):
+        given, read = payload.get(name), getattr(fields, name)
+        if name in payload and read != neutral:
+            shown = repr(given) if type(given) is type(read) else f"{given!r} (read as {read!r})"
+            raise refused(f"{name} {shown}: the local model server decodes greedily only ({name} {neutral!r})")
+    tokens = [value for value in (fields.max_completion_tokens, fields.max_tokens) if value is not None]
+    if any(value < 1 for value in tokens):
         raise parsing_failed("max_completion_tokens and max_tokens must be positive integers")
-    if "return_token_ids" in payload and not isinstance(payload["return_token_ids"], bool):
-        raise parsing_failed("return_token_ids must be a boolean")
     model = SERVED_MODEL if component is None else component  # LMI's: the adapter's name when one is named
-    if component is None and payload.get("model", SERVED_MODEL) != SERVED_MODEL:
-        raise refused(f"The model `{payload['model']}` does not exist.", 404)
+    if component is None and fields.model not in (None, SERVED_MODEL):
+        raise refused(f"The model `{fields.model}` does not exist.", 404)
     return ChatRequest(
         messages=[{"role": m["role"], "content": m["content"]} for m in messages],
         adapter=component,
         model=model,
         max_tokens=tokens[0] if tokens else None,  # max_completion_tokens first, as vLLM reads them
         structured_outputs=payload.get("structured_outputs"),
-        return_token_ids=bool(payload.get("return_token_ids", False)),
+        return_token_ids=bool(fields.return_token_ids),
     )
+
+
+def _first_problem(error: pydantic.ValidationError) -> str:
+    """pydantic's first complaint on one line: the field and why."""
+    problem = error.errors(include_url=False)[0]
+    field = ".".join(str(part) for part in problem["loc"]) or "body"
+    given = repr(problem.get("input"))
+    return f"{field}: {problem['msg']} (got {given[:60] + '...' if len(given) > 60 else given})"
 
 
 # -- vLLM's answer -----------------------------------------------------------------------------------
