@@ -25,7 +25,7 @@ from taskrouter.core.capture import (
     draw,
     encode,
 )
-from taskrouter.core.prompting import MAX_TRANSCRIPT_BYTES
+from taskrouter.core.prompting import MAX_TRANSCRIPT_BYTES, transcript_bound
 from taskrouter.core.redaction import redact
 from taskrouter.core.request import Message, RouteRequest, Strategy
 from taskrouter.core.router import NOT_ASKED, Decision, PrimaryOutcome, Router
@@ -256,6 +256,16 @@ def test_the_record_holds_the_messages_the_prompt_showed():
     shown = record(conversation=long)["conversation"]
     assert [m["role"] for m in shown] == ["assistant", "user"]  # the first is past the transcript's bound
     assert sum(len(m["content"]) for m in shown) <= MAX_TRANSCRIPT_BYTES
+
+
+def test_the_record_holds_the_transcript_a_small_model_s_prompt_showed():
+    """A model of 8,192 tokens is shown 1,365 bytes of transcript: the record holds what it saw, no more."""
+    bound = transcript_bound(8192)
+    long = [Message(role="user", content="x" * 1000), Message(role="assistant", content="y" * 900),
+            Message(role="user", content="z" * 200)]  # fmt: skip
+    shown = record(conversation=long, decision=decision(transcript=bound))["conversation"]
+    assert [m["role"] for m in shown] == ["assistant", "user"]
+    assert sum(len(m["content"]) for m in shown) <= bound.max_bytes < MAX_TRANSCRIPT_BYTES
 
 
 def test_a_base_model_record_has_no_unseen_tasks_and_a_fallback_one_no_primary_answer():

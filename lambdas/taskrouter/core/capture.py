@@ -144,7 +144,7 @@ def build_record(
         "time": iso_time(decided_at),
         "conversation": [
             {"role": message.role, "content": redact(message.content, kinds)}
-            for message in shown_messages(conversation)
+            for message in shown_messages(conversation, decision.transcript)
         ],
         "current_task": decision.current_task,
         "tasks": [task_json(task) for task in decision.shown_tasks],
