@@ -137,10 +137,10 @@ def main() -> None:
     secret = boto3.client("secretsmanager").create_secret(Name="bench/openai", SecretString="sk-bench")
     os.environ["TASKROUTER_OPENAI_SECRET_ARN"] = secret["ARN"]
 
-    from taskrouter.adapters import runtime
+    from taskrouter.composition import router_runtime
     from taskrouter.handlers import router as router_handler
 
-    router = runtime.router()
+    router = router_runtime.router()
     primary_client = router._primary._client_for(router._settings.primary_timeout_s)  # the very client it uses
     event = route_event(BODY)
     sink = io.StringIO()
@@ -186,7 +186,7 @@ def main() -> None:
     print(f"router's own time (router - bare):    p50 {quantile(router_ms, 0.5) - quantile(bare_ms, 0.5):6.2f} ms   "
           f"p99 {quantile(router_ms, 0.99) - quantile(bare_ms, 0.99):6.2f} ms")
 
-    capture_figures(args.requests, routed, runtime, router_handler)
+    capture_figures(args.requests, routed, router_runtime, router_handler)
     if args.warm_only:
         for double in (sagemaker, hung, openai):
             double.close()
@@ -225,7 +225,7 @@ def main() -> None:
     moto.stop()
 
 
-def capture_figures(requests: int, routed, runtime, router_handler) -> None:
+def capture_figures(requests: int, routed, router_runtime, router_handler) -> None:
     """The handler with capture off and at share 1 (every turn sent), interleaved; then the send alone."""
     from taskrouter.adapters.settings import RuntimeSettings
     from taskrouter.core.capture import encode
@@ -235,22 +235,22 @@ def capture_figures(requests: int, routed, runtime, router_handler) -> None:
     settings = RuntimeSettings.from_env(
         {**os.environ, "TASKROUTER_CAPTURE_FUNCTION": "bench-teacher", "TASKROUTER_CAPTURE_SHARE": "1"}
     )
-    capture = runtime.build_capture(settings)  # as a container builds it at start (its dry run included)
-    original = runtime.capture
+    capture = router_runtime.build_capture(settings)  # as a container builds it at start (its dry run included)
+    original = router_runtime.capture
     modes = {"off": lambda: None, "share 1": lambda: capture}
     timings: dict[str, list[float]] = {mode: [] for mode in modes}
     try:
         for _ in range(50):  # warm the sender's connection and code paths
-            runtime.capture = modes["share 1"]
+            router_runtime.capture = modes["share 1"]
             routed()
         for _ in range(requests):
             for mode, capture_of in modes.items():
-                runtime.capture = capture_of
+                router_runtime.capture = capture_of
                 started = time.perf_counter()
                 routed()
                 timings[mode].append((time.perf_counter() - started) * 1000)
     finally:
-        runtime.capture = original
+        router_runtime.capture = original
     sent = len(teacher.invocations("Event"))
     payload = encode(teacher.records()[-1])
     send_ms = []

@@ -17,7 +17,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from taskrouter.adapters import runtime
+from taskrouter.composition import router_runtime
 
 from .apigw import LambdaContext, route_event
 from .servers import OpenAIDouble, SageMakerRuntimeDouble
@@ -148,7 +148,7 @@ def aws(_moto_server: str, _moto_clients: tuple[Any, Any]) -> AwsState:
 
 # -- the handler's environment ---------------------------------------------------------------------
 def _clear_router_caches() -> None:
-    runtime.router.cache_clear()  # its secret reader, and the reader's cache, go with it
+    router_runtime.router.cache_clear()  # its secret reader, and the reader's cache, go with it
 
 
 @pytest.fixture

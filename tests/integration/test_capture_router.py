@@ -15,7 +15,7 @@ from typing import Any
 import boto3
 import pytest
 
-from taskrouter.adapters import runtime
+from taskrouter.composition import router_runtime
 from taskrouter.core.tasks import tasks_sha256
 from taskrouter.core.tasks import Task
 
@@ -44,8 +44,8 @@ def _lambda_double() -> Iterator[LambdaInvokeDouble]:
 
 
 def _clear_capture_caches() -> None:
-    runtime.capture.cache_clear()
-    runtime.serving_adapter.cache_clear()
+    router_runtime.capture.cache_clear()
+    router_runtime.serving_adapter.cache_clear()
 
 
 @pytest.fixture
@@ -70,11 +70,11 @@ def teacher(_lambda_double: LambdaInvokeDouble, router_env: pytest.MonkeyPatch) 
     _lambda_double.reset()
 
 
-def start_capture(invoke: Invoke) -> runtime.Capture:
+def start_capture(invoke: Invoke) -> router_runtime.Capture:
     """The container's start: the router and the capture built before any request (`invoke` has
     cleared the router), the dry run done."""
-    runtime.router()
-    built = runtime.capture()
+    router_runtime.router()
+    built = router_runtime.capture()
     assert built is not None
     return built
 
@@ -253,17 +253,17 @@ def test_a_record_lambda_refuses_is_dropped_and_counted_never_retried(
 def test_a_fault_of_the_capture_s_own_never_fails_the_decision(
     invoke: Invoke, teacher: LambdaInvokeDouble, sagemaker: SageMakerRuntimeDouble, capsys: pytest.CaptureFixture[str]
 ):
-    def broken() -> runtime.Capture:
+    def broken() -> router_runtime.Capture:
         raise RuntimeError("no capture")
 
-    runtime.router()
+    router_runtime.router()
     sagemaker.always(sagemaker.answer("follow_up_email"))
     capsys.readouterr()
-    built, runtime.capture = runtime.capture, broken
+    built, router_runtime.capture = router_runtime.capture, broken
     try:
         result = invoke(route_body(CONVERSATION))
     finally:
-        runtime.capture = built
+        router_runtime.capture = built
     assert result.status == 200 and result.json()["task"] == "follow_up_email"
     stdout = capsys.readouterr().out
     assert metric(stdout, "CaptureDropped") == [[1.0]]
@@ -318,8 +318,8 @@ def test_capture_is_off_without_a_teacher_function(
     capsys: pytest.CaptureFixture[str],
 ):  # fmt: skip
     router_env.delenv("TASKROUTER_CAPTURE_FUNCTION")
-    runtime.router()
-    assert runtime.capture() is None
+    router_runtime.router()
+    assert router_runtime.capture() is None
     sagemaker.always(sagemaker.answer("follow_up_email"))
     capsys.readouterr()
     assert invoke(route_body(CONVERSATION)).status == 200

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from taskrouter.adapters import runtime
+from taskrouter.composition import router_runtime
 from taskrouter.cli import main
 
 from .conftest import TASK_NAMES, Invoke
@@ -91,7 +91,7 @@ def test_json_object_decides_with_the_same_strict_schema(
     llama_cpp_python.dialect = OpenAIDouble.LLAMA_CPP_PYTHON
     llama_cpp_python.always(llama_cpp_python.answer("follow_up_email"))
     router_env.setenv(SETTING, "json_object")
-    runtime.router.cache_clear()  # a new container: the setting is read at start-up
+    router_runtime.router.cache_clear()  # a new container: the setting is read at start-up
 
     assert_decision(invoke(route_body()), task="follow_up_email", event="start", backend="openai", fallback_reason="not_configured")
 

@@ -18,7 +18,7 @@ from typing import Any
 import boto3
 import pytest
 
-from taskrouter.adapters import teacher_runtime
+from taskrouter.composition import teacher_runtime
 from taskrouter.adapters.record_store import S3RecordStore
 
 from .apigw import LambdaContext

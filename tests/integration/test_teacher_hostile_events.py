@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 
-from taskrouter.adapters import teacher_runtime
+from taskrouter.composition import teacher_runtime
 from taskrouter.adapters.captured_record import InvalidRecord, read_record
 from taskrouter.adapters.record_store import record_key
 

@@ -95,7 +95,7 @@ class LocalTarget:
     def __init__(
         self, tasks_file: Path | None = None, concurrency: int = 1, turn_timeout_s: float = DEFAULT_TURN_TIMEOUT_S
     ) -> None:
-        from taskrouter.adapters.runtime import build_router
+        from taskrouter.composition.router_runtime import build_router
         from taskrouter.adapters.settings import RuntimeSettings
 
         environ: dict[str, str] = dict(os.environ)

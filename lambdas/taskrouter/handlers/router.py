@@ -19,7 +19,7 @@ from aws_lambda_powertools import Logger, Metrics, single_metric
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 
-from taskrouter.adapters import runtime
+from taskrouter.composition import router_runtime
 from taskrouter.adapters.settings import DEFAULT_RETRY_AFTER_S
 from taskrouter.core import capture
 from taskrouter.core.errors import ApiError, NoBackendAvailable, NotFound
@@ -36,11 +36,11 @@ def _start() -> None:
     """The init phase builds the router (clients, `openai`, the fallback's key) before any request.
     A broken environment is logged here, then answered per request (a 503 counted as unexpected)."""
     try:
-        runtime.router()
+        router_runtime.router()
     except Exception:
         logger.exception("router not built at start-up")
     try:
-        runtime.capture()  # the sender, its dry run and the kill switch's first read
+        router_runtime.capture()  # the sender, its dry run and the kill switch's first read
     except Exception:
         logger.exception("capture not built at start-up")
 
@@ -69,7 +69,7 @@ def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
 def _route(event: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     request = parse_route_request(decode_body(event.get("body"), is_base64=bool(event.get("isBase64Encoded"))))
-    decision = runtime.router().route(request)
+    decision = router_runtime.router().route(request)
     _capture(request, decision, decided_ms=round((time.perf_counter() - started) * 1000, 3))
     latency_ms = round((time.perf_counter() - started) * 1000, 3)  # a capture's send included: callers wait for it
     body = {
@@ -117,7 +117,7 @@ def _record(decision: Decision, latency_ms: float) -> None:
         by_dimensions.append(("Fallbacks", MetricUnit.Count, 1, {"reason": decision.fallback_reason}))
     # A gauge of the registry against the serving adapter, with each decision: present in every minute
     # with traffic, by adapter, and known where the registry's copy is (the router's cached read).
-    adapter = runtime.serving_adapter()
+    adapter = router_runtime.serving_adapter()
     unseen = len(adapter.unseen(decision.registry))
     by_dimensions.append(("UnseenTasks", MetricUnit.Count, unseen, {"adapter": adapter.name}))
     for name, unit, value, dimensions in by_dimensions:
@@ -130,7 +130,7 @@ def _capture(request: RouteRequest, decision: Decision, decided_ms: float) -> No
     """Draw the turn; a drawn one, while the kill switch is on, is built, redacted and sent within the
     send bound. Never fails the request, and logs causes only: no content of the turn."""
     try:
-        setup = runtime.capture()
+        setup = router_runtime.capture()
         if setup is None:
             return
         unseen = setup.adapter.unseen(task.name for task in decision.shown_tasks)

@@ -17,7 +17,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics, single_metric
 from aws_lambda_powertools.metrics import MetricUnit
 
-from taskrouter.adapters import teacher_runtime
+from taskrouter.composition import teacher_runtime
 from taskrouter.adapters.captured_record import CapturedTurn, InvalidRecord, read_record
 from taskrouter.adapters.deadline_botocore import DeadlineExceeded
 from taskrouter.adapters.record_store import RecordStore, record_body, record_key

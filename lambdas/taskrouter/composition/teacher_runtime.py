@@ -12,7 +12,7 @@ from taskrouter.adapters.deadline_botocore import DeadlineBoundClient
 from taskrouter.adapters.openai_backend import OpenAIBackend
 from taskrouter.adapters.rate_limit import PerMinuteCaps
 from taskrouter.adapters.record_store import DirectoryRecordStore, RecordStore, S3RecordStore
-from taskrouter.adapters.runtime import api_key_reader
+from taskrouter.composition.router_runtime import api_key_reader
 from taskrouter.adapters.shadow_teacher import ShadowTeacher
 from taskrouter.adapters.teacher_settings import TeacherSettings
 
