@@ -7,10 +7,13 @@ import json
 
 import boto3
 import pytest
+from botocore.config import Config
 from moto import mock_aws
 
 from taskrouter.cli import main
 from tests.integration.ops_stage import create_stage_stacks
+
+from .foreign_endpoint import HTML_200, KINDS, ForeignEndpoint, foreign
 
 
 @pytest.fixture
@@ -109,3 +112,35 @@ def test_show_says_a_parameter_is_malformed_and_set_overwrites_it(deployed, caps
     assert _param(ssm, MODE) == ("primary_first" if parameter == MODE else "openai_only")
     assert main(["ops", "mode", "show", "--stage", "qa"]) == 0
     assert "malformed" not in json.loads(capsys.readouterr().out)
+
+
+ONE_ATTEMPT = Config(retries={"mode": "standard", "total_max_attempts": 1})
+STACK = {"Stacks": [{"StackName": "qa-Operations", "CreationTime": "2026-12-01T00:00:00Z", "StackStatus": "CREATE_COMPLETE",
+                     "Outputs": [{"OutputKey": "OpsModeParameter", "OutputValue": MODE}]}]}
+PARAMETER = {"Parameter": {"Name": MODE, "Type": "String", "Value": "primary_first", "Version": 1}}
+
+
+@pytest.mark.parametrize(("variable", "service", "operation", "result", "kinds"), [
+    ("AWS_ENDPOINT_URL", "cloudformation", "DescribeStacks", STACK, KINDS),
+    ("AWS_ENDPOINT_URL_SSM", "ssm", "GetParameter", PARAMETER, ("html 200", "text 500", "cut short")),
+])
+def test_an_endpoint_that_is_not_aws_is_told_in_one_line_never_as_an_undeployed_stage(
+        deployed, monkeypatch, capsys, variable, service, operation, result, kinds):
+    """`ops mode show|set` call through the doctor's one way to AWS: a proxy's page, a gateway's 500, an
+    answer cut short (tests/integration/foreign_endpoint.py) are one line naming the call, the endpoint
+    and the variable that sent it there, exit 2; never a traceback nor "deploy the stage first"."""
+    monkeypatch.setattr("taskrouter.doctor.aws.RETRIES", ONE_ATTEMPT)  # a reset, not retried with backoff here
+    with ForeignEndpoint(HTML_200) as endpoint:
+        for kind in kinds:
+            endpoint.answer = foreign(kind, service, operation, result)
+            for command in (["show"], ["set", "openai_only", "--reason", "drill"]):
+                with monkeypatch.context() as scoped:
+                    scoped.setenv(variable, endpoint.url)
+                    code = main(["ops", "mode", *command, "--stage", "qa"])
+                captured, case = capsys.readouterr(), (kind, command[0])
+                assert (code, captured.out) == (2, ""), (case, captured)
+                assert captured.err.count("\n") == 1 and "Traceback" not in captured.err, (case, captured.err)
+                assert captured.err.startswith(f"taskrouter ops mode: could not be done: {service}:{operation}: "), (case, captured.err)
+                assert endpoint.url in captured.err and f"Fix: {variable} sends " in captured.err, (case, captured.err)
+                assert "deploy the stage" not in captured.err, (case, captured.err)
+    assert main(["ops", "mode", "show", "--stage", "qa"]) == 0  # AWS's own endpoints (moto) again

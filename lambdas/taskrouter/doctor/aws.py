@@ -122,6 +122,11 @@ class Aws:
             for page in client.get_paginator(_snake(operation)).paginate(**params):
                 yield from _readable(page, output, missing).get(key, [])
 
+    def client(self, service: str) -> Calls:
+        """`service`'s client for code written against boto3's (operations' store): each method a call
+        through `call`, its errors told as `call` tells them; `exceptions` botocore's own."""
+        return Calls(self, service)
+
     def _client(self, service: str) -> Any:
         with self._making:
             if service not in self._clients:
@@ -150,6 +155,23 @@ class Aws:
             raise _not_the_service(client, action, f"what botocore cannot parse ({str(error).splitlines()[0]})") from None
         except (HTTPClientError, NoConnection) as error:  # refused, reset, timed out: botocore names the URL
             raise Unreachable(action, str(error), endpoint_fix(client, answered=False)) from None
+
+
+class Calls:
+    """A boto3 client's methods (`get_parameter(Name=...)`) as `Aws.call`s."""
+
+    def __init__(self, aws: Aws, service: str) -> None:
+        self._aws, self._service = aws, service
+
+    @property
+    def exceptions(self) -> Any:
+        return self._aws._client(self._service).exceptions
+
+    def __getattr__(self, method: str) -> Callable[..., dict[str, Any]]:
+        operation = self._aws._client(self._service).meta.method_to_api_mapping.get(method)
+        if operation is None:
+            raise AttributeError(f"{self._service} has no operation {method}")
+        return lambda **params: self._aws.call(self._service, operation, **params)
 
 
 def _refuse_foreign(operation_model: Any, response_dict: dict[str, Any], **_: Any) -> None:

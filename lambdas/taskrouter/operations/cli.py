@@ -37,20 +37,29 @@ def main(argv: list[str]) -> int:
     except ImportError as error:  # pragma: no cover - boto3 is a runtime dependency
         print(f"taskrouter ops: {error}", file=sys.stderr)
         return 1
+    from taskrouter.doctor.aws import Aws, CallFailed, Unanswered
+
     try:
         session = boto3.session.Session(region_name=args.region or _stage_region(args.stage))
         if args.command == "unseen":
             return _unseen(session, args.stage)
-        outputs = _outputs(session, f"{args.stage}-Operations")
-        topic = _outputs(session, f"{args.stage}-Monitoring").get("AlarmTopicArn") if args.action == "set" else None
+        # Through the doctor's calls: an endpoint that answers but not as AWS does (a proxy's page, a
+        # wrong AWS_ENDPOINT_URL) is told as such, never a traceback nor "deploy the stage first".
+        aws = Aws(session)
+        outputs = _outputs(aws, f"{args.stage}-Operations")
+        topic = _outputs(aws, f"{args.stage}-Monitoring").get("AlarmTopicArn") if args.action == "set" else None
         ops = Operations(
-            ssm=session.client("ssm"), sns=session.client("sns") if topic else None,
+            ssm=aws.client("ssm"), sns=aws.client("sns") if topic else None,
             mode_parameter=outputs["OpsModeParameter"], state_parameter=outputs["FailoverStateParameter"],
             topic_arn=topic, stage=args.stage,
         )
         if args.action == "show":
             return _show(ops)
         return _set(ops, args)
+    except CallFailed as error:
+        fix = f". Fix: {error.fix}" if isinstance(error, Unanswered) else ""
+        print(" ".join(f"taskrouter ops mode: could not be done: {error}{fix}".split()), file=sys.stderr)
+        return 2
     except NoCredentialsError:
         print("taskrouter ops: no AWS credentials: set AWS_PROFILE or run `aws configure`", file=sys.stderr)
     except NoRegionError:
@@ -149,9 +158,10 @@ def _unseen(session, stage: str) -> int:
     return 0
 
 
-def _outputs(session, stack: str) -> dict[str, str]:
-    stacks = session.client("cloudformation").describe_stacks(StackName=stack)["Stacks"]
-    return {output["OutputKey"]: output["OutputValue"] for output in stacks[0].get("Outputs", [])}
+def _outputs(aws, stack: str) -> dict[str, str]:
+    from taskrouter.doctor.context import outputs
+
+    return outputs(aws.call("cloudformation", "DescribeStacks", StackName=stack)["Stacks"][0])
 
 
 def _stage_region(stage: str) -> str | None:
