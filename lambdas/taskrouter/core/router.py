@@ -197,7 +197,7 @@ class Router:
             registry = self._registry.tasks()
         except RegistryUnavailable:
             raise self._unavailable("the task registry is unavailable") from None
-        allowed, ignored = _allowed_tasks(registry, request.tasks)
+        allowed, ignored = allowed_tasks(registry, request.tasks)
         fitted = self._fitted(allowed)
         current = request.current_task if request.current_task in registry else None
         strategy = request.strategy or self._settings.default_strategy
@@ -402,7 +402,7 @@ def _fit_cached(tasks: tuple[Task, ...], budget: CatalogueBudget) -> Fitted:
     return fit_catalogue({task.name: task for task in tasks}, budget)
 
 
-def _allowed_tasks(
+def allowed_tasks(
     registry: Mapping[str, Task], requested: list[str] | None
 ) -> tuple[dict[str, Task], tuple[str, ...]]:
     """The tasks the decision may name, and the requested names the registry does not hold."""

@@ -33,7 +33,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from taskrouter.core.prompting import build_prompt
 from taskrouter.core.request import Message, Strategy
-from taskrouter.core.router import _allowed_tasks as allowed_tasks  # the router's own rule, not a copy
+from taskrouter.core.router import allowed_tasks  # the router's own rule, not a copy
 from taskrouter.core.tasks import NO_TASK, Task, tasks_sha256
 from taskrouter.evaluation.dataset import Turn, load_dataset, turns_of
 from taskrouter.model_server.loading import gguf_source
