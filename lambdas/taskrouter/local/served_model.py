@@ -16,7 +16,6 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from taskrouter.adapters.settings import SERVING_MAX_TOKENS, SERVING_TOKENIZER
@@ -79,7 +78,7 @@ def _read(model: Path) -> tuple[int, Any]:
     from transformers import AutoConfig, AutoTokenizer
     from transformers.utils import logging as transformers_logging
 
-    from taskrouter.model_server.loading import LoadedModel, ModelLoadError, pretrained_source
+    from taskrouter.model_server.loading import ModelLoadError, context_tokens, pretrained_source
 
     transformers_logging.set_verbosity_error()  # its notes on GGUF conversion are not the user's
     source, keywords = pretrained_source(model)
@@ -93,5 +92,4 @@ def _read(model: Path) -> tuple[int, Any]:
     if backend is None:
         raise ModelLoadError(f"{model}: its tokenizer is not a fast one (tokenizer.json), which the task "
                              "catalogue's budget counts tokens with")
-    context = LoadedModel.max_model_len.fget(SimpleNamespace(base_config=config))
-    return int(context), backend
+    return context_tokens(config), backend

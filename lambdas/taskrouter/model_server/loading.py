@@ -48,6 +48,12 @@ def pretrained_source(model: Path) -> tuple[str, dict[str, Any]]:
     raise ModelLoadError(f"{model}: no such file or folder")
 
 
+def context_tokens(config: Any) -> int:
+    """The context a model of this config is served with (vLLM's default max_model_len: the config's);
+    the catalogue's budget (make local) and `adapter train`'s transcript bound read the same."""
+    return int(getattr(config, "max_position_embeddings", 0) or 2048)
+
+
 @dataclass
 class LoadedModel:
     path: Path
@@ -58,8 +64,7 @@ class LoadedModel:
 
     @property
     def max_model_len(self) -> int:
-        """The context the model takes (vLLM's default max_model_len: the config's)."""
-        return int(getattr(self.base_config, "max_position_embeddings", 0) or 2048)
+        return context_tokens(self.base_config)
 
     @property
     def base_config(self) -> Any:

@@ -31,12 +31,12 @@ import torch  # the training extra: imported with the module, so a missing one i
 from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from taskrouter.core.prompting import build_prompt
+from taskrouter.core.prompting import FULL_TRANSCRIPT, TranscriptBound, build_prompt, transcript_bound
 from taskrouter.core.request import Message, Strategy
 from taskrouter.core.router import allowed_tasks  # the router's own rule, not a copy
 from taskrouter.core.tasks import NO_TASK, Task, tasks_sha256
 from taskrouter.evaluation.dataset import Turn, load_dataset, turns_of
-from taskrouter.model_server.loading import gguf_source
+from taskrouter.model_server.loading import context_tokens, gguf_source
 from taskrouter.training.output import ARCHIVE as ADAPTER_ARCHIVE
 from taskrouter.training.output import MANIFEST, check_output, staged
 from taskrouter.training.progress import progress_for, total_steps
@@ -87,15 +87,16 @@ class Example:
     answer: str  # the labelled task, or none
 
 
-def examples_of(turns: list[Turn], tasks: dict[str, Task]) -> list[Example]:
+def examples_of(turns: list[Turn], tasks: dict[str, Task], transcript: TranscriptBound = FULL_TRANSCRIPT) -> list[Example]:
     """Each turn as the router would prompt it, `tasks` its registry: the tasks the turn's allow-list
-    keeps of it (all of them without one), and its running task if the registry holds it."""
+    keeps of it (all of them without one), its running task if the registry holds it, and as much of
+    the conversation as the router shows the model serving it (`transcript`)."""
     made = []
     for turn in turns:
         conversation = [Message(role=m["role"], content=m["content"]) for m in turn.messages]
         current = turn.current_task if turn.current_task in tasks else None
         allowed, _ = allowed_tasks(tasks, None if turn.tasks is None else list(turn.tasks))
-        prompt = build_prompt(PROMPT_STRATEGY, conversation, allowed, current)
+        prompt = build_prompt(PROMPT_STRATEGY, conversation, allowed, current, transcript)
         made.append(Example(turn.conversation, prompt.messages(), turn.expected.task or NO_TASK))
     return made
 
@@ -135,12 +136,15 @@ def train(
     unknown = sorted({t.expected.task for t in turns if t.expected.task and t.expected.task not in catalogue})
     if unknown:
         raise TrainingError(f"{dataset.name}: labels {unknown} are not tasks of the task file")
-    training, validation = split(examples_of(turns, catalogue))
-    if not training:
+    if not split(examples_of(turns, catalogue))[0]:  # told before the base loads
         raise TrainingError(f"{dataset.name}: no training example once the validation share is held out")
 
     cuda = torch.cuda.is_available()
     tokenizer, model = _load_base(base_model, revision, cuda)
+    # The router shows a model as much of the conversation as its context leaves room for (a small
+    # one less): the adapter is trained on the transcript it will be served with.
+    transcript = transcript_bound(context_tokens(model.config))
+    training, validation = split(examples_of(turns, catalogue, transcript))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if cuda:
@@ -211,7 +215,8 @@ def train(
 
     manifest = {
         "base_model": {"id": base_model, "revision": revision or _resolved_revision(model, Path(base_model))},
-        "prompt": {"strategy": PROMPT_STRATEGY.value, "format": PROMPT_FORMAT, "answer": "task name or none, then EOS"},
+        "prompt": {"strategy": PROMPT_STRATEGY.value, "format": PROMPT_FORMAT, "answer": "task name or none, then EOS",
+                   "transcript": {"max_bytes": transcript.max_bytes, "max_messages": transcript.max_messages}},
         "method": "qlora" if cuda else "lora",
         "hyper_parameters": asdict(hyper),
         "seed": hyper.seed,
