@@ -144,16 +144,26 @@ def test_make_local_starts_the_server_offline_with_the_routers_primary_timeout_a
                 "TASKROUTER_PRIMARY_TIMEOUT_MS_FEW_SHOT_COT": "4000", "TASKROUTER_PRIMARY_TIMEOUT_MS_REACT": "2500"}
 
     started = start_local_model(environ)
-    try:  # Popen returns once the server's program runs: its environment and arguments are its own
-        pid = started.process.pid
-        items = Path(f"/proc/{pid}/environ").read_text().split("\0")
-        server_environ = dict(item.split("=", 1) for item in items if "=" in item)
-        arguments = Path(f"/proc/{pid}/cmdline").read_text().split("\0")
+    try:
+        arguments, items = _program_of(started.process.pid)
     finally:
         started.stop()
+    server_environ = dict(item.split("=", 1) for item in items if "=" in item)
 
     assert server_environ["HF_HUB_OFFLINE"] == "1" and server_environ["TRANSFORMERS_OFFLINE"] == "1"
     assert arguments[arguments.index("--deadline-ms") + 1] == "4000"
+
+
+def _program_of(pid: int) -> tuple[list[str], list[str]]:
+    """A process's arguments and environment, once its program has them: Popen can return while the
+    kernel is still setting up the new program, when /proc shows both empty for a moment."""
+    for _ in range(1000):
+        arguments = Path(f"/proc/{pid}/cmdline").read_text().split("\0")
+        environment = Path(f"/proc/{pid}/environ").read_text().split("\0")
+        if arguments[0] and environment[0]:
+            return arguments, environment
+        threading.Event().wait(0.01)
+    raise AssertionError(f"process {pid} never showed its program")
 
 
 def _ready_url(server: subprocess.Popen) -> str:

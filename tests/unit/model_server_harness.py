@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +32,33 @@ def tiny_model(folder: Path) -> LoadedModel:
     return load(build_tiny_base(folder), {})
 
 
+class _JoinedServer(ModelHttpServer):
+    """The model server, whose connections a test's end closes and whose handler threads it waits
+    for: a handler thread still freeing tensors while the interpreter exits makes torch abort it."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+        self._handlers: list[tuple[threading.Thread, socket.socket]] = []
+        self._handlers_lock = threading.Lock()
+
+    def process_request_thread(self, request: socket.socket, client_address: Any) -> None:
+        with self._handlers_lock:
+            self._handlers.append((threading.current_thread(), request))
+        super().process_request_thread(request, client_address)
+
+    def close_all(self) -> None:
+        self.shutdown()
+        self.server_close()
+        with self._handlers_lock:
+            handlers = list(self._handlers)
+        for thread, connection in handlers:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)  # a kept-alive or abandoned connection ends its handler
+            except OSError:
+                pass  # already closed
+            thread.join(120)
+
+
 class Served:
     """A model server on a free loopback port, its engine within `limits`."""
 
@@ -38,14 +66,17 @@ class Served:
         self.engine = Engine(loaded, prefix_cache=prefix_cache, limits=limits)
         self.service = ModelService(self.engine, Grammars(loaded.tokenizer, loaded.vocab_size, self.engine.stop_ids),
                                     ENDPOINT, debug=True)
-        self.http = ModelHttpServer(0)
+        self.http = _JoinedServer()
         self.url = f"http://127.0.0.1:{self.http.server_port}"
+        self._clients: list[Any] = []
         self._thread = threading.Thread(target=self.http.serve, args=(self.service,), daemon=True)
         self._thread.start()
 
     def close(self) -> None:
-        self.http.shutdown()
-        self.http.server_close()
+        for client in self._clients:
+            client.close()
+        self.http.close_all()
+        self._thread.join(60)
 
     def connection(self, timeout_s: float = 120) -> http.client.HTTPConnection:
         return http.client.HTTPConnection("127.0.0.1", self.http.server_port, timeout=timeout_s)
@@ -64,7 +95,9 @@ class Served:
         """botocore's sagemaker-runtime client, as the router builds it (one try)."""
         session = boto3.session.Session(aws_access_key_id="local", aws_secret_access_key="local", region_name="us-east-1")
         config = Config(read_timeout=read_timeout_s, retries={"total_max_attempts": 1})
-        return session.client("sagemaker-runtime", endpoint_url=self.url, config=config)
+        client = session.client("sagemaker-runtime", endpoint_url=self.url, config=config)
+        self._clients.append(client)
+        return client
 
 
 @contextmanager
