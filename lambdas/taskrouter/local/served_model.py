@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -74,7 +75,11 @@ def _extract(model: Path, folder: Path) -> None:
 
 
 def _read(model: Path) -> tuple[int, Any]:
-    """The context (the model server's rule, applied to the config alone) and the fast tokenizer."""
+    """The context (the model server's rule, applied to the config alone) and the fast tokenizer, with
+    the hub's offline switches set first, as the model server sets them: nothing leaves the machine."""
+    from taskrouter.model_server.cli import OFFLINE
+
+    os.environ.update(OFFLINE)  # read when huggingface_hub is imported, which transformers' import does
     from transformers import AutoConfig, AutoTokenizer
     from transformers.utils import logging as transformers_logging
 
