@@ -9,12 +9,11 @@ teacher function drops what raises that, and Lambda would retry anything else, t
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from taskrouter.core.capture import READ_SCHEMAS, record_time
+from taskrouter.core.capture import RecordSchema, RecordTime
 from taskrouter.core.request import Message, Strategy
 from taskrouter.core.tasks import TASK_NAME_PATTERN, Task
 from taskrouter.core.validation import describe
@@ -53,9 +52,9 @@ class _Sampling(_Checked):
 
 
 class _Record(_Checked):
-    schema_: Annotated[int, Field(alias="schema")]
+    schema_: Annotated[RecordSchema, Field(alias="schema")]
     id: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]  # the object's file name: nothing else fits
-    time: datetime  # in UTC (below): the object's date and hour
+    time: RecordTime  # in UTC: the object's date and hour
     conversation: Annotated[list[_Message], Field(min_length=1)]
     current_task: TaskName | None  # the prompt's running-task line: a name, never free text
     tasks: list[_Task]
@@ -64,26 +63,12 @@ class _Record(_Checked):
     decision: _Decision
     sampling: _Sampling
 
-    @field_validator("schema_")
-    @classmethod
-    def _a_schema_read_here(cls, value: int) -> int:
-        if value not in READ_SCHEMAS:
-            raise ValueError(f"must be {' or '.join(map(str, READ_SCHEMAS))}: the record formats the teacher reads")
-        return value
-
     @field_validator("adapter")
     @classmethod
     def _a_dimension_value(cls, value: str | None) -> str | None:
         if value is not None and not (value.strip() and len(value) <= MAX_DIMENSION_CHARS):
             raise ValueError(f"must be an adapter's name (1 to {MAX_DIMENSION_CHARS} characters, not blank), or null")
         return value
-
-    @field_validator("time", mode="before")
-    @classmethod
-    def _utc_time(cls, value: Any) -> datetime:
-        if not isinstance(value, str):
-            raise ValueError("must be an ISO 8601 time, as a string")
-        return record_time(value)
 
 
 class CapturedTurn:

@@ -11,7 +11,9 @@ import json
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BeforeValidator
 
 from taskrouter.core.prompting import EXAMPLES_SHOWN, shown_messages
 from taskrouter.core.redaction import REDACTION_KINDS, redact
@@ -88,6 +90,23 @@ def iso_time(moment: datetime) -> str:
     """ISO 8601 in UTC with milliseconds: `2026-12-02T07:49:24.123Z`."""
     moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _read_schema(value: int) -> int:
+    if value not in READ_SCHEMAS:
+        raise ValueError(f"must be {' or '.join(map(str, READ_SCHEMAS))}: the record formats read here")
+    return value
+
+
+def _read_time(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise ValueError("must be an ISO 8601 time, as a string")
+    return record_time(value)
+
+
+# A record's `schema` and `time` as its readers (the teacher, harvest) validate them.
+RecordSchema = Annotated[int, AfterValidator(_read_schema)]
+RecordTime = Annotated[datetime, BeforeValidator(_read_time)]
 
 
 def record_time(value: str) -> datetime:

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from taskrouter.core.capture import READ_SCHEMAS, record_time
+from taskrouter.core.capture import RecordSchema, RecordTime
 from taskrouter.core.events import derive_event
 from taskrouter.core.request import Message
 from taskrouter.core.task_spec import TaskSpec
@@ -50,9 +50,9 @@ class Record(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    schema_: int = Field(alias="schema")
+    schema_: RecordSchema = Field(alias="schema")
     id: Annotated[str, Field(min_length=1, max_length=200)]
-    time: datetime  # in UTC
+    time: RecordTime  # in UTC
     conversation: Annotated[list[Message], Field(min_length=1)]
     current_task: str | None
     tasks: list[TaskSpec]  # as the prompt showed them
@@ -60,20 +60,6 @@ class Record(BaseModel):
     running_task: TaskSpec | None = None  # schema 2: the running task, when `tasks` lacks it
     decision: _Decision
     teacher: _Teacher | None
-
-    @field_validator("schema_")
-    @classmethod
-    def _a_schema_read_here(cls, value: int) -> int:
-        if value not in READ_SCHEMAS:
-            raise ValueError(f"must be {' or '.join(map(str, READ_SCHEMAS))}: the record formats this harvest reads")
-        return value
-
-    @field_validator("time", mode="before")
-    @classmethod
-    def _utc_time(cls, value: object) -> datetime:
-        if not isinstance(value, str):
-            raise ValueError("must be an ISO 8601 time, as a string")
-        return record_time(value)
 
     @property
     def allowed(self) -> list[str] | None:
