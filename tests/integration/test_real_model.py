@@ -210,3 +210,46 @@ def test_the_real_answer_has_the_doubles_shape(model_url: str) -> None:
     assert real.keys() == double.keys() and real["choices"][0].keys() == double["choices"][0].keys()
     assert real["choices"][0]["message"].keys() == double["choices"][0]["message"].keys()
     assert real["model"] == "lmi" and real["choices"][0]["message"]["content"] in CHAT["structured_outputs"]["choice"]
+
+
+# A turn of each registry of the routing benchmark (docs/benchmark.md; realty held out), short ones:
+# the events start, continue and switch, and none, answered right and wrong by the base model.
+BENCHMARK_SLICE = [("realty-de-004", 0), ("sales-de-010", 4), ("sales-en-048", 2), ("support-de-009", 0),
+                   ("workplace-de-006", 4)]
+RECORDED_RUN = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "bench" / "base-zero_shot" / "test"
+
+
+def test_a_slice_of_the_benchmark_is_decided_as_the_committed_run_recorded(
+    local: LocalServer, model_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The base model's greedy answers to five benchmark turns, through the router (zero-shot, the
+    benchmark's task file, each turn's allow-list, the transcript SmolLM2's context gets), are the ones
+    the committed zero-shot run recorded for the same turns."""
+    from benchmarks import bench_data, routing_bench
+
+    conversations = {c["id"]: c for c in bench_data.read_jsonl(bench_data.BENCH / "test.jsonl")}
+    lines = []
+    for conversation_id, index in BENCHMARK_SLICE:
+        conversation = conversations[conversation_id]
+        before = [m for _, m in bench_data.user_turns(conversation["messages"][:index])]
+        lines.append(routing_bench.single_turn(conversation, index, before[-1]["expect"]["task"] if before else None))
+    dataset = tmp_path / "slice.jsonl"
+    bench_data.write_jsonl(dataset, lines)
+    for name, value in {"TASKROUTER_LOCAL_MODEL": str(smollm2_gguf()), "TASKROUTER_SAGEMAKER_ENDPOINT": ENDPOINT,
+                        "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": model_url, "AWS_ACCESS_KEY_ID": "local",
+                        "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": "us-east-1",
+                        "TASKROUTER_PRIMARY_TIMEOUT_MS": "10000", "TASKROUTER_HEDGE_AFTER_MS": "off",
+                        "TASKROUTER_SERVING_MAX_TOKENS": "", "TASKROUTER_SERVING_TOKENIZER": ""}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)  # the two serving ones: set by the command from the model, restored after
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "TASKROUTER_SAGEMAKER_COMPONENT", "TASKROUTER_TABLE_NAME"):
+        monkeypatch.delenv(name, raising=False)
+
+    out = tmp_path / "eval"
+    assert main(["eval", "--dataset", str(dataset), "--target", "local", "--tasks", str(bench_data.BENCH / "tasks.json"),
+                 "--out", str(out), "--strategy", "zero_shot", "--no-progress"]) == 0  # fmt: skip
+
+    recorded = {(t["conversation"], t["index"]): t["predicted"]
+                for t in json.loads((RECORDED_RUN / "report.json").read_text())["turns"]}
+    turns = json.loads((out / "report.json").read_text())["turns"]
+    assert [t["backend"] for t in turns] == ["sagemaker"] * len(BENCHMARK_SLICE)
+    assert [t["predicted"] for t in turns] == [recorded[turn] for turn in BENCHMARK_SLICE]
