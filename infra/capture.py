@@ -394,7 +394,7 @@ class CaptureStack(Stack):
         bucket_arn = f"<{self.get_logical_id(bucket.node.default_child)}.Arn>"
         for finding, reason in (
             ("Resource::*", "athena:ListWorkGroups has no resource-level form; it lists workgroups' names only"),
-            (f"Resource::{bucket_arn}/{RECORDS_PREFIX}*", "Athena reads every record of the table's location"),
+            (f"Resource::{bucket_arn}/{RECORDS_PREFIX}*", "a query reads every record object under the table's location, records/"),
             (f"Resource::{bucket_arn}/{ATHENA_RESULTS_PREFIX}*",
              "Athena writes and reads a query's results under the workgroup's enforced results location"),
         ):
