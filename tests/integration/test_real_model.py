@@ -212,10 +212,11 @@ def test_the_real_answer_has_the_doubles_shape(model_url: str) -> None:
     assert real["model"] == "lmi" and real["choices"][0]["message"]["content"] in CHAT["structured_outputs"]["choice"]
 
 
-# A turn of each registry of the routing benchmark (docs/benchmark.md; realty held out), short ones:
-# the events start, continue and switch, and none, answered right and wrong by the base model.
+# A turn of each registry of the routing benchmark (docs/benchmark.md; realty held out), short ones (the
+# workplace one allow-listed to 16 of its 40 tasks): the events start, continue, switch and end,
+# answered right and wrong by the base model.
 BENCHMARK_SLICE = [("realty-de-004", 0), ("sales-de-010", 4), ("sales-en-048", 2), ("support-de-009", 0),
-                   ("workplace-de-006", 4)]
+                   ("workplace-it-008", 4)]
 RECORDED_RUN = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "bench" / "base-zero_shot" / "test"
 
 
@@ -224,7 +225,9 @@ def test_a_slice_of_the_benchmark_is_decided_as_the_committed_run_recorded(
 ) -> None:
     """The base model's greedy answers to five benchmark turns, through the router (zero-shot, the
     benchmark's task file, each turn's allow-list, the transcript SmolLM2's context gets), are the ones
-    the committed zero-shot run recorded for the same turns."""
+    the committed zero-shot run recorded for the same turns. A first pass fills the prefix cache, as
+    the recorded run's earlier turns had: a registry's first prompt is prefilled whole, seconds on a
+    busy CPU, which could pass the primary's 10 s timeout; the second pass is the one held to the record."""
     from benchmarks import bench_data, routing_bench
 
     conversations = {c["id"]: c for c in bench_data.read_jsonl(bench_data.BENCH / "test.jsonl")}
@@ -244,9 +247,10 @@ def test_a_slice_of_the_benchmark_is_decided_as_the_committed_run_recorded(
     for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "TASKROUTER_SAGEMAKER_COMPONENT", "TASKROUTER_TABLE_NAME"):
         monkeypatch.delenv(name, raising=False)
 
-    out = tmp_path / "eval"
-    assert main(["eval", "--dataset", str(dataset), "--target", "local", "--tasks", str(bench_data.BENCH / "tasks.json"),
-                 "--out", str(out), "--strategy", "zero_shot", "--no-progress"]) == 0  # fmt: skip
+    for out in (tmp_path / "warm", tmp_path / "eval"):
+        assert main(["eval", "--dataset", str(dataset), "--target", "local", "--tasks",
+                     str(bench_data.BENCH / "tasks.json"), "--out", str(out), "--strategy", "zero_shot",
+                     "--no-progress"]) == 0  # fmt: skip
 
     recorded = {(t["conversation"], t["index"]): t["predicted"]
                 for t in json.loads((RECORDED_RUN / "report.json").read_text())["turns"]}
