@@ -29,7 +29,9 @@ def train(base: Path, out: Path, seed: int = 7) -> int:
 def test_train_saves_a_reproducible_adapter_that_routes(tiny_base, tmp_path, capsys):
     first, again, other = tmp_path / "first", tmp_path / "again", tmp_path / "other"
     assert train(tiny_base, first) == 0
-    assert "after 2 steps" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "after 2 steps" in out
+    assert "epoch 1 step 1/2: loss " in out and "epoch 1 step 2/2: loss " in out and " left)" in out  # a log's progress
     assert {"adapter_config.json", "adapter_model.safetensors", "manifest.json", "adapter.tar.gz"} <= {
         p.name for p in first.iterdir()
     }

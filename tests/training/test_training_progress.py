@@ -1,5 +1,6 @@
 """What `adapter train` tells while it trains (docs/training.md, "Progress"): the step out of the run's
-total, the loss, the time a step takes and the time left; a bar on a terminal, plain lines in a log."""
+total, the loss, the time a step takes and the time left; a bar on a terminal, plain lines in a log
+(a whole run's lines: tests/training/test_adapter_train.py)."""
 
 import fcntl
 import os
@@ -12,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from taskrouter.cli import main
 from taskrouter.training.progress import LineProgress, duration, total_steps
 
 from .test_adapter_train import DATASET
@@ -56,14 +56,6 @@ def test_a_resumed_run_measures_its_rate_on_its_own_steps():
 @pytest.mark.parametrize(("seconds", "said"), [(0, "0 s"), (59.4, "59 s"), (61, "1 min 01 s"), (3725, "1 h 02 min")])
 def test_durations_read_as_people_say_them(seconds, said):
     assert duration(seconds) == said
-
-
-def test_a_run_in_a_log_prints_every_step_with_its_total(tiny_base, tmp_path, capsys):
-    assert main(["adapter", "train", "--dataset", str(DATASET), "--base-model", str(tiny_base),
-                 "--out", str(tmp_path / "out"), "--max-steps", "2", "--rank", "4", "--batch-size", "32",
-                 "--no-archive"]) == 0
-    out = capsys.readouterr().out
-    assert "epoch 1 step 1/2: loss " in out and "epoch 1 step 2/2: loss " in out and " left)" in out
 
 
 def test_a_run_on_a_terminal_redraws_one_bar(tiny_base, tmp_path):
