@@ -222,7 +222,13 @@ async def generate(
         return written
 
     running = [asyncio.create_task(write_in_turn(plan)) for plan in plans_]
-    done, cut = await asyncio.wait(running, timeout=deadline_s) if running else (set(), set())
+    try:
+        done, cut = await asyncio.wait(running, timeout=deadline_s) if running else (set(), set())
+    except asyncio.CancelledError:  # Ctrl-C: the requests in flight end before their client is closed
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        raise
     for task in cut:
         task.cancel()
     await asyncio.gather(*cut, return_exceptions=True)  # each closes its connection before the run ends
