@@ -220,10 +220,9 @@ def test_the_real_answer_has_the_doubles_shape(model_url: str) -> None:
 
 
 # A turn of each registry of the routing benchmark (docs/benchmark.md; realty held out), short ones (the
-# workplace one allow-listed to 16 of its 40 tasks): the events start, continue, switch and end,
-# answered right and wrong by the base model.
-BENCHMARK_SLICE = [("realty-de-004", 0), ("sales-de-010", 4), ("sales-en-048", 2), ("support-de-009", 0),
-                   ("workplace-it-008", 4)]
+# workplace one allow-listed to 16 of its 40 tasks): the events start, switch and end, answered right
+# and wrong by the base model.
+BENCHMARK_SLICE = [("realty-de-004", 0), ("sales-de-010", 4), ("support-de-009", 0), ("workplace-it-008", 4)]
 RECORDED_RUN = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "bench" / "base-zero_shot" / "test"
 
 
@@ -232,9 +231,9 @@ def test_a_slice_of_the_benchmark_is_decided_as_the_committed_run_recorded(
 ) -> None:
     """The base model's greedy answers to five benchmark turns, through the router (zero-shot, the
     benchmark's task file, each turn's allow-list, the transcript SmolLM2's context gets), are the ones
-    the committed zero-shot run recorded for the same turns. A first pass fills the prefix cache, as
-    the recorded run's earlier turns had: a registry's first prompt is prefilled whole, seconds on a
-    busy CPU, which could pass the primary's 10 s timeout; the second pass is the one held to the record."""
+    the committed zero-shot run recorded for the same turns. A registry's first prompt is prefilled
+    whole, seconds on a busy CPU, which could pass the primary's 10 s timeout: a turn the primary did not
+    decide is asked again, its prompt's prefix cached by then, as the recorded run's earlier turns had."""
     from benchmarks import bench_data, routing_bench
 
     conversations = {c["id"]: c for c in bench_data.read_jsonl(bench_data.BENCH / "test.jsonl")}
@@ -244,7 +243,6 @@ def test_a_slice_of_the_benchmark_is_decided_as_the_committed_run_recorded(
         before = [m for _, m in bench_data.user_turns(conversation["messages"][:index])]
         lines.append(routing_bench.single_turn(conversation, index, before[-1]["expect"]["task"] if before else None))
     dataset = tmp_path / "slice.jsonl"
-    bench_data.write_jsonl(dataset, lines)
     for name, value in {"TASKROUTER_LOCAL_MODEL": str(smollm2_gguf()), "TASKROUTER_SAGEMAKER_ENDPOINT": ENDPOINT,
                         "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": model_url, "AWS_ACCESS_KEY_ID": "local",
                         "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": "us-east-1",
@@ -254,16 +252,22 @@ def test_a_slice_of_the_benchmark_is_decided_as_the_committed_run_recorded(
     for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "TASKROUTER_SAGEMAKER_COMPONENT", "TASKROUTER_TABLE_NAME"):
         monkeypatch.delenv(name, raising=False)
 
-    for out in (tmp_path / "warm", tmp_path / "eval"):
+    def decided(lines: list[dict[str, Any]], out: Path) -> dict[str, dict[str, Any]]:
+        bench_data.write_jsonl(dataset, lines)
         assert main(["eval", "--dataset", str(dataset), "--target", "local", "--tasks",
                      str(bench_data.BENCH / "tasks.json"), "--out", str(out), "--strategy", "zero_shot",
                      "--no-progress"]) == 0  # fmt: skip
+        return {t["conversation"]: t for t in json.loads((out / "report.json").read_text())["turns"]}
 
+    turns = decided(lines, tmp_path / "eval")
+    late = [line for line in lines if turns[line["id"]]["backend"] != "sagemaker"]
+    if late:
+        turns |= decided(late, tmp_path / "again")
     recorded = {(t["conversation"], t["index"]): t["predicted"]
                 for t in json.loads((RECORDED_RUN / "report.json").read_text())["turns"]}
-    turns = json.loads((out / "report.json").read_text())["turns"]
-    assert [t["backend"] for t in turns] == ["sagemaker"] * len(BENCHMARK_SLICE)
-    assert [t["predicted"] for t in turns] == [recorded[turn] for turn in BENCHMARK_SLICE]
+    ids = [line["id"] for line in lines]
+    assert [turns[i]["backend"] for i in ids] == ["sagemaker"] * len(BENCHMARK_SLICE)
+    assert [turns[i]["predicted"] for i in ids] == [recorded[turn] for turn in BENCHMARK_SLICE]
 
 
 # -- the catalogue budget follows the model make local serves ----------------------------------------

@@ -63,7 +63,7 @@ def test_a_run_on_a_terminal_redraws_one_bar(tiny_base, tmp_path):
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a terminal 120 columns wide
     command = [sys.executable, "-m", "taskrouter.cli", "adapter", "train", "--dataset", str(DATASET),
-               "--base-model", str(tiny_base), "--out", str(tmp_path / "out"), "--max-steps", "2", "--rank", "4",
+               "--base-model", str(tiny_base), "--out", str(tmp_path / "out"), "--max-steps", "1", "--rank", "4",
                "--batch-size", "32", "--no-archive"]
     process = subprocess.Popen(command, stdout=follower, stderr=subprocess.DEVNULL, cwd=ROOT)
     os.close(follower)
@@ -79,5 +79,5 @@ def test_a_run_on_a_terminal_redraws_one_bar(tiny_base, tmp_path):
     os.close(leader)
     assert process.wait(timeout=120) == 0
     text = seen.decode(errors="replace")
-    assert "2/2" in text and "\r" in text and "loss=" in text
-    assert "epoch 1 step 1/2:" not in text  # the plain lines are for logs
+    assert "1/1" in text and "\r" in text and "loss=" in text
+    assert "epoch 1 step 1/1:" not in text  # the plain lines are for logs
