@@ -293,7 +293,11 @@ def test_a_server_trickling_its_answer_cannot_hold_a_request_past_its_deadline(m
 def test_ctrl_c_writes_nothing_and_is_one_line(model, tmp_path):
     model.always(OpenAIDouble.completion("{}", delay_s=3600))  # no answer until the test ends
     out = tmp_path / "synthetic.jsonl"
-    command = [sys.executable, "-c", "import sys; from taskrouter.cli import main; sys.exit(main(sys.argv[1:]))"]
+    # Ctrl-C as a terminal delivers it: the command's SIGINT handled, whatever this process inherited (a
+    # background job of a non-interactive shell, as CI may start `make test`, ignores SIGINT, and its
+    # children with it).
+    command = [sys.executable, "-c", "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+               "from taskrouter.cli import main; sys.exit(main(sys.argv[1:]))"]
     running = subprocess.Popen(
         [*command, "data", "generate", "--out", str(out), *SMALL_RUN],
         env=os.environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

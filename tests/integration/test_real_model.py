@@ -227,7 +227,7 @@ RECORDED_RUN = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / 
 
 
 def test_a_slice_of_the_benchmark_is_decided_as_the_committed_run_recorded(
-    local: LocalServer, model_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    local: LocalServer, model_url: str, files, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The base model's greedy answers to five benchmark turns, through the router (zero-shot, the
     benchmark's task file, each turn's allow-list, the transcript SmolLM2's context gets), are the ones
@@ -247,8 +247,10 @@ def test_a_slice_of_the_benchmark_is_decided_as_the_committed_run_recorded(
                         "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": model_url, "AWS_ACCESS_KEY_ID": "local",
                         "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": "us-east-1",
                         "TASKROUTER_PRIMARY_TIMEOUT_MS": "10000", "TASKROUTER_HEDGE_AFTER_MS": "off",
-                        "TASKROUTER_SERVING_MAX_TOKENS": "", "TASKROUTER_SERVING_TOKENIZER": ""}.items():  # fmt: skip
-        monkeypatch.setenv(name, value)  # the two serving ones: set by the command from the model, restored after
+                        "TASKROUTER_LOCAL_DIR": str(files["state"]),  # make local's: the model's facts read already
+                        "TASKROUTER_SERVING_MAX_TOKENS": "", "TASKROUTER_SERVING_TOKENIZER": "",
+                        "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)  # the serving and hub ones: set by the command, restored after
     for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "TASKROUTER_SAGEMAKER_COMPONENT", "TASKROUTER_TABLE_NAME"):
         monkeypatch.delenv(name, raising=False)
 
