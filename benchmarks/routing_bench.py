@@ -49,8 +49,9 @@ EVENTS = bench_data.EVENTS
 TABLE_BEGIN = "<!-- routing_bench.py table: the block below is checked by a test -->"
 TABLE_END = "<!-- end of the results block -->"
 BOOTSTRAP_DRAWS = 1000
-# Batch 2: at 4, prompts of the 40-task registry (~2,500 tokens) took 22.6 GB and were killed (24 GB here).
-HYPER = {"epochs": 2, "batch_size": 2, "learning_rate": 1e-3, "rank": 16}
+# Batch 1: at 4, prompts of the 40-task registry (~2,500 tokens) took 22.6 GB and were killed (24 GB
+# here); at 2, 18-20 GB, killed whenever anything else ran beside it.
+HYPER = {"epochs": 2, "batch_size": 1, "learning_rate": 1e-3, "rank": 16}
 
 
 # -- training sets ---------------------------------------------------------------------------------
