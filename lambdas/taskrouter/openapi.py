@@ -20,6 +20,11 @@ class RouteDecision(BaseModel):
     event: Event
     backend: BackendName
     fallback_reason: FallbackReason | None
+    confidence: Annotated[
+        float | None,
+        Field(ge=0, le=1, description="the probability of the primary's answer under its constraint, whenever the "
+              "primary answered (escalated or not); null when it gave no answer"),
+    ]
     latency_ms: float
     request_id: str
     ignored_tasks: Annotated[list[str], Field(description="present when `tasks` named unknown tasks")] = []

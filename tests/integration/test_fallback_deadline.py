@@ -124,7 +124,7 @@ def test_a_prompt_answer_within_the_deadline_is_taken(backend, monkeypatch):
     server = Trickling(HEADERS + ANSWER, b"")
     monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
     try:
-        assert backend.decide(prompt(), timeout_s=2.0) is None  # {"task": "none"}
-        assert backend.decide(prompt(), timeout_s=2.0) is None  # a second request, its own deadline
+        assert backend.decide(prompt(), timeout_s=2.0).task is None  # {"task": "none"}
+        assert backend.decide(prompt(), timeout_s=2.0).task is None  # a second request, its own deadline
     finally:
         server.close()

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from taskrouter.cli import main
+from taskrouter.core.backends import Answer
 from taskrouter.core.request import RouteRequest
 from taskrouter.core.router import Router
 from taskrouter.core.task_spec import load_task_file
@@ -56,7 +57,7 @@ class PromptKeeper:
 
     def decide(self, prompt, timeout_s):
         self.prompts.append(prompt.messages())
-        return None
+        return Answer(None)
 
 
 def test_training_prompts_show_the_tasks_the_router_showed(tmp_path, monkeypatch):

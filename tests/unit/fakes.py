@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from taskrouter.core.backends import Answer
 from taskrouter.core.prompting import RoutingPrompt
 from taskrouter.core.request import Message, RouteRequest, Strategy
 from taskrouter.core.router import RouterSettings
@@ -30,8 +31,9 @@ class Registry:
 
 
 class Backend:
-    def __init__(self, name, answer=None, delay_s=0.0, raises=None, block_on=None):
+    def __init__(self, name, answer=None, delay_s=0.0, raises=None, block_on=None, confidence=None):
         self.name, self.answer, self.delay_s, self.raises, self.block_on = name, answer, delay_s, raises, block_on
+        self.confidence = confidence
         self.prompts: list[RoutingPrompt] = []
 
     def decide(self, prompt, timeout_s):
@@ -41,7 +43,7 @@ class Backend:
             self.block_on.wait(timeout=10)
         if self.raises:
             raise self.raises
-        return prompt.parse(self.answer)
+        return Answer(prompt.parse(self.answer), self.confidence)
 
 
 SETTINGS = RouterSettings(

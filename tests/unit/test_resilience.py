@@ -10,7 +10,7 @@ import pytest
 from moto import mock_aws
 
 from taskrouter.adapters.ssm_ops_mode import SsmOpsMode
-from taskrouter.core.backends import BackendError, BackendThrottled
+from taskrouter.core.backends import Answer, BackendError, BackendThrottled
 from taskrouter.core.errors import NoBackendAvailable
 from taskrouter.core.resilience import CircuitBreaker, FixedOpsMode, OpsMode
 from taskrouter.core.request import RouteRequest, Strategy
@@ -43,7 +43,7 @@ class Script:
             self.block_on.wait(timeout=10)
         if isinstance(step, Exception):
             raise step
-        return prompt.parse(step)
+        return Answer(prompt.parse(step))
 
 
 # --- hedging ---------------------------------------------------------------------------------

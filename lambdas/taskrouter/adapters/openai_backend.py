@@ -19,7 +19,7 @@ import openai
 
 from taskrouter.adapters.deadline_transport import DeadlineTransport
 from taskrouter.adapters.structured_output import ResponseFormat, ResponseFormatField, StructuredOutput
-from taskrouter.core.backends import BackendError, BackendThrottled, BackendTimeout
+from taskrouter.core.backends import Answer, BackendError, BackendThrottled, BackendTimeout
 from taskrouter.core.prompting import InvalidOutput, RoutingPrompt
 from taskrouter.core.request import Strategy
 
@@ -66,7 +66,7 @@ class OpenAIBackend:
                 _ = self._client.chat.completions
             return self._client
 
-    def decide(self, prompt: RoutingPrompt, timeout_s: float) -> str | None:
+    def decide(self, prompt: RoutingPrompt, timeout_s: float) -> Answer:
         deadline = time.monotonic() + timeout_s
         try:
             client = self._openai()
@@ -97,7 +97,7 @@ class OpenAIBackend:
             raise BackendError(f"openai {error.status_code}") from None
         except openai.APIError as error:
             raise BackendError(type(error).__name__) from None
-        return prompt.parse_json(_content_of(completion))
+        return Answer(prompt.parse_json(_content_of(completion)))  # OpenAI's probability is not asked for
 
 
 def _content_of(completion: Any) -> str:

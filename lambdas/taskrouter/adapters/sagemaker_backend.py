@@ -8,7 +8,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, ReadTimeoutError
 
-from taskrouter.core.backends import BackendError, BackendNoCapacity, BackendThrottled, BackendTimeout
+from taskrouter.core.backends import Answer, BackendError, BackendNoCapacity, BackendThrottled, BackendTimeout
+from taskrouter.core.confidence import NoConfidence, answer_confidence, logprobs_of
 from taskrouter.core.prompting import InvalidOutput, RoutingPrompt
 
 _THROTTLING_CODES = {"ThrottlingException", "TooManyRequestsException", "ServiceUnavailable"}
@@ -44,7 +45,7 @@ class SageMakerBackend:
         fitting = [bound for bound in self._clients if bound >= timeout_s]
         return self._clients[fitting[0] if fitting else max(self._clients)]
 
-    def decide(self, prompt: RoutingPrompt, timeout_s: float) -> str | None:
+    def decide(self, prompt: RoutingPrompt, timeout_s: float) -> Answer:
         # timeout_s is enforced by the client's connect/read timeouts and by the router's deadline.
         request: dict[str, Any] = {
             "EndpointName": self._endpoint,
@@ -60,6 +61,8 @@ class SageMakerBackend:
                     "temperature": 0.0,
                     "repetition_penalty": 1.0,
                     "structured_outputs": prompt.output_constraint(),
+                    # Each generated token's logprob (no alternatives): the answer's confidence.
+                    "logprobs": True,
                 },
                 separators=(",", ":"),
             ),
@@ -83,16 +86,30 @@ class SageMakerBackend:
             raise BackendError(f"{code} {status}") from None
         except BotoCoreError as error:
             raise BackendError(type(error).__name__) from None
-        return prompt.parse(_answer_text(payload))
+        choice = _first_choice(payload)
+        text = _answer_text(choice)
+        task = prompt.parse(text)
+        try:
+            confidence = answer_confidence(text, prompt.answer_start(text), logprobs_of(choice))
+        except NoConfidence:
+            confidence = None  # a valid answer all the same: decided, with no confidence to hold it to
+        return Answer(task, confidence)
 
 
-def _answer_text(payload: bytes) -> str:
-    """The message content of an OpenAI `chat.completion` object, as vLLM answers it."""
+def _first_choice(payload: bytes) -> dict[str, Any]:
     try:
         choice = json.loads(payload)["choices"][0]
-        text = choice["message"]["content"]
     except (ValueError, KeyError, IndexError, TypeError):
         raise InvalidOutput("response is not a chat completion") from None
+    if not isinstance(choice, dict):
+        raise InvalidOutput("response is not a chat completion")
+    return choice
+
+
+def _answer_text(choice: dict[str, Any]) -> str:
+    """The message content of an OpenAI `chat.completion` object's choice, as vLLM answers it."""
+    message = choice.get("message")
+    text = message.get("content") if isinstance(message, dict) else None
     if not isinstance(text, str):
         raise InvalidOutput("chat completion has no text content")
     return text

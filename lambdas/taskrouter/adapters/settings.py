@@ -12,10 +12,11 @@ from taskrouter.core.capture import BASE_ADAPTER, SamplingPolicy, ServingAdapter
 from taskrouter.core.redaction import DEFAULT_REDACTION, REDACTION_KINDS
 from taskrouter.adapters.served_tokenizer import TokenizerUnavailable, token_counter
 from taskrouter.core.catalogue import CatalogueBudget, byte_budget, token_budget
+from taskrouter.core.confidence import ThresholdsError, parse_thresholds, thresholds_for
 from taskrouter.core.prompting import transcript_bound
 from taskrouter.core.request import Strategy
 from taskrouter.core.resilience import DEFAULT_COOLDOWN_S, DEFAULT_FAILURES, DEFAULT_WINDOW_S
-from taskrouter.core.router import Budget, Explanations, RouterSettings
+from taskrouter.core.router import Budget, Explanations, RouterSettings, Threshold
 from taskrouter.core.tasks import check_task_name
 
 # Bounds shared with the stage configuration (infra/config.py), in milliseconds.
@@ -138,6 +139,7 @@ class RuntimeSettings:
         secret_arn = env.get("TASKROUTER_OPENAI_SECRET_ARN") or None
         budgets = _budgets(env)
         zero_shot = budgets[Strategy.ZERO_SHOT]
+        adapter = serving_adapter_from_env(env)
         return cls(
             table_name=cls.table_name_from_env(env),
             sagemaker_endpoint=env.get("TASKROUTER_SAGEMAKER_ENDPOINT") or None,
@@ -163,9 +165,10 @@ class RuntimeSettings:
                 explanations=_explanations(env),
                 catalogue_budget=catalogue_budget_from_env(env),
                 transcript=transcript_bound(serving_tokens_from_env(env)),
+                thresholds=thresholds_from_env(env, adapter.name),
             ),
             openai_response_format=openai_response_format_from_env(env),
-            adapter=serving_adapter_from_env(env),
+            adapter=adapter,
             capture=CaptureSettings.from_env(env),
         )
 
@@ -176,6 +179,24 @@ def openai_response_format_from_env(environ: Mapping[str, str] | None = None) ->
     env = os.environ if environ is None else environ
     allowed = tuple(dialect.value for dialect in ResponseFormat)
     return ResponseFormat(_choice(env, OPENAI_RESPONSE_FORMAT, ResponseFormat.JSON_SCHEMA.value, allowed))
+
+
+CONFIDENCE_THRESHOLDS = "TASKROUTER_CONFIDENCE_THRESHOLDS"
+
+
+def thresholds_from_env(env: Mapping[str, str], adapter: str) -> dict[Strategy, Threshold]:
+    """TASKROUTER_CONFIDENCE_THRESHOLDS: a JSON list of `{"strategy", "adapter", "threshold",
+    "tasks_sha256"}` as `taskrouter eval threshold` prints them (the stack writes the stage's); the
+    entries of the serving adapter (TASKROUTER_ADAPTER_NAME, `base` by default) apply. Unset or empty:
+    no threshold, nothing escalated."""
+    raw = env.get(CONFIDENCE_THRESHOLDS) or ""
+    if not raw.strip():
+        return {}
+    try:
+        entries = parse_thresholds(raw)
+    except ThresholdsError as error:
+        raise SettingsError(f"{CONFIDENCE_THRESHOLDS}: {error}") from None
+    return {strategy: Threshold(value, digest) for strategy, (value, digest) in thresholds_for(entries, adapter).items()}
 
 
 SERVING_MAX_TOKENS = "TASKROUTER_SERVING_MAX_TOKENS"

@@ -82,7 +82,7 @@ class ShadowTeacher:
             return self._failed("capped", None)
         started = self._clock()
         try:
-            task = self._backend.decide(prompt, timeout_s)
+            task = self._backend.decide(prompt, timeout_s).task
         except InvalidOutput:
             return self._failed("invalid_output", started)
         except BackendFailure as failure:

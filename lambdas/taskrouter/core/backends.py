@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from taskrouter.core.prompting import RoutingPrompt
 
 BackendName = Literal["sagemaker", "openai"]
 FallbackReason = Literal[
-    "timeout", "error", "throttled", "invalid_output", "circuit_open", "ops_mode", "not_configured", "no_capacity"
+    "timeout", "error", "throttled", "invalid_output", "low_confidence", "circuit_open", "ops_mode",
+    "not_configured", "no_capacity",
 ]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A backend's decision: the task (None for no task) and, where the engine gives its tokens'
+    logprobs, the answer's probability under its constraint (core.confidence)."""
+
+    task: str | None
+    confidence: float | None = None
 
 
 class BackendFailure(Exception):
@@ -39,8 +50,8 @@ class BackendNoCapacity(BackendFailure):
 class Backend(Protocol):
     name: BackendName
 
-    def decide(self, prompt: RoutingPrompt, timeout_s: float) -> str | None:
-        """The decided task name, or None for no task.
+    def decide(self, prompt: RoutingPrompt, timeout_s: float) -> Answer:
+        """The decided task name (None for no task), with its confidence where the engine gives one.
 
         Raises `BackendFailure` when no answer came, `InvalidOutput` when the answer is not
         exactly one of `prompt.choices`.

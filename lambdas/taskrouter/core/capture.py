@@ -181,7 +181,7 @@ def build_record(
         },
         "primary": {
             "answer": decision.primary.answer,
-            "probability": decision.primary.probability,
+            "probability": decision.primary.confidence,
             "latency_ms": decision.primary.latency_ms,
         },
         "latency_ms": latency_ms,

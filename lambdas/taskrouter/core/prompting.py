@@ -127,6 +127,11 @@ class RoutingPrompt:
         """The decided task (None for no task) from a text answer."""
         return self.check_choice(_TEXT[self.strategy].parse(text))
 
+    def answer_start(self, text: str) -> int:
+        """Where the final answer begins in a text answer `parse` took: it closes the text (the
+        constraint ends with it), after the reasoning of the strategies that reason."""
+        return len(text.rstrip()) - len(_TEXT[self.strategy].parse(text))
+
     # -- JSON answers: the fallback, its output held to a strict schema -------------------------
     def json_messages(self) -> list[dict[str, str]]:
         return self._messages(_JSON[self.strategy].instructions(self))

@@ -4,7 +4,10 @@ Policy, in order: no primary configured, the operations mode, or an open circuit
 straight to the fallback. Otherwise the primary is asked; if it has not answered after the hedge
 delay, the fallback is asked too and the first valid answer wins. A primary that fails, answers
 invalid output or misses its deadline leaves the decision to the fallback, which is retried once,
-with jitter, while its budget allows. When nothing decides, the answer is a 503 with Retry-After
+with jitter, while its budget allows. A valid answer whose confidence is under the strategy's
+calibrated threshold is escalated: the fallback decides (`low_confidence`); where no fallback is
+configured or it fails too, the primary's answer stands, still marked `low_confidence` (a threshold
+never makes a decision worse than none would, nor turns an answer into a 503). When nothing decides, the answer is a 503 with Retry-After
 whose message says why, in the words of `Explanations` (what to set to change it); it is composed
 only then, so a decided request costs nothing more.
 """
@@ -26,12 +29,12 @@ from taskrouter.core.events import Event, derive_event
 from taskrouter.core.prompting import FULL_TRANSCRIPT, InvalidOutput, RoutingPrompt, TranscriptBound, build_prompt
 from taskrouter.core.request import RouteRequest, Strategy
 from taskrouter.core.resilience import CircuitBreaker, FixedOpsMode, OpsMode, OpsModeSource
-from taskrouter.core.tasks import NO_TASK, RegistryUnavailable, Task, TaskSource
+from taskrouter.core.tasks import NO_TASK, RegistryUnavailable, Task, TaskSource, tasks_sha256
 
 _RETRY_JITTER_S = 0.05
 # What the breaker counts against the primary (besides a missed deadline); invalid output is not one
 # (a primary that answers, even wrongly, is up), nor is no capacity (an endpoint scaled to zero is up,
-# and each call is what wakes it).
+# and each call is what wakes it), nor a low confidence (an answer, escalated by design).
 _PRIMARY_FAULTS = frozenset({"timeout", "error", "throttled"})
 # The fallback reasons by which the primary, asked, failed; the others (circuit_open, ops_mode,
 # not_configured: not asked; no_capacity: no copy serving, as when scaled to zero) say nothing of its health.
@@ -52,6 +55,16 @@ class Budget:
     primary_timeout_s: float
     fallback_timeout_s: float
     hedge_after_s: float | None = None  # None: the fallback starts only once the primary failed
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A strategy's calibrated confidence threshold (`taskrouter eval threshold`): an answer below it is
+    escalated. `tasks_sha256` is the digest of the task list it was calibrated over: a renormalized
+    confidence moves when the registry does, so a decision over another registry says so."""
+
+    value: float
+    tasks_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +103,8 @@ class RouterSettings:
     catalogue_budget: CatalogueBudget | None = None
     # How much of the conversation a prompt shows: shorter for a model with a small context.
     transcript: TranscriptBound = FULL_TRANSCRIPT
+    # Each strategy's confidence threshold for the serving adapter; a strategy not named escalates nothing.
+    thresholds: Mapping[Strategy, Threshold] = field(default_factory=dict)
 
     def budget(self, strategy: Strategy) -> Budget:
         default = Budget(self.primary_timeout_s, self.fallback_timeout_s, self.hedge_after_s)
@@ -100,9 +115,9 @@ class RouterSettings:
 class PrimaryOutcome:
     """What the primary did for one decision, as a captured turn records it (docs/capture.md)."""
 
-    answer: str | None = None  # its choice (NO_TASK for no task) when it decided; None otherwise
+    answer: str | None = None  # its choice (NO_TASK for no task) when it answered; None otherwise
     latency_ms: float | None = None  # its call's time, or the time waited when it had not ended; None: not asked
-    probability: float | None = None  # of its answer, when the engine gives one
+    confidence: float | None = None  # its answer's probability, when the engine gives its logprobs
 
 
 NOT_ASKED = PrimaryOutcome()
@@ -126,6 +141,10 @@ class Decision:
     primary: PrimaryOutcome = NOT_ASKED
     registry: Mapping[str, Task] = field(default_factory=dict, compare=False, repr=False)
     transcript: TranscriptBound = FULL_TRANSCRIPT  # how much of the conversation the prompt showed
+    # The threshold the primary's answer was held to (None: none applies), and whether the live
+    # registry differs from the task list it was calibrated over (None: not known).
+    threshold: float | None = None
+    threshold_registry_differs: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +155,7 @@ class _Attempt:
     failure: FallbackReason | None = None
     detail: str | None = None
     latency_s: float | None = None  # the call's time (measured for the primary)
+    confidence: float | None = None
 
 
 _Decided = Callable[..., Decision]
@@ -143,7 +163,8 @@ _Decided = Callable[..., Decision]
 
 def _attempt(backend: Backend, prompt: RoutingPrompt, timeout_s: float) -> _Attempt:
     try:
-        return _Attempt(task=backend.decide(prompt, timeout_s))
+        answer = backend.decide(prompt, timeout_s)
+        return _Attempt(task=answer.task, confidence=answer.confidence)
     except BackendFailure as failure:
         return _Attempt(failure=failure.reason, detail=str(failure) or None)
     except InvalidOutput as invalid:
@@ -204,6 +225,7 @@ class Router:
         prompt = build_prompt(strategy, request.conversation, fitted.tasks, current, self._settings.transcript)
         budget = self._settings.budget(strategy)
         shown = tuple(fitted.tasks[name] for name in sorted(fitted.tasks))  # the prompt's order
+        threshold = self._settings.thresholds.get(strategy)
 
         def decided(
             backend: BackendName,
@@ -213,16 +235,19 @@ class Router:
             primary: PrimaryOutcome = NOT_ASKED,
         ) -> Decision:
             event = derive_event(current, task)
+            held = threshold is not None and primary.confidence is not None
             return Decision(
                 task, event, backend, reason, ignored, strategy, detail, fitted.cut, current, shown, primary, registry,
                 self._settings.transcript,
+                threshold=threshold.value if held and threshold else None,
+                threshold_registry_differs=_registry_differs(threshold, registry) if held else None,
             )
 
         breaker = self._breakers[strategy]
         skip = self._skip_reason(breaker)
         if skip is not None:
             return self._fallback_decides(prompt, budget, decided, skip, None, NOT_ASKED)
-        return self._race(prompt, budget, breaker, decided)
+        return self._race(prompt, budget, breaker, decided, threshold)
 
     def _fitted(self, allowed: dict[str, Task]) -> Fitted:
         """The allowed tasks within the catalogue budget: as they are, unless the registry outgrew it."""
@@ -238,7 +263,9 @@ class Router:
             return "circuit_open"
         return None
 
-    def _race(self, prompt: RoutingPrompt, budget: Budget, breaker: CircuitBreaker, decided: _Decided) -> Decision:
+    def _race(
+        self, prompt: RoutingPrompt, budget: Budget, breaker: CircuitBreaker, decided: _Decided, threshold: Threshold | None
+    ) -> Decision:
         primary_backend = self._primary
         assert primary_backend is not None
         asked_at = time.monotonic()
@@ -272,10 +299,36 @@ class Router:
         answer = primary.result()
         latency_ms = None if answer.latency_s is None else _ms(answer.latency_s)
         if answer.failure is None:
-            outcome = PrimaryOutcome(answer=answer.task or NO_TASK, latency_ms=latency_ms)
+            outcome = PrimaryOutcome(answer=answer.task or NO_TASK, latency_ms=latency_ms, confidence=answer.confidence)
+            if threshold is not None and answer.confidence is not None and answer.confidence < threshold.value:
+                return self._escalate(prompt, budget, decided, answer, outcome, threshold, hedge)
             return decided(primary_backend.name, answer.task, None, primary=outcome)
         outcome = PrimaryOutcome(latency_ms=latency_ms)
         return self._fallback_decides(prompt, budget, decided, answer.failure, answer.detail, outcome, hedge)
+
+    def _escalate(
+        self,
+        prompt: RoutingPrompt,
+        budget: Budget,
+        decided: _Decided,
+        primary: _Attempt,
+        outcome: PrimaryOutcome,
+        threshold: Threshold,
+        hedge: futures.Future[_Attempt] | None,
+    ) -> Decision:
+        """A valid answer under the threshold: the fallback's decision, with the whole fallback budget
+        from now (a hedged call already started counts as its first attempt). With no fallback, or one
+        that fails, the primary's answer stands, marked `low_confidence`: it is the best answer there
+        is, and a 503 or a guess would serve the user worse (docs/api.md)."""
+        why = f"confidence {outcome.confidence:.4f} under the threshold {threshold.value:g}"
+        assert self._primary is not None
+        if self._fallback is None:
+            return decided(self._primary.name, primary.task, "low_confidence", f"{why}; no fallback: kept", outcome)
+        answer = self._fallback_attempt(prompt, budget, hedge)
+        if answer.failure is None:
+            return decided(self._fallback.name, answer.task, "low_confidence", why, outcome)
+        kept = f"{why}; the fallback failed ({answer.failure}{': ' + answer.detail if answer.detail else ''}): kept"
+        return decided(self._primary.name, primary.task, "low_confidence", kept, outcome)
 
     def _fallback_decides(
         self,
@@ -291,6 +344,17 @@ class Router:
         fallback = self._fallback
         if fallback is None:
             raise self._no_decision(prompt.strategy, budget, reason, detail, None)
+        answer = self._fallback_attempt(prompt, budget, hedge)
+        if answer.failure is not None:
+            raise self._no_decision(prompt.strategy, budget, reason, detail, answer)
+        return decided(fallback.name, answer.task, reason, detail, primary)
+
+    def _fallback_attempt(
+        self, prompt: RoutingPrompt, budget: Budget, hedge: futures.Future[_Attempt] | None
+    ) -> _Attempt:
+        """The fallback's last attempt within its budget: an answer, or the failure that ended it."""
+        fallback = self._fallback
+        assert fallback is not None
         deadline = time.monotonic() + budget.fallback_timeout_s
         answer: _Attempt | None = None
         attempts = 2
@@ -302,12 +366,12 @@ class Router:
                 answer = _Attempt(failure="timeout")
         while answer is None or answer.failure is not None:
             if answer is not None and not self._may_retry(answer, attempts, deadline):
-                raise self._no_decision(prompt.strategy, budget, reason, detail, answer)
+                return answer
             if answer is not None:
                 time.sleep(random.uniform(0, _RETRY_JITTER_S))
             attempts -= 1
             answer = _attempt(fallback, prompt, max(0.001, deadline - time.monotonic()))
-        return decided(fallback.name, answer.task, reason, detail, primary)
+        return answer
 
     def _may_retry(self, failed: _Attempt, attempts_left: int, deadline: float) -> bool:
         """Once, for a failure a second call may not repeat, and only while the budget allows."""
@@ -393,6 +457,18 @@ def _fallback_cause(explain: Explanations, strategy: Strategy, budget: Budget, a
     if answer.detail == "APIConnectionError":
         return f"fallback failed: could not connect to {explain.fallback_location or 'its server'}"
     return "fallback failed: " + (answer.detail or answer.failure or "error")
+
+
+def _registry_differs(threshold: Threshold, registry: Mapping[str, Task]) -> bool | None:
+    if threshold.tasks_sha256 is None:
+        return None
+    return _registry_digest(tuple(registry.values())) != threshold.tasks_sha256
+
+
+@functools.lru_cache(maxsize=8)
+def _registry_digest(tasks: tuple[Task, ...]) -> str:
+    """The registry's digest as an evaluation report's `tasks_sha256`, once per copy of it."""
+    return tasks_sha256(tasks)
 
 
 @functools.lru_cache(maxsize=8)

@@ -77,6 +77,7 @@ def _route(event: dict[str, Any]) -> dict[str, Any]:
         "event": decision.event,
         "backend": decision.backend,
         "fallback_reason": decision.fallback_reason,
+        "confidence": decision.primary.confidence,
         "latency_ms": latency_ms,
         "request_id": (event.get("requestContext") or {}).get("requestId"),
     }
@@ -94,6 +95,11 @@ def _route(event: dict[str, Any]) -> dict[str, Any]:
             "latency_ms": latency_ms,
             # the registry outgrew the catalogue budget: what the prompt left out (docs/api.md)
             "catalogue_cut": decision.catalogue_cut,
+            # the primary's own answer (a task name, never content) and its confidence, escalated or not
+            "primary_answer": decision.primary.answer,
+            "confidence": decision.primary.confidence,
+            "threshold": decision.threshold,
+            "threshold_registry_differs": decision.threshold_registry_differs,
         },
     )
     return _response(200, body)
@@ -101,7 +107,9 @@ def _route(event: dict[str, Any]) -> dict[str, Any]:
 
 def _record(decision: Decision, latency_ms: float) -> None:
     """EMF metrics of one decision: rates by service; latency by strategy (each has its own budget);
-    counts by backend, event and fallback reason (each dimension set is its own EMF document)."""
+    counts by backend, event and fallback reason (each dimension set is its own EMF document).
+    `Escalated` (1/0 over the primary's answers held to a threshold, by adapter and strategy) is the
+    share the stage planned for; `Fallback` counts escalations too (the fallback is paid for them)."""
     metrics.add_metric(name="Fallback", unit=MetricUnit.Count, value=int(decision.fallback_reason is not None))
     metrics.add_metric(
         name="InvalidOutput", unit=MetricUnit.Count, value=int(decision.fallback_reason == "invalid_output")
@@ -120,6 +128,11 @@ def _record(decision: Decision, latency_ms: float) -> None:
     adapter = router_runtime.serving_adapter()
     unseen = len(adapter.unseen(decision.registry))
     by_dimensions.append(("UnseenTasks", MetricUnit.Count, unseen, {"adapter": adapter.name}))
+    if decision.threshold is not None:
+        escalated = int(decision.fallback_reason == "low_confidence")
+        by_dimensions.append(
+            ("Escalated", MetricUnit.Count, escalated, {"adapter": adapter.name, "strategy": decision.strategy.value})
+        )
     for name, unit, value, dimensions in by_dimensions:
         with single_metric(name=name, unit=unit, value=value) as metric:
             for dimension, dimension_value in dimensions.items():
@@ -136,7 +149,8 @@ def _capture(request: RouteRequest, decision: Decision, decided_ms: float) -> No
         unseen = setup.adapter.unseen(task.name for task in decision.shown_tasks)
         drawn = capture.draw(
             setup.settings.policy,
-            primary_decided=decision.fallback_reason is None,
+            # the primary's answers, escalated ones too: the live reliability curve needs the doubtful ones
+            primary_decided=decision.primary.answer is not None,
             unseen=bool(unseen),
             random=setup.random,
         )
