@@ -92,6 +92,7 @@ class ApiStack(Stack):
                 **serving,
                 **_adapter_environment(stage, router_adapter_tasks),
                 **_capture_environment(stage, capture),
+                **stage.confidence.environment(),
                 "POWERTOOLS_SERVICE_NAME": ROUTER_SERVICE,
             },
         )

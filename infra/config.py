@@ -20,6 +20,7 @@ from taskrouter.adapters.settings import (
     REGISTRY_READ_TIMEOUT_S,
 )
 from taskrouter.core.catalogue import byte_budget, catalogue_bytes
+from taskrouter.core.confidence import BASE, ThresholdEntry, ThresholdsError, check_unique
 from taskrouter.core.request import Strategy
 from taskrouter.core.task_spec import load_task_file
 from taskrouter.core.tasks import check_task_name
@@ -243,6 +244,44 @@ class CaptureConfig(_Strict):
         return ",".join(self.redact) or "none"
 
 
+# DecisionLatency alarms on each strategy's p90 (infra/monitoring.py): it holds while at most a tenth of
+# the decisions run over the budget. An escalated decision takes the primary's time plus the
+# fallback's (zero-shot: ~0.1-0.25 s + ~0.6-1 s against 0.3 s; few-shot CoT ~1 s + ~1.5 s against
+# 1.5 s; ReAct ~1.6 s + ~1.5 s against 2 s): every one is over its strategy's budget, so the share a
+# stage plans to escalate must stay under a tenth, with room left for the fallbacks that failures cause.
+P90_OVER_BUDGET_SHARE = 0.10
+
+
+class ConfidenceConfig(_Strict):
+    """Escalation of the primary's doubtful answers (docs/api.md, "Confidence and escalation").
+
+    `thresholds`: what `taskrouter eval threshold` prints, one per strategy and adapter (`base`: the
+    base model alone); none: nothing is escalated (the default until a threshold is calibrated).
+    `planned_escalated_share`: the share of the answers held to a threshold that the stage plans to
+    escalate, a cost guard: `Escalated` alarms over an hour above it, once the hour holds at least
+    `min_samples` such answers."""
+
+    thresholds: list[ThresholdEntry] = []
+    planned_escalated_share: Annotated[float, Field(gt=0, lt=P90_OVER_BUDGET_SHARE)] = 0.05
+    min_samples: Annotated[int, Field(ge=1)] = 100
+
+    @field_validator("thresholds")
+    @classmethod
+    def _one_per_strategy_and_adapter(cls, entries: list[ThresholdEntry]) -> list[ThresholdEntry]:
+        try:
+            check_unique(entries)
+        except ThresholdsError as error:
+            raise ValueError(str(error)) from None
+        return entries
+
+    def environment(self) -> dict[str, str]:
+        """TASKROUTER_CONFIDENCE_THRESHOLDS for the router (it applies its own adapter's); none: unset."""
+        if not self.thresholds:
+            return {}
+        listed = [entry.model_dump(mode="json") for entry in self.thresholds]
+        return {"TASKROUTER_CONFIDENCE_THRESHOLDS": json.dumps(listed, separators=(",", ":"))}
+
+
 class StageConfig(_Strict):
     name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9]{1,15}$")]
     region: Annotated[str, Field(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")]
@@ -271,6 +310,7 @@ class StageConfig(_Strict):
     training: TrainingConfig
     router_concurrency: RouterConcurrency
     capture: CaptureConfig
+    confidence: ConfidenceConfig = ConfidenceConfig()
 
     @model_validator(mode="before")
     @classmethod
@@ -577,6 +617,10 @@ def check_deployable(stage: StageConfig, manifests: list[AdapterManifest], servi
             problems.append(f"{manifest.name}: {archive} is missing (`taskrouter adapter train` writes it)")
     if stage.router_adapter is not None and stage.router_adapter not in names:
         problems.append(f"router_adapter {stage.router_adapter!r} is not one of the stage's adapters {names}")
+    for entry in stage.confidence.thresholds:
+        if entry.adapter != BASE and entry.adapter not in names:
+            problems.append(f"confidence.thresholds: adapter {entry.adapter!r} is neither {BASE!r} nor one of the "
+                            f"stage's adapters {names}: its threshold would hold no answer")
     router = next((manifest for manifest in manifests if manifest.name == stage.router_adapter), None)
     if router is not None:
         problems.extend(_router_adapter_tasks_problems(router))

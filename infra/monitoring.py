@@ -39,6 +39,7 @@ from infra.capture import TEACHER_SERVICE
 from infra.config import StageConfig
 from infra.functions import bundled_function
 from infra.runbook import runbook
+from taskrouter.core.request import Strategy
 from taskrouter.operations.failover import DEFAULT_HOLD_S
 
 # Share of the primary's answers that failed (timeout, error, throttled, invalid output) over the
@@ -288,6 +289,7 @@ class MonitoringStack(Stack):
             ],
         )
         self._unseen_tasks(stage, facade)
+        self._escalation(stage, facade)
         if teacher is not None:
             self._capture(stage, facade, teacher)
         self.degraded = self._primary_degraded(stage, facade)
@@ -310,6 +312,41 @@ class MonitoringStack(Stack):
                     statistic="Maximum", period=Duration.minutes(5),
                 )],
             )],
+        )
+
+    def _escalation(self, stage: StageConfig, facade: MonitoringFacade) -> None:
+        """The share of the primary's answers held to a threshold that were escalated (`Escalated`, 1/0
+        by adapter and strategy), a cost guard per strategy: over an hour with at least min_samples held
+        answers, above the share the stage planned. A stage with no threshold publishes none (no data:
+        no alarm). Escalations also count in the fallback rate (the fallback decided them) and in the
+        decision latency (primary plus fallback: config.P90_OVER_BUDGET_SHARE bounds the plan)."""
+        confidence, adapter, hour = stage.confidence, stage.router_adapter or "base", Duration.hours(1)
+
+        def escalated(statistic: str, strategy: Strategy) -> cloudwatch.Metric:
+            return cloudwatch.Metric(
+                namespace=METRICS_NAMESPACE, metric_name="Escalated",
+                dimensions_map={"service": ROUTER_SERVICE, "adapter": adapter, "strategy": strategy.value},
+                statistic=statistic, period=hour,
+            )
+
+        def judged(strategy: Strategy) -> CustomMetricGroup:
+            # The hour's share where it holds at least min_samples answers, else 0 (no verdict on a
+            # handful): IF(TS comparison S, TS, S), documented metric math.
+            title = (f"Escalated share, {adapter} / {strategy.value} (hour, at least {confidence.min_samples} "
+                     f"answers; planned {confidence.planned_escalated_share:g})")
+            share = cloudwatch.MathExpression(
+                expression=f"IF(answers >= {confidence.min_samples}, share, 0)",
+                using_metrics={"share": escalated("Average", strategy), "answers": escalated("SampleCount", strategy)},
+                period=hour,
+                label=title,
+            )
+            return _alarmed(title, f"EscalatedShare-{strategy.value}", share, above=confidence.planned_escalated_share,
+                            runbook_slug="escalated-share", datapoints=1)
+
+        facade.monitor_custom(
+            alarm_friendly_name="Escalation",
+            human_readable_name="Escalation of the primary's doubtful answers (low_confidence)",
+            metric_groups=[judged(strategy) for strategy in Strategy],
         )
 
     def _capture(self, stage: StageConfig, facade: MonitoringFacade, teacher: lambda_.IFunction) -> None:

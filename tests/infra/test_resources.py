@@ -701,8 +701,8 @@ def _alarm_dimensions(props: dict) -> dict[str, str]:
 
 def _judged_apart(alarm_name: str) -> bool:
     """Alarms held to their own periods and datapoints: capture's and the teacher's (test_capture.py),
-    the alarm handling's warnings (test_operations.py)."""
-    return any(part in alarm_name for part in ("-Capture-", "-Teacher-", "-AlarmHandling-"))
+    the alarm handling's warnings (test_operations.py), the escalated share (test_escalation.py)."""
+    return any(part in alarm_name for part in ("-Capture-", "-Teacher-", "-AlarmHandling-", "-Escalation-"))
 
 
 def test_alarms_cover_latency_errors_and_throttles_and_notify_the_topic(stage):
