@@ -75,6 +75,7 @@ def banner(
     strategy = settings.router.default_strategy.value
     lines.append(f"  strategy: {strategy} when a request names none (TASKROUTER_DEFAULT_STRATEGY)")
     lines.append("  budget:   " + _catalogue(settings, env))
+    lines.append("  escalate: " + _escalation(settings))
     if capture is not None:
         lines.extend("  capture:  " * (i == 0) + " " * 12 * (i > 0) + line for i, line in enumerate(_capture(capture)))
     lines.append(f"  state:    {state_dir} (TASKROUTER_LOCAL_DIR)")
@@ -115,6 +116,17 @@ def _catalogue(settings: RuntimeSettings, env: Mapping[str, str]) -> str:
     else:
         source = f"a serving length of {serving:,} tokens: TASKROUTER_SERVING_MAX_TOKENS"
     return f"{budget.limit:,} {budget.unit} of task catalogue ({source}); {shown} (docs/api.md)"
+
+
+def _escalation(settings: RuntimeSettings) -> str:
+    """The confidence thresholds in force for the serving adapter, or that none is."""
+    thresholds = settings.router.thresholds
+    adapter = f"adapter {settings.adapter.name} (TASKROUTER_ADAPTER_NAME)"
+    if not thresholds:
+        return f"off: no confidence threshold for {adapter} (TASKROUTER_CONFIDENCE_THRESHOLDS; docs/api.md)"
+    held = ", ".join(f"{strategy.value} under {threshold.value:g}" for strategy, threshold in sorted(
+        thresholds.items(), key=lambda item: item[0].value))
+    return f"the fallback decides answers of {adapter} with confidence {held} (TASKROUTER_CONFIDENCE_THRESHOLDS)"
 
 
 def _fallback(settings: RuntimeSettings, env: Mapping[str, str], placeholder_key: bool) -> list[str]:
