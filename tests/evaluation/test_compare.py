@@ -184,3 +184,43 @@ def test_a_report_without_an_event_s_recall_is_refused(tmp_path, capsys):
     (tmp_path / "nan" / "report.json").write_text(json.dumps(report))
     code, _, err = compare(capsys, str(tmp_path / "nan"), "--gate", baseline)
     assert code == 1 and "recall of event continue is nan, not a finite number" in one_line(err)
+
+
+# -- the primary's calibration -------------------------------------------------------------------
+def calibrated_run(tmp_path, name: str, *, older: bool = False) -> str:
+    """A run whose primary answered each turn with a confidence: right at 0.9 and 0.7, wrong at 0.8
+    and 0.6. `older`: the same run as a report written before confidences (no calibration at all)."""
+    answers = [(0.9, "follow_up_email"), (0.8, None), (0.7, "follow_up_email"), (0.6, None)]
+    turns = [turn("follow_up_email", task) | {"confidence": c, "primary_task": task} for c, task in answers]
+    metrics = measure(turns)
+    if older:
+        turns = [{k: v for k, v in t.items() if k not in ("confidence", "primary_task")} for t in turns]
+        del metrics["calibration"]
+    return write_run(tmp_path, name, turns=turns, metrics=metrics)
+
+
+def test_the_table_shows_each_runs_aurc_and_ece_and_a_dash_for_an_older_report(tmp_path, capsys):
+    calibrated, older = calibrated_run(tmp_path, "calibrated"), calibrated_run(tmp_path, "older", older=True)
+    plain = write_run(tmp_path, "plain")  # a fresh report whose primary gave no confidence
+    code, out, err = compare(capsys, calibrated, older, plain)
+    assert (code, err) == (0, "")
+    header, _, *rows = out.splitlines()
+    columns = header.split(" | ")
+    cells = [[row.split(" | ")[columns.index(name)] for name in ("AURC", "ECE")] for row in rows]
+    # AURC: risks 0, 1/2, 1/3, 1/2 of the 1..4 most confident; ECE: |1-0.9|, |0-0.8|, |1-0.7|, |0-0.6|, a bin each
+    assert cells[0] == [f"{(0 + 1 / 2 + 1 / 3 + 1 / 2) / 4:.4f}", f"{(0.1 + 0.8 + 0.3 + 0.6) / 4:.4f}"]
+    assert cells[1] == cells[2] == ["—", "—"]
+
+
+@pytest.mark.parametrize(("value", "said"), [("0.1", "metrics.calibration.aurc is a str"), ([], "metrics.calibration is a list")])
+def test_a_malformed_calibration_is_one_line(tmp_path, capsys, value, said):
+    run = calibrated_run(tmp_path, "run")
+    path = tmp_path / "run" / "report.json"
+    report = json.loads(path.read_text())
+    if isinstance(value, list):
+        report["metrics"]["calibration"] = value
+    else:
+        report["metrics"]["calibration"]["aurc"] = value
+    path.write_text(json.dumps(report))
+    code, out, err = compare(capsys, run)
+    assert (code, out) == (1, "") and said in one_line(err)

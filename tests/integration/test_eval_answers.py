@@ -29,7 +29,7 @@ def answer(decided: str | None, **fields) -> Reply:
     """An answer of the API's shape deciding `decided` with nothing running, but for `fields`."""
     body = {
         "task": decided, "event": derive_event(None, decided), "backend": "openai", "fallback_reason": "not_configured",
-        "latency_ms": 1.5, "request_id": "r-1",
+        "confidence": None, "latency_ms": 1.5, "request_id": "r-1",
     } | fields  # fmt: skip
     return Reply(200, json.dumps(body).encode(), {"Content-Type": "application/json"})
 
@@ -116,6 +116,54 @@ def test_an_answer_that_is_not_the_apis_is_an_error_turn_never_no_task(router, t
     assert metrics["task"]["per_class"]["none"] == {"precision": 1.0, "recall": 1 / 10, "f1": pytest.approx(2 / 11), "support": 10}
     assert metrics["task"]["confusion"] == {"labels": ["none", ERROR_LABEL], "matrix": [[1, 9], [0, 0]]}
     assert metrics["latency_ms"]["max"] > 0 and set(metrics["by_backend"]) == {"openai"}
+
+
+# -- the primary's confidence ----------------------------------------------------------------------------
+NO_CONFIDENCE = Reply(200, json.dumps({
+    "task": None, "event": "none", "backend": "sagemaker", "fallback_reason": None, "latency_ms": 1.5, "request_id": "r-1",
+}).encode(), {"Content-Type": "application/json"})  # fmt: skip
+BAD_CONFIDENCES: dict[str, Reply] = {
+    "missing": NO_CONFIDENCE,  # required: an API that drops it is not read as "no confidence"
+    "above one": answer(None, confidence=1.5),
+    "below zero": answer(None, confidence=-0.01),
+    "a string": answer(None, confidence="0.9"),
+    "a boolean": answer(None, confidence=True),
+    "a list": answer(None, confidence=[0.9]),
+    "nan": Reply(200, answer(None).body.replace(b'"confidence": null', b'"confidence": NaN'), {"Content-Type": "application/json"}),
+    "infinity": Reply(200, answer(None).body.replace(b'"confidence": null', b'"confidence": Infinity'),
+                      {"Content-Type": "application/json"}),  # fmt: skip
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CONFIDENCES))
+def test_a_confidence_that_is_not_null_or_a_number_from_0_to_1_is_an_invalid_answer(router, tmp_path, capsys, case):
+    router.always(lambda received: BAD_CONFIDENCES[case])
+    code, _, err = evaluate(capsys, "--dataset", dataset(tmp_path, ("hi", None)), "--target", router.url, "--out",
+                            str(tmp_path / "o"), "--no-progress")  # fmt: skip
+    assert code == 0, err
+    (turn,) = json.loads((tmp_path / "o" / "report.json").read_text())["turns"]
+    assert turn["status"] == 200 and turn["error"].startswith("invalid_answer: confidence: "), turn
+    assert turn["predicted"] == {"task": None, "event": None} and turn["confidence"] is None and "primary_task" not in turn
+
+
+def test_each_turn_records_the_confidence_and_the_primarys_answer_where_the_answer_shows_it(router, tmp_path, capsys):
+    """The primary's answer is the decision when the primary decided (backend sagemaker, kept or kept
+    for want of a fallback); a fallback's decision hides it, though the confidence is the primary's."""
+    replies = {
+        "kept": answer("follow_up_email", backend="sagemaker", fallback_reason=None, confidence=0.92),
+        "kept none": answer(None, backend="sagemaker", fallback_reason=None, confidence=1),
+        "escalated": answer("follow_up_email", backend="openai", fallback_reason="low_confidence", confidence=0.31),
+        "fallback": answer(None, backend="openai", fallback_reason="timeout", confidence=None),
+    }
+    router.always(lambda received: replies[last_message(received)])
+    path = dataset(tmp_path, ("kept", "follow_up_email"), ("kept none", None), ("escalated", "follow_up_email"), ("fallback", None))
+    code, _, err = evaluate(capsys, "--dataset", path, "--target", router.url, "--out", str(tmp_path / "o"), "--no-progress")
+    assert code == 0, err
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    recorded = [(t["confidence"], t.get("primary_task", "unknown")) for t in report["turns"]]
+    assert recorded == [(0.92, "follow_up_email"), (1.0, None), (0.31, "unknown"), (None, "unknown")]
+    calibration = report["metrics"]["calibration"]
+    assert calibration["answered"] == 2 and calibration["accuracy"] == 1.0  # the two the primary's answer is known of
 
 
 def test_a_task_named_error_is_just_a_task(router, tmp_path, capsys):

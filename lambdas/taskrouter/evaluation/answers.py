@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from taskrouter.core.backends import BackendName, FallbackReason
 from taskrouter.core.events import Event
@@ -25,6 +25,9 @@ class RouteAnswer(BaseModel):
     event: Event
     backend: BackendName
     fallback_reason: FallbackReason | None
+    # The primary's answer probability whenever it answered (escalated or not), null when it gave none:
+    # required, so that an API that dropped it is not read as "no confidence".
+    confidence: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] | None
 
 
 class NotAnAnswer(ValueError):

@@ -3,9 +3,12 @@
     taskrouter eval --dataset FILE.jsonl|- --target local|URL --out DIR [--api-key K] [--tasks FILE]
                     [--strategy S] [--concurrency N] [--turn-timeout SECONDS] [--no-progress]
     taskrouter eval compare DIR... [--out FILE|-] [--gate BASELINE_DIR] [--tolerance T]
+    taskrouter eval threshold DIR (--accuracy A | --max-escalated S) [--adapter NAME|DIR] [--stage STAGE]
+                              [--strategy S] [--level L]
 
-Errors are one line on stderr naming the flag or file to fix: exit 2 for the command line itself, and
-for a run where no turn got an HTTP answer (nothing was measured); 1 for the others.
+Errors are one line on stderr naming the flag or file to fix: exit 2 for the command line itself, for
+a run where no turn got an HTTP answer (nothing was measured), and for a threshold the run cannot
+support; 1 for the others.
 """
 
 from __future__ import annotations
@@ -22,12 +25,15 @@ from taskrouter.core.request import Strategy
 
 STDIO = "-"  # standard input (--dataset) or output (compare --out)
 NO_ANSWER_EXIT = 2  # no turn got an HTTP answer: the target, not the router, was measured
+REFUSED_EXIT = 2  # eval threshold: the run cannot support the threshold asked for
 
 
 def main(argv: list[str]) -> int:
     try:
         if argv[:1] == ["compare"]:
             return _compare(_compare_parser().parse_args(argv[1:]))
+        if argv[:1] == ["threshold"]:
+            return _threshold(_threshold_parser().parse_args(argv[1:]))
         return _evaluate(_eval_parser().parse_args(argv))
     except SystemExit as done:  # --help (0), or a usage error already printed on one line (2)
         return done.code if isinstance(done.code, int) else 0
@@ -120,6 +126,40 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _threshold(args: argparse.Namespace) -> int:
+    from taskrouter.evaluation import threshold as chosen
+
+    def refuse(message: object, code: int) -> int:
+        print(f"taskrouter eval threshold: {message}", file=sys.stderr)
+        return code
+
+    try:
+        run = chosen.read_run(Path(args.run))
+        strategy = chosen.strategy_of(run, args.strategy)
+        tasks_sha256 = chosen.tasks_digest_of(run)
+        adapter = chosen.adapter_of(args.adapter, run)
+        if args.accuracy is not None:
+            choice = chosen.for_accuracy(run, args.accuracy, args.level)
+        else:
+            choice = chosen.for_escalated_share(run, args.max_escalated, args.level)
+    except chosen.Refused as refusal:
+        return refuse(refusal, REFUSED_EXIT)
+    except ValueError as error:
+        return refuse(error, 1)
+    entry = chosen.threshold_entry(strategy, adapter, choice.threshold, tasks_sha256)
+    lines = [
+        *chosen.summary_lines(run, choice, strategy, adapter, tasks_sha256, args.level),
+        "",
+        f"infra/stages.toml, in [{args.stage}.confidence] (its thresholds hold one entry per strategy and adapter):",
+        *chosen.stages_toml_lines(entry),
+        "",
+        "make local:",
+        chosen.environment_line(entry),
+    ]
+    print("\n".join(lines))
+    return 0
+
+
 def _eval_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="taskrouter eval", description="replay a labelled dataset through a router")
     parser.add_argument("--dataset", required=True, help="labelled conversations, one JSON object a line (-: standard input)")
@@ -142,6 +182,38 @@ def _compare_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gate", metavar="BASELINE_DIR", help="exit 1 if a run regresses from this one")
     parser.add_argument("--tolerance", type=float, default=0.01, help="the regression allowed (default 0.01)")
     return parser
+
+
+def _threshold_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="taskrouter eval threshold", description="the confidence threshold a run supports")
+    parser.add_argument("run", metavar="DIR", help="a folder written by taskrouter eval, over a reviewed dataset training never saw")
+    goal = parser.add_mutually_exclusive_group(required=True)
+    goal.add_argument("--accuracy", type=_share, metavar="A", help="the accuracy the kept turns must reach (its Wilson lower bound)")
+    goal.add_argument("--max-escalated", type=_share, metavar="S", help="the largest share of answered turns to escalate")
+    parser.add_argument("--adapter", default="base", metavar="NAME|DIR",
+                        help="the router's adapter (default base), or a folder holding its manifest.json")  # fmt: skip
+    parser.add_argument("--stage", default="dev", type=_stage, help="the stage whose configuration lines to print (default dev)")
+    parser.add_argument("--strategy", choices=[s.value for s in Strategy], help="the run's strategy, when it sent none")
+    parser.add_argument("--level", type=_share, default=0.95, metavar="L", help="the Wilson intervals' level (default 0.95)")
+    return parser
+
+
+def _share(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0 < number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: give a number between 0 and 1, both excluded")
+    return number
+
+
+def _stage(value: str) -> str:
+    from taskrouter.evaluation.threshold import STAGE_NAME
+
+    if not STAGE_NAME.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"{value!r}: give a stage's name as infra/stages.toml has it, e.g. dev")
+    return value
 
 
 def _target(value: str) -> str:

@@ -18,7 +18,7 @@ from taskrouter.evaluation.runner import TARGET_DEFAULT, invalid_output_rate
 
 COLUMNS = (
     "run", "strategy", "event acc", "task acc", "macro P", "macro R", "none recall", "fallback", "invalid output",
-    "p50 ms", "p90 ms", "dataset", "tasks",
+    "AURC", "ECE", "p50 ms", "p90 ms", "dataset", "tasks",
 )  # fmt: skip
 DIGESTS = ("dataset_sha256", "tasks_sha256")
 GATED = {"task_accuracy": "task accuracy", "none_recall": "recall of none"}
@@ -44,6 +44,10 @@ class Row:
     # Recall of each event the dataset expects (support > 0): a headline accuracy can rise while one
     # event collapses (an adapter that classifies the last message and forgets `continue`).
     event_recall: dict[str, float] = field(default_factory=dict)
+    # The primary's calibration: None when the report has none (written before confidences, or no
+    # turn the primary answered with one).
+    aurc: float | None = None
+    ece: float | None = None
 
     def cells(self) -> list[str]:
         rates = (
@@ -54,6 +58,8 @@ class Row:
             self.run,
             self.strategy,
             *(_shown(value, ".3f") for value in rates),
+            _shown(self.aurc, ".4f"),
+            _shown(self.ece, ".4f"),
             _shown(self.p50_ms, ".1f"),
             _shown(self.p90_ms, ".1f"),
             _short(self.dataset_sha256),
@@ -121,7 +127,17 @@ def _row(run: Path, report: dict[str, Any]) -> Row:
         p50_ms=_number(metrics["latency_ms"].get("p50"), "metrics.latency_ms.p50"),
         p90_ms=_number(metrics["latency_ms"].get("p90"), "metrics.latency_ms.p90"),
         event_recall=event_recall,
+        **_calibration(metrics.get("calibration")),
     )
+
+
+def _calibration(calibration: Any) -> dict[str, float | None]:
+    """AURC and ECE of a report's `metrics.calibration`; None for a report without one."""
+    if calibration is None:
+        return {"aurc": None, "ece": None}
+    if not isinstance(calibration, dict):
+        raise _Malformed(f"metrics.calibration is a {type(calibration).__name__}, not an object")
+    return {name: _number(calibration.get(name), f"metrics.calibration.{name}", optional=True) for name in ("aurc", "ece")}
 
 
 def _number(value: Any, field: str, *, optional: bool = False) -> Any:

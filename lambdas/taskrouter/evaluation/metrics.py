@@ -24,6 +24,11 @@ def label_of(task: str | None) -> str:
     return NONE_LABEL if task is None else task
 
 
+def failed(turn: dict[str, Any]) -> bool:
+    """An error turn of a report: no answer, an error status, or a 200 that is not the API's answer."""
+    return turn["status"] != 200 or turn.get("error") is not None
+
+
 def classification(expected: Sequence[str], predicted: Sequence[str]) -> dict[str, Any]:
     """Accuracy, per-class precision/recall/F1/support of every label but `(error)`, and the confusion
     matrix (rows expected, columns predicted, over the sorted labels of both, then `(error)` when a

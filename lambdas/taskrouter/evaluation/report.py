@@ -1,5 +1,5 @@
-"""An evaluation's report: `report.json` (docs/evaluation.md), `report.md` for people, and a PNG
-confusion matrix each for the event and the task.
+"""An evaluation's report: `report.json` (docs/evaluation.md), `report.md` for people, a PNG
+confusion matrix each for the event and the task, and the primary's reliability diagram.
 
 report.json keeps every label; the pictures and report.md's matrices show the most frequent labels
 (and `none` always), the others folded into `(other)`, so that they stay readable whatever the labels.
@@ -13,6 +13,7 @@ from typing import Any
 
 import matplotlib
 
+from taskrouter.evaluation.calibration_report import RELIABILITY_FILE, markdown_section, plot_reliability
 from taskrouter.evaluation.files import write_atomically
 from taskrouter.evaluation.metrics import ERROR_LABEL, NONE_LABEL, macro
 
@@ -33,6 +34,8 @@ def write_report(report: dict[str, Any], out: Path) -> None:
     for field, name in CONFUSION_FILES.items():
         title = _clipped(f"{field} ({report['dataset']}, {report['target']})", _TITLE_CHARS)
         plot_confusion(shown_confusion(report["metrics"][field]["confusion"]), title, out / name)
+    title = _clipped(f"reliability ({report['dataset']}, {report['target']})", _TITLE_CHARS)
+    plot_reliability(report["metrics"]["calibration"], title, out / RELIABILITY_FILE)
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -75,6 +78,7 @@ def markdown(report: dict[str, Any]) -> str:
         if len(error_turns) > _SHOWN_ERROR_TURNS:
             lines += ["", f"{len(error_turns)} error turns in all: report.json lists each."]
         lines += [""]
+    lines += markdown_section(metrics["calibration"], len(report["turns"]))
     for backend, own in metrics["by_backend"].items():
         lines += [
             f"## Decided by {backend}",

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from taskrouter.core.tasks import Task, tasks_sha256
+from taskrouter.evaluation.calibration import calibration
 from taskrouter.evaluation.dataset import DatasetError, Turn, parse_dataset, turns_of
 from taskrouter.evaluation.digests import dataset_sha256
-from taskrouter.evaluation.metrics import ERROR_LABEL, classification, label_of, latency_summary
+from taskrouter.evaluation.metrics import ERROR_LABEL, classification, failed, label_of, latency_summary
 from taskrouter.evaluation.progress import progress_bar
 from taskrouter.evaluation.targets import DEFAULT_TURN_TIMEOUT_S, Outcome, Target, refusal
 
@@ -52,13 +53,10 @@ def _record(turn: Turn, outcome: Outcome) -> dict[str, Any]:
         "fallback_reason": outcome.fallback_reason,
         "latency_ms": outcome.latency_ms,
         "status": outcome.status,
+        "confidence": outcome.confidence,
+        **({"primary_task": outcome.primary_task} if outcome.primary_known else {}),  # absent: not known
         **({"error": outcome.error} if outcome.error else {}),
     }
-
-
-def failed(turn: dict[str, Any]) -> bool:
-    """An error turn: no answer, an error status, or a 200 that is not the API's answer."""
-    return turn["status"] != 200 or turn.get("error") is not None
 
 
 def _labels(turns: Sequence[dict[str, Any]], field: str) -> tuple[list[str], list[str]]:
@@ -87,6 +85,7 @@ def measure(turns: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "invalid_output_rate": invalid_output_rate(turns),
         "error_rate": _share(len(turns) - len(decided), len(turns)),
         "by_backend": by_backend,
+        "calibration": calibration(decided),
     }
 
 

@@ -21,7 +21,7 @@ from taskrouter.client import has_http_scheme
 from taskrouter.core.errors import ApiError, NoBackendAvailable
 from taskrouter.core.request import decode_body, parse_route_request
 from taskrouter.core.task_spec import load_task_file
-from taskrouter.core.tasks import Task
+from taskrouter.core.tasks import NO_TASK, Task
 from taskrouter.core.validation import describe
 from taskrouter.evaluation.answers import NotAnAnswer, error_code, route_answer, task_list
 from taskrouter.evaluation.bounded_http import AnswerTooLarge, exchange
@@ -41,6 +41,11 @@ class Outcome:
     backend: str | None = None
     fallback_reason: str | None = None
     error: str | None = None  # why the turn has no decision: an error code, a timeout, an answer not the API's
+    confidence: float | None = None  # the primary's answer probability, whenever it answered (escalated or not)
+    # The primary's own answer (None: no task) where it is known (`primary_known`): a decision the
+    # fallback made over an escalated answer hides it from a URL target.
+    primary_task: str | None = None
+    primary_known: bool = False
 
 
 class Target(Protocol):
@@ -133,7 +138,13 @@ class LocalTarget:
         latency_ms = _elapsed_ms(started)
         if latency_ms > self._turn_timeout_s * 1000:  # the deadline the URL target would have cut it at
             return Outcome(0, latency_ms, error=timed_out(self._turn_timeout_s))
-        return Outcome(200, latency_ms, decision.task, decision.event, decision.backend, decision.fallback_reason)
+        primary = decision.primary
+        return Outcome(
+            200, latency_ms, decision.task, decision.event, decision.backend, decision.fallback_reason,
+            confidence=primary.confidence,
+            primary_task=None if primary.answer in (None, NO_TASK) else primary.answer,
+            primary_known=primary.answer is not None,
+        )  # fmt: skip
 
 
 def _table_tasks(table_name: str) -> list[Task] | None:
@@ -190,7 +201,11 @@ class ApiTarget:
             decision = route_answer(answer.body)
         except NotAnAnswer as error:
             return Outcome(200, latency_ms, error=str(error))
-        return Outcome(200, latency_ms, decision.task, decision.event, decision.backend, decision.fallback_reason)
+        by_primary = decision.backend == "sagemaker"  # then the decision is the primary's own answer
+        return Outcome(
+            200, latency_ms, decision.task, decision.event, decision.backend, decision.fallback_reason,
+            confidence=decision.confidence, primary_task=decision.task if by_primary else None, primary_known=by_primary,
+        )  # fmt: skip
 
 
 def _host_and_port(url: str) -> bool:
