@@ -166,7 +166,7 @@ def trained_adapter(tmp_path: Path, folder_name: str, dataset_sha256: str, **fie
     return folder
 
 
-def test_an_adapter_folder_names_the_adapter_and_refuses_a_run_over_its_training_data(tmp_path, capsys):
+def test_an_adapter_folder_names_the_adapter_and_refuses_a_run_over_its_training_data(tmp_path, capsys, monkeypatch):
     run = write_run(tmp_path, [turn(0.9, True) for _ in range(40)])
     unseen = trained_adapter(tmp_path, "sales-router-v2", "f" * 64)
     code, out, _ = threshold(capsys, run, "--accuracy", "0.8", "--adapter", str(unseen))
@@ -174,6 +174,14 @@ def test_an_adapter_folder_names_the_adapter_and_refuses_a_run_over_its_training
     named = trained_adapter(tmp_path, "checkout", "f" * 64, name="sales-router-v3")
     code, out, _ = threshold(capsys, run, "--accuracy", "0.8", "--adapter", str(named))
     assert code == 0 and entry_of(out)["adapter"] == "sales-router-v3"
+    stage_manifest = tmp_path / "sales-router-v4.json"  # a stage's manifest file, model_artifacts/adapters/NAME.json
+    stage_manifest.write_text(json.dumps({"name": "sales-router-v4", "adapter": {"method": "lora", "rank": 16}}))
+    code, out, _ = threshold(capsys, run, "--accuracy", "0.8", "--adapter", str(stage_manifest))
+    assert code == 0 and entry_of(out)["adapter"] == "sales-router-v4"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "base").mkdir()  # `base` is the base model's name wherever the command runs
+    code, out, _ = threshold(capsys, run, "--accuracy", "0.8", "--adapter", "base")
+    assert code == 0 and entry_of(out)["adapter"] == "base"
     trained_on_it = trained_adapter(tmp_path, "overfit", DATASET_SHA256)
     err = refused(capsys, run, "--accuracy", "0.8", "--adapter", str(trained_on_it))
     assert "is the one" in err and "was trained on" in err and "training never saw" in err

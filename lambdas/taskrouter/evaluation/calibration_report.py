@@ -88,7 +88,7 @@ def plot_reliability(calibration: dict[str, Any], title: str, path: Path) -> Non
         top.bar([b["lower"] for b in filled], [b["accuracy"] for b in filled], width=width, align="edge",
                 color="#4c72b0", edgecolor="white", alpha=0.85, label="accuracy of the bin")  # fmt: skip
         top.plot([b["confidence"] for b in filled], [b["accuracy"] for b in filled], "o", color="#dd8452",
-                 label="at the bin's mean confidence")  # fmt: skip
+                 label="at the bin's mean confidence", clip_on=False)  # fmt: skip
         bottom.bar([b["lower"] for b in filled], [b["count"] for b in filled], width=width, align="edge",
                    color="#8c8c8c", edgecolor="white")  # fmt: skip
         summary = f"ECE {calibration['ece']:.3f}, AURC {calibration['aurc']:.3f}, {calibration['answered']} turns"

@@ -226,8 +226,10 @@ def adapter_of(value: str, run: Run) -> str:
     manifest that records its training dataset's digest refuses a run over that same dataset: its
     confidences on turns it was trained on say nothing of the turns it has not seen."""
     path = Path(value)
+    if value == BASE_ADAPTER:  # the name, even beside a folder called so
+        return value
     if not path.exists():
-        if value != BASE_ADAPTER and not ADAPTER_NAME.fullmatch(value):
+        if not ADAPTER_NAME.fullmatch(value):
             raise ValueError(f"--adapter {value!r}: give base, an adapter's name as the stage's adapters name it "
                              "(lower-case words joined by '-'), or a folder holding its manifest.json")  # fmt: skip
         return value
