@@ -280,6 +280,8 @@ class _Handler(BaseHTTPRequestHandler):
         current = request.current_task if request.current_task in peer.registry else None
         task = peer.decide(request.conversation[-1].content, allowed)
         answer = {"task": task, "event": derive_event(current, task), "backend": "sagemaker", "fallback_reason": None,
+                  # the API's shape: the peer's own score is no answer probability under a constraint
+                  "confidence": None,
                   "latency_ms": round((time.perf_counter() - started) * 1000, 3), "request_id": uuid.uuid4().hex}  # fmt: skip
         return answer | ({"ignored_tasks": list(ignored)} if ignored else {})
 
