@@ -12,6 +12,7 @@ the served model's, in its tokens."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import urllib.request
 from collections.abc import Iterator
@@ -28,14 +29,14 @@ from taskrouter.cli import main
 from taskrouter.core.prompting import TEMPLATE_TOKENS, RoutingPrompt, build_prompt, transcript_bound
 from taskrouter.core.request import MAX_CONTENT_CHARS, MAX_MESSAGES, Message, Strategy
 from taskrouter.core.task_spec import load_task_file
-from taskrouter.core.tasks import Task
+from taskrouter.core.tasks import Task, tasks_sha256
 from taskrouter.evaluation.dataset import load_dataset, turns_of
 from taskrouter.model_server.bundled import smollm2_gguf
 from taskrouter.model_server.engine import Engine
 from taskrouter.model_server.loading import pretrained_source
 
 from .local_mode import LocalServer
-from .servers import SageMakerRuntimeDouble
+from .servers import OpenAIDouble, SageMakerRuntimeDouble
 from .test_doubles import CHAT, REFUSED
 
 ADAPTER = "router-test"  # the trained adapter's inference component name
@@ -142,6 +143,60 @@ def test_each_strategy_is_decided_by_the_real_model(local: LocalServer, model_ur
     prompt = build_prompt(Strategy(strategy), [Message(**m) for m in conversation], tasks, None)
     assert served["messages"] == prompt.messages() and served["component"] is None
     assert served["finish_reason"] == "stop" and prompt.parse(served["text"]) == answer["task"]
+
+
+CONFIDENCE_TURNS = ["minutes of my acme call please", "thanks, that is all"]
+
+
+def test_route_answers_the_confidence_the_server_reports_and_a_threshold_escalates_the_doubtful_turn(
+    local: LocalServer, model_url: str, files, tmp_path: Path
+) -> None:
+    """make local with SmolLM2: `confidence` is exp of the sum of the logprobs the model server reports
+    for the answer (zero-shot: every generated token, the stop token's included), asked again here as
+    the router asks; then a router with a threshold between the two turns' confidences (a second make
+    local, on the same model server, with a fallback) keeps the surer turn and escalates the other."""
+    tasks = {task.name: task for task in load_task_file(files["tasks"], updated_at="")}
+    confidences = []
+    for content in CONFIDENCE_TURNS:
+        conversation = [{"role": "user", "content": content}]
+        status, answer = local.request("POST", "/route", {"conversation": conversation}, timeout_s=60)
+        assert status == 200 and answer["backend"] == "sagemaker" and answer["fallback_reason"] is None, answer
+        prompt = build_prompt(Strategy.ZERO_SHOT, [Message(**m) for m in conversation], tasks, None)
+        body = {"messages": prompt.messages(), "max_completion_tokens": prompt.max_answer_tokens, "temperature": 0.0,
+                "repetition_penalty": 1.0, "structured_outputs": prompt.output_constraint(), "logprobs": True}
+        reported = json.loads(_runtime(model_url).invoke_endpoint(
+            EndpointName=ENDPOINT, ContentType="application/json", Body=json.dumps(body))["Body"].read())["choices"][0]
+        assert reported["message"]["content"] == (answer["task"] or "none")
+        content_logprobs = reported["logprobs"]["content"]
+        assert content_logprobs[-1]["token"] == "<|im_end|>"  # the stop token is listed, as vLLM lists it
+        assert answer["confidence"] == pytest.approx(math.exp(sum(t["logprob"] for t in content_logprobs)), rel=1e-6)
+        assert 0 < answer["confidence"] <= 1
+        confidences.append(answer["confidence"])
+    assert confidences[0] != confidences[1], confidences
+    threshold = sum(confidences) / 2
+    entry = {"strategy": "zero_shot", "adapter": "base", "threshold": threshold, "tasks_sha256": tasks_sha256(tasks.values())}
+    fallback = OpenAIDouble()
+    fallback.always(OpenAIDouble.answer(MINUTES))
+    escalating = LocalServer(
+        tmp_path / "escalating", fallback, TASKROUTER_SAGEMAKER_ENDPOINT=ENDPOINT, AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=model_url,
+        AWS_ACCESS_KEY_ID="local", AWS_SECRET_ACCESS_KEY="local", TASKROUTER_PRIMARY_TIMEOUT_MS="10000",
+        TASKROUTER_HEDGE_AFTER_MS="off", TASKROUTER_REGISTRY_TTL_S="0", TASKROUTER_LOCAL_CONTAINERS="1",
+        TASKROUTER_CAPTURE_SHARE="0", TASKROUTER_CONFIDENCE_THRESHOLDS=json.dumps([entry]),
+    )  # fmt: skip
+    try:
+        assert "escalate: the fallback decides answers of adapter base with confidence zero_shot under" in escalating.banner
+        assert main(["--base-url", escalating.url, "tasks", "import", str(files["tasks"]), "--prune"]) == 0
+        answers = [escalating.request("POST", "/route", {"conversation": [{"role": "user", "content": content}]},
+                                      timeout_s=60)[1] for content in CONFIDENCE_TURNS]
+    finally:
+        escalating.stop()
+        fallback.close()
+    surer, doubtful = sorted(range(2), key=lambda i: -confidences[i])
+    assert (answers[surer]["backend"], answers[surer]["fallback_reason"]) == ("sagemaker", None)
+    assert answers[surer]["confidence"] == pytest.approx(confidences[surer], rel=1e-6)
+    assert (answers[doubtful]["backend"], answers[doubtful]["fallback_reason"], answers[doubtful]["task"]) == (
+        "openai", "low_confidence", MINUTES)
+    assert answers[doubtful]["confidence"] == pytest.approx(confidences[doubtful], rel=1e-6)  # the primary's, kept
 
 
 def test_the_trained_adapter_is_served_by_name_and_picked_by_the_router(

@@ -7,6 +7,7 @@ of SageMaker runtime and OpenAI; see conftest.py.
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from typing import Any
@@ -28,7 +29,7 @@ from .conftest import (
 from .servers import OpenAIDouble, Received, SageMakerRuntimeDouble
 
 MAX_BODY = 64 * 1024
-DECISION_KEYS = {"task", "event", "backend", "fallback_reason", "latency_ms", "request_id"}
+DECISION_KEYS = {"task", "event", "backend", "fallback_reason", "confidence", "latency_ms", "request_id"}
 JSON_HEADERS = {"Content-Type": ["application/json"]}
 
 
@@ -157,7 +158,9 @@ def test_sagemaker_decides_and_receives_the_adapter_and_prompt(
     assert request.header("Authorization").startswith("AWS4-HMAC-SHA256 ")  # a real, signed botocore call
     assert sagemaker.refusals == []  # the container's request model takes it (see the double)
     payload = request.json()
-    assert set(payload) == {"messages", "max_completion_tokens", "temperature", "repetition_penalty", "structured_outputs"}
+    assert set(payload) == {"messages", "max_completion_tokens", "temperature", "repetition_penalty", "structured_outputs",
+                            "logprobs"}
+    assert payload["logprobs"] is True  # each generated token's logprob: the answer's confidence
     system, user_message = payload["messages"]
     assert (system["role"], user_message["role"]) == ("system", "user")  # the container applies the chat template
     for name in TASK_NAMES:
@@ -859,3 +862,56 @@ def test_each_decision_publishes_its_metrics(
     decisions = [dims for dims, _ in _metric_values(documents, "Decisions")]
     assert [(d["backend"], d["event"]) for d in decisions] == [("sagemaker", "start"), ("openai", "end")]
     assert [dims["reason"] for dims, _ in _metric_values(documents, "Fallbacks")] == ["invalid_output"]
+
+
+# -- confidence and escalation (docs/api.md, "Confidence and escalation") ------------------------------
+SURE = [("follow", -0.01), ("_up", 0.0), ("_email", -0.02), ("<|im_end|>", 0.0)]
+DOUBTFUL = [("follow", -0.9), ("_up", -0.1), ("_email", -0.05), ("<|im_end|>", 0.0)]
+
+
+def _confidence(logprobs: list[tuple[str, float]]) -> float:
+    return math.exp(sum(logprob for _, logprob in logprobs))
+
+
+def test_the_decision_carries_the_primarys_confidence_and_null_when_it_gave_no_answer(
+    invoke: Invoke, sagemaker: SageMakerRuntimeDouble, openai_server: OpenAIDouble
+) -> None:
+    sagemaker.script(sagemaker.answer("follow_up_email", logprobs=DOUBTFUL), sagemaker.answer("follow_up_email"),
+                     sagemaker.model_error())
+    openai_server.script(openai_server.answer("none"))
+
+    sure = assert_decision(invoke(route_body()), task="follow_up_email", event="start", backend="sagemaker",
+                           fallback_reason=None)
+    assert sure["confidence"] == pytest.approx(_confidence(DOUBTFUL))
+    assert sagemaker.requests[0].json()["logprobs"] is True  # asked of the endpoint
+    no_logprobs = invoke(route_body()).json()
+    assert (no_logprobs["backend"], no_logprobs["confidence"]) == ("sagemaker", None)
+    failed = invoke(route_body()).json()
+    assert (failed["backend"], failed["fallback_reason"], failed["confidence"]) == ("openai", "error", None)
+
+
+def test_an_answer_under_the_threshold_is_escalated_logged_and_counted(
+    invoke: Invoke, router_env: pytest.MonkeyPatch, aws: AwsState, sagemaker: SageMakerRuntimeDouble,
+    openai_server: OpenAIDouble, capsys: pytest.CaptureFixture[str]
+) -> None:
+    threshold = (_confidence(SURE) + _confidence(DOUBTFUL)) / 2
+    entry = {"strategy": "zero_shot", "adapter": "base", "threshold": threshold, "tasks_sha256": "0" * 64}
+    router_env.setenv("TASKROUTER_CONFIDENCE_THRESHOLDS", json.dumps([entry]))
+    sagemaker.script(sagemaker.answer("follow_up_email", logprobs=SURE), sagemaker.answer("follow_up_email", logprobs=DOUBTFUL))
+    openai_server.script(openai_server.answer("prepare_linkedin_post"))
+    capsys.readouterr()
+
+    kept = assert_decision(invoke(route_body()), task="follow_up_email", event="start", backend="sagemaker",
+                           fallback_reason=None)
+    escalated = assert_decision(invoke(route_body()), task="prepare_linkedin_post", event="start", backend="openai",
+                                fallback_reason="low_confidence")
+    assert kept["confidence"] == pytest.approx(_confidence(SURE))
+    assert escalated["confidence"] == pytest.approx(_confidence(DOUBTFUL))  # the primary's, kept beside
+    out = capsys.readouterr().out
+    routed = [line for line in _log_lines(out) if line.get("message") == "routed"]
+    assert [(line["primary_answer"], line["threshold"], line["threshold_registry_differs"]) for line in routed] == [
+        ("follow_up_email", threshold, True), ("follow_up_email", threshold, True)]  # calibrated on another list
+    assert "Dana" not in out  # the conversation is never logged
+    escalations = _metric_values(_emf_documents(out), "Escalated")
+    assert escalations == [({"service": "taskrouter-router", "adapter": "base", "strategy": "zero_shot"}, [0.0]),
+                           ({"service": "taskrouter-router", "adapter": "base", "strategy": "zero_shot"}, [1.0])]
