@@ -35,3 +35,20 @@ def test_a_training_line_is_the_turn_the_router_sees():
     last = line["messages"][-1]
     assert line["current_task"] == last["expect"]["task"] and last["role"] == "user" and last["tasks"]
     assert all("expect" not in m and "tasks" not in m for m in line["messages"][:-1])
+
+
+def test_the_cascade_block_of_the_datasheet_is_built_from_the_committed_reports():
+    from benchmarks import cascade
+
+    doc = (routing_bench.ROOT / "docs" / "benchmark.md").read_text()
+    begin = doc.index(cascade.BEGIN) + len(cascade.BEGIN)
+    assert doc[begin:doc.index(cascade.END)] == "\n" + cascade.table()
+
+
+def test_the_best_order_ranks_every_right_answer_first():
+    from benchmarks import cascade
+    from taskrouter.evaluation.calibration import Scored
+
+    turns = [Scored(0.9, False, "start"), Scored(0.2, True, "start"), Scored(0.5, True, "none")]
+    # right, right, wrong: risks 0, 0, 1/3 at k = 1, 2, 3
+    assert cascade.best_aurc(turns) == (0 + 0 + 1 / 3) / 3
