@@ -15,7 +15,7 @@ import urllib.parse
 from collections import deque
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 
@@ -202,6 +202,9 @@ class SageMakerRuntimeDouble(HttpDouble):
       vLLM releases are gone.
     - The answer (`lmi_vllm/request_response_utils.py:164-175`, `async_utils.py:23-73`): the bare
       `chat.completion` object of `protocol.py:1440-1506`, then a newline, as application/json.
+      Its `choices[0].logprobs` (`protocol.py:1461-1489`, built by `serving_chat.py:1648-1705`) is
+      `{"content": [{token, logprob, bytes, top_logprobs}, ...]}`, an entry per generated token, the stop
+      token's included, when the request asks (`logprobs: true`, `top_logprobs` not null), else null.
     - Any error of the container reaches the client as SageMaker's `ModelError` (HTTP 424).
 
     One deliberate difference: vLLM only logs a warning for a field it does not know, and ignores
@@ -259,7 +262,8 @@ class SageMakerRuntimeDouble(HttpDouble):
             return self.model_error(self._original_status(problem), problem)
         reply = super()._handle(received)
         served = component if component in self.adapters else self.SERVED_MODEL
-        return replace(reply, body=reply.body.replace(self._MODEL_PLACEHOLDER.encode(), served.encode()))
+        body = reply.body.replace(self._MODEL_PLACEHOLDER.encode(), served.encode())
+        return replace(reply, body=body if self._asks_logprobs(received) else self._without_logprobs(body))
 
     def refusal(self, received: Received, component: str | None) -> str | None:
         """Why the container would refuse (or silently mishandle) this request; None if it takes it."""
@@ -299,6 +303,27 @@ class SageMakerRuntimeDouble(HttpDouble):
         if constraint is not None:
             return self._structured_outputs_refusal(constraint)
         return None
+
+    @staticmethod
+    def _asks_logprobs(received: Received) -> bool:
+        """vLLM answers logprobs when `logprobs` is true and `top_logprobs` not null (`serving_chat.py`,
+        `chat_completion_full_generator`; `protocol.py:814`)."""
+        body = received.json()
+        return body.get("logprobs") is True and body.get("top_logprobs", 0) is not None
+
+    @staticmethod
+    def _without_logprobs(body: bytes) -> bytes:
+        """A scripted answer's body with `logprobs: null` where it carried some (an unasked request)."""
+        try:
+            completion = json.loads(body)
+            choices = completion["choices"]
+        except (ValueError, KeyError, TypeError):
+            return body  # not a chat completion: sent as scripted
+        if not any(isinstance(choice, dict) and choice.get("logprobs") is not None for choice in choices):
+            return body
+        for choice in choices:
+            choice["logprobs"] = None
+        return json.dumps(completion).encode() + b"\n"
 
     @staticmethod
     def _original_status(problem: str) -> int:
@@ -342,8 +367,16 @@ class SageMakerRuntimeDouble(HttpDouble):
 
     # -- replies ---------------------------------------------------------------------------------
     @classmethod
-    def answer(cls, text: str, *, delay_s: float = 0.0) -> Reply:
-        """A successful answer: vLLM's `chat.completion` whose message content is `text`."""
+    def answer(cls, text: str, *, delay_s: float = 0.0, logprobs: Sequence[tuple[str, float]] | None = None) -> Reply:
+        """A successful answer: vLLM's `chat.completion` whose message content is `text`; with `logprobs`,
+        the generated tokens' (text, logprob), the stop token last (`<|im_end|>`), answered as vLLM
+        answers them to a request that asks (no alternatives: `top_logprobs` 0)."""
+        content = None if logprobs is None else [
+            {"token": token, "logprob": max(logprob, -9999.0), "bytes": list(token.encode("utf-8", "replace")),
+             "top_logprobs": []}
+            for token, logprob in logprobs
+        ]  # fmt: skip
+        generated = 6 if content is None else len(content)  # vLLM counts the stop token, as it lists it
         completion = {
             "id": "chatcmpl-0a1b2c3d4e5f",
             "object": "chat.completion",
@@ -356,7 +389,7 @@ class SageMakerRuntimeDouble(HttpDouble):
                         "role": "assistant", "content": text, "refusal": None, "annotations": None, "audio": None,
                         "function_call": None, "tool_calls": [], "reasoning": None, "reasoning_content": None,
                     },
-                    "logprobs": None,
+                    "logprobs": None if content is None else {"content": content},
                     "finish_reason": "stop",
                     "stop_reason": None,
                     "token_ids": None,
@@ -364,7 +397,8 @@ class SageMakerRuntimeDouble(HttpDouble):
             ],
             "service_tier": None,
             "system_fingerprint": None,
-            "usage": {"prompt_tokens": 812, "total_tokens": 818, "completion_tokens": 6, "prompt_tokens_details": None},
+            "usage": {"prompt_tokens": 812, "total_tokens": 812 + generated, "completion_tokens": generated,
+                      "prompt_tokens_details": None},
             "prompt_logprobs": None,
             "prompt_token_ids": None,
             "kv_transfer_params": None,

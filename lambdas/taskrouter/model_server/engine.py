@@ -17,6 +17,10 @@ stops before its next forward pass once its client is gone or its deadline has p
 
 A grammar's dead end (no token allowed, not even a stop) is never a complete match: the request fails
 (`DeadEnd`) rather than being answered as `stop` with text outside the constraint.
+
+Logprobs, when a request asks for them, are vLLM 0.12's default `raw_logprobs` (logprobs.py says where
+each rule comes from): the log-softmax of the logits after the grammar's mask, one entry per generated
+token, the stop token's included.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import xgrammar
 from taskrouter.model_server.kv_cache import PrefixCache, fork, new_cache
 from taskrouter.model_server.limits import UNWATCHED, Limits, Turns, Watch
 from taskrouter.model_server.loading import LoadedModel
+from taskrouter.model_server.logprobs import TokenLogprobs, forced, scored
 
 
 class ContextTooLong(ValueError):
@@ -57,6 +62,7 @@ class Completion:
     text: str
     finish_reason: str  # "stop" (a stop token) or "length" (the cap)
     seconds: float
+    logprobs: tuple[TokenLogprobs, ...] | None = None  # one per token of token_ids, when asked
 
 
 class Engine:
@@ -70,10 +76,9 @@ class Engine:
         generation = getattr(loaded.base_config, "eos_token_id", None)
         stops = {tokenizer.eos_token_id, *(generation if isinstance(generation, list) else [generation])}
         self.stop_ids = frozenset(int(token) for token in stops if token is not None)
-        self._eos = int(tokenizer.eos_token_id if tokenizer.eos_token_id is not None else min(self.stop_ids))
         self.turns = Turns(limits.queue)
         self.prefixes = PrefixCache(limits.prefix_cache_bytes)
-        self._non_stop = _bitmask_without(self.stop_ids, loaded.vocab_size)
+        self._lone_stops = {stop: _bitmask_of(stop, loaded.vocab_size) for stop in self.stop_ids}
 
     def prompt_ids(self, messages: Sequence[dict[str, str]]) -> list[int]:
         """The prompt's tokens; PromptError where vLLM's chat preprocessing fails (it catches these
@@ -93,10 +98,12 @@ class Engine:
         adapter: str | None = None,
         grammar: xgrammar.CompiledGrammar | None = None,
         max_tokens: int | None = None,
+        logprobs: int | None = None,
         watch: Watch = UNWATCHED,
     ) -> Completion:
-        """Raises what `Turns.turn` and `watch.check` raise (limits.py), ContextTooLong, PromptError and
-        DeadEnd."""
+        """`logprobs`: None for none, else each token's logprob and the `logprobs` most likely tokens'
+        (vLLM's SamplingParams.logprobs). Raises what `Turns.turn` and `watch.check` raise (limits.py),
+        ContextTooLong, PromptError and DeadEnd."""
         started = time.perf_counter()
         ids = self.prompt_ids(messages)
         room = self.loaded.max_model_len - len(ids)
@@ -109,38 +116,47 @@ class Engine:
         with self.turns.turn(watch), torch.inference_mode(), self.loaded.serving(adapter):
             watch.check()
             cached, cache = self._cached_prefix(adapter, messages, ids)
-            answer, finish = self._decode(ids[cached:], cache, grammar, cap, watch)
+            answer, finish, scores = self._decode(ids[cached:], cache, grammar, cap, logprobs, watch)
         text = self.loaded.tokenizer.decode(answer, skip_special_tokens=True)  # vLLM's default
-        return Completion(tuple(ids), cached, tuple(answer), text, finish, time.perf_counter() - started)
+        return Completion(tuple(ids), cached, tuple(answer), text, finish, time.perf_counter() - started,
+                          None if logprobs is None else tuple(scores))
 
     # -- decoding --------------------------------------------------------------------------------------
     def _decode(
-        self, pending: list[int], cache: Any, grammar: xgrammar.CompiledGrammar | None, cap: int, watch: Watch
-    ) -> tuple[list[int], str]:
+        self, pending: list[int], cache: Any, grammar: xgrammar.CompiledGrammar | None, cap: int,
+        top: int | None, watch: Watch,
+    ) -> tuple[list[int], str, list[TokenLogprobs]]:
+        """The answer's tokens, why it ended, and each token's logprobs when `top` is not None."""
         matcher = xgrammar.GrammarMatcher(grammar) if grammar is not None else None
         bitmask = xgrammar.allocate_token_bitmask(1, self.loaded.vocab_size) if matcher else None
         answer: list[int] = []
+        scores: list[TokenLogprobs] = []
         while len(answer) < cap:
             if matcher is not None:
                 matcher.fill_next_token_bitmask(bitmask)
                 if not bool(torch.any(bitmask)):
                     raise DeadEnd(f"the output constraint allows no token after {len(answer)} tokens of its "
                                   "answer: it can never be completed from there")
-                if self._only_stops(bitmask):  # a complete match: its stop token needs no forward pass
-                    answer.append(self._eos)
-                    return answer, "stop"
+                stop = self._lone_stop(bitmask)
+                if stop is not None:  # a complete match that allows one stop alone: no forward pass needed
+                    answer.append(stop)
+                    if top is not None:
+                        scores.append(forced(stop, top, self.loaded.vocab_size))
+                    return answer, "stop", scores
             watch.check(len(answer))  # between tokens: a gone client or a passed deadline ends it here
             logits, cache = self._forward(pending, cache)
             if matcher is not None:
                 xgrammar.apply_token_bitmask_inplace(logits, bitmask)
             token = int(torch.argmax(logits, dim=-1))
             answer.append(token)
+            if top is not None:  # only when asked: a log-softmax over the vocabulary a token
+                scores.append(scored(logits[0], token, top))
             if token in self.stop_ids:
-                return answer, "stop"
+                return answer, "stop", scores
             if matcher is not None and not matcher.accept_token(token):
                 raise RuntimeError(f"the grammar refused token {token} that its own mask allowed")
             pending = [token]
-        return answer, "length"
+        return answer, "length", scores
 
     def _forward(self, ids: list[int], cache: Any) -> tuple[torch.Tensor, Any]:
         """The next token's logits (float32, shape (1, vocab)) after `ids`, and the grown cache; the
@@ -153,9 +169,11 @@ class Engine:
         )
         return output.logits[:, -1, :].float(), output.past_key_values
 
-    def _only_stops(self, bitmask: torch.Tensor) -> bool:
-        """Whether the mask allows stop tokens and nothing else (a non-empty mask: see DeadEnd)."""
-        return not bool(torch.any(bitmask & self._non_stop))
+    def _lone_stop(self, bitmask: torch.Tensor) -> int | None:
+        """The stop token the mask allows alone, if it allows one token only and that is a stop: then
+        it is the answer's last token whatever the logits, and its logprob 0. Where the mask allows
+        several stops (a model with several), vLLM takes the likeliest of them: a forward pass."""
+        return next((stop for stop, alone in self._lone_stops.items() if torch.equal(bitmask, alone)), None)
 
     # -- prefix cache ----------------------------------------------------------------------------------
     def _cached_prefix(self, adapter: str | None, messages: Sequence[dict[str, str]], ids: list[int]) -> tuple[int, Any]:
@@ -186,9 +204,8 @@ class Engine:
         return tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def _bitmask_without(tokens: frozenset[int], vocab_size: int) -> torch.Tensor:
-    """xgrammar's bitmask layout (32 tokens a word, int32) with every token's bit set except `tokens`'."""
-    words = numpy.full(xgrammar.get_bitmask_shape(1, vocab_size), 0xFFFFFFFF, dtype=numpy.uint32)
-    for token in tokens:
-        words[0, token // 32] &= numpy.uint32(~(1 << (token % 32)) & 0xFFFFFFFF)
+def _bitmask_of(token: int, vocab_size: int) -> torch.Tensor:
+    """xgrammar's bitmask layout (32 tokens a word, int32) with `token`'s bit alone set."""
+    words = numpy.zeros(xgrammar.get_bitmask_shape(1, vocab_size), dtype=numpy.uint32)
+    words[0, token // 32] = numpy.uint32(1 << (token % 32))
     return torch.from_numpy(words.view(numpy.int32))

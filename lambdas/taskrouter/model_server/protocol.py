@@ -24,7 +24,7 @@ what pydantic refuses (`stream: 2`, `n: 1.5`) is LMI's 424 "Input parsing failed
 (`vllm_async_service.py:238-242`). `_Fields` below holds the same types, so pydantic coerces exactly so.
 
 This server decodes greedily and nothing else, so a request that asks for more (sampling, several
-answers, streaming, tools, logprobs) is refused, naming the field, rather than answered otherwise than
+answers, streaming, tools) is refused, naming the field, rather than answered otherwise than
 asked. vLLM would ignore a field it does not know (and with it, say, a misspelt constraint); this
 server refuses it, as the test double of the endpoint does.
 
@@ -42,6 +42,22 @@ The answers of the container's limits (limits.py), as the stage's gives them:
   limit on an invocation (60 s): a 424 ModelError "Received server error (0) from primary with
   message "Your invocation timed out while waiting for a response from container primary. ..."",
   as AWS's users have quoted it (aws/amazon-sagemaker-examples#799, #1407) (`invocation_timed_out`).
+
+Logprobs, as vLLM 0.12 takes and answers them (logprobs.py: how each is computed):
+- `logprobs` (bool) and `top_logprobs` (int), vllm/entrypoints/openai/protocol.py:519-520, checked as
+  sent by `check_logprobs` (:844-863): `top_logprobs` below 0 but -1, or above 0 (or -1) without a true
+  `logprobs`, is a validation error, LMI's 424 "Input parsing failed"; the engine is asked for
+  `top_logprobs if logprobs else None` of them (:814).
+- Over the server's `max_logprobs` (20, vllm/config/model.py:211; -1 counts as the whole vocabulary),
+  vLLM's engine raises ValueError (vllm/v1/engine/input_processor.py:71-99), which serving_chat.py:354-356
+  answers as an ErrorResponse(error=ErrorInfo(...)) of code 400; LMI's formatter finds no `message` or
+  `code` at its top level and answers 500 with `str()` of it (djl-serving lmi_vllm/
+  request_response_utils.py, `vllm_non_stream_output_formatter`; async_utils.py `_create_output`).
+- The answer's `choices[0].logprobs` is ChatCompletionLogProbs (protocol.py:1461-1489): `content`, an
+  entry per generated token, the stop token's included, each `{token, logprob, bytes, top_logprobs}`
+  built as serving_chat.py:1648-1705 builds it: `token` is `tokenizer.decode([id])`
+  (vllm/tokenizers/detokenizer_utils.py:83-104), `logprob` at least -9999.0 (-inf shown so), `bytes` the
+  UTF-8 of that text with errors replaced; `null` when not asked (or `top_logprobs` null).
 """
 
 from __future__ import annotations
@@ -50,10 +66,10 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pydantic
 
@@ -73,8 +89,10 @@ JSON = "application/json"
 # Fields taken, and the value of each that asks for nothing beyond greedy decoding of one answer.
 NEUTRAL = {"temperature": 0, "repetition_penalty": 1, "top_p": 1, "n": 1, "stream": False, "add_generation_prompt": True}
 TAKEN = frozenset({"messages", "model", "max_completion_tokens", "max_tokens", "structured_outputs", "seed",
-                   "return_token_ids", *NEUTRAL})
+                   "return_token_ids", "logprobs", "top_logprobs", *NEUTRAL})
 _LONG = 2**63  # vLLM bounds `seed` to torch.long
+MAX_LOGPROBS = 20  # vLLM's default `max_logprobs`; the stage's endpoint sets none
+LOGPROB_FLOOR = -9999.0  # how vLLM shows -inf (a token the grammar forbids)
 
 
 class _Fields(pydantic.BaseModel):
@@ -93,6 +111,20 @@ class _Fields(pydantic.BaseModel):
     add_generation_prompt: bool = True
     seed: int | None = pydantic.Field(None, ge=-_LONG, le=_LONG - 1)
     return_token_ids: bool | None = None
+    logprobs: bool | None = False
+    top_logprobs: int | None = 0
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _check_logprobs(cls, data: Any) -> Any:
+        """vLLM's `check_logprobs`, on the values as sent (before pydantic reads them): a `top_logprobs`
+        that does not compare with a number raises TypeError there, also LMI's 424."""
+        if (top_logprobs := data.get("top_logprobs")) is not None:
+            if top_logprobs < 0 and top_logprobs != -1:
+                raise ValueError("`top_logprobs` must be a positive value or -1.")
+            if (top_logprobs == -1 or top_logprobs > 0) and not data.get("logprobs"):
+                raise ValueError("when using `top_logprobs`, `logprobs` must be set to true.")
+        return data
 
 
 @dataclass(frozen=True)
@@ -118,6 +150,7 @@ class ChatRequest:
     max_tokens: int | None
     structured_outputs: Mapping[str, Any] | None
     return_token_ids: bool
+    logprobs: int | None = None  # None: none asked; else each token's and this many likeliest tokens'
 
 
 def parse_adapters(text: str, source: str = "--adapters") -> dict[str, Path]:
@@ -218,6 +251,8 @@ def chat_request(body: bytes, content_type: str | None, component: str | None, e
         fields = _Fields.model_validate(payload)
     except pydantic.ValidationError as error:
         raise parsing_failed(_first_problem(error)) from None
+    except TypeError as error:  # vLLM's check_logprobs comparing what is not a number
+        raise parsing_failed(str(error)) from None
     for name, neutral in NEUTRAL.items():
         given, read = payload.get(name), getattr(fields, name)
         if name in payload and read != neutral:
@@ -236,22 +271,37 @@ def chat_request(body: bytes, content_type: str | None, component: str | None, e
         max_tokens=tokens[0] if tokens else None,  # max_completion_tokens first, as vLLM reads them
         structured_outputs=payload.get("structured_outputs"),
         return_token_ids=bool(fields.return_token_ids),
+        logprobs=fields.top_logprobs if fields.logprobs else None,
     )
+
+
+def logprobs_over_limit(request: ChatRequest, vocab_size: int, endpoint: str) -> Refusal | None:
+    """vLLM's refusal of more logprobs a token than the server's `max_logprobs` (the module's docstring),
+    as LMI answers it; None when within it."""
+    asked = vocab_size if request.logprobs == -1 else request.logprobs
+    if not asked or asked <= MAX_LOGPROBS:
+        return None
+    message = f"Requested sample logprobs of {asked}, which is greater than max allowed: {MAX_LOGPROBS}"
+    return Refusal(model_error(500, f"error=ErrorInfo(message={message!r}, type='BadRequestError', param=None, "
+                                    "code=400)", endpoint))
 
 
 def _first_problem(error: pydantic.ValidationError) -> str:
     """pydantic's first complaint on one line: the field and why."""
     problem = error.errors(include_url=False)[0]
-    field = ".".join(str(part) for part in problem["loc"]) or "body"
+    if not problem["loc"]:  # a check of the whole request (check_logprobs): its message says it all
+        return problem["msg"]
+    field = ".".join(str(part) for part in problem["loc"])
     given = repr(problem.get("input"))
     return f"{field}: {problem['msg']} (got {given[:60] + '...' if len(given) > 60 else given})"
 
 
 # -- vLLM's answer -----------------------------------------------------------------------------------
 def chat_completion(
-    request: ChatRequest, text: str, finish_reason: str, prompt_ids: tuple[int, ...], token_ids: tuple[int, ...]
+    request: ChatRequest, text: str, finish_reason: str, prompt_ids: tuple[int, ...], token_ids: tuple[int, ...],
+    logprobs: dict[str, Any] | None = None,
 ) -> Reply:
-    """vLLM's `chat.completion` object and a newline, as LMI answers it."""
+    """vLLM's `chat.completion` object and a newline, as LMI answers it; `logprobs` from `chat_logprobs`."""
     completion = {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
@@ -261,7 +311,7 @@ def chat_completion(
             "index": 0,
             "message": {"role": "assistant", "content": text, "refusal": None, "annotations": None, "audio": None,
                         "function_call": None, "tool_calls": [], "reasoning": None, "reasoning_content": None},
-            "logprobs": None,
+            "logprobs": logprobs,
             "finish_reason": finish_reason,
             "stop_reason": None,
             "token_ids": list(token_ids) if request.return_token_ids else None,
@@ -276,3 +326,23 @@ def chat_completion(
     }  # fmt: skip
     body = json.dumps(completion, ensure_ascii=False).encode() + b"\n"
     return Reply(200, body, {"Content-Type": JSON, VARIANT_HEADER: VARIANT})
+
+
+class Scored(Protocol):
+    """A generated token's logprobs (logprobs.TokenLogprobs)."""
+
+    token: int
+    logprob: float
+    top: tuple[tuple[int, float], ...]
+
+
+def chat_logprobs(scores: Iterable[Scored], decode: Callable[[int], str]) -> dict[str, Any]:
+    """vLLM's ChatCompletionLogProbs of the generated tokens (the module's docstring); `decode` gives a
+    token's text alone (`tokenizer.decode([id])`)."""
+
+    def entry(token: int, logprob: float) -> dict[str, Any]:
+        text = decode(token)
+        return {"token": text, "logprob": max(logprob, LOGPROB_FLOOR), "bytes": list(text.encode("utf-8", "replace"))}
+
+    return {"content": [{**entry(score.token, score.logprob), "top_logprobs": [entry(*pair) for pair in score.top]}
+                        for score in scores]}

@@ -62,13 +62,15 @@ class ModelService:
             return protocol.unknown_component(component)
         try:
             request = protocol.chat_request(body, headers.get("content-type"), component, endpoint)
+            over_limit = protocol.logprobs_over_limit(request, self.engine.loaded.vocab_size, endpoint)
+            if over_limit is not None:  # vLLM's engine checks it before the constraint (input_processor.py)
+                raise over_limit
             try:
                 grammar = self.grammars.compile(request.structured_outputs)
             except ConstraintError as error:
                 raise Refusal(protocol.model_error(400, str(error), endpoint)) from None
-            completion = self.engine.complete(
-                request.messages, adapter=request.adapter, grammar=grammar, max_tokens=request.max_tokens, watch=watch
-            )
+            completion = self.engine.complete(request.messages, adapter=request.adapter, grammar=grammar,
+                                              max_tokens=request.max_tokens, logprobs=request.logprobs, watch=watch)
         except Refusal as refusal:
             return refusal.reply
         except (ContextTooLong, PromptError) as error:  # vLLM's 400s
@@ -98,8 +100,12 @@ class ModelService:
                     "token_ids": list(completion.token_ids), "text": completion.text,
                     "finish_reason": completion.finish_reason, "seconds": round(completion.seconds, 4),
                 })  # fmt: skip
+        logprobs = None
+        if completion.logprobs is not None:
+            tokenizer = self.engine.loaded.tokenizer
+            logprobs = protocol.chat_logprobs(completion.logprobs, lambda token: tokenizer.decode([token]))
         return protocol.chat_completion(request, completion.text, completion.finish_reason,
-                                        completion.prompt_ids, completion.token_ids)
+                                        completion.prompt_ids, completion.token_ids, logprobs)
 
     def invocations(self) -> list[dict[str, Any]]:
         with self._record_lock:
