@@ -42,34 +42,26 @@ def planned(message: str) -> tuple[str | None, float]:
     return expected.task, 0.45 + 0.54 * u
 
 
-def logprobs(answer: str, confidence: float) -> list[dict]:
-    """The answer's tokens as vLLM lists them with `logprobs: true` (vllm 0.12.0,
-    entrypoints/openai/protocol.py: `ChatCompletionLogProbs.content`, a list of
-    `ChatCompletionLogProbsContent` {token, logprob, bytes, top_logprobs}), their logprobs summing, with
-    the stop token's, to log(confidence)."""
+def logprobs(answer: str, confidence: float) -> list[tuple[str, float]]:
+    """The answer's tokens and the stop token, their logprobs summing to log(confidence)."""
     split = len(answer) // 2
     total = math.log(confidence) - STOP["logprob"]
-    pieces = [(answer[:split], 0.7 * total), (answer[split:], 0.3 * total), (STOP["token"], STOP["logprob"])]
-    return [{"token": token, "logprob": value, "bytes": list(token.encode()), "top_logprobs": []} for token, value in pieces]
+    return [(answer[:split], 0.7 * total), (answer[split:], 0.3 * total), (STOP["token"], STOP["logprob"])]
 
 
 def sent_confidence(message: str) -> float:
     """exp of the sum of the logprobs the double sends for this turn: what /route must report."""
     answer, confidence = planned(message)
-    return math.exp(sum(token["logprob"] for token in logprobs(answer or "none", confidence)))
+    return math.exp(sum(logprob for _, logprob in logprobs(answer or "none", confidence)))
 
 
 def scripted_primary() -> SageMakerRuntimeDouble:
     double = SageMakerRuntimeDouble()
 
     def reply(received: Received) -> Reply:
-        message = last_message(received)
-        answer, confidence = planned(message)
+        answer, confidence = planned(last_message(received))
         text = answer or "none"
-        base = SageMakerRuntimeDouble.answer(text)
-        completion = json.loads(base.body)
-        completion["choices"][0]["logprobs"] = {"content": logprobs(text, confidence)}
-        return Reply(base.status, json.dumps(completion).encode() + b"\n", base.headers)
+        return SageMakerRuntimeDouble.answer(text, logprobs=logprobs(text, confidence))  # vLLM's shape (the double cites it)
 
     double.always(reply)
     return double
