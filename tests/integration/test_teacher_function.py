@@ -30,11 +30,17 @@ SECRET = "Dana's number is SECRET-CONTENT-4417"  # in every conversation: must n
 MINUTES, EMAIL = "prepare_meeting_minutes", "follow_up_email"
 
 
+_KEPT = object()  # the primary's answer is the decision's (it decided), or none (the fallback decided alone)
+
+
 def captured(
     *, decided: str | None = MINUTES, backend: str = "sagemaker", uniform: bool = True, adapter: str | None = "sales-v3",
-    strategy: str = "zero_shot",
+    strategy: str = "zero_shot", primary: Any = _KEPT, confidence: float | None = None, fallback_reason: str = "timeout",
 ) -> dict[str, Any]:
-    """A record as the router sends it (teacher null)."""
+    """A record as the router sends it (teacher null). `primary`: the primary's own answer where the fallback
+    decided after it (an escalation, `fallback_reason` "low_confidence")."""
+    if primary is _KEPT:
+        primary = (decided or "none") if backend == "sagemaker" else None
     return {
         "schema": 1,
         "id": uuid.uuid4().hex,
@@ -50,10 +56,10 @@ def captured(
         "adapter": adapter,
         "unseen_tasks": [],
         "decision": {"task": decided, "event": "start" if decided else "none", "backend": backend,
-                     "fallback_reason": None if backend == "sagemaker" else "timeout"},
-        "primary": {"answer": decided or "none", "probability": None, "latency_ms": 41.0},
+                     "fallback_reason": None if backend == "sagemaker" else fallback_reason},
+        "primary": {"answer": primary, "probability": confidence, "latency_ms": 41.0},
         "latency_ms": 52.5,
-        "sampling": {"probability": 0.1, "uniform": uniform, "reason": "primary" if backend == "sagemaker" else "fallback"},
+        "sampling": {"probability": 0.1, "uniform": uniform, "reason": "primary" if primary is not None else "fallback"},
         "redaction": [],
         "teacher": None,
     }  # fmt: skip
@@ -395,6 +401,24 @@ def test_the_teacher_gets_what_the_invocation_can_give_it(teacher, openai_server
     assert (remaining_s - RETURN_S - WRITE_S > 0) == asked  # the shares the arithmetic above names
 
 
+@pytest.mark.parametrize(("remaining_s", "asked"), [(4.0, True), (3.0, False)])
+def test_checking_deliveries_keeps_a_second_for_the_last_call(teacher, deliveries, openai_server, monkeypatch, remaining_s, asked):
+    """With the deliveries table, the teacher gets 4 - 0.5 (return) - 1 (the deliveries' last write) - 2 (the
+    record's write) = 0.5 s of an invocation with 4 s left, nothing of one with 3 s left; the turn is
+    completed in the table either way."""
+    from taskrouter.adapters.teacher_deadlines import RETURN_S, WRITE_S
+    from taskrouter.adapters.teacher_deliveries import DELIVERY_CALL_S
+
+    monkeypatch.setenv("TASKROUTER_TEACHER_TIMEOUT_MS", "60000")
+    openai_server.always(openai_server.answer(MINUTES, delay_s=5))
+    record = captured()
+    teacher(record, remaining_s=remaining_s)
+    label = teacher.teacher_of(record)
+    assert (label["error"], len(openai_server.requests) == 1) == ("timeout", asked)
+    assert (remaining_s - RETURN_S - DELIVERY_CALL_S - WRITE_S > 0) == asked
+    assert _item(deliveries, record)["status"] == {"S": "COMPLETED"}
+
+
 # -- a stage that stores no records ---------------------------------------------------------------------
 def test_a_stage_that_stores_nothing_labels_and_publishes_only(teacher_env, openai_server, capsys, caplog):
     openai_server.always(openai_server.answer(MINUTES))
@@ -425,3 +449,166 @@ def test_a_malformed_event_is_dropped_and_logged_without_its_content(teacher, op
     (dropped,) = teacher.logs("record dropped")
     assert dropped["reason"] and dropped["level"] == "WARNING"
     assert teacher.metrics("RecordRejected") == [(1.0, {})]
+
+
+# -- what the teacher judges: the primary's own answer, kept or escalated ---------------------------------
+def test_an_escalated_answer_is_labelled_and_judged_against_the_primarys_own_answer(teacher, openai_server):
+    """A turn the primary answered under its threshold, decided by the fallback (`low_confidence`): drawn at the
+    primary's uniform share, it is the model's own answer the teacher judges, not the fallback's."""
+    openai_server.always(openai_server.answer(MINUTES))
+    escalated = captured(decided=EMAIL, backend="openai", primary=MINUTES, confidence=0.42, fallback_reason="low_confidence")
+    teacher(escalated)
+    assert len(openai_server.requests) == 1
+    label = teacher.teacher_of(escalated)
+    assert (label["answer"], label["agrees"]) == (MINUTES, True)  # the primary's MINUTES, not the decision's EMAIL
+    dimensions = {"adapter": "sales-v3", "strategy": "zero_shot"}
+    assert teacher.metrics("TeacherAgreement") == [(1.0, dimensions)]  # the model's own agreement
+    assert teacher.metrics("TeacherAgreementKept") == []  # users got the fallback's answer
+    assert teacher.metrics("TeacherAgreementByConfidence") == [(1.0, {**dimensions, "band": "0.4-0.5"})]
+    (written,) = teacher.logs("record written")
+    assert (written["backend"], written["escalated"], written["agrees"]) == ("openai", True, True)
+
+
+def test_kept_answers_count_in_the_kept_agreement_and_each_confidence_in_its_band(teacher, openai_server):
+    openai_server.script(*(openai_server.answer(EMAIL) for _ in range(4)))
+    sure_but_wrong = captured(confidence=0.93)  # the primary kept MINUTES; the teacher says EMAIL
+    no_confidence = captured(decided=EMAIL)  # an engine without logprobs: no band
+    at_a_bound = captured(decided=EMAIL, confidence=0.1, strategy="react")
+    drawn_more = captured(confidence=0.5, uniform=False)  # drawn for unseen tasks: labelled, never counted
+    for record in (sure_but_wrong, no_confidence, at_a_bound, drawn_more):
+        teacher(record)
+    zero_shot, react = {"adapter": "sales-v3", "strategy": "zero_shot"}, {"adapter": "sales-v3", "strategy": "react"}
+    assert teacher.metrics("TeacherAgreement") == teacher.metrics("TeacherAgreementKept") == [
+        (0.0, zero_shot), (1.0, zero_shot), (1.0, react)]
+    assert teacher.metrics("TeacherAgreementByConfidence") == [
+        (0.0, {**zero_shot, "band": "0.9-1.0"}), (1.0, {**react, "band": "0.1-0.2"})]
+    assert teacher.teacher_of(drawn_more)["agrees"] is False  # labelled and stored all the same
+
+
+def test_a_record_without_the_primarys_own_answer_is_judged_against_the_decision(teacher, openai_server):
+    """A record that predates the primary's part, or lacks it: the decision was the primary's when it decided."""
+    openai_server.always(openai_server.answer(MINUTES))
+    record = captured()
+    del record["primary"]
+    teacher(record)
+    assert teacher.teacher_of(record)["agrees"] is True
+    assert teacher.metrics("TeacherAgreementByConfidence") == []  # no confidence without it
+
+
+@pytest.mark.parametrize("confidence", [1.5, -0.1, True, "0.9"])
+def test_a_confidence_that_is_no_probability_drops_the_record(teacher, openai_server, confidence):
+    """It would name a band of no metric: the record is dropped, as any field the teacher reads and cannot use."""
+    record = captured(confidence=0.5)
+    record["primary"]["probability"] = confidence
+    teacher(record)
+    assert openai_server.requests == []
+    (dropped,) = teacher.logs("record dropped")
+    assert "primary.probability" in dropped["reason"]
+
+
+# -- deliveries: Lambda may deliver an event more than once ---------------------------------------------
+DELIVERIES = "taskrouter-test-teacher-deliveries"
+
+
+@pytest.fixture
+def deliveries(teacher: Teacher, teacher_env: pytest.MonkeyPatch, _moto_server: str) -> Any:
+    """The deliveries table in the moto server, as infra/capture.py makes it (key `id`, TTL `expiration`)."""
+    teacher_env.setenv("TASKROUTER_TEACHER_DELIVERIES_TABLE", DELIVERIES)
+    teacher_env.setenv("AWS_ENDPOINT_URL_DYNAMODB", _moto_server)
+    dynamodb = boto3.client("dynamodb", region_name="us-east-1", endpoint_url=_moto_server)
+    dynamodb.create_table(
+        TableName=DELIVERIES, KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST",
+    )  # fmt: skip
+    dynamodb.update_time_to_live(TableName=DELIVERIES, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expiration"})
+    return dynamodb
+
+
+def _item(dynamodb: Any, record: dict[str, Any]) -> dict[str, Any] | None:
+    """The table's item of a record: Powertools keys it `<key prefix>#<md5 of the JSON of the id>`."""
+    import hashlib
+
+    key = "record#" + hashlib.md5(json.dumps(record["id"]).encode()).hexdigest()
+    return dynamodb.get_item(TableName=DELIVERIES, Key={"id": {"S": key}}, ConsistentRead=True).get("Item")
+
+
+def test_a_record_delivered_twice_is_labelled_counted_and_stored_once(teacher, deliveries, openai_server):
+    from taskrouter.adapters.teacher_deliveries import DELIVERIES_EXPIRE_AFTER_S
+
+    openai_server.always(openai_server.answer(MINUTES))
+    record = captured(confidence=0.8)
+    before = time.time()
+    teacher(record)
+    teacher(copy_of(record))  # Lambda's second delivery of the same event
+    assert len(openai_server.requests) == 1  # the teacher asked (and paid) once
+    assert teacher.metrics("TeacherAgreement") == [(1.0, {"adapter": "sales-v3", "strategy": "zero_shot"})]
+    assert len(teacher.metrics("TeacherAgreementByConfidence")) == len(teacher.metrics("TeacherAgreementKept")) == 1
+    assert teacher.metrics("RecordWritten") == [(1.0, {})] and teacher.metrics("RecordDuplicate") == [(1.0, {})]
+    (skipped,) = teacher.logs("record skipped: delivered before")
+    assert skipped["record_id"] == record["id"]
+    item = _item(deliveries, record)
+    assert item["status"] == {"S": "COMPLETED"}
+    assert before + DELIVERIES_EXPIRE_AFTER_S - 5 <= int(item["expiration"]["N"]) <= time.time() + DELIVERIES_EXPIRE_AFTER_S
+    # no content: the id's hash, and the handler's response, which is nothing
+    assert set(item) == {"id", "status", "expiration", "in_progress_expiration", "data"} and item["data"] == {"S": "null"}
+
+
+def copy_of(record: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(record))
+
+
+def test_another_record_is_not_taken_for_a_duplicate(teacher, deliveries, openai_server):
+    openai_server.always(openai_server.answer(MINUTES))
+    teacher(captured())
+    teacher(captured())
+    assert len(openai_server.requests) == 2 and teacher.metrics("RecordDuplicate") == []
+
+
+def test_a_delivery_whose_invocation_failed_is_handled_when_it_comes_again(teacher, deliveries, openai_server, monkeypatch):
+    """A failed invocation deletes its item: the event, sent again from the on-failure destination, is labelled."""
+    from taskrouter.handlers.teacher import RecordNotStored
+
+    openai_server.always(openai_server.answer(MINUTES))
+    record = captured()
+    monkeypatch.setenv("TASKROUTER_CAPTURE_BUCKET", "no-such-bucket")
+    with pytest.raises(RecordNotStored):
+        teacher(record)
+    assert _item(deliveries, record) is None
+    monkeypatch.setenv("TASKROUTER_CAPTURE_BUCKET", BUCKET)
+    teacher_runtime.reset()
+    teacher(copy_of(record))
+    assert teacher.teacher_of(record)["agrees"] is True and len(openai_server.requests) == 2
+    assert _item(deliveries, record)["status"] == {"S": "COMPLETED"}
+
+
+def test_a_deliveries_table_that_fails_loses_no_sample(teacher, deliveries, openai_server):
+    """The table unusable (here: gone): each turn is labelled, counted and stored all the same, unchecked."""
+    deliveries.delete_table(TableName=DELIVERIES)
+    openai_server.always(openai_server.answer(MINUTES))
+    record = captured()
+    teacher(record)
+    assert teacher.teacher_of(record)["agrees"] is True
+    assert teacher.metrics("TeacherAgreement") == [(1.0, {"adapter": "sales-v3", "strategy": "zero_shot"})]
+    assert teacher.metrics("DeliveryUnchecked") == [(1.0, {})]
+    (unchecked,) = teacher.logs("record handled unchecked: the deliveries table failed")
+    assert unchecked["record_id"] == record["id"] and unchecked["level"] == "WARNING"
+
+
+def test_a_deliveries_table_that_never_answers_costs_a_bounded_second(teacher, deliveries, openai_server, slow_s3, monkeypatch):
+    """A DynamoDB endpoint that takes the request and answers nothing: each call ends by its bound
+    (DELIVERY_CALL_S), and the turn is handled, unchecked, within the invocation's time."""
+    from taskrouter.adapters.teacher_deadlines import RETURN_S
+    from taskrouter.adapters.teacher_deliveries import DELIVERY_CALL_S
+
+    slow_s3.default = "stall"  # accepts any request, answers nothing
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", slow_s3.url)
+    teacher_runtime.reset()
+    openai_server.always(openai_server.answer(MINUTES))
+    record = captured()
+    started = time.monotonic()
+    teacher(record, remaining_s=20.0)
+    assert time.monotonic() - started < teacher.timeout_at - started - RETURN_S
+    assert len(slow_s3.requests) == 1  # the in-progress write, cut at its bound; the turn handled after it
+    assert slow_s3.requests[0].headers["x-amz-target"] == "DynamoDB_20120810.PutItem"
+    assert teacher.teacher_of(record)["agrees"] is True and teacher.metrics("DeliveryUnchecked") == [(1.0, {})]
+    assert DELIVERY_CALL_S <= 1.0

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from taskrouter.core.capture import RecordSchema, RecordTime
 from taskrouter.core.request import Message, Strategy
-from taskrouter.core.tasks import TASK_NAME_PATTERN, Task
+from taskrouter.core.tasks import NO_TASK, TASK_NAME_PATTERN, Task
 from taskrouter.core.validation import describe
 
 BASE_ADAPTER = "base"  # the base model alone, in the record and in metrics
@@ -47,6 +47,12 @@ class _Decision(_Checked):
     backend: Literal["sagemaker", "openai"]
 
 
+class _Primary(_Checked):
+    answer: str | None = None  # a task name or "none"; compared with the teacher's, nothing more
+    # Its confidence: a metric's band (teacher_metrics.py), so a probability or nothing.
+    probability: Annotated[float, Field(ge=0, le=1)] | None = None
+
+
 class _Sampling(_Checked):
     uniform: bool
 
@@ -61,6 +67,7 @@ class _Record(_Checked):
     strategy: Literal["zero_shot", "few_shot_cot", "react"]  # Strategy's values, as JSON carries them
     adapter: str | None = None
     decision: _Decision
+    primary: _Primary | None = None
     sampling: _Sampling
 
     @field_validator("adapter")
@@ -85,12 +92,31 @@ class CapturedTurn:
         self.strategy = Strategy(checked.strategy)
         self.adapter = checked.adapter or BASE_ADAPTER
         self.decided_task = checked.decision.task
+        # The answer users got was the primary's: it kept its answer (not escalated under a threshold).
         self.decided_by_primary = checked.decision.backend == "sagemaker"
+        primary = checked.primary or _Primary()
+        # What the teacher judges: the primary's own answer, escalated or not; for a record without it
+        # (schema 1, a primary that did not answer), the decision's task, which was the primary's when it decided.
+        self.primary_answer = primary.answer if primary.answer is not None else (
+            (self.decided_task or NO_TASK) if self.decided_by_primary else None
+        )
+        self.confidence = primary.probability if primary.answer is not None else None
         self.uniform = checked.sampling.uniform
 
     def completed(self, teacher: dict[str, Any] | None) -> dict[str, Any]:
         """The record with its `teacher` field set."""
         return {**self.record, "teacher": teacher}
+
+    @property
+    def primary_answered(self) -> bool:
+        """The teacher is asked: the primary gave an answer (a turn the fallback decided alone has its
+        label already, paid for)."""
+        return self.primary_answer is not None
+
+    @property
+    def escalated(self) -> bool:
+        """The primary answered, and the fallback's answer was served instead (`low_confidence`)."""
+        return self.primary_answered and not self.decided_by_primary
 
 
 def read_record(event: Any) -> CapturedTurn:

@@ -1,5 +1,6 @@
-"""The shadow teacher: the turn the primary decided, decided again by the teacher (the stage's OpenAI
-model with a reasoning strategy), from the router's own prompt over the record's tasks and conversation.
+"""The shadow teacher: a turn the primary answered (kept or escalated), decided again by the teacher (the
+stage's OpenAI model with a reasoning strategy), from the router's own prompt over the record's tasks and
+conversation, and compared with the primary's own answer.
 
 A failure of the teacher, a cap included, costs this sample its label and nothing more: it is said in
 the label (`error`), never raised.
@@ -34,7 +35,7 @@ class TeacherLabel:
     model: str
     strategy: str
     answer: str | None  # a task name or "none"; None on failure
-    agrees: bool | None  # with the primary's decision; None on failure
+    agrees: bool | None  # with the primary's own answer; None on failure
     latency_ms: float | None  # None when the teacher was not asked (capped, or no time left)
     error: TeacherError | None
 
@@ -67,10 +68,11 @@ class ShadowTeacher:
         self._clock = clock
 
     def label(self, turn: CapturedTurn, within_s: float | None = None) -> TeacherLabel | None:
-        """The teacher's label of a turn the primary decided; None for one the fallback decided (its
-        answer is already the label, paid for). The teacher gets its timeout, or `within_s` when that is
-        less (what the invocation can give it); with no time at all it is not asked (`timeout`)."""
-        if not turn.decided_by_primary:
+        """The teacher's label of a turn the primary answered, escalated or not; None for one the fallback
+        decided alone (its answer is already the label, paid for). The teacher gets its timeout, or
+        `within_s` when that is less (what the invocation can give it); with no time at all it is not
+        asked (`timeout`)."""
+        if not turn.primary_answered:
             return None
         if self._backend is None:
             return self._failed("error", None)
@@ -92,7 +94,7 @@ class ShadowTeacher:
             return self._failed("error", started)
         answer = task or NO_TASK
         return TeacherLabel(
-            self._model, self._strategy.value, answer, answer == (turn.decided_task or NO_TASK),
+            self._model, self._strategy.value, answer, answer == turn.primary_answer,
             self._elapsed_ms(started), None,
         )  # fmt: skip
 

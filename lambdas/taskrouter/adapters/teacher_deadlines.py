@@ -12,11 +12,17 @@ so the write has at least 9.5 s, its tries and their pauses included (deadline_b
 with less time left shortens the teacher first, down to nothing (the sample is then stored `timeout`,
 the teacher not asked), then the write. Where the stage stores no records, the teacher may take all but
 the return's half second.
+
+Where the function checks its deliveries (teacher_deliveries.py, in AWS), the last call marks the turn
+handled: the work before it ends DELIVERY_CALL_S sooner (start + 18.5 s), the first call is bounded by
+the same second and counted in what follows it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from taskrouter.adapters.teacher_deliveries import DELIVERY_CALL_S
 
 # After the last call: the EMF metrics and the log line printed, the handler returns.
 RETURN_S = 0.5
@@ -31,10 +37,12 @@ class TeacherDeadlines:
 
     teacher_ends_at: float  # the teacher's own timeout may end it sooner (ShadowTeacher.label)
     write_ends_at: float | None  # None: the stage stores no records
+    calls_end_at: float  # every call's, the deliveries' last included: what the return leaves
 
     @classmethod
-    def sharing(cls, remaining_ms: int, stores_records: bool, now: float) -> TeacherDeadlines:
-        ends_at = now + remaining_ms / 1000 - RETURN_S
+    def sharing(cls, remaining_ms: int, stores_records: bool, now: float, checks_deliveries: bool = False) -> TeacherDeadlines:
+        calls_end_at = now + remaining_ms / 1000 - RETURN_S
+        work_ends_at = calls_end_at - (DELIVERY_CALL_S if checks_deliveries else 0)
         if not stores_records:
-            return cls(ends_at, None)
-        return cls(ends_at - WRITE_S, ends_at)
+            return cls(work_ends_at, None, calls_end_at)
+        return cls(work_ends_at - WRITE_S, work_ends_at, calls_end_at)

@@ -1,6 +1,7 @@
 """The teacher function's settings from the environment (docs/configuration.md): the teacher's model,
-strategy, timeout and caps, and where completed records go: the capture bucket (AWS), a folder
-(`make local`), or nowhere (a stage that stores no records: the teacher labels and publishes only)."""
+strategy, timeout and caps, where completed records go (the capture bucket (AWS), a folder (`make
+local`), or nowhere: a stage that stores no records, whose teacher labels and publishes only), and the
+table of deliveries already handled (AWS; none locally, where each event is delivered once)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ class TeacherSettings:
     bucket: str | None  # the capture bucket (AWS); it wins over `capture_dir`; neither: nothing stored
     kms_key: str | None  # sent with each object only when set: otherwise the bucket's default key
     capture_dir: Path | None  # make local's capture folder
+    deliveries_table: str | None  # the DynamoDB table of record ids handled (teacher_deliveries.py)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TeacherSettings:
@@ -64,4 +66,5 @@ class TeacherSettings:
             bucket=bucket,
             kms_key=env.get("TASKROUTER_CAPTURE_KMS_KEY") or None,
             capture_dir=Path(capture_dir) if capture_dir else None,
+            deliveries_table=env.get("TASKROUTER_TEACHER_DELIVERIES_TABLE") or None,
         )

@@ -1,11 +1,13 @@
 """Builds the teacher function's parts from the environment once per execution environment, at start-up:
-the teacher (the fallback's adapter on the teacher's model), its caps, and the record store (if any)."""
+the teacher (the fallback's adapter on the teacher's model), its caps, the record store (if any), and
+the deliveries already handled (if any)."""
 
 from __future__ import annotations
 
 import functools
 
 import botocore.session
+from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 from botocore.config import Config
 
 from taskrouter.adapters.deadline_botocore import DeadlineBoundClient
@@ -14,6 +16,7 @@ from taskrouter.adapters.rate_limit import PerMinuteCaps
 from taskrouter.adapters.record_store import DirectoryRecordStore, RecordStore, S3RecordStore
 from taskrouter.composition.router_runtime import api_key_reader
 from taskrouter.adapters.shadow_teacher import ShadowTeacher
+from taskrouter.adapters.teacher_deliveries import BoundedDynamoDB, Deliveries
 from taskrouter.adapters.teacher_settings import TeacherSettings
 
 
@@ -48,7 +51,20 @@ def record_store() -> RecordStore | None:
     return None
 
 
+@functools.cache
+def deliveries() -> Deliveries | None:
+    """None where no table is named (make local: its queue delivers each event once)."""
+    table = settings().deliveries_table
+    if table is None:
+        return None
+    # One try per botocore call, as the store's: the tries are BoundedDynamoDB's, within its deadline.
+    client = BoundedDynamoDB(
+        botocore.session.get_session().create_client("dynamodb", config=Config(retries={"total_max_attempts": 1}))
+    )
+    return Deliveries(DynamoDBPersistenceLayer(table_name=table, boto3_client=client), client)
+
+
 def reset() -> None:
     """Forget what was built (tests: another environment)."""
-    for built in (settings, shadow_teacher, record_store):
+    for built in (settings, shadow_teacher, record_store, deliveries):
         built.cache_clear()

@@ -1,6 +1,6 @@
 """The teacher function: a captured turn in (an asynchronous invocation from the router, docs/capture.md),
-the teacher's label added, `TeacherAgreement` over uniform samples, the completed record stored where
-the stage stores records.
+the teacher's label added, the agreement metrics over uniform samples, the completed record stored where
+the stage stores records; a record id Lambda delivers again is skipped (teacher_deliveries.py).
 
 Every call ends before the function's timeout (teacher_deadlines.py): a slow OpenAI is a `timeout` label,
 a slow or failing S3 a counted `RecordNotWritten` and the one error raised. Lambda retries no failed
@@ -23,6 +23,14 @@ from taskrouter.adapters.deadline_botocore import DeadlineExceeded
 from taskrouter.adapters.record_store import RecordStore, record_body, record_key
 from taskrouter.adapters.shadow_teacher import TeacherLabel
 from taskrouter.adapters.teacher_deadlines import TeacherDeadlines
+from taskrouter.adapters.teacher_deliveries import Delivery
+from taskrouter.adapters.teacher_metrics import (
+    BAND_DIMENSION,
+    TEACHER_AGREEMENT,
+    TEACHER_AGREEMENT_BY_CONFIDENCE,
+    TEACHER_AGREEMENT_KEPT,
+    confidence_band,
+)
 
 # Service and namespace come from POWERTOOLS_SERVICE_NAME / POWERTOOLS_METRICS_NAMESPACE.
 logger = Logger()
@@ -30,10 +38,12 @@ metrics = Metrics()
 
 
 def _start() -> None:
-    """The init phase builds the teacher (the `openai` client, its key) and the store before any event."""
+    """The init phase builds the teacher (the `openai` client, its key), the store and the deliveries'
+    table client before any event."""
     try:
         teacher_runtime.shadow_teacher()
         teacher_runtime.record_store()
+        teacher_runtime.deliveries()
     except Exception:
         logger.exception("teacher not built at start-up")
 
@@ -58,7 +68,24 @@ def handler(event: Any, context: Any) -> None:
         metrics.add_metric(name="RecordRejected", unit=MetricUnit.Count, value=1)
         return
     store = teacher_runtime.record_store()
-    deadlines = TeacherDeadlines.sharing(context.get_remaining_time_in_millis(), store is not None, started)
+    deliveries = teacher_runtime.deliveries()
+    deadlines = TeacherDeadlines.sharing(
+        context.get_remaining_time_in_millis(), store is not None, started, checks_deliveries=deliveries is not None
+    )
+    if deliveries is None:
+        _handle(turn, store, deadlines)
+        return
+    delivery = deliveries.once(turn.id, context, deadlines.calls_end_at, lambda: _handle(turn, store, deadlines))
+    if delivery is Delivery.DUPLICATE:  # Lambda delivered it again: labelled, counted and stored once
+        logger.info("record skipped: delivered before", extra={"record_id": turn.id})
+        metrics.add_metric(name="RecordDuplicate", unit=MetricUnit.Count, value=1)
+    elif delivery is Delivery.UNCHECKED:
+        logger.warning("record handled unchecked: the deliveries table failed", extra={"record_id": turn.id})
+        metrics.add_metric(name="DeliveryUnchecked", unit=MetricUnit.Count, value=1)
+
+
+def _handle(turn: CapturedTurn, store: RecordStore | None, deadlines: TeacherDeadlines) -> None:
+    """One delivery: the label, its metrics, the record stored where the stage stores them."""
     label = teacher_runtime.shadow_teacher().label(turn, within_s=deadlines.teacher_ends_at - time.monotonic())
     _publish(turn, label)
     if store is not None:
@@ -69,6 +96,7 @@ def handler(event: Any, context: Any) -> None:
         extra={
             "record_id": turn.id,
             "backend": "sagemaker" if turn.decided_by_primary else "openai",
+            "escalated": turn.escalated,
             "uniform": turn.uniform,
             "adapter": turn.adapter,
             "strategy": turn.strategy.value,
@@ -93,14 +121,27 @@ def _store(store: RecordStore, turn: CapturedTurn, label: TeacherLabel | None, e
 
 
 def _publish(turn: CapturedTurn, label: TeacherLabel | None) -> None:
-    """`TeacherFailed` by cause for every failure; `TeacherAgreement` (1/0) by adapter and strategy for a
-    uniform sample the teacher answered (a sample drawn more often, as for unseen tasks, would bias it)."""
+    """`TeacherFailed` by cause for every failure; for a uniform sample the teacher answered, 1/0 by adapter
+    and strategy: `TeacherAgreement` (every primary answer), `TeacherAgreementKept` (those the primary
+    kept) and `TeacherAgreementByConfidence` by band (those with a confidence): teacher_metrics.py. A
+    sample drawn more often, as for unseen tasks, would bias them."""
     if label is None:
         return
     if label.error is not None:
         with single_metric(name="TeacherFailed", unit=MetricUnit.Count, value=1) as metric:
             metric.add_dimension(name="cause", value=label.error)
-    elif turn.uniform:
-        with single_metric(name="TeacherAgreement", unit=MetricUnit.Count, value=int(bool(label.agrees))) as metric:
+        return
+    if not turn.uniform:
+        return
+    agrees = int(bool(label.agrees))
+    published: list[tuple[str, dict[str, str]]] = [(TEACHER_AGREEMENT, {})]
+    if not turn.escalated:
+        published.append((TEACHER_AGREEMENT_KEPT, {}))
+    if turn.confidence is not None:
+        published.append((TEACHER_AGREEMENT_BY_CONFIDENCE, {BAND_DIMENSION: confidence_band(turn.confidence)}))
+    for name, dimensions in published:
+        with single_metric(name=name, unit=MetricUnit.Count, value=agrees) as metric:
             metric.add_dimension(name="adapter", value=turn.adapter)
             metric.add_dimension(name="strategy", value=turn.strategy.value)
+            for dimension, value in dimensions.items():
+                metric.add_dimension(name=dimension, value=value)
