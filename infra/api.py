@@ -430,16 +430,18 @@ def _adapter_environment(stage: StageConfig, tasks: list[str] | None) -> dict[st
 
 
 def _capture_environment(stage: StageConfig, capture: CaptureStack | None) -> dict[str, str]:
-    """The router's side of capture (docs/capture.md); none where the stage does not capture (no
-    TASKROUTER_CAPTURE_FUNCTION: capture off)."""
+    """The router's side of capture (docs/capture.md); none where the stage measures nothing (no
+    TASKROUTER_CAPTURE_FUNCTION: capture off). Where no records are stored it draws the uniform sample
+    alone (CaptureConfig.router_shares)."""
     if capture is None:
         return {}
     settings = stage.capture
+    share, fallback_share, unseen_share = settings.router_shares()
     return {
         "TASKROUTER_CAPTURE_FUNCTION": capture.teacher.function_name,
-        "TASKROUTER_CAPTURE_SHARE": str(settings.share),
-        "TASKROUTER_CAPTURE_FALLBACK_SHARE": str(settings.fallback_share),
-        "TASKROUTER_CAPTURE_UNSEEN_SHARE": str(settings.unseen_share),
+        "TASKROUTER_CAPTURE_SHARE": str(share),
+        "TASKROUTER_CAPTURE_FALLBACK_SHARE": str(fallback_share),
+        "TASKROUTER_CAPTURE_UNSEEN_SHARE": str(unseen_share),
         "TASKROUTER_CAPTURE_REDACT": settings.redact_environment,
         "TASKROUTER_CAPTURE_SEND_TIMEOUT_MS": str(settings.send_timeout_ms),
         "TASKROUTER_CAPTURE_PARAMETER": capture.switch.parameter_name,

@@ -1,11 +1,13 @@
-"""Quality in production (docs/capture.md): the stage's capture bucket, its Glue table and Athena
-workgroup with the analysts' policy to query them, the teacher function the router sends sampled turns
-to, and the kill switch.
+"""Quality in production (docs/capture.md): on every stage that measures (`capture.share` over 0), the
+teacher function the router sends sampled turns to, the table that keeps it from labelling a turn twice,
+and the kill switch; where the stage stores records (`capture.enabled`), the capture bucket, its Glue
+table and Athena workgroup with the analysts' policy to query them.
 
-Stateful like the registry: the records outlive any stateless stack. Created only where the stage's
-`capture.enabled` (infra/stage.py); the kill switch stops capture with no deploy. The teacher function
-(`shadow_teacher`) is built for a stage that stores records and for one that stores none: only the
-first exists today."""
+Stateful like the registry: the records outlive any stateless stack. One stack holds both parts, the
+records' only where they are stored, at the stack's root as before the teacher came to every stage:
+their logical ids, and a stage's stored records, stay; turning storage on or off leaves the teacher the
+router and the alarms name where it is (a teacher moved to a stack of its own would delete the exports
+the router's stack imports, which CloudFormation refuses while they are in use)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from aws_cdk import (
     Duration,
     Stack,
     aws_athena as athena,
+    aws_dynamodb as dynamodb,
     aws_glue as glue,
     aws_iam as iam,
     aws_kms as kms,
@@ -31,6 +34,7 @@ from constructs import Construct
 from infra.config import StageConfig
 from infra.functions import bundled_function
 from infra.nag import acknowledge
+from taskrouter.adapters.teacher_deliveries import DELIVERY_EXPIRY_ATTRIBUTE, DELIVERY_KEY_ATTRIBUTE
 
 TEACHER_SERVICE = "taskrouter-teacher"  # Powertools' service: the `service` of TeacherAgreement
 RECORDS_PREFIX = "records/"  # records/date=YYYY-MM-DD/hour=HH/<id>.json (docs/capture.md)
@@ -90,6 +94,25 @@ def teacher_timeout_s(stage: StageConfig) -> int:
     return math.ceil(stage.capture.teacher_timeout_ms / 1000) + TEACHER_MARGIN_S
 
 
+def teacher_deliveries(scope: Stack, stage: StageConfig) -> dynamodb.Table:
+    """The teacher's deliveries (adapters/teacher_deliveries.py): one item per record id, written with an
+    expiry, so that an event Lambda delivers twice is labelled and counted once. It holds the id's hash
+    and the invocation's status, never content: AWS-managed encryption, no recovery to keep; DynamoDB's
+    TTL deletes an expired item (a later delivery already reads it as expired)."""
+    table = dynamodb.Table(
+        scope,
+        "Deliveries",
+        partition_key=dynamodb.Attribute(name=DELIVERY_KEY_ATTRIBUTE, type=dynamodb.AttributeType.STRING),
+        billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+        encryption=dynamodb.TableEncryption.AWS_MANAGED,
+        time_to_live_attribute=DELIVERY_EXPIRY_ATTRIBUTE,
+        removal_policy=stage.removal_policy,
+    )
+    acknowledge(table, "AwsSolutions-DDB3", "its items are hashed record ids that expire within hours: a restore "
+                "point would bring back nothing worth having")  # fmt: skip
+    return table
+
+
 @dataclass(frozen=True)
 class StoredRecords:
     """Where a stage stores its records: the capture bucket and its key."""
@@ -112,13 +135,17 @@ class _FailedEventsBucket:
 
 
 def shadow_teacher(
-    scope: Stack, stage: StageConfig, openai_secret: secretsmanager.ISecret, records: StoredRecords | None
+    scope: Stack,
+    stage: StageConfig,
+    openai_secret: secretsmanager.ISecret,
+    records: StoredRecords | None,
+    deliveries: dynamodb.ITable,
 ) -> lambda_.Function:
     """The teacher function (handlers/teacher.py). The router invokes it asynchronously with a redacted
     turn; it asks the teacher, publishes TeacherAgreement and, where the stage stores records, writes the
     record. One at a time (reserved concurrency 1): the teacher's cost and OpenAI share are bounded
     whatever the traffic; what waits longer than an hour in Lambda's queue is dropped; nothing is tried
-    again (`TEACHER_RETRY_ATTEMPTS`).
+    again (`TEACHER_RETRY_ATTEMPTS`); a record id already handled is skipped (`deliveries`).
 
     A failed event's invocation record holds the request, the redacted conversation: where the stage
     stores records it goes to the capture bucket (on-failure destination: KMS, TLS only, expiry), where
@@ -134,6 +161,7 @@ def shadow_teacher(
         "TASKROUTER_TEACHER_TOKENS_PER_MINUTE": str(capture.teacher_tokens_per_minute),
         "TASKROUTER_OPENAI_SECRET_ARN": openai_secret.secret_arn,
         "TASKROUTER_OPENAI_MODEL": stage.openai_model,
+        "TASKROUTER_TEACHER_DELIVERIES_TABLE": deliveries.table_name,
     }
     if records is not None:
         environment["TASKROUTER_CAPTURE_BUCKET"] = records.bucket.bucket_name
@@ -141,7 +169,7 @@ def shadow_teacher(
         scope,
         stage,
         "Teacher",
-        description="TaskRouter: the shadow teacher (a captured turn answered again, its record stored)",
+        description="TaskRouter: the shadow teacher (a sampled turn answered again; its record stored where the stage stores them)",
         handler="taskrouter.handlers.teacher.handler",
         memory_size=512,
         timeout=Duration.seconds(teacher_timeout_s(stage)),
@@ -157,6 +185,12 @@ def shadow_teacher(
     role.add_to_policy(
         iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"], resources=[openai_secret.secret_arn])
     )
+    # Powertools' idempotency on DynamoDB: PutItem (in progress, on a condition), GetItem (what a duplicate
+    # finds), UpdateItem (completed), DeleteItem (an invocation that failed may be delivered again).
+    role.add_to_policy(iam.PolicyStatement(
+        actions=["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"],
+        resources=[deliveries.table_arn],
+    ))  # fmt: skip
     if records is not None:
         _grant_record_writes(scope, role, records)
     return function
@@ -184,6 +218,9 @@ def _grant_record_writes(scope: Stack, role: iam.Role, records: StoredRecords) -
 
 
 class CaptureStack(Stack):
+    """The teacher, its deliveries table and the kill switch on every stage that measures; the records'
+    bucket, key, catalogue and analysts' policy where the stage stores them (`records` is None elsewhere)."""
+
     def __init__(
         self,
         scope: Construct,
@@ -194,6 +231,23 @@ class CaptureStack(Stack):
         **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
+        self.records = self._records(stage) if stage.capture.stores_records else None
+        self.deliveries = teacher_deliveries(self, stage)
+        self.teacher = shadow_teacher(self, stage, openai_secret, self.records, self.deliveries)
+        # The kill switch: "off" stops the router's sampling within its cache's minute, no deploy.
+        self.switch = ssm.StringParameter(
+            self,
+            "Switch",
+            parameter_name=f"/taskrouter/{stage.name}/capture",
+            description="TaskRouter capture kill switch: on or off (read by the router at least every 60 s)",
+            string_value=KILL_SWITCH_VALUES[0],
+            allowed_pattern=f"^({'|'.join(KILL_SWITCH_VALUES)})$",
+        )
+        CfnOutput(self, "CaptureParameter", value=self.switch.parameter_name)
+        CfnOutput(self, "TeacherFunctionName", value=self.teacher.function_name)
+
+    def _records(self, stage: StageConfig) -> StoredRecords:
+        """Where the records are stored, and what queries them (at the stack's root: see the module's doc)."""
         capture = stage.capture
         common = dict(
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
@@ -240,21 +294,10 @@ class CaptureStack(Stack):
         )
         self._catalogue(stage)
         self.analysts = self._analyst_policy(stage)
-        self.teacher = shadow_teacher(self, stage, openai_secret, StoredRecords(self.bucket, self.key))
-        # The kill switch: "off" stops the router's sampling within its cache's minute, no deploy.
-        self.switch = ssm.StringParameter(
-            self,
-            "Switch",
-            parameter_name=f"/taskrouter/{stage.name}/capture",
-            description="TaskRouter capture kill switch: on or off (read by the router at least every 60 s)",
-            string_value=KILL_SWITCH_VALUES[0],
-            allowed_pattern=f"^({'|'.join(KILL_SWITCH_VALUES)})$",
-        )
         # `taskrouter data harvest --stage` finds the bucket by this output of `<stage>-Capture`.
         CfnOutput(self, "CaptureBucketName", value=self.bucket.bucket_name)
         CfnOutput(self, "CaptureKeyArn", value=self.key.key_arn)
-        CfnOutput(self, "CaptureParameter", value=self.switch.parameter_name)
-        CfnOutput(self, "TeacherFunctionName", value=self.teacher.function_name)
+        return StoredRecords(self.bucket, self.key)
 
     def _catalogue(self, stage: StageConfig) -> None:
         """A Glue table over records/ for Athena: JSON lines, partitions projected from the key layout

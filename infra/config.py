@@ -195,15 +195,18 @@ RedactKind = Literal["email", "phone"]  # what the router redacts before a turn 
 
 
 class CaptureConfig(_Strict):
-    """Quality in production (docs/capture.md): a share of live turns captured, redacted, for the
-    teacher (the stage's OpenAI model with a reasoning strategy) to answer in a function of its own;
-    the records land in the stage's capture bucket (infra/capture.py) and `TeacherAgreement` alarms
-    when the primary and the teacher disagree too often.
+    """Quality in production (docs/capture.md). Every stage measures: the router draws `share` of the
+    turns the primary answered (escalated ones included), redacts them and sends them to the teacher
+    (the stage's OpenAI model with a reasoning strategy) in a function of its own, which labels them and
+    publishes `TeacherAgreement`; it alarms when the primary and the teacher disagree too often. `share`
+    0 measures nothing (no teacher, nothing sent), and only where no records are stored.
 
-    `share`: of the turns the primary decided; `fallback_share`: of those the fallback decided (their
-    label is already paid for: the teacher is not asked); `unseen_share`: of the turns whose allowed
-    tasks include one the serving adapter was not trained on. `teacher_model` defaults to the stage's
-    `openai_model` (StageConfig fills it in)."""
+    `enabled`: the records are stored (the capture bucket, its Glue table and Athena workgroup,
+    infra/capture.py; `taskrouter data harvest`). Only there do the two other draws count, whose turns
+    nothing else would keep: `fallback_share` of the turns the fallback decided (their label is already
+    paid for: the teacher is not asked), `unseen_share` of the primary's other turns whose allowed tasks
+    include one the serving adapter was not trained on (never in TeacherAgreement). `teacher_model`
+    defaults to the stage's `openai_model` (StageConfig fills it in)."""
 
     enabled: bool
     share: Annotated[float, Field(ge=0, le=1)]
@@ -224,6 +227,24 @@ class CaptureConfig(_Strict):
     # The router's bound on sending a sampled turn: past it the sample is dropped (CaptureDropped).
     send_timeout_ms: Annotated[int, Field(ge=10, le=1_000)] = 100
 
+    @property
+    def measures(self) -> bool:
+        """The teacher function, its alarms and the router's sends exist (infra/stage.py)."""
+        return self.share > 0
+
+    @property
+    def stores_records(self) -> bool:
+        """The capture bucket, its Glue table and Athena workgroup exist; harvest has something to read."""
+        return self.enabled
+
+    def router_shares(self) -> tuple[float, float, float]:
+        """The router's draws: `share`, `fallback_share`, `unseen_share` where records are stored; the
+        uniform share alone where none are (a turn drawn by the other two would only be labelled, or
+        not even that, and dropped: an OpenAI call or an invocation paid for nothing)."""
+        if self.stores_records:
+            return self.share, self.fallback_share, self.unseen_share
+        return self.share, 0.0, 0.0
+
     @field_validator("redact")
     @classmethod
     def _no_repeat(cls, kinds: list[str]) -> list[str]:
@@ -234,8 +255,8 @@ class CaptureConfig(_Strict):
     @model_validator(mode="after")
     def _samples_something(self) -> CaptureConfig:
         if self.enabled and self.share == 0:
-            raise ValueError("share must be over 0 where capture is enabled: TeacherAgreement counts only the "
-                             "turns drawn at share, and would never get a sample")
+            raise ValueError("share must be over 0 where records are stored (enabled = true): TeacherAgreement "
+                             "counts only the turns drawn at share, and would never get a sample")
         return self
 
     @property
@@ -386,10 +407,10 @@ class StageConfig(_Strict):
     @property
     def router_timeout_s(self) -> int:
         """The router Lambda's timeout: registry read, the slowest strategy's primary and fallback, a
-        captured turn's send, and a second of margin."""
+        sampled turn's send (on every stage that measures), and a second of margin."""
         registry_s = REGISTRY_CONNECT_TIMEOUT_S + REGISTRY_READ_TIMEOUT_S
         slowest_ms = max(budget.primary_timeout_ms + budget.fallback_timeout_ms for budget in self.budgets.values())
-        capture_ms = self.capture.send_timeout_ms if self.capture.enabled else 0  # a sampled turn's bounded send
+        capture_ms = self.capture.send_timeout_ms if self.capture.measures else 0  # a sampled turn's bounded send
         return math.ceil(registry_s + (slowest_ms + capture_ms) / 1000 + 1)
 
     def timeout_environment(self) -> dict[str, str]:

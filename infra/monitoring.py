@@ -27,6 +27,7 @@ from cdk_monitoring_constructs import (
     CustomThreshold,
     DefaultDashboardFactory,
     ErrorCountThreshold,
+    GraphWidgetType,
     LatencyThreshold,
     MonitoringFacade,
     SnsAlarmActionStrategy,
@@ -39,6 +40,13 @@ from infra.capture import TEACHER_SERVICE
 from infra.config import StageConfig
 from infra.functions import bundled_function
 from infra.runbook import runbook
+from taskrouter.adapters.teacher_metrics import (
+    BAND_DIMENSION,
+    CONFIDENCE_BANDS,
+    TEACHER_AGREEMENT,
+    TEACHER_AGREEMENT_BY_CONFIDENCE,
+    TEACHER_AGREEMENT_KEPT,
+)
 from taskrouter.core.request import Strategy
 from taskrouter.operations.failover import DEFAULT_HOLD_S
 
@@ -350,17 +358,35 @@ class MonitoringStack(Stack):
         )
 
     def _capture(self, stage: StageConfig, facade: MonitoringFacade, teacher: lambda_.IFunction) -> None:
-        """Quality in production (docs/capture.md): the primary's agreement with the teacher, the router's
-        sends, and the teacher function."""
+        """Quality in production (docs/capture.md), on every stage that measures: the primary's agreement
+        with the teacher (the model's own, the kept answers', and by confidence band: the live
+        reliability curve), the router's sends, the teacher function and its deliveries."""
         capture = stage.capture
         adapter, strategy = stage.router_adapter or "base", stage.default_strategy.value
         hour = Duration.hours(1)
 
-        def agreement(statistic: str, strategy_value: str) -> cloudwatch.Metric:
+        def agreement(statistic: str, strategy_value: str, name: str = TEACHER_AGREEMENT, **dimensions: str) -> cloudwatch.Metric:
             return cloudwatch.Metric(
-                namespace=METRICS_NAMESPACE, metric_name="TeacherAgreement",
-                dimensions_map={"service": TEACHER_SERVICE, "adapter": adapter, "strategy": strategy_value},
+                namespace=METRICS_NAMESPACE, metric_name=name,
+                dimensions_map={"service": TEACHER_SERVICE, "adapter": adapter, "strategy": strategy_value, **dimensions},
                 statistic=statistic, period=hour,
+            )
+
+        def by_strategy(title: str, statistic: str, name: str) -> CustomMetricGroup:
+            return CustomMetricGroup(
+                title=title, metrics=[agreement(statistic, each.value, name).with_(label=each.value) for each in stage.budgets],
+            )
+
+        def reliability(strategy_value: str, statistic: str, title: str) -> CustomMetricGroup:
+            # A bar per band over the dashboard's time range: the curve a threshold is read against. Each
+            # band's metric exists once a turn of it was published (metrics by adapter, strategy and band).
+            return CustomMetricGroup(
+                title=title,
+                metrics=[agreement(statistic, strategy_value, TEACHER_AGREEMENT_BY_CONFIDENCE, **{BAND_DIMENSION: band})
+                         .with_(label=band) for band in CONFIDENCE_BANDS],
+                graph_widget_type=GraphWidgetType.BAR,
+                graph_widget_set_period_to_time_range=True,
+                graph_widget_axis=cloudwatch.YAxisProps(min=0, max=1) if statistic == "Average" else None,
             )
 
         # The hour's agreement where it has at least min_samples uniformly sampled turns, else 1 (no
@@ -374,6 +400,8 @@ class MonitoringStack(Stack):
             period=hour,
             label=title,
         )
+        deliveries = functools.partial(cloudwatch.Metric, namespace=METRICS_NAMESPACE, statistic="Sum",
+                                       dimensions_map={"service": TEACHER_SERVICE}, period=Duration.minutes(5))
         facade.monitor_custom(
             alarm_friendly_name="Capture",
             human_readable_name="Quality in production (the teacher, captured turns)",
@@ -389,14 +417,14 @@ class MonitoringStack(Stack):
                         runbook_link=runbook("teacher-agreement"),
                     )},
                 )]),
-                CustomMetricGroup(
-                    title="Teacher agreement by strategy (hour)",
-                    metrics=[agreement("Average", each.value).with_(label=each.value) for each in stage.budgets],
-                ),
-                CustomMetricGroup(
-                    title="Uniform samples the teacher judged (hour)",
-                    metrics=[agreement("SampleCount", each.value).with_(label=each.value) for each in stage.budgets],
-                ),
+                by_strategy("Teacher agreement by strategy, every primary answer (hour)", "Average", TEACHER_AGREEMENT),
+                by_strategy("Teacher agreement by strategy, the answers the primary kept (hour)", "Average",
+                            TEACHER_AGREEMENT_KEPT),
+                by_strategy("Uniform samples the teacher judged (hour)", "SampleCount", TEACHER_AGREEMENT),
+                *(group for each in stage.budgets for group in (
+                    reliability(each.value, "Average", f"Live reliability, {each.value}: teacher agreement by confidence band"),
+                    reliability(each.value, "SampleCount", f"Live reliability, {each.value}: samples by confidence band"),
+                )),
                 _alarmed(
                     "Capture dropped (share of sampled turns not sent in time)", "CaptureDroppedRate",
                     cloudwatch.Metric(namespace=METRICS_NAMESPACE, metric_name="CaptureDropped",
@@ -417,6 +445,13 @@ class MonitoringStack(Stack):
                                                statistic="Sum", period=Duration.minutes(5), label=cause)
                              for cause in TEACHER_FAILURE_CAUSES],
                 ),
+                # Lambda delivered an event again (skipped), or the deliveries table failed and a turn was
+                # handled unchecked (a duplicate then would count twice): teacher_deliveries.py.
+                CustomMetricGroup(
+                    title="Teacher deliveries: duplicates skipped, turns handled unchecked",
+                    metrics=[deliveries(metric_name="RecordDuplicate", label="duplicates skipped"),
+                             deliveries(metric_name="DeliveryUnchecked", label="handled unchecked")],
+                ),
                 # Lambda's queue of asynchronous invocations: one teacher at a time, the rest wait.
                 CustomMetricGroup(
                     title="Teacher queue: oldest event's age (ms)",
@@ -433,7 +468,7 @@ class MonitoringStack(Stack):
                 *([_alarmed("Teacher destination failures", "TeacherDestinationFailures",
                             teacher.metric("DestinationDeliveryFailures", statistic="Sum", period=Duration.minutes(5)),
                             above=0, runbook_slug="teacher-destination-failures", datapoints=1)]
-                  if capture.enabled else []),
+                  if capture.stores_records else []),
             ],
         )
         # Its errors are bugs or a failed write (the teacher's own failures are in the record). Its

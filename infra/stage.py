@@ -32,14 +32,15 @@ class TaskRouterStage(Stage):
             termination_protection=config.retain_on_delete,
         )
         self.operations = OperationsStack(self, "Operations", stage=config, termination_protection=config.retain_on_delete)
-        # Only where the stage captures: no bucket, key or teacher to pay for elsewhere; turning it on is
-        # a deploy, turning it off for a while is the kill switch.
+        # Every stage measures its quality: the teacher, its alarms and the kill switch wherever
+        # capture.share is over 0; the records' bucket, table and workgroup only where capture.enabled
+        # (infra/capture.py). Stopping for a while is the kill switch; share 0 removes it at a deploy.
         self.capture = (
             CaptureStack(
                 self, "Capture", stage=config, openai_secret=self.operations.openai_secret,
                 termination_protection=config.retain_on_delete,
             )
-            if config.capture.enabled else None
+            if config.capture.measures else None
         )
         router_manifest = next((m for m in manifests if m.name == config.router_adapter), None)
         self.hosting = ModelHostingStack(

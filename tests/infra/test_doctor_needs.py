@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from taskrouter.doctor import needs
 from taskrouter.doctor.assembly import read_assembly
-from tests.infra.conftest import STAGES, stacks_of
+from tests.infra.conftest import STACKS, STAGES
 
 
 def _assembly(synthesized, stage: str):
@@ -15,8 +15,9 @@ def _assembly(synthesized, stage: str):
 def test_each_stage_names_its_stacks_and_the_bootstrap_it_needs(synthesized):
     for name in STAGES:
         assembly = _assembly(synthesized, name)
+        measures = ("Capture",) if STAGES[name].capture.measures else ()  # the teacher: every stage that measures
         assert sorted(stack.stack_name for stack in assembly.stacks) == sorted(
-            f"{name}-{stack}" for stack in stacks_of(STAGES[name]))
+            f"{name}-{stack}" for stack in STACKS + measures)
         assert assembly.bootstrap_version_needed >= 6  # CDK's CheckBootstrapVersion refuses 1 to 5
         assert assembly.bootstrap_parameter == "/cdk-bootstrap/hnb659fds/version"
 
@@ -24,14 +25,14 @@ def test_each_stage_names_its_stacks_and_the_bootstrap_it_needs(synthesized):
 def test_the_lambda_concurrency_each_stage_takes(synthesized):
     for name, config in STAGES.items():
         functions = {function.label: function for function in needs.lambda_concurrency(_assembly(synthesized, name))}
-        # the teacher where the stage captures: one at a time, its bound (infra/capture.py)
-        assert set(functions) == {"router", "alarm handler"} | ({"teacher"} if config.capture.enabled else set())
+        # the teacher on every stage that measures: one at a time, its bound (infra/capture.py)
+        assert set(functions) == {"router", "alarm handler"} | ({"teacher"} if config.capture.measures else set())
         router = functions["router"]
         assert (router.reserved, router.provisioned) == (config.router_concurrency.reserved,
                                                           config.router_concurrency.provisioned_max)
         assert router.takes == config.router_concurrency.reserved  # provisioned counts within it
         assert functions["alarm handler"].takes == 1
-        if config.capture.enabled:
+        if config.capture.measures:
             assert (functions["teacher"].reserved, functions["teacher"].takes) == (1, 1)
 
 
