@@ -73,9 +73,21 @@ def test_a_ready_account_is_all_ok_before_a_deploy(fake, tmp_path, capsys):
     assert lines["openai secret"] == "skipped: openai secret: not deployed (no stack dev-Operations in us-east-1)"
     assert lines["alarm subscriptions"] == "skipped: alarm subscriptions: not deployed (no stack dev-Monitoring in us-east-1)"
     assert lines["unseen tasks"] == "skipped: unseen tasks: not deployed (no stack dev-Api in us-east-1)"
+    assert lines["quality sampling"] == DEV_SAMPLING
     assert list(lines) == ["credentials", "bootstrap", "region", "lambda concurrency", "endpoint instances",
                            "training instances", "codebuild", "alarm e-mails", "openai secret", "alarm subscriptions",
-                           "unseen tasks"]
+                           "unseen tasks", "quality sampling"]
+
+
+# What the stage sends out of AWS, and how to stop it: a note, never blocking (docs/doctor.md).
+DEV_SAMPLING = (
+    "note: quality sampling: the router sends a redacted sample of the turns the primary answered (a share of 0.2; of "
+    "the rest, a share of 1 of those with tasks the serving adapter was not trained on) to OpenAI (gpt-4.1-mini) for "
+    "the teacher to label: turns that would otherwise not leave AWS; their records, labelled, are kept in the stage's "
+    "capture bucket. To stop it with no deploy, within a minute: aws ssm put-parameter --region us-east-1 --name "
+    "/taskrouter/dev/capture --value off --overwrite (--value on resumes it); for good: capture.share = 0 with "
+    "capture.enabled = false in [dev] of infra/stages.toml, then `npx cdk deploy 'dev/*'`"
+)
 
 
 def test_a_new_accounts_lambda_concurrency_of_10_blocks_with_the_quota_request(fake, tmp_path, capsys):
@@ -116,7 +128,12 @@ def test_prods_provisioned_concurrency_counts_within_its_reservation(fake, monke
     bootstrap("eu-west-1")
     status = main(["doctor", "--stage", "prod", "--cdk-out", str(tmp_path / "prod-out")])
     out = capsys.readouterr().out
-    assert "ok: lambda concurrency: the stage reserves 201 (router 200, alarm handler 1) of the account's 1000 in eu-west-1" in out
+    assert ("ok: lambda concurrency: the stage reserves 202 (teacher 1, router 200, alarm handler 1) of the account's "
+            "1000 in eu-west-1") in out  # prod measures too: its teacher's one
+    assert ("note: quality sampling: the router sends a redacted sample of the turns the primary answered (a share of "
+            "0.02) to OpenAI (gpt-4.1-mini) for the teacher to label: turns that would otherwise not leave AWS; no record "
+            "is kept. To stop it with no deploy, within a minute: aws ssm put-parameter --region eu-west-1 --name "
+            "/taskrouter/prod/capture --value off --overwrite") in out
     assert f"blocks: endpoint instances: '{ENDPOINT_QUOTA}' is 4 in eu-west-1; the stage needs 7" in out
     assert "taskrouter-oncall@example.com in alarm_emails of [prod] of infra/stages.toml reach no one" in out
     assert status == 1
@@ -179,7 +196,8 @@ def test_no_credentials_is_one_line_with_its_fix(monkeypatch, tmp_path, capsys):
     status, lines = doctor(tmp_path, capsys)
     assert status == 1
     assert lines == {"credentials": "blocks: credentials: no AWS credentials found. Fix: set AWS_PROFILE (a profile of "
-                                    "~/.aws/config) or run `aws configure`"}
+                                    "~/.aws/config) or run `aws configure`",
+                     "quality sampling": DEV_SAMPLING}  # said whatever the account: it reads the stage's settings
 
 
 def test_credentials_of_another_account_than_the_stages_block(fake, monkeypatch, tmp_path, capsys):
@@ -189,7 +207,8 @@ def test_credentials_of_another_account_than_the_stages_block(fake, monkeypatch,
     assert status == 1
     assert lines == {"credentials": f"blocks: credentials: the credentials are of account {ACCOUNT}, [dev] of "
                                     "infra/stages.toml deploys to 210987654321. Fix: set AWS_PROFILE to a profile of "
-                                    "account 210987654321"}
+                                    "account 210987654321",
+                     "quality sampling": DEV_SAMPLING}
 
 
 def test_a_region_without_inference_components_blocks(fake, monkeypatch, tmp_path, capsys):
@@ -268,7 +287,7 @@ def test_a_throttled_call_could_not_be_checked_and_exits_2(fake, tmp_path, capsy
         "could not be checked: lambda concurrency: AWS throttled lambda:GetAccountSettings after botocore's retries. "
         "Fix: run the doctor again in a minute"
     )
-    assert all(line.startswith(("ok: ", "skipped: ")) for check, line in lines.items() if check != "lambda concurrency")
+    assert all(line.startswith(("ok: ", "skipped: ", "note: ")) for check, line in lines.items() if check != "lambda concurrency")
 
 
 def test_the_doctors_clients_retry_throttling_as_botocore_does(fake_aws_credentials):
@@ -368,7 +387,7 @@ def test_an_aws_endpoint_url_that_is_not_aws_could_not_be_checked(fake, monkeypa
     with ForeignEndpoint(foreign(kind, sts.service, sts.operation, sts.result)) as endpoint:
         monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint.url)
         status, lines = doctor(tmp_path, capsys)
-    assert status == 2 and list(lines) == ["credentials"], lines
+    assert status == 2 and list(lines) == ["credentials", "quality sampling"], lines
     line = lines["credentials"]
     assert line.startswith("could not be checked: credentials: sts:GetCallerIdentity: ") and endpoint.url in line
     assert line.endswith(f"Fix: AWS_ENDPOINT_URL sends STS's calls to {endpoint.url}: unset it, or point it at STS")
@@ -391,7 +410,7 @@ def test_each_services_endpoint_that_is_not_aws_leaves_its_checks_unchecked(fake
             assert (status, unchecked) == (2, checks), (variable, lines)
             for check in checks:
                 assert endpoint.url in lines[check] and f"Fix: {variable} sends " in lines[check], lines[check]
-            assert all(line.startswith(("ok: ", "skipped: ")) for check, line in lines.items() if check not in checks), lines
+            assert all(line.startswith(("ok: ", "skipped: ", "note: ")) for check, line in lines.items() if check not in checks), lines
 
 
 def test_every_call_the_doctor_makes_is_tried_against_an_endpoint_that_is_not_aws(fake, tmp_path, capsys):
@@ -414,3 +433,17 @@ def test_a_router_the_doctor_cannot_read_could_not_be_checked(fake, tmp_path, ca
     assert status == 2
     assert lines["unseen tasks"].startswith("could not be checked: unseen tasks: function dev-live-router (live")
     assert said in lines["unseen tasks"] and lines["unseen tasks"].endswith("Fix: npx cdk deploy 'dev/*'")
+
+
+def test_a_stage_that_measures_nothing_says_it_sends_nothing(fake, monkeypatch, tmp_path, capsys):
+    """share = 0 with enabled = false: no teacher, nothing leaves AWS for it; still a note, exit 0."""
+    stages = tmp_path / "measures-nothing.toml"
+    text = write_stages(stages, emails=[REAL_EMAIL]).read_text()
+    dev = text.split("\n[prod]\n", 1)[0]
+    changed = dev.replace("\nenabled = true", "\nenabled = false", 1).replace("\nshare = 0.2", "\nshare = 0", 1)
+    stages.write_text(text.replace(dev, changed, 1))
+    monkeypatch.setattr(doctor_stage, "STAGES_FILE", stages)
+    status, lines = doctor(tmp_path, capsys)
+    assert lines["quality sampling"] == ("note: quality sampling: the stage sends no turn to a teacher (capture.share 0 in "
+                                         "[dev] of infra/stages.toml): its quality is not measured")
+    assert status == 0, "\n".join(lines.values())

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from taskrouter.arguments import OneLineParser
-from taskrouter.doctor import account, deployed, quotas
+from taskrouter.doctor import account, deployed, quality, quotas
 from taskrouter.doctor.assembly import CDK_OUT, SYNTH_FIX, AssemblyError, read_assembly
 from taskrouter.doctor.aws import Aws
 from taskrouter.doctor.context import Context
@@ -53,6 +53,7 @@ def run_checks(stage: StageSettings, new_aws: Callable[[], Aws], cdk_out: Path) 
     found, aws, account_id = account.credentials(stage, new_aws)
     yield found
     if aws is None or account_id is None:  # every other check asks AWS, as this identity
+        yield quality.sampling(stage)  # but this one: what the stage sends out of AWS, whatever the account
         return
     try:
         assembly = read_assembly(stage.name, stage.region, cdk_out)
@@ -74,3 +75,4 @@ def run_checks(stage: StageSettings, new_aws: Callable[[], Aws], cdk_out: Path) 
     yield from guarded("openai secret", lambda: deployed.openai_secret(ctx))
     yield from guarded("alarm subscriptions", lambda: deployed.alarm_subscriptions(ctx))
     yield from guarded("unseen tasks", lambda: deployed.unseen(ctx))
+    yield quality.sampling(stage)

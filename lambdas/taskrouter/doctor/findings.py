@@ -12,6 +12,7 @@ class Status(Enum):
     BLOCKS = "blocks"
     UNCHECKED = "could not be checked"
     SKIPPED = "skipped"
+    NOTE = "note"  # what the stage does that its owner should know: nothing to fix
 
 
 @dataclass(frozen=True)
@@ -43,11 +44,15 @@ def skipped(check: str, detail: str) -> Finding:
     return Finding(check, Status.SKIPPED, detail)
 
 
+def note(check: str, detail: str) -> Finding:
+    return Finding(check, Status.NOTE, detail)
+
+
 ALL_OK, SOMETHING_BLOCKS, SOMETHING_UNCHECKED = 0, 1, 2
 
 
 def exit_status(findings: Iterable[Finding]) -> int:
-    """1 when anything blocks; else 2 when anything could not be checked; else 0 (skipped is fine)."""
+    """1 when anything blocks; else 2 when anything could not be checked; else 0 (skipped and notes are fine)."""
     statuses = {finding.status for finding in findings}
     if Status.BLOCKS in statuses:
         return SOMETHING_BLOCKS

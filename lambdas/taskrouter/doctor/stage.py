@@ -28,12 +28,23 @@ class Training:
 
 
 @dataclass(frozen=True)
+class Capture:
+    """The stage's `capture` table, as far as the doctor says what it sends (infra/config.py checks it)."""
+
+    share: float  # of the turns the primary answered, sent to the teacher
+    stores_records: bool  # `enabled`
+    unseen_share: float  # drawn besides, where records are stored
+    teacher_model: str
+
+
+@dataclass(frozen=True)
 class StageSettings:
     name: str
     region: str
     account: str | None  # None: deploys to whatever account the credentials are of
     alarm_emails: tuple[str, ...]
     training: Training | None
+    capture: Capture | None = None  # None: no `capture` table (synth refuses it)
 
     @property
     def table(self) -> str:
@@ -54,14 +65,20 @@ def load_stage(name: str, path: Path | None = None) -> StageSettings:
         raise StageError(f"{SHOWN_STAGES_FILE} has no stage {name!r} (it has {known})")
     try:
         training = table.get("training")
+        capture = table.get("capture")
         return StageSettings(
             name=name,
             region=str(table["region"]),
             account=str(table["account"]) if table.get("account") else None,
             alarm_emails=tuple(str(email) for email in table.get("alarm_emails", [])),
             training=Training(str(training["instance_type"]), bool(training.get("spot", True))) if training else None,
+            capture=Capture(
+                share=float(capture["share"]), stores_records=bool(capture["enabled"]),
+                unseen_share=float(capture.get("unseen_share", 1.0)),
+                teacher_model=str(capture.get("teacher_model") or table["openai_model"]),
+            ) if capture else None,
         )
-    except (KeyError, TypeError) as error:
+    except (KeyError, TypeError, ValueError) as error:
         raise StageError(f"{SHOWN_STAGES_FILE} [{name}]: missing or malformed {error}") from None
 
 
