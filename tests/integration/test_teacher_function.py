@@ -594,6 +594,27 @@ def test_a_deliveries_table_that_fails_loses_no_sample(teacher, deliveries, open
     assert unchecked["record_id"] == record["id"] and unchecked["level"] == "WARNING"
 
 
+def test_a_deliveries_table_that_fails_after_the_turn_was_handled_counts_it_once(teacher, deliveries, openai_server, monkeypatch):
+    """The "in progress" item written, the turn labelled, then the table gone: the completion cannot be written.
+    The turn was handled, once: nothing raised, nothing handled again, the invocation counted unchecked."""
+    from taskrouter.adapters.shadow_teacher import ShadowTeacher
+
+    label = ShadowTeacher.label
+
+    def label_then_lose_the_table(self: ShadowTeacher, *args: Any, **kwargs: Any) -> Any:
+        labelled = label(self, *args, **kwargs)
+        deliveries.delete_table(TableName=DELIVERIES)
+        return labelled
+
+    monkeypatch.setattr(ShadowTeacher, "label", label_then_lose_the_table)
+    openai_server.always(openai_server.answer(MINUTES))
+    record = captured()
+    teacher(record)
+    assert len(openai_server.requests) == 1 and teacher.teacher_of(record)["agrees"] is True
+    assert teacher.metrics("TeacherAgreement") == [(1.0, {"adapter": "sales-v3", "strategy": "zero_shot"})]
+    assert teacher.metrics("RecordWritten") == teacher.metrics("DeliveryUnchecked") == [(1.0, {})]
+
+
 def test_a_deliveries_table_that_never_answers_costs_a_bounded_second(teacher, deliveries, openai_server, slow_s3, monkeypatch):
     """A DynamoDB endpoint that takes the request and answers nothing: each call ends by its bound
     (DELIVERY_CALL_S), and the turn is handled, unchecked, within the invocation's time."""
