@@ -18,7 +18,7 @@ STACKS = ("Registry", "ModelArtifacts", "Operations", "ModelHosting", "Api", "Mo
 
 
 def stacks_of(config: StageConfig) -> tuple[str, ...]:
-    return STACKS + (("Capture",) if config.capture.enabled else ())
+    return STACKS + (("Capture",) if config.capture.measures else ())
 
 
 @dataclass(frozen=True)

@@ -85,10 +85,12 @@ CANARY_ACKNOWLEDGEMENTS = {
     for function in ("Router", "Registry")
 }
 
-# Only in a stage that captures (stages.toml, capture.enabled): the teacher function (infra/capture.py),
-# which writes records under one prefix of the capture bucket.
+# In a stage that measures (capture.share over 0): the teacher function and its deliveries table
+# (infra/capture.py).
+TEACHER_ACKNOWLEDGEMENTS = {"Capture/Teacher": {"AwsSolutions-L1"}, "Capture/Deliveries": {"AwsSolutions-DDB3"}}
+# Only in a stage that stores records (stages.toml, capture.enabled): the teacher writes them under one
+# prefix of the capture bucket, and analysts read them.
 CAPTURE_ACKNOWLEDGEMENTS = {
-    "Capture/Teacher": {"AwsSolutions-L1"},
     "Capture/TeacherRole": {"AwsSolutions-IAM5[Resource::<Captured45005CB0.Arn>/records/*]",
                             "AwsSolutions-IAM5[Resource::<Captured45005CB0.Arn>/aws/lambda/async/*]"},
     "Capture/AnalystPolicy": {"AwsSolutions-IAM5[Resource::*]",
@@ -132,7 +134,8 @@ def test_each_acknowledgement_is_expected_and_gives_its_reason(synthesized):
         expected_here = (
             EXPECTED_ACKNOWLEDGEMENTS
             | (CANARY_ACKNOWLEDGEMENTS if config.router_concurrency.canary != "off" else {})
-            | (CAPTURE_ACKNOWLEDGEMENTS if config.capture.enabled else {})
+            | (TEACHER_ACKNOWLEDGEMENTS if config.capture.measures else {})
+            | (CAPTURE_ACKNOWLEDGEMENTS if config.capture.stores_records else {})
         )
         expected = {path: {_fill(rule, names) for rule in rules} for path, rules in expected_here.items()}
         assert {path: {rule.removeprefix("Annotation::") for rule in rules} for path, rules in in_stage.items()} == expected

@@ -468,7 +468,7 @@ def test_router_role_is_least_privilege(stage):
         "dynamodb:Query",
         "xray:PutTraceSegments",
         "xray:PutTelemetryRecords",
-    } | ({"lambda:InvokeFunction"} if stage.config.capture.enabled else set())  # the teacher (test_capture.py)
+    } | ({"lambda:InvokeFunction"} if stage.config.capture.measures else set())  # the teacher (test_capture.py)
     assert _arn(granted["sagemaker:InvokeEndpoint"]) == (
         f"arn:aws:sagemaker:{stage.config.region}:${{AWS::AccountId}}:endpoint/taskrouter-{stage.config.name}"
     )

@@ -104,8 +104,9 @@ def _store(args: argparse.Namespace) -> tuple[CaptureStore, str]:
     described = session.client("cloudformation").describe_stacks(StackName=stack)["Stacks"][0]
     outputs = {output["OutputKey"]: output["OutputValue"] for output in described.get("Outputs", [])}
     if BUCKET_OUTPUT not in outputs:
-        raise Refused(f"stack {stack} has no output {BUCKET_OUTPUT}: deploy stage {args.stage!r} again "
-                      f"(`npx cdk deploy '{args.stage}/*'`)")  # fmt: skip
+        raise Refused(f"stack {stack} has no output {BUCKET_OUTPUT}: stage {args.stage!r} stores no records (its "
+                      f"teacher measures only: [{args.stage}.capture] enabled = false in infra/stages.toml); set it "
+                      f"true and deploy (`npx cdk deploy '{args.stage}/*'`) to keep turns to harvest")  # fmt: skip
     bucket = outputs[BUCKET_OUTPUT]
     return BucketCapture(session.client("s3"), bucket), f"s3://{bucket}"
 
