@@ -102,19 +102,13 @@ def _escalation_rows(name: str, test_turns: list[dict], scored: list[Scored]) ->
     return rows
 
 
-def write(text: str, doc: Path = ROOT / "docs" / "benchmark.md") -> None:
-    content = doc.read_text()
-    begin, end = content.index(BEGIN) + len(BEGIN), content.index(END)
-    doc.write_text(content[:begin] + "\n" + text + content[end:])
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args(argv)
     text = table()
     if args.write:
-        write(text)
+        routing_bench.write_block(text, BEGIN, END)
     print(text, end="")
     return 0
 

@@ -296,9 +296,10 @@ def table(split: str = "test", baseline: str = "base-zero_shot") -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_table(text: str, doc: Path = ROOT / "docs" / "benchmark.md") -> None:
+def write_block(text: str, begin_marker: str, end_marker: str, doc: Path = ROOT / "docs" / "benchmark.md") -> None:
+    """`text` between the two markers of docs/benchmark.md, in place of what stood there."""
     content = doc.read_text()
-    begin, end = content.index(TABLE_BEGIN) + len(TABLE_BEGIN), content.index(TABLE_END)
+    begin, end = content.index(begin_marker) + len(begin_marker), content.index(end_marker)
     doc.write_text(content[:begin] + "\n" + text + content[end:])
 
 
@@ -323,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         text = table()
         if args.write:
-            write_table(text)
+            write_block(text, TABLE_BEGIN, TABLE_END)
         print(text, end="")
     return 0
 

@@ -32,3 +32,13 @@ def positive_seconds(value: str) -> float:
     if not (math.isfinite(seconds) and seconds > 0):
         raise argparse.ArgumentTypeError(f"{value!r}: give a finite number of seconds above 0")
     return seconds
+
+
+def share_strictly_between_0_and_1(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0 < number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: give a number between 0 and 1, both excluded")
+    return number

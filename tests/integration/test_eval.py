@@ -59,10 +59,8 @@ def run_eval(*args: str) -> int:
     return main(["eval", *args, "--no-progress"])
 
 
-@pytest.fixture
-def local_env(monkeypatch):
-    """The environment `--target local` reads (docs/configuration.md): the oracle doubles as backends."""
-    sagemaker, openai = oracle_sagemaker(wrong=frozenset({"weather"})), oracle_openai()
+def point_the_local_target_at(monkeypatch, sagemaker, openai) -> None:
+    """The environment `--target local` reads, its backends the given doubles, nothing else configured."""
     for name, value in {
         "AWS_ACCESS_KEY_ID": "eval", "AWS_SECRET_ACCESS_KEY": "eval", "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": sagemaker.url, "TASKROUTER_SAGEMAKER_ENDPOINT": "eval-endpoint",
@@ -70,8 +68,16 @@ def local_env(monkeypatch):
         "TASKROUTER_HEDGE_AFTER_MS": "off", "TASKROUTER_PRIMARY_TIMEOUT_MS": "2000",
     }.items():  # fmt: skip
         monkeypatch.setenv(name, value)
-    for name in ("TASKROUTER_TABLE_NAME", "TASKROUTER_SAGEMAKER_COMPONENT", "TASKROUTER_OPENAI_SECRET_ARN", "AWS_PROFILE"):
+    for name in ("TASKROUTER_TABLE_NAME", "TASKROUTER_SAGEMAKER_COMPONENT", "TASKROUTER_OPENAI_SECRET_ARN", "AWS_PROFILE",
+                 "TASKROUTER_CONFIDENCE_THRESHOLDS", "TASKROUTER_ADAPTER_NAME"):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def local_env(monkeypatch):
+    """The environment `--target local` reads (docs/configuration.md): the oracle doubles as backends."""
+    sagemaker, openai = oracle_sagemaker(wrong=frozenset({"weather"})), oracle_openai()
+    point_the_local_target_at(monkeypatch, sagemaker, openai)
     yield sagemaker, openai
     sagemaker.close()
     openai.close()

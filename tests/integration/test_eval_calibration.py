@@ -21,7 +21,7 @@ from sklearn.calibration import calibration_curve
 from taskrouter.cli import main
 
 from .servers import Received, Reply, SageMakerRuntimeDouble
-from .test_eval import DATASET, TASKS_FILE, TURNS, last_message, oracle_openai
+from .test_eval import DATASET, TASKS_FILE, TURNS, last_message, oracle_openai, point_the_local_target_at
 
 EXPECTED = {turn.messages[-1]["content"]: turn.expected for turn in TURNS}
 STOP = {"token": "<|im_end|>", "logprob": -0.004}  # the end of turn, listed after the answer's tokens
@@ -70,16 +70,7 @@ def scripted_primary() -> SageMakerRuntimeDouble:
 @pytest.fixture
 def local_env(monkeypatch):
     sagemaker, openai = scripted_primary(), oracle_openai()
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "eval", "AWS_SECRET_ACCESS_KEY": "eval", "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": sagemaker.url, "TASKROUTER_SAGEMAKER_ENDPOINT": "eval-endpoint",
-        "OPENAI_BASE_URL": openai.base_url, "OPENAI_API_KEY": "sk-eval", "NO_PROXY": "127.0.0.1",
-        "TASKROUTER_HEDGE_AFTER_MS": "off", "TASKROUTER_PRIMARY_TIMEOUT_MS": "2000",
-    }.items():  # fmt: skip
-        monkeypatch.setenv(name, value)
-    for name in ("TASKROUTER_TABLE_NAME", "TASKROUTER_SAGEMAKER_COMPONENT", "TASKROUTER_OPENAI_SECRET_ARN", "AWS_PROFILE",
-                 "TASKROUTER_CONFIDENCE_THRESHOLDS", "TASKROUTER_ADAPTER_NAME"):  # fmt: skip
-        monkeypatch.delenv(name, raising=False)
+    point_the_local_target_at(monkeypatch, sagemaker, openai)
     yield monkeypatch
     sagemaker.close()
     openai.close()

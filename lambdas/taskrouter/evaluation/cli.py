@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from taskrouter.arguments import OneLineParser, positive_int, positive_seconds
+from taskrouter.arguments import OneLineParser, positive_int, positive_seconds, share_strictly_between_0_and_1
 from taskrouter.core.request import Strategy
 
 STDIO = "-"  # standard input (--dataset) or output (compare --out)
@@ -188,24 +188,14 @@ def _threshold_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="taskrouter eval threshold", description="the confidence threshold a run supports")
     parser.add_argument("run", metavar="DIR", help="a folder written by taskrouter eval, over a reviewed dataset training never saw")
     goal = parser.add_mutually_exclusive_group(required=True)
-    goal.add_argument("--accuracy", type=_share, metavar="A", help="the accuracy the kept turns must reach (its Wilson lower bound)")
-    goal.add_argument("--max-escalated", type=_share, metavar="S", help="the largest share of answered turns to escalate")
+    goal.add_argument("--accuracy", type=share_strictly_between_0_and_1, metavar="A", help="the accuracy the kept turns must reach (its Wilson lower bound)")
+    goal.add_argument("--max-escalated", type=share_strictly_between_0_and_1, metavar="S", help="the largest share of answered turns to escalate")
     parser.add_argument("--adapter", default="base", metavar="NAME|DIR",
                         help="the router's adapter (default base), or a folder holding its manifest.json")  # fmt: skip
     parser.add_argument("--stage", default="dev", type=_stage, help="the stage whose configuration lines to print (default dev)")
     parser.add_argument("--strategy", choices=[s.value for s in Strategy], help="the run's strategy, when it sent none")
-    parser.add_argument("--level", type=_share, default=0.95, metavar="L", help="the Wilson intervals' level (default 0.95)")
+    parser.add_argument("--level", type=share_strictly_between_0_and_1, default=0.95, metavar="L", help="the Wilson intervals' level (default 0.95)")
     return parser
-
-
-def _share(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-    if not 0 < number < 1:
-        raise argparse.ArgumentTypeError(f"{value!r}: give a number between 0 and 1, both excluded")
-    return number
 
 
 def _stage(value: str) -> str:
