@@ -193,3 +193,14 @@ def test_the_request_path_works_with_an_allow_list_and_a_threshold():
     decision = route(Backend("sagemaker", "follow_up_email", confidence=0.2), Backend("openai", "follow_up_email"),
                      req=req)
     assert (decision.task, decision.fallback_reason) == ("follow_up_email", "low_confidence")
+
+
+def test_a_hedged_fallback_already_asked_is_the_escalations_first_attempt():
+    """The primary answers after the hedge started the fallback: the escalation waits for that call,
+    rather than asking the fallback a second time."""
+    hedged = dataclasses.replace(settings(), hedge_after_s=0.05)
+    fallback = Backend("openai", "prepare_linkedin_post", delay_s=0.3)
+    router = Router(Registry(), Backend("sagemaker", "follow_up_email", delay_s=0.15, confidence=0.1), fallback, hedged)
+    decision = router.route(request())
+    assert (decision.backend, decision.fallback_reason, decision.task) == ("openai", "low_confidence", "prepare_linkedin_post")
+    assert len(fallback.prompts) == 1
