@@ -61,9 +61,11 @@ def table() -> str:
     lines += ["How well the confidence sorts right from wrong, on test (AURC: lower is better; random is the order "
               "that knows nothing, best the one that ranks every right answer first):", "",
               "| run | answered | accuracy | AURC | random | best | ECE |", "|---|---|---|---|---|---|---|"]
-    escalations = []
+    escalations, coverage = [], []
+    runs = routing_bench.load_runs("test")
     for name in names:
-        test_turns = routing_bench.load_runs("test")[name]["report"]["turns"]
+        report = runs[name]["report"]
+        test_turns = report["turns"]
         scored = scored_turns(test_turns)
         if not scored:  # the peer, or a run from before confidences were recorded
             continue
@@ -72,12 +74,33 @@ def table() -> str:
         lines.append(f"| {name} | {len(scored)} | {accuracy:.2f} | {aurc(ties(ranked)):.3f} | {1 - accuracy:.3f} | "
                      f"{best_aurc(scored):.3f} | {expected_calibration_error(reliability_bins(scored)):.3f} |")
         escalations += _escalation_rows(name, test_turns, scored)
+        coverage += _coverage_rows(name, report["metrics"]["calibration"])
+    percents = [f"{p}%" for p in COVERAGES]
+    lines += ["", "The risk-coverage table on test: the accuracy of the answers kept when the most confident share "
+              "is kept (the rest escalated), overall and for each expected event (`taskrouter eval`'s report.json, "
+              "`metrics.calibration.at_coverage`):", "",
+              "| run | expected event | " + " | ".join(percents) + " |", "|---|---|" + "---|" * len(COVERAGES), *coverage]
     lines += ["", f"Each budget's threshold chosen on dev (`taskrouter eval threshold --max-escalated S`), applied to "
               f"test; the cascade's task accuracy over every test turn with a fallback of accuracy p (not measured "
               f"here); latency added on average at {FALLBACK_MS} ms a fallback call:", "",
               "| run | budget S | threshold | escalated on test | kept accuracy | cascade p=1 | cascade p=0.8 | + ms |",
               "|---|---|---|---|---|---|---|---|", *escalations]
     return "\n".join(lines) + "\n"
+
+
+COVERAGES = (100, 90, 80, 70, 60, 50, 40, 30, 20, 10)
+
+
+def _coverage_rows(name: str, calibration: dict) -> list[str]:
+    at = {round(point["target"] * 100): point for point in calibration["at_coverage"]}
+    rows = [f"| {name} | all | " + " | ".join(f"{at[p]['accuracy']:.2f}" for p in COVERAGES) + " |"]
+    for event in routing_bench.EVENTS:
+        cells = []
+        for p in COVERAGES:
+            kept = at[p]["by_event"].get(event) or {}
+            cells.append(f"{kept['accuracy']:.2f}" if kept.get("kept") else "–")
+        rows.append(f"| {name} | {event} | " + " | ".join(cells) + " |")
+    return rows
 
 
 def _escalation_rows(name: str, test_turns: list[dict], scored: list[Scored]) -> list[str]:
