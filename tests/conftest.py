@@ -37,8 +37,7 @@ def pytest_xdist_make_scheduler(config, log):
 # that neither worker starts one while the other is about to run out of work; measured with
 # `pytest -n 2 --junitxml` (each file's summed time), the longest first. The rest keep their order.
 LONGEST_FIRST = (
-    "tests/integration/test_real_model.py", "tests/integration/test_model_server_logprobs.py",
-    "tests/integration/test_local_server.py", "tests/integration/test_doctor.py",
+    "tests/integration/test_real_model.py", "tests/integration/test_local_server.py", "tests/integration/test_doctor.py",
     "tests/unit/test_served_model_budget.py", "tests/integration/test_router_handler.py",
     "tests/training/test_adapter_launch.py", "tests/integration/test_alarm_handler.py",
     "tests/training/test_adapter_train.py", "tests/integration/test_local_first_try.py",

@@ -184,7 +184,8 @@ def test_route_answers_the_confidence_the_server_reports_and_a_threshold_escalat
         TASKROUTER_CAPTURE_SHARE="0", TASKROUTER_CONFIDENCE_THRESHOLDS=json.dumps([entry]),
     )  # fmt: skip
     try:
-        assert "escalate: the fallback decides answers of adapter base with confidence zero_shot under" in escalating.banner
+        assert ("escalate: the fallback decides answers of adapter base (TASKROUTER_ADAPTER_NAME) with confidence "
+                "zero_shot under") in escalating.banner
         assert main(["--base-url", escalating.url, "tasks", "import", str(files["tasks"]), "--prune"]) == 0
         answers = [escalating.request("POST", "/route", {"conversation": [{"role": "user", "content": content}]},
                                       timeout_s=60)[1] for content in CONFIDENCE_TURNS]
@@ -426,3 +427,114 @@ def test_import_checks_a_file_in_the_model_s_tokens_before_its_first_write(
     err = capsys.readouterr().err
     assert code == 1 and TOKENS_REFUSAL.search(err) and "nothing imported" in err, err
     assert registry(local) == before
+
+
+# -- logprobs: the server's numbers against a direct computation ---------------------------------------
+# SmolLM2 loaded here by transformers alone (tests/unit/logprobs_reference.py: one pass over the prompt and
+# the answer, the constraint's mask at each answer position, a log-softmax: vLLM 0.12's `raw_logprobs`,
+# model_server/logprobs.py cites where), every entry to 1e-4, the stop token's included: for a choice whose
+# names are prefixes of one another (after `recap` the stop is a real choice) and for the few-shot CoT
+# regex with its reasoning line. The router's SageMaker backend then reads the same confidence from the
+# server and from the endpoint's test double answering the same tokens.
+LOGPROB_TASKS = {
+    "recap": Task("recap", "Write a short recap of a meeting.", ("Recap the meeting for me",)),
+    "recap_email": Task("recap_email", "E-mail a recap of a meeting to its attendees.", ("Send the attendees a recap",)),
+}
+COT_TURN = [Message(role="user", content="Recap this morning's meeting for me please.")]
+TOP = 3
+
+
+@pytest.fixture(scope="module")
+def reference() -> tuple[Any, Any, Any]:
+    """SmolLM2 by transformers alone, and an xgrammar compiler for its tokenizer whose stop is the end of its
+    turn (<|im_end|>, its eos)."""
+    import torch
+    import xgrammar
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = smollm2_gguf()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True,
+                                                 dtype=torch.float32).eval()
+    info = xgrammar.TokenizerInfo.from_huggingface(tokenizer, vocab_size=model.config.vocab_size,
+                                                   stop_token_ids=[tokenizer.eos_token_id])
+    return tokenizer, model, xgrammar.GrammarCompiler(info)
+
+
+def _logprobs_answer(model_url: str, messages: list[dict[str, str]], constraint: dict[str, Any], max_tokens: int) -> dict:
+    body = {"messages": messages, "max_completion_tokens": max_tokens, "temperature": 0.0, "logprobs": True,
+            "top_logprobs": TOP, "return_token_ids": True, "structured_outputs": constraint}
+    response = _runtime(model_url).invoke_endpoint(EndpointName=ENDPOINT, ContentType="application/json",
+                                                   Body=json.dumps(body))
+    return json.loads(response["Body"].read())
+
+
+def _check_logprobs(answer: dict, messages: list[dict[str, str]], reference, grammar: Any) -> dict:
+    from tests.unit.logprobs_reference import assert_matches, reference_logprobs
+
+    tokenizer, model, _ = reference
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    prompt_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert answer["prompt_token_ids"] == prompt_ids  # the same tokens, counted here
+    choice = answer["choices"][0]
+    assert choice["finish_reason"] == "stop" and choice["token_ids"][-1] == tokenizer.eos_token_id
+    expected = reference_logprobs(model, prompt_ids, choice["token_ids"], grammar, model.config.vocab_size)
+    assert_matches(choice["logprobs"]["content"], choice["token_ids"], expected, lambda t: tokenizer.decode([t]), TOP)
+    assert choice["logprobs"]["content"][-1]["token"] == "<|im_end|>"
+    assert len(choice["logprobs"]["content"]) == answer["usage"]["completion_tokens"]
+    return choice
+
+
+def test_logprobs_of_a_choice_whose_stop_is_a_real_choice(model_url: str, reference) -> None:
+    messages = [{"role": "user", "content": "Say the word recap."}]
+
+    answer = _logprobs_answer(model_url, messages, {"choice": ["recap", "recap_email", "none"]}, 16)
+
+    grammar = reference[2].compile_grammar('root ::= "recap" | "recap_email" | "none"')  # vLLM's choice_as_grammar
+    choice = _check_logprobs(answer, messages, reference, grammar)
+    assert choice["message"]["content"] == "recap"  # SmolLM2's greedy answer
+    stop = choice["logprobs"]["content"][-1]
+    assert stop["logprob"] < -1e-3  # a real choice: `recap_email` went on with "_"
+    assert "_" in [entry["token"] for entry in stop["top_logprobs"]]
+
+
+@pytest.fixture(scope="module")
+def cot() -> RoutingPrompt:
+    return build_prompt(Strategy.FEW_SHOT_COT, COT_TURN, LOGPROB_TASKS, None)
+
+
+@pytest.fixture(scope="module")
+def cot_answer(model_url: str, cot: RoutingPrompt) -> dict:
+    return _logprobs_answer(model_url, cot.messages(), cot.output_constraint(), cot.max_answer_tokens)
+
+
+def test_logprobs_of_a_regex_with_a_reasoning_line(cot_answer: dict, cot: RoutingPrompt, reference) -> None:
+    grammar = reference[2].compile_regex(cot.output_constraint()["regex"])
+    choice = _check_logprobs(cot_answer, cot.messages(), reference, grammar)
+
+    assert "\nAnswer: " in choice["message"]["content"] and len(choice["token_ids"]) > 8  # a reasoning line first
+
+
+def test_the_router_reads_the_same_confidence_from_the_server_and_the_double(model_url: str, cot: RoutingPrompt,
+                                                                           cot_answer: dict) -> None:
+    """The router's request asks for the generated tokens' logprobs alone; the double answers the tokens
+    the server generated for it. Both read as the same answer with the same confidence: the final
+    answer's tokens and the stop's, the reasoning's left out."""
+    from taskrouter.adapters.sagemaker_backend import SageMakerBackend
+    from taskrouter.core.confidence import answer_confidence, logprobs_of
+
+    raw = cot_answer["choices"][0]
+    text = raw["message"]["content"]
+    double = SageMakerRuntimeDouble()
+    try:
+        double.always(double.answer(text, logprobs=[(entry["token"], entry["logprob"]) for entry in raw["logprobs"]["content"]]))
+        answers = [SageMakerBackend({60.0: client}, ENDPOINT, None).decide(cot, 60.0)
+                   for client in (_runtime(model_url), _runtime(double.url))]  # fmt: skip
+        assert double.requests[-1].json()["logprobs"] is True
+    finally:
+        double.close()
+
+    expected = answer_confidence(text, cot.answer_start(text), logprobs_of(raw))
+    assert answers[0].task == answers[1].task == cot.parse(text)
+    assert answers[1].confidence == expected and 0 < expected <= 1  # the double: exactly the tokens it was given
+    assert answers[0].confidence == pytest.approx(expected, rel=1e-6)  # the server, decoding the same again
