@@ -101,6 +101,7 @@ class Teacher:
         ends at `self.timeout_at`."""
         teacher_runtime.shadow_teacher()  # the init phase's (handlers/teacher.py, `_start`): not the invocation's time
         teacher_runtime.record_store()
+        teacher_runtime.deliveries()
         self.timeout_at = time.monotonic() + remaining_s
         try:
             context = CountdownContext(function_name="taskrouter-teacher", deadline=self.timeout_at)
