@@ -18,6 +18,7 @@ usual answer time, not measured here).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -43,6 +44,10 @@ def runs_with_both_splits() -> list[str]:
                   if (routing_bench.RESULTS / name / "dev" / "report.json").is_file())
 
 
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
 def best_aurc(scored: list[Scored]) -> float:
     """The AURC of the order that ranks every right answer first."""
     ordered = sorted(scored, key=lambda s: not s.right)
@@ -63,12 +68,11 @@ def table() -> str:
               "| run | answered | accuracy | AURC | random | best | ECE |", "|---|---|---|---|---|---|---|"]
     escalations, coverage = [], []
     runs = routing_bench.load_runs("test")
+    names = [name for name in names if scored_turns(runs[name]["report"]["turns"])]  # not the peer: no confidence
     for name in names:
         report = runs[name]["report"]
         test_turns = report["turns"]
         scored = scored_turns(test_turns)
-        if not scored:  # the peer, or a run from before confidences were recorded
-            continue
         accuracy = sum(s.right for s in scored) / len(scored)
         ranked = sorted(scored, key=lambda s: -s.confidence)
         lines.append(f"| {name} | {len(scored)} | {accuracy:.2f} | {aurc(ties(ranked)):.3f} | {1 - accuracy:.3f} | "
@@ -80,6 +84,12 @@ def table() -> str:
               "is kept (the rest escalated), overall and for each expected event (`taskrouter eval`'s report.json, "
               "`metrics.calibration.at_coverage`):", "",
               "| run | expected event | " + " | ".join(percents) + " |", "|---|---|" + "---|" * len(COVERAGES), *coverage]
+    lines += ["", "The dev runs the thresholds were chosen on (`routing_bench.py eval --name NAME --split dev`):", "",
+              "| run | dev turns | eval s | date |", "|---|---|---|---|"]
+    for name in names:
+        run = read_json(routing_bench.RESULTS / name / "dev" / "run.json")
+        turns = len(read_json(routing_bench.RESULTS / name / "dev" / "report.json")["turns"])
+        lines.append(f"| {name} | {turns} | {run['seconds']} | {run['date']} |")
     lines += ["", f"Each budget's threshold chosen on dev (`taskrouter eval threshold --max-escalated S`), applied to "
               f"test; the cascade's task accuracy over every test turn with a fallback of accuracy p (not measured "
               f"here); latency added on average at {FALLBACK_MS} ms a fallback call:", "",
