@@ -7,7 +7,7 @@ invalid output or misses its deadline leaves the decision to the fallback, which
 with jitter, while its budget allows. A valid answer whose confidence is under the strategy's
 calibrated threshold is escalated: the fallback decides (`low_confidence`); where no fallback is
 configured or it fails too, the primary's answer stands, still marked `low_confidence` (a threshold
-never makes a decision worse than none would, nor turns an answer into a 503). When nothing decides, the answer is a 503 with Retry-After
+never turns a decided turn into a 503). When nothing decides, the answer is a 503 with Retry-After
 whose message says why, in the words of `Explanations` (what to set to change it); it is composed
 only then, so a decided request costs nothing more.
 """
@@ -235,12 +235,12 @@ class Router:
             primary: PrimaryOutcome = NOT_ASKED,
         ) -> Decision:
             event = derive_event(current, task)
-            held = threshold is not None and primary.confidence is not None
+            held = threshold if primary.confidence is not None else None  # the answer it was held to
             return Decision(
                 task, event, backend, reason, ignored, strategy, detail, fitted.cut, current, shown, primary, registry,
                 self._settings.transcript,
-                threshold=threshold.value if held and threshold else None,
-                threshold_registry_differs=_registry_differs(threshold, registry) if held else None,
+                threshold=held.value if held else None,
+                threshold_registry_differs=_registry_differs(held, registry) if held else None,
             )
 
         breaker = self._breakers[strategy]
