@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "lambdas"))
 
 from benchmarks import routing_bench  # noqa: E402
-from taskrouter.evaluation.calibration import Scored, aurc, expected_calibration_error, reliability_bins, scored_turns, ties  # noqa: E402
+from taskrouter.evaluation.calibration import COVERAGE_PERCENTS, Scored, aurc, expected_calibration_error, reliability_bins, scored_turns, ties  # noqa: E402
 from taskrouter.evaluation.intervals import wilson  # noqa: E402
 from taskrouter.evaluation.threshold import Refused, for_escalated_share, read_run  # noqa: E402
 
@@ -98,7 +98,7 @@ def table() -> str:
     return "\n".join(lines) + "\n"
 
 
-COVERAGES = (100, 90, 80, 70, 60, 50, 40, 30, 20, 10)
+COVERAGES = COVERAGE_PERCENTS  # the coverages the eval report computes (metrics.calibration.at_coverage)
 
 
 def _coverage_rows(name: str, calibration: dict) -> list[str]:
