@@ -40,8 +40,8 @@ END = "<!-- end of the cascade block -->"
 
 
 def runs_with_both_splits() -> list[str]:
-    return sorted(name for name in routing_bench.load_runs("test")
-                  if (routing_bench.RESULTS / name / "dev" / "report.json").is_file())
+    return [name for name in routing_bench.load_runs("test")  # in the results block's order
+            if (routing_bench.RESULTS / name / "dev" / "report.json").is_file()]
 
 
 def read_json(path: Path) -> dict:

@@ -4,6 +4,7 @@ the tables docs/benchmark.md shows built from the committed reports alone.
 
     .venv/bin/python benchmarks/routing_bench.py eval --name base-zero_shot [--strategy zero_shot] [--adapter DIR] [--split test]
     .venv/bin/python benchmarks/routing_bench.py train --size 100 --seed 0     # resumable: run it again after a stop
+    .venv/bin/python benchmarks/routing_bench.py train --size 50 --learning-rate 2e-4    # lora-50-s0-lr0.0002
     .venv/bin/python benchmarks/routing_bench.py eval --name lora-100-s0 --adapter benchmarks/work/adapters/lora-100-s0
     .venv/bin/python benchmarks/routing_bench.py table [--write]                 # --write: into docs/benchmark.md
 
@@ -89,10 +90,15 @@ def single_turn(conversation: dict[str, Any], index: int, running: str | None) -
     return {"id": f"{conversation['id']}#{index}", "current_task": running, "messages": messages}
 
 
-def train(size: int, seed: int) -> Path:
+def adapter_name(size: int, seed: int, learning_rate: float = HYPER["learning_rate"]) -> str:
+    """lora-SIZE-sSEED, with the learning rate named where it is not the benchmark's."""
+    return f"lora-{size}-s{seed}" + ("" if learning_rate == HYPER["learning_rate"] else f"-lr{learning_rate:g}")
+
+
+def train(size: int, seed: int, learning_rate: float = HYPER["learning_rate"]) -> Path:
     from taskrouter.model_server.bundled import smollm2_gguf
 
-    name = f"lora-{size}-s{seed}"
+    name = adapter_name(size, seed, learning_rate)
     adapter, checkpoints = WORK / "adapters" / name, WORK / "checkpoints" / name
     dataset = WORK / "train-sets" / f"{name}.jsonl"
     bench_data.write_jsonl(dataset, balanced_turns(size, seed))
@@ -102,7 +108,7 @@ def train(size: int, seed: int) -> Path:
     command = [sys.executable, "-m", "taskrouter.cli", "adapter", "train", "--dataset", str(dataset),
                "--tasks", str(TASKS), "--base-model", str(smollm2_gguf()), "--out", str(adapter),
                "--epochs", str(HYPER["epochs"]), "--batch-size", str(HYPER["batch_size"]),
-               "--learning-rate", str(HYPER["learning_rate"]), "--rank", str(HYPER["rank"]), "--seed", str(seed),
+               "--learning-rate", str(learning_rate), "--rank", str(HYPER["rank"]), "--seed", str(seed),
                "--checkpoint-dir", str(checkpoints), "--checkpoint-every", "2", "--force"]
     started = time.monotonic()
     subprocess.run(command, check=True, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
@@ -110,6 +116,20 @@ def train(size: int, seed: int) -> Path:
                "training_set_sha256": hashlib.sha256(dataset.read_bytes()).hexdigest(), "size": size, "seed": seed}
     (adapter / "bench-training.json").write_text(json.dumps(trained, indent=1) + "\n")
     return adapter
+
+
+def adapter_facts(adapter: Path) -> dict[str, Any]:
+    """What a run's report keeps of the adapter it evaluated: its manifest's digest, how the benchmark
+    trained it, and what `adapter train` recorded (examples trained on and held out, steps, losses)."""
+    manifest_file = adapter / "manifest.json"
+    manifest = json.loads(manifest_file.read_text())
+    training = adapter / "bench-training.json"
+    return {
+        "manifest_sha256": bench_data.file_sha256(manifest_file),
+        "training": json.loads(training.read_text()) if training.is_file() else None,
+        "examples": manifest.get("dataset"), "split": manifest.get("split"), "result": manifest.get("result"),
+        "hyper_parameters": manifest.get("hyper_parameters"),
+    }  # fmt: skip
 
 
 # -- evaluation ------------------------------------------------------------------------------------
@@ -152,15 +172,10 @@ def evaluate(name: str, split: str, strategy: str, adapter: Path | None) -> None
         raise SystemExit(f"taskrouter eval exited {code}")
     for picture in out.glob("*.png"):
         picture.unlink()  # report.json holds every figure; the pictures are not committed
-    manifest = adapter / "manifest.json" if adapter else None
     run = {
         "name": name, "split": split, "strategy": strategy, "decider": "sagemaker",
         "model": model.name, "model_sha256": bench_data.file_sha256(model),
-        "adapter": None if adapter is None else {
-            "manifest_sha256": bench_data.file_sha256(manifest), "training": json.loads((adapter / "bench-training.json").read_text())
-            if (adapter / "bench-training.json").is_file() else None,
-            "examples": json.loads(manifest.read_text()).get("dataset"),
-        },
+        "adapter": None if adapter is None else adapter_facts(adapter),
         "command": "taskrouter " + " ".join(arguments[:-1]).replace(str(ROOT) + "/", ""),
         "seconds": round(seconds), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
     }  # fmt: skip
@@ -168,13 +183,26 @@ def evaluate(name: str, split: str, strategy: str, adapter: Path | None) -> None
 
 
 # -- the table -------------------------------------------------------------------------------------
+STRATEGIES = ("zero_shot", "few_shot_cot", "react")
+
+
 def load_runs(split: str = "test") -> dict[str, dict[str, Any]]:
-    """Every committed run over `split`: its run.json and report.json."""
+    """Every committed run over `split`: its run.json and report.json, in reading order (the base model
+    through each strategy, then the adapters by training-set size and seed, then the peer)."""
     runs = {}
-    for report in sorted(RESULTS.glob(f"*/{split}/report.json")):
+    for report in RESULTS.glob(f"*/{split}/report.json"):
         run = json.loads((report.parent / "run.json").read_text())
         runs[run["name"]] = {"run": run, "report": json.loads(report.read_text())}
-    return runs
+    return dict(sorted(runs.items(), key=lambda item: _reading_order(item[1]["run"])))
+
+
+def _reading_order(run: dict[str, Any]) -> tuple[int, int, int, str]:
+    training = (run.get("adapter") or {}).get("training") or {}
+    if training:
+        return 1, training["size"], training["seed"], run["name"]
+    if run.get("strategy") in STRATEGIES:  # the base model
+        return 0, STRATEGIES.index(run["strategy"]), 0, run["name"]
+    return 2, 0, 0, run["name"]  # a peer
 
 
 def outcomes(entry: dict[str, Any]) -> list[dict[str, Any]]:
@@ -284,6 +312,7 @@ def table(split: str = "test", baseline: str = "base-zero_shot") -> str:
             unseen = [r for r in rows if r["registry"] in held_out]
             lines.append(f"| {name} | {_ci(paired(base, seen, 'task_right'))} | "
                          f"{_ci(paired(base, unseen, 'task_right')) if unseen else '–'} | {_ci(paired(base, rows, 'event_right'))} |")
+    lines += learning_curve(runs, rows_of, baseline, held_out)
     lines += ["", "Each run: its command, model, adapter and duration.", "",
               "| run | strategy | model | adapter manifest | trained on | eval s | date |", "|---|---|---|---|---|---|---|"]
     for name, entry in runs.items():
@@ -294,6 +323,42 @@ def table(split: str = "test", baseline: str = "base-zero_shot") -> str:
         lines.append(f"| {name} | {run.get('strategy', '–')} | {run.get('model', '–')} | "
                      f"{(adapter.get('manifest_sha256') or '–')[:12]} | {trained} | {run.get('seconds', '–')} | {run.get('date', '–')} |")
     return "\n".join(lines) + "\n"
+
+
+def learning_curve(runs: dict[str, dict[str, Any]], rows_of: dict[str, list[dict[str, Any]]], baseline: str,
+                   held_out: set[str]) -> list[str]:
+    """The adapters by training-set size, what `adapter train` made of each set (examples it trained on
+    and held out, steps at the batch size: the examples seen), and task accuracy on the 40-task registry
+    against the other seen ones, each against the base model on the same turns."""
+    curve = [(name, entry["run"]["adapter"]) for name, entry in runs.items() if (entry["run"].get("adapter") or {}).get("training")]
+    if not curve or baseline not in rows_of:
+        return []
+    largest = max((r for r in bench_data.registries().items() if r[0] not in held_out), key=lambda r: len(r[1]["tasks"]))[0]
+    lines = ["", f"The learning curve: each adapter by the size of its training set, against `{baseline}` on the same turns "
+             f"(task accuracy; `{largest}` is the {len(bench_data.registries()[largest]['tasks'])}-task registry, `other` the "
+             "other seen registries; the difference paired by conversation).", "",
+             "| run | turns (each event) | trained on / held out | examples seen (steps × batch) | epochs, learning rate | "
+             "train s | validation loss | seen | unseen | Δ seen | Δ unseen | "
+             f"{largest} | other | Δ {largest} |", "|---|" + "---|" * 13]
+    base = rows_of[baseline]
+    for name, adapter in curve:
+        rows, split, result = rows_of[name], adapter.get("split") or {}, adapter.get("result") or {}
+        hyper = adapter.get("hyper_parameters") or {}
+        seen = [r for r in rows if r["registry"] not in held_out]
+        unseen = [r for r in rows if r["registry"] in held_out]
+        largest_rows = [r for r in rows if r["registry"] == largest]
+        other = [r for r in seen if r["registry"] != largest]
+        size = adapter["training"]["size"]
+        lines.append(
+            f"| {name} | {size} ({size // len(EVENTS)}) | {split.get('train_examples', '–')} / {split.get('validation_examples', '–')} | "
+            f"{result.get('steps', 0) * hyper.get('batch_size', 0) or '–'} | {hyper.get('epochs', '–')}, {hyper.get('learning_rate', '–')} | "
+            f"{round(result['seconds']) if 'seconds' in result else '–'} | "
+            f"{format(result['validation_loss'], '.2f') if result.get('validation_loss') is not None else '–'} | "
+            f"{_ci(bootstrap(seen, 'task_right'))} | {_ci(bootstrap(unseen, 'task_right'))} | "
+            f"{_ci(paired(base, seen, 'task_right'))} | {_ci(paired(base, unseen, 'task_right'))} | "
+            f"{_ci(bootstrap(largest_rows, 'task_right'))} | {_ci(bootstrap(other, 'task_right'))} | "
+            f"{_ci(paired(base, largest_rows, 'task_right'))} |")
+    return lines
 
 
 def write_block(text: str, begin_marker: str, end_marker: str, doc: Path = ROOT / "docs" / "benchmark.md") -> None:
@@ -309,18 +374,20 @@ def main(argv: list[str] | None = None) -> int:
     evaluating = commands.add_parser("eval")
     evaluating.add_argument("--name", required=True)
     evaluating.add_argument("--split", default="test", choices=bench_data.SPLITS)
-    evaluating.add_argument("--strategy", default="zero_shot", choices=("zero_shot", "few_shot_cot", "react"))
+    evaluating.add_argument("--strategy", default="zero_shot", choices=STRATEGIES)
     evaluating.add_argument("--adapter", type=Path)
     training = commands.add_parser("train")
     training.add_argument("--size", type=int, required=True)
     training.add_argument("--seed", type=int, default=0)
+    training.add_argument("--learning-rate", type=float, default=HYPER["learning_rate"],
+                          help=f"default {HYPER['learning_rate']:g}; another is named in the adapter's run name")
     tabling = commands.add_parser("table")
     tabling.add_argument("--write", action="store_true")
     args = parser.parse_args(argv)
     if args.command == "eval":
         evaluate(args.name, args.split, args.strategy, args.adapter)
     elif args.command == "train":
-        print(train(args.size, args.seed))
+        print(train(args.size, args.seed, args.learning_rate))
     else:
         text = table()
         if args.write:

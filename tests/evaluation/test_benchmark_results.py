@@ -20,12 +20,14 @@ def test_every_committed_run_says_how_it_was_made():
 
 
 def test_a_learning_curve_s_training_sets_are_balanced_across_events_and_nested():
-    small, large = routing_bench.balanced_turns(50, 0), routing_bench.balanced_turns(100, 0)
-    for chosen in (small, large):
+    curve = [routing_bench.balanced_turns(size, 0) for size in (25, 50, 100, 200)]
+    for chosen in curve:
         events = collections.Counter(line["messages"][-1]["expect"]["event"] for line in chosen)
         assert set(events.values()) == {len(chosen) // 5}, events
         assert len({line["id"] for line in chosen}) == len(chosen)
-    assert {line["id"] for line in small} <= {line["id"] for line in large}
+    for smaller, larger in zip(curve, curve[1:]):
+        assert {line["id"] for line in smaller} < {line["id"] for line in larger}
+    small = curve[1]
     assert routing_bench.balanced_turns(50, 0) == small and routing_bench.balanced_turns(50, 1) != small
 
 
@@ -52,3 +54,26 @@ def test_the_best_order_ranks_every_right_answer_first():
     turns = [Scored(0.9, False, "start"), Scored(0.2, True, "start"), Scored(0.5, True, "none")]
     # right, right, wrong: risks 0, 0, 1/3 at k = 1, 2, 3
     assert cascade.best_aurc(turns) == (0 + 0 + 1 / 3) / 3
+
+
+def test_runs_read_as_base_strategies_then_the_learning_curve_by_size_then_the_peer(tmp_path, monkeypatch):
+    import json
+
+    def committed(name, strategy, size=None, learning_rate=None):
+        adapter = None if size is None else {"training": {"size": size, "seed": 0}}
+        folder = tmp_path / name / "test"
+        folder.mkdir(parents=True)
+        (folder / "run.json").write_text(json.dumps({"name": name, "strategy": strategy, "decider": "sagemaker", "adapter": adapter}))
+        (folder / "report.json").write_text("{}")
+
+    committed("peer-semantic-router", "–")
+    committed(routing_bench.adapter_name(100, 0), "zero_shot", 100)
+    committed(routing_bench.adapter_name(50, 0, 2e-4), "zero_shot", 50)
+    committed(routing_bench.adapter_name(25, 0), "zero_shot", 25)
+    committed(routing_bench.adapter_name(50, 0), "zero_shot", 50)
+    for strategy in ("react", "zero_shot", "few_shot_cot"):
+        committed(f"base-{strategy}", strategy)
+    monkeypatch.setattr(routing_bench, "RESULTS", tmp_path)
+    assert list(routing_bench.load_runs()) == [
+        "base-zero_shot", "base-few_shot_cot", "base-react", "lora-25-s0", "lora-50-s0", "lora-50-s0-lr0.0002",
+        "lora-100-s0", "peer-semantic-router"]
