@@ -217,6 +217,7 @@ def outcomes(entry: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append({
             "conversation": turn["conversation"], "index": turn["index"], "registry": info["registry"],
             "lang": info["lang"], "near_miss": "near_miss" in info["tags"], "expected_event": turn["expected"]["event"],
+            "expects_task": turn["expected"]["task"] is not None,
             "task_right": decided and turn["predicted"]["task"] == turn["expected"]["task"],
             "event_right": decided and turn["predicted"]["event"] == turn["expected"]["event"],
             "latency_ms": turn["latency_ms"] if decided else None, "reason": turn["fallback_reason"],
@@ -292,15 +293,22 @@ def table(split: str = "test", baseline: str = "base-zero_shot") -> str:
                                                 for e in EVENTS) + " |")
     registries = sorted({r["registry"] for rows in rows_of.values() for r in rows})
     languages = sorted({r["lang"] for rows in rows_of.values() for r in rows})
-    lines += ["", "Task accuracy by registry (tasks in the registry), language, and on conversations with a near-miss pair:", "",
-              "| run | " + " | ".join(f"{r} ({len(bench_data.registries()[r]['tasks'])})" for r in registries) + " | "
-              + " | ".join(languages) + " | near-miss |",
-              "|---|" + "---|" * (len(registries) + len(languages) + 1)]
-    for name, rows in rows_of.items():
-        cells = [_share([r for r in rows if r["registry"] == registry], "task_right") for registry in registries]
-        cells += [_share([r for r in rows if r["lang"] == language], "task_right") for language in languages]
-        cells.append(_share([r for r in rows if r["near_miss"]], "task_right"))
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    header = ("| run | " + " | ".join(f"{r} ({len(bench_data.registries()[r]['tasks'])})" for r in registries) + " | "
+              + " | ".join(languages) + " | near-miss |")
+    rule = "|---|" + "---|" * (len(registries) + len(languages) + 1)
+    for caption, keep in (
+        ("Task accuracy by registry (tasks in the registry), language, and on conversations with a near-miss pair:",
+         lambda row: True),
+        ("The same over the turns that expect a task (to start, continue or switch to): `none` and `end` turns left "
+         "out, as their share differs by registry and language:", lambda row: row["expects_task"]),
+    ):
+        lines += ["", caption, "", header, rule]
+        for name, rows in rows_of.items():
+            kept = [r for r in rows if keep(r)]
+            cells = [_share([r for r in kept if r["registry"] == registry], "task_right") for registry in registries]
+            cells += [_share([r for r in kept if r["lang"] == language], "task_right") for language in languages]
+            cells.append(_share([r for r in kept if r["near_miss"]], "task_right"))
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if baseline in rows_of and len(rows_of) > 1:
         lines += ["", f"Against `{baseline}` on the same turns (difference, 95 % interval, paired by conversation):", "",
                   "| run | task acc. seen | task acc. unseen | event acc. all |", "|---|---|---|---|"]
@@ -327,37 +335,42 @@ def table(split: str = "test", baseline: str = "base-zero_shot") -> str:
 
 def learning_curve(runs: dict[str, dict[str, Any]], rows_of: dict[str, list[dict[str, Any]]], baseline: str,
                    held_out: set[str]) -> list[str]:
-    """The adapters by training-set size, what `adapter train` made of each set (examples it trained on
-    and held out, steps at the batch size: the examples seen), and task accuracy on the 40-task registry
-    against the other seen ones, each against the base model on the same turns."""
+    """The base model, then the adapters by training-set size: what `adapter train` made of each set
+    (examples it trained on and held out, steps at the batch size: the examples seen), task accuracy
+    seen and unseen against the base on the same turns, and on the turns that expect a task, the
+    largest registry against the other seen ones."""
     curve = [(name, entry["run"]["adapter"]) for name, entry in runs.items() if (entry["run"].get("adapter") or {}).get("training")]
     if not curve or baseline not in rows_of:
         return []
-    largest = max((r for r in bench_data.registries().items() if r[0] not in held_out), key=lambda r: len(r[1]["tasks"]))[0]
-    lines = ["", f"The learning curve: each adapter by the size of its training set, against `{baseline}` on the same turns "
-             f"(task accuracy; `{largest}` is the {len(bench_data.registries()[largest]['tasks'])}-task registry, `other` the "
-             "other seen registries; the difference paired by conversation).", "",
+    sizes = {name: len(spec["tasks"]) for name, spec in bench_data.registries().items() if name not in held_out}
+    largest = max(sizes, key=sizes.get)
+    lines = ["", f"The learning curve: `{baseline}`, then each adapter by the size of its training set (task accuracy; "
+             "Δ: against the base on the same turns, paired by conversation; the last two columns over the turns that "
+             f"expect a task, `{largest}` the {sizes[largest]}-task registry, `other` the other seen registries).", "",
              "| run | turns (each event) | trained on / held out | examples seen (steps × batch) | epochs, learning rate | "
-             "train s | validation loss | seen | unseen | Δ seen | Δ unseen | "
-             f"{largest} | other | Δ {largest} |", "|---|" + "---|" * 13]
+             f"train s | validation loss | seen | unseen | Δ seen | Δ unseen | {largest}, task turns | other, task turns |",
+             "|---|" + "---|" * 12]
     base = rows_of[baseline]
-    for name, adapter in curve:
-        rows, split, result = rows_of[name], adapter.get("split") or {}, adapter.get("result") or {}
-        hyper = adapter.get("hyper_parameters") or {}
+    for name, adapter in [(baseline, None), *curve]:
+        rows = rows_of[name]
         seen = [r for r in rows if r["registry"] not in held_out]
         unseen = [r for r in rows if r["registry"] in held_out]
-        largest_rows = [r for r in rows if r["registry"] == largest]
-        other = [r for r in seen if r["registry"] != largest]
-        size = adapter["training"]["size"]
-        lines.append(
-            f"| {name} | {size} ({size // len(EVENTS)}) | {split.get('train_examples', '–')} / {split.get('validation_examples', '–')} | "
-            f"{result.get('steps', 0) * hyper.get('batch_size', 0) or '–'} | {hyper.get('epochs', '–')}, {hyper.get('learning_rate', '–')} | "
-            f"{round(result['seconds']) if 'seconds' in result else '–'} | "
-            f"{format(result['validation_loss'], '.2f') if result.get('validation_loss') is not None else '–'} | "
-            f"{_ci(bootstrap(seen, 'task_right'))} | {_ci(bootstrap(unseen, 'task_right'))} | "
-            f"{_ci(paired(base, seen, 'task_right'))} | {_ci(paired(base, unseen, 'task_right'))} | "
-            f"{_ci(bootstrap(largest_rows, 'task_right'))} | {_ci(bootstrap(other, 'task_right'))} | "
-            f"{_ci(paired(base, largest_rows, 'task_right'))} |")
+        task_turns = [r for r in seen if r["expects_task"]]
+        cells = [_ci(bootstrap(seen, "task_right")), _ci(bootstrap(unseen, "task_right"))]
+        if adapter is None:
+            cells = ["0", "–", "–", "–", "–", "–", *cells, "–", "–"]
+        else:
+            split, result, hyper = adapter.get("split") or {}, adapter.get("result") or {}, adapter.get("hyper_parameters") or {}
+            size = adapter["training"]["size"]
+            cells = [f"{size} ({size // len(EVENTS)})", f"{split.get('train_examples', '–')} / {split.get('validation_examples', '–')}",
+                     str(result.get("steps", 0) * hyper.get("batch_size", 0) or "–"),
+                     f"{hyper.get('epochs', '–')}, {hyper.get('learning_rate', '–'):g}" if "learning_rate" in hyper else "–",
+                     str(round(result["seconds"])) if "seconds" in result else "–",
+                     format(result["validation_loss"], ".2f") if result.get("validation_loss") is not None else "–",
+                     *cells, _ci(paired(base, seen, "task_right")), _ci(paired(base, unseen, "task_right"))]
+        cells += [_ci(bootstrap([r for r in task_turns if r["registry"] == largest], "task_right")),
+                  _ci(bootstrap([r for r in task_turns if r["registry"] != largest], "task_right"))]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
 
