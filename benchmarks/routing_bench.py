@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import bench_data  # noqa: E402
+from taskrouter.core.request import Strategy  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "bench"
 WORK = ROOT / "benchmarks" / "work"  # adapters and checkpoints: large, not committed
@@ -183,7 +184,7 @@ def evaluate(name: str, split: str, strategy: str, adapter: Path | None) -> None
 
 
 # -- the table -------------------------------------------------------------------------------------
-STRATEGIES = ("zero_shot", "few_shot_cot", "react")
+STRATEGIES = tuple(strategy.value for strategy in Strategy)  # the order the table reads them in
 
 
 def load_runs(split: str = "test") -> dict[str, dict[str, Any]]:
