@@ -323,14 +323,15 @@ def table(split: str = "test", baseline: str = "base-zero_shot") -> str:
                          f"{_ci(paired(base, unseen, 'task_right')) if unseen else '–'} | {_ci(paired(base, rows, 'event_right'))} |")
     lines += learning_curve(runs, rows_of, baseline, held_out)
     lines += ["", "Each run: its command, model, adapter and duration.", "",
-              "| run | strategy | model | adapter manifest | trained on | eval s | date |", "|---|---|---|---|---|---|---|"]
+              "| run | strategy | model | adapter manifest | trained on | eval s | date | command |", "|---|---|---|---|---|---|---|---|"]
     for name, entry in runs.items():
         run = entry["run"]
         adapter = run.get("adapter") or {}
         training = adapter.get("training") or {}
         trained = f"{training.get('size')} turns, seed {training.get('seed')}" if training else "–"
         lines.append(f"| {name} | {run.get('strategy', '–')} | {run.get('model', '–')} | "
-                     f"{(adapter.get('manifest_sha256') or '–')[:12]} | {trained} | {run.get('seconds', '–')} | {run.get('date', '–')} |")
+                     f"{(adapter.get('manifest_sha256') or '–')[:12]} | {trained} | {run.get('seconds', '–')} | {run.get('date', '–')} | "
+                     f"`{run['command']}` |")
     return "\n".join(lines) + "\n"
 
 
