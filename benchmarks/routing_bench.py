@@ -256,6 +256,11 @@ def _resampled(groups: list[list[int]], seed: int) -> tuple[float, float, float]
     return point, estimates[int(0.025 * BOOTSTRAP_DRAWS)], estimates[int(0.975 * BOOTSTRAP_DRAWS) - 1]
 
 
+def _apart(rows: list[dict[str, Any]], held_out: set[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The rows of the seen registries, and those of the held-out one."""
+    return [r for r in rows if r["registry"] not in held_out], [r for r in rows if r["registry"] in held_out]
+
+
 def _ci(value: tuple[float, float, float]) -> str:
     return f"{value[0]:.2f} [{value[1]:.2f}, {value[2]:.2f}]"
 
@@ -280,8 +285,7 @@ def table(split: str = "test", baseline: str = "base-zero_shot") -> str:
              "| run | turns | task acc. seen | task acc. unseen | event acc. seen | event acc. unseen | p50 ms | not decided |",
              "|---|---|---|---|---|---|---|---|"]
     for name, rows in rows_of.items():
-        seen = [r for r in rows if r["registry"] not in held_out]
-        unseen = [r for r in rows if r["registry"] in held_out]
+        seen, unseen = _apart(rows, held_out)
         missed = collections.Counter(r["reason"] or "error" for r in rows if r["latency_ms"] is None)
         lines.append(f"| {name} | {len(rows)} | {_ci(bootstrap(seen, 'task_right'))} | "
                      f"{_ci(bootstrap(unseen, 'task_right')) if unseen else '–'} | {_ci(bootstrap(seen, 'event_right'))} | "
@@ -317,8 +321,7 @@ def table(split: str = "test", baseline: str = "base-zero_shot") -> str:
         for name, rows in rows_of.items():
             if name == baseline:
                 continue
-            seen = [r for r in rows if r["registry"] not in held_out]
-            unseen = [r for r in rows if r["registry"] in held_out]
+            seen, unseen = _apart(rows, held_out)
             lines.append(f"| {name} | {_ci(paired(base, seen, 'task_right'))} | "
                          f"{_ci(paired(base, unseen, 'task_right')) if unseen else '–'} | {_ci(paired(base, rows, 'event_right'))} |")
     lines += learning_curve(runs, rows_of, baseline, held_out)
@@ -355,8 +358,7 @@ def learning_curve(runs: dict[str, dict[str, Any]], rows_of: dict[str, list[dict
     base = rows_of[baseline]
     for name, adapter in [(baseline, None), *curve]:
         rows = rows_of[name]
-        seen = [r for r in rows if r["registry"] not in held_out]
-        unseen = [r for r in rows if r["registry"] in held_out]
+        seen, unseen = _apart(rows, held_out)
         task_turns = [r for r in seen if r["expects_task"]]
         cells = [_ci(bootstrap(seen, "task_right")), _ci(bootstrap(unseen, "task_right"))]
         if adapter is None:

@@ -67,7 +67,7 @@ def test_the_best_order_ranks_every_right_answer_first():
 def test_runs_read_as_base_strategies_then_the_learning_curve_by_size_then_the_peer(tmp_path, monkeypatch):
     import json
 
-    def committed(name, strategy, size=None, learning_rate=None):
+    def committed(name, strategy, size=None):
         adapter = None if size is None else {"training": {"size": size, "seed": 0}}
         folder = tmp_path / name / "test"
         folder.mkdir(parents=True)
